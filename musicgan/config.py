@@ -1,0 +1,268 @@
+"""One typed config tree (dataclasses), its validation and `--set a.b=value` overrides.
+
+The same object flows from the CLI (or Ray Tune, or a test) into the training loop; the
+resolved tree is saved as `config.json` in every run directory and inside every checkpoint.
+Presets (`presets.py`) are code that build on each other and return a `Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from musicgan.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
+    representation: str = "events"  # events | pianoroll | tokens
+    tones_per_step: int = 1  # K of C-RNN-GAN-K (events only)
+    pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
+    time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
+    frames_per_beat: int = 1  # piano roll resolution (quarter-note frames for chorales)
+    transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
+    batch_size: int = 20  # per rank (per micro step)
+    num_workers: int = 0  # loader worker processes per rank
+
+
+@dataclass
+class ModelConfig:
+    name: str = "crnngan"  # a registered model family: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan
+    g_hidden: int = 350
+    g_layers: int = 2
+    g_dropout: float = 0.5
+    d_hidden: int = 350
+    d_layers: int = 2
+    d_dropout: float = 0.5
+    d_layout: str = "separate"  # separate (reference: one stack per direction) | interleaved (torch)
+    # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.
+    rbm_hidden: int = 150
+    gibbs_steps: int = 15  # k of CD-k during training
+    sample_gibbs_steps: int = 25  # the seed generates with k = 25
+    latent_dim: int = 1000  # MLP-GAN latent size
+    embedding_dim: int = 64
+    bidirectional: bool = False
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adam
+    g_lr: float = 0.1
+    d_lr: float = 0.05  # the reference's D uses half of G's rate
+    momentum: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    l2: float = 0.1  # L2 penalty scale: l2 * sum(w^2) / 2 added to every loss (the paper)
+    grad_clip: float = 5.0  # global-norm clipping; 0 disables
+
+
+@dataclass
+class CurriculumConfig:
+    """seq_len(epoch) = min(start + growth * epoch, max_len); the paper: 4, 4, 100."""
+
+    start: int = 4
+    growth: int = 4
+    max_len: int = 100
+    continue_adversarial: bool = True  # keep growing in the adversarial phase (else: max_len there)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 100  # total, pretraining included
+    pretrain_epochs: int = 6
+    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
+    freeze_d_threshold: float = 0.7  # D skips its update while d_loss < θ_D * g_loss (0: never)
+    freeze_g_threshold: float = 0.7  # G skips its update while g_loss < θ_G * d_loss (0: never)
+    feature_matching: bool = True
+    feature_matching_mode: str = "batch_mean"  # batch_mean (Salimans) | paired (the reference)
+    label_smoothing: float = 0.0  # one-sided: real target 1 - s
+    nonfinite: str = "stop"  # stop | skip | rollback  (what a NaN/inf loss does)
+    rollback_lr_factor: float = 0.5  # rollback: learning rates multiplied by this
+    max_grad_norm: float = 1e6  # a gradient norm above this counts as divergence
+
+
+@dataclass
+class DistConfig:
+    backend: str = "ddp"  # ddp | deepspeed
+    zero_stage: int = 0  # deepspeed only: 0 | 1 | 2
+    grad_accum: int = 1  # deepspeed gradient accumulation steps
+    precision: str = "fp32"  # fp32 | bf16 (bf16 where supported)
+    timeout_s: float = 600.0  # collective timeout: a dead or stalled rank becomes an error
+
+
+@dataclass
+class LogConfig:
+    interval: int = 10  # steps between scalar logs
+    checkpoint_every: int = 0  # steps between checkpoints (0: at every epoch end)
+    keep: int = 3  # checkpoints kept
+    sample_every: int = 1  # epochs between sample/metric rounds (0: only at the end)
+    num_samples: int = 8  # MIDI samples written per round
+    metric_samples: int = 32  # generated songs scored per round
+    metric_songs: int = 64  # real valid songs scored once
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    preset: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+CHOICES = {
+    "data.representation": ("events", "pianoroll", "tokens"),
+    "data.pitch_unit": ("midi", "hz"),
+    "data.time_unit": ("seconds", "ticks"),
+    "data.transpose": ("none", "c"),
+    "model.d_layout": ("separate", "interleaved"),
+    "optim.optimizer": ("sgd", "adam"),
+    "train.feature_matching_mode": ("batch_mean", "paired"),
+    "train.nonfinite": ("stop", "skip", "rollback"),
+    "dist.backend": ("ddp", "deepspeed"),
+    "dist.zero_stage": (0, 1, 2),
+    "dist.precision": ("fp32", "bf16"),
+}
+POSITIVE = (
+    "data.batch_size", "data.tones_per_step", "data.frames_per_beat", "model.g_hidden",
+    "model.g_layers", "model.d_hidden", "model.d_layers", "curriculum.start", "curriculum.max_len",
+    "dist.grad_accum", "log.interval", "log.keep", "model.rbm_hidden", "model.gibbs_steps",
+    "dist.timeout_s",
+)
+NON_NEGATIVE = (
+    "train.epochs", "train.pretrain_epochs", "train.max_steps", "curriculum.growth",
+    "optim.g_lr", "optim.d_lr", "optim.l2", "optim.grad_clip", "train.freeze_d_threshold",
+    "train.freeze_g_threshold", "data.num_workers", "log.checkpoint_every", "log.sample_every",
+    "log.num_samples", "log.metric_samples", "log.metric_songs",
+)
+UNIT_INTERVAL = ("model.g_dropout", "model.d_dropout", "train.label_smoothing")
+
+
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
+
+
+def get_value(cfg: Config, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _coerce(key: str, raw: Any, typ: type) -> Any:
+    """Convert a `--set` string (or a JSON value) to the field's declared type."""
+    if typ is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {raw!r}")
+    try:
+        if typ is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(str(raw)) if not isinstance(raw, (int, float)) else int(raw)
+        if typ is float:
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {raw!r}") from None
+
+
+def set_value(cfg: Config, key: str, raw: Any) -> None:
+    """Set `section.name` from a string or JSON value, with a clear error for unknown keys."""
+    section_name, dot, name = key.partition(".")
+    sections = _sections(cfg)
+    if key == "preset":
+        cfg.preset = str(raw)
+        return
+    if not dot or section_name not in sections:
+        raise ConfigError(f"unknown config key {key!r}: sections are {', '.join(sorted(sections))}")
+    section = sections[section_name]
+    hints = get_type_hints(type(section))
+    if name not in hints:
+        raise ConfigError(
+            f"unknown config key {key!r}: {section_name} has {', '.join(f.name for f in dataclasses.fields(section))}"
+        )
+    setattr(section, name, _coerce(key, raw, hints[name]))
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `a.b=value` strings in order."""
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        set_value(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def apply_dict(cfg: Config, data: dict, prefix: str = "") -> Config:
+    """Apply a nested dict (a `--config` JSON file, a Tune trial's values) onto `cfg`."""
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            apply_dict(cfg, value, prefix=f"{full}.")
+        else:
+            set_value(cfg, full, value)
+    return cfg
+
+
+def load_config_file(cfg: Config, path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return apply_dict(cfg, data)
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild a Config from `to_dict()` output (checkpoints, run directories)."""
+    return apply_dict(Config(), data)
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and choices; the message names the offending key."""
+    for key, allowed in CHOICES.items():
+        if get_value(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={get_value(cfg, key)!r} is not one of {', '.join(map(str, allowed))}")
+    for key in POSITIVE:
+        if not get_value(cfg, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {get_value(cfg, key)!r}")
+    for key in NON_NEGATIVE:
+        if get_value(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get_value(cfg, key)!r}")
+    for key in UNIT_INTERVAL:
+        if not 0.0 <= get_value(cfg, key) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {get_value(cfg, key)!r}")
+    if cfg.curriculum.start > cfg.curriculum.max_len:
+        raise ConfigError(f"curriculum.start={cfg.curriculum.start} exceeds curriculum.max_len={cfg.curriculum.max_len}")
+    if cfg.train.pretrain_epochs > cfg.train.epochs:
+        raise ConfigError(f"train.pretrain_epochs={cfg.train.pretrain_epochs} exceeds train.epochs={cfg.train.epochs}")
+    from musicgan.training.families import FAMILIES  # late: families import models
+
+    if cfg.model.name not in FAMILIES:
+        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILIES))}")
+    return cfg

@@ -1,0 +1,168 @@
+"""The one domain object: a song as a table of notes plus its tempo and metre.
+
+Everything in musicgan speaks `Song`: MIDI files and music21 scores are read into it,
+shards store it, representations encode/decode it, metrics measure it and sampling writes
+it back to MIDI. Times are in seconds with tempo changes already honoured (the MIDI reader
+does that); the tempo map is kept so beat-based views (piano rolls per beat, empty-beat
+rate, ticks-per-quarter compat mode) can convert back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Columns of `Song.notes` (float64, one row per note). A plain float array rather than a
+# structured dtype so shards can store it as `.npy` loadable with allow_pickle=False and
+# every consumer can slice columns without knowing numpy record arrays.
+NOTE_COLUMNS = ("onset", "duration", "pitch", "velocity", "program", "is_drum")
+ONSET, DURATION, PITCH, VELOCITY, PROGRAM, IS_DRUM = range(len(NOTE_COLUMNS))
+NUM_NOTE_COLUMNS = len(NOTE_COLUMNS)
+
+DEFAULT_BPM = 120.0
+
+
+@dataclass
+class Song:
+    """A polyphonic song.
+
+    notes: (num_notes, 6) float64, columns NOTE_COLUMNS, sorted by (onset, pitch).
+        onset/duration in seconds; pitch 0-127 (MIDI number); velocity 1-127;
+        program 0-127 (General MIDI); is_drum 0 or 1.
+    tempos: [(time_s, bpm), ...] sorted, first at 0.0.
+    time_signatures: [(time_s, numerator, denominator), ...] sorted (may be empty).
+    source: where the song came from: path relative to the input root, or a corpus id.
+    corpus: name of the corpus (`music21:bach`) or "" for a MIDI folder.
+    """
+
+    notes: np.ndarray
+    tempos: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, DEFAULT_BPM)])
+    time_signatures: list[tuple[float, int, int]] = field(default_factory=list)
+    source: str = ""
+    corpus: str = ""
+
+    def __post_init__(self) -> None:
+        notes = np.asarray(self.notes, dtype=np.float64)
+        if notes.size == 0:
+            notes = notes.reshape(0, NUM_NOTE_COLUMNS)
+        if notes.ndim != 2 or notes.shape[1] != NUM_NOTE_COLUMNS:
+            raise ValueError(f"notes must have shape (n, {NUM_NOTE_COLUMNS}), got {notes.shape}")
+        order = np.lexsort((notes[:, PITCH], notes[:, ONSET]))
+        self.notes = notes[order]
+        if not self.tempos:
+            self.tempos = [(0.0, DEFAULT_BPM)]
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_columns(cls, onset, duration, pitch, velocity=None, program=None, is_drum=None, **meta) -> "Song":
+        """Build from per-column sequences; velocity defaults to 100, program 0, not drum."""
+        onset = np.asarray(onset, dtype=np.float64)
+        n = len(onset)
+        cols = [
+            onset,
+            np.asarray(duration, dtype=np.float64),
+            np.asarray(pitch, dtype=np.float64),
+            np.full(n, 100.0) if velocity is None else np.asarray(velocity, dtype=np.float64),
+            np.zeros(n) if program is None else np.asarray(program, dtype=np.float64),
+            np.zeros(n) if is_drum is None else np.asarray(is_drum, dtype=np.float64),
+        ]
+        return cls(np.stack(cols, axis=1) if n else np.zeros((0, NUM_NOTE_COLUMNS)), **meta)
+
+    def replace(self, **changes) -> "Song":
+        return dataclasses.replace(self, **changes)
+
+    # -- views ----------------------------------------------------------------------------
+    @property
+    def num_notes(self) -> int:
+        return int(self.notes.shape[0])
+
+    @property
+    def onsets(self) -> np.ndarray:
+        return self.notes[:, ONSET]
+
+    @property
+    def durations(self) -> np.ndarray:
+        return self.notes[:, DURATION]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.notes[:, ONSET] + self.notes[:, DURATION]
+
+    @property
+    def pitches(self) -> np.ndarray:
+        return self.notes[:, PITCH].astype(np.int64)
+
+    @property
+    def velocities(self) -> np.ndarray:
+        return self.notes[:, VELOCITY].astype(np.int64)
+
+    @property
+    def is_drum(self) -> np.ndarray:
+        return self.notes[:, IS_DRUM] > 0.5
+
+    @property
+    def end_time(self) -> float:
+        return float(self.offsets.max()) if self.num_notes else 0.0
+
+    def pitched(self) -> "Song":
+        """The song without drum notes (pitch metrics ignore drums)."""
+        return self.replace(notes=self.notes[~self.is_drum])
+
+    # -- time conversion (tempo map) ---------------------------------------------------------
+    def _tempo_segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start_s, start_beat, seconds_per_beat) per tempo segment."""
+        times = np.array([t for t, _ in self.tempos], dtype=np.float64)
+        spb = np.array([60.0 / max(b, 1e-6) for _, b in self.tempos], dtype=np.float64)
+        beats = np.zeros_like(times)
+        if len(times) > 1:
+            beats[1:] = np.cumsum(np.diff(times) / spb[:-1])
+        return times, beats, spb
+
+    def seconds_to_beats(self, seconds) -> np.ndarray:
+        """Quarter-note beats elapsed at each time (piecewise-linear in the tempo map)."""
+        seconds = np.asarray(seconds, dtype=np.float64)
+        times, beats, spb = self._tempo_segments()
+        seg = np.clip(np.searchsorted(times, seconds, side="right") - 1, 0, len(times) - 1)
+        return beats[seg] + (seconds - times[seg]) / spb[seg]
+
+    def beats_to_seconds(self, beats_q) -> np.ndarray:
+        beats_q = np.asarray(beats_q, dtype=np.float64)
+        times, beats, spb = self._tempo_segments()
+        seg = np.clip(np.searchsorted(beats, beats_q, side="right") - 1, 0, len(times) - 1)
+        return times[seg] + (beats_q - beats[seg]) * spb[seg]
+
+    def beat_times(self) -> np.ndarray:
+        """Onset time in seconds of every quarter-note beat up to the song's end."""
+        last = float(self.seconds_to_beats(self.end_time)) if self.num_notes else 0.0
+        return self.beats_to_seconds(np.arange(0.0, np.floor(last) + 1.0))
+
+    def bar_length_beats(self) -> float | None:
+        """Quarter notes per bar from the first time signature, None when unknown."""
+        if not self.time_signatures:
+            return None
+        _, num, den = self.time_signatures[0]
+        return num * 4.0 / den
+
+    def meta(self) -> dict:
+        """JSON-serialisable metadata (what a shard's `.json` stores beside the notes)."""
+        return {
+            "source": self.source,
+            "corpus": self.corpus,
+            "tempos": [[float(t), float(b)] for t, b in self.tempos],
+            "time_signatures": [[float(t), int(n), int(d)] for t, n, d in self.time_signatures],
+            "num_notes": self.num_notes,
+            "end_time": self.end_time,
+        }
+
+    @classmethod
+    def from_arrays(cls, notes: np.ndarray, meta: dict) -> "Song":
+        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample."""
+        return cls(
+            notes=notes,
+            tempos=[(float(t), float(b)) for t, b in meta.get("tempos", [[0.0, DEFAULT_BPM]])],
+            time_signatures=[(float(t), int(n), int(d)) for t, n, d in meta.get("time_signatures", [])],
+            source=meta.get("source", ""),
+            corpus=meta.get("corpus", ""),
+        )

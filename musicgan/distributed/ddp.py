@@ -1,0 +1,138 @@
+"""The DDP backend: one DistributedDataParallel wrapper and one torch optimizer per network.
+
+A backend owns the networks' training wrappers and optimizers; the loop only asks it for
+a module to run, and to apply an update. `musicgan/distributed/deepspeed.py` implements the
+same interface with one DeepSpeed engine per network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from musicgan.distributed.dispatch import MethodDispatch
+from musicgan.distributed.env import DistEnv
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class UpdateResult:
+    grad_norm: float  # global L2 norm of the (all-reduced) gradient before clipping
+    applied: bool  # False when the step was refused (non-finite or exploding gradient)
+
+
+class TrainBackend:
+    """Interface shared by the DDP and DeepSpeed backends."""
+
+    name = "base"
+
+    def setup(self, networks: dict[str, nn.Module], optimizers: dict[str, OptimizerFactory]) -> None:
+        raise NotImplementedError
+
+    def train_module(self, name: str) -> nn.Module:
+        """Callable as `m(method, *args)` for a forward whose loss updates `name` (DDP / engine)."""
+        raise NotImplementedError
+
+    def module(self, name: str) -> nn.Module:
+        """The plain network (frozen forwards, sampling, state dicts)."""
+        raise NotImplementedError
+
+    def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
+        raise NotImplementedError
+
+    def skip_update(self, name: str) -> None:
+        """Called instead of `update` when freezing skips `name` this step (keeps counters aligned)."""
+
+    def optimizer_state(self) -> dict[str, dict]:
+        raise NotImplementedError
+
+    def load_optimizer_state(self, states: dict[str, dict]) -> None:
+        raise NotImplementedError
+
+    def set_lr(self, name: str, lr: float) -> None:
+        raise NotImplementedError
+
+    def get_lr(self, name: str) -> float:
+        raise NotImplementedError
+
+    def save_extra(self, directory: Path, tag: str) -> None:
+        """Backend-specific checkpoint files (every rank calls it); DDP has none."""
+
+    def load_extra(self, directory: Path, tag: str) -> None:
+        """Restore what `save_extra` wrote; DDP has none."""
+
+    def close(self) -> None:
+        """Release engines before the process group goes away."""
+
+
+class DDPBackend(TrainBackend):
+    name = "ddp"
+
+    def __init__(self, env: DistEnv, grad_clip: float, max_grad_norm: float) -> None:
+        self.env = env
+        self.grad_clip = grad_clip
+        self.max_grad_norm = max_grad_norm
+        self.networks: dict[str, nn.Module] = {}
+        self.wrappers: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def setup(self, networks, optimizers) -> None:
+        for name, net in networks.items():
+            net.to(self.env.device)
+            self.networks[name] = net
+            params = [p for p in net.parameters() if p.requires_grad]
+            dispatch = MethodDispatch(net)
+            if self.env.distributed and params:
+                # broadcast_buffers=False: with the default, "D on real, D on fake, one
+                # backward" raises an in-place error on torch >= 2.6 (distributed-traps.md).
+                self.wrappers[name] = DistributedDataParallel(
+                    dispatch,
+                    device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
+                    broadcast_buffers=False,
+                )
+            else:
+                self.wrappers[name] = dispatch
+            if name in optimizers and params:
+                self.optimizers[name] = optimizers[name](params)
+
+    def train_module(self, name: str) -> nn.Module:
+        return self.wrappers[name]
+
+    def module(self, name: str) -> nn.Module:
+        return self.networks[name]
+
+    def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP all-reduces the gradients here, so the norm below is global
+        params = [p for p in self.networks[name].parameters() if p.grad is not None]
+        clip = self.grad_clip if self.grad_clip > 0 else math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
+        # Every rank sees the same all-reduced gradient, hence the same norm and decision.
+        if not math.isfinite(norm) or norm > self.max_grad_norm:
+            optimizer.zero_grad(set_to_none=True)
+            return UpdateResult(norm, applied=False)
+        optimizer.step()
+        return UpdateResult(norm, applied=True)
+
+    def optimizer_state(self) -> dict[str, dict]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_optimizer_state(self, states: dict[str, dict]) -> None:
+        for name, state in states.items():
+            if name in self.optimizers:
+                self.optimizers[name].load_state_dict(state)
+
+    def set_lr(self, name: str, lr: float) -> None:
+        for group in self.optimizers[name].param_groups:
+            group["lr"] = lr
+
+    def get_lr(self, name: str) -> float:
+        return float(self.optimizers[name].param_groups[0]["lr"])

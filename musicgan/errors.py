@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints `error: <message>` (one line, no traceback) and exits 2.
+
+Raise `UserError` (or a subclass) for anything the user can fix: bad paths, bad configs,
+unusable input. Use `assert` only for internal invariants.
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is one human-readable line."""
+
+
+class ConfigError(UserError):
+    """An invalid config key or value; the message names the key."""
+
+
+class DataError(UserError):
+    """Missing or unusable input data (MIDI folder, corpus, shards)."""
+
+
+class MidiError(DataError):
+    """A MIDI file that cannot be used; the message is the one-line reason for `skipped`."""

@@ -1,0 +1,30 @@
+"""Objective evaluation: per-song metric registry, distribution comparisons, report.
+
+`registry` holds small pure `Song -> float` metrics (C-RNN-GAN and MusPy style), used by
+the training loop and by `musicgan evaluate`; `distributions` compares sets of songs
+(mgeval-style overlapping area / KL, in-house Frechet distance, realism score).
+"""
+
+from musicgan.metrics.registry import (
+    DEFAULT_ONSET_TOLERANCE,
+    GROUPS,
+    METRICS,
+    Metric,
+    compute_metrics,
+    crnngan_summary,
+    metric_names,
+    register,
+    summarize,
+)
+
+__all__ = [
+    "DEFAULT_ONSET_TOLERANCE",
+    "GROUPS",
+    "METRICS",
+    "Metric",
+    "compute_metrics",
+    "crnngan_summary",
+    "metric_names",
+    "register",
+    "summarize",
+]
