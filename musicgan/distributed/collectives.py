@@ -73,3 +73,15 @@ def barrier(what: str = "barrier") -> None:
             dist.barrier()
     except (RuntimeError, ValueError) as exc:
         raise _fail("barrier", what, exc) from exc
+
+
+def all_gather_object(obj: Any, what: str = "objects") -> list[Any]:
+    """Every rank's `obj`, in rank order (only on rare paths: divergence reports)."""
+    if not _active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    try:
+        dist.all_gather_object(out, obj)
+    except (RuntimeError, ValueError) as exc:
+        raise _fail("all_gather", what, exc) from exc
+    return out

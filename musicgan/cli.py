@@ -1,0 +1,195 @@
+"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, bench.
+
+Thin on purpose: parse arguments, build the config, call the library. A user error prints
+`error: <one line>` and exits 2 (no traceback; MUSICGAN_DEBUG=1 shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from musicgan.errors import UserError
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.9,0.05,0.05, got {text!r}") from None
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6:
+        raise argparse.ArgumentTypeError(f"split ratios must be three non-negative numbers summing to 1, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musicgan", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="MIDI folder or music21 corpus -> WebDataset shards")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--midi-dir", help="folder of .mid/.midi files (recursive)")
+    source.add_argument("--corpus", help="bundled corpus, e.g. music21:bach")
+    p.add_argument("--out", required=True, help="output shard directory")
+    p.add_argument("--workers", type=int, default=None, help="parallel parsers (default: all cores)")
+    p.add_argument("--shard-size", type=int, default=200, help="songs per shard")
+    p.add_argument("--split-ratios", type=_ratios, default=(0.9, 0.05, 0.05), help="train,valid,test")
+    p.add_argument("--limit", type=int, default=None, help="only the first N inputs (smoke tests)")
+    p.add_argument("--task-index", type=int, default=None, help="SLURM array: this task's slice")
+    p.add_argument("--num-tasks", type=int, default=None, help="SLURM array: number of slices")
+
+    p = sub.add_parser("merge-manifests", help="merge the per-task manifests of an array prepare")
+    p.add_argument("--out", required=True, help="the shard directory the tasks wrote into")
+
+    p = sub.add_parser("train", help="train a model (one process, or one rank under torchrun/srun)")
+    p.add_argument("--data", help="prepared shard directory")
+    p.add_argument("--run-dir", required=True, help="checkpoints, logs and samples go here")
+    p.add_argument("--preset", default="crnngan-paper", help="named config (see musicgan/presets.py)")
+    p.add_argument("--config", help="JSON file with config values (applied after the preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=10 (repeatable)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--deepspeed-config", help="DeepSpeed JSON merged over the derived engine configs")
+
+    p = sub.add_parser("sample", help="write MIDI samples from a run's checkpoint")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the newest valid one)")
+    p.add_argument("--num", type=int, default=8)
+    p.add_argument("--length", type=int, default=100, help="steps of the representation")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
+
+    p = sub.add_parser("evaluate", help="compare generated music with a real split")
+    gen = p.add_mutually_exclusive_group(required=True)
+    gen.add_argument("--run", help="training run directory (uses its latest samples and log)")
+    gen.add_argument("--generated", help="folder of generated MIDI files")
+    p.add_argument("--reference", required=True, help="shard directory or MIDI folder of real music")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--compare", nargs="*", default=[], help="other runs or MIDI folders to compare")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-songs", type=int, default=None)
+
+    p = sub.add_parser("bench", help="speed benchmarks (JSON + Markdown table)")
+    p.add_argument("--out", default=None, help="write the JSON here")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace):
+    from musicgan.config import apply_overrides, load_config_file, validate
+    from musicgan.presets import get_preset
+
+    cfg = get_preset(args.preset)
+    if args.config:
+        load_config_file(cfg, args.config)
+    apply_overrides(cfg, args.overrides)
+    if args.data:
+        cfg.data.path = str(Path(args.data).resolve())  # absolute: Ray trials chdir
+    if args.max_steps is not None:
+        cfg.train.max_steps = args.max_steps
+    return validate(cfg)
+
+
+def cmd_prepare(args) -> int:
+    from musicgan.data.prepare import prepare_dataset
+
+    spec = args.corpus if args.corpus else args.midi_dir
+    kwargs = {}
+    if args.task_index is not None or args.num_tasks is not None:
+        if args.task_index is None or args.num_tasks is None or not 0 <= args.task_index < args.num_tasks:
+            raise UserError("--task-index I and --num-tasks N go together, with 0 <= I < N")
+        kwargs["partition"] = (args.task_index, args.num_tasks)
+    if args.limit is not None:
+        kwargs["limit"] = args.limit
+    manifest = prepare_dataset(spec, args.out, workers=args.workers, shard_size=args.shard_size,
+                               ratios=args.split_ratios, **kwargs)
+    print_manifest_summary(manifest, args.out)
+    return 0
+
+
+def print_manifest_summary(manifest: dict, out: str) -> None:
+    splits = manifest.get("splits", {})
+    parts = [f"{name}: {info.get('songs', 0)} songs, {info.get('notes', 0)} notes, {info.get('shards', 0)} shards"
+             for name, info in splits.items()]
+    print(f"[musicgan] {out}: " + "; ".join(parts))
+    print(f"[musicgan] included {len(manifest.get('included', []))}, skipped {len(manifest.get('skipped', []))}")
+    for item in manifest.get("skipped", [])[:10]:
+        print(f"  skipped {item['path']}: {item['reason']}")
+
+
+def cmd_merge(args) -> int:
+    from musicgan.data.prepare import merge_manifests
+
+    print_manifest_summary(merge_manifests(args.out), args.out)
+    return 0
+
+
+def cmd_train(args) -> int:
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    if not cfg.data.path:
+        raise UserError("--data is required (a directory made by `musicgan prepare`)")
+    from musicgan.training.loop import train
+
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    result = train(cfg, args.run_dir, resume=args.resume or restarts > 0, deepspeed_config=args.deepspeed_config)
+    if int(os.environ.get("RANK", "0") or 0) == 0 and result.finished:
+        print(f"[musicgan] finished at step {result.step}: checkpoint {result.checkpoint}, samples in "
+              f"{Path(args.run_dir) / 'samples'}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from musicgan.training.sampling import sample_run
+
+    sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
+               checkpoint=args.checkpoint, audio=args.audio)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from musicgan.metrics.evaluate import run_evaluate
+
+    run_evaluate(run=args.run, generated=args.generated, reference=args.reference, split=args.split,
+                 compare=tuple(args.compare), out=args.out, max_songs=args.max_songs)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from musicgan.benchmarks.suite import run_suite
+
+    run_suite(out=args.out, quick=args.quick)
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "merge-manifests": cmd_merge, "train": cmd_train, "sample": cmd_sample,
+            "evaluate": cmd_evaluate, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[musicgan] %(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
+        if os.environ.get("MUSICGAN_DEBUG"):
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: unexpected {type(exc).__name__}: {first} (MUSICGAN_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,140 @@
+"""C-RNN-GAN (Mogren 2016), C-RNN-GAN-K and its MLE baseline as phase tables.
+
+crnngan: MLE pretraining of G (teacher forced) for `train.pretrain_epochs`, then
+adversarial training with freezing and (optionally) feature matching.
+mle:     the paper's baseline, the same generator trained only on next-event squared error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from musicgan import losses
+from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator
+from musicgan.training.families import ModelFamily, register
+from musicgan.training.phases import Phase, StepContext, StepOutput
+
+
+def valid_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) bool: True on the steps a row really has (the rest is zero padding)."""
+    steps = torch.arange(seq_len, device=lengths.device)
+    return steps[None, :] < lengths[:, None]
+
+
+def with_l2(ctx: StepContext, name: str, loss: torch.Tensor) -> torch.Tensor:
+    """The paper adds l2 * sum(w^2) / 2 of the updated network to each loss."""
+    scale = ctx.cfg.optim.l2
+    if scale <= 0:
+        return loss
+    return loss + losses.l2_penalty(ctx.module(name).parameters(), scale)
+
+
+def mle_step(ctx: StepContext, batch) -> StepOutput:
+    """Teacher-forced next-event prediction (pretraining, and the whole MLE baseline)."""
+    x = batch.x.to(ctx.device)  # (B, T, F)
+    mask = valid_mask(batch.lengths.to(ctx.device), x.shape[1])
+    pred = ctx.run("generator", "teacher_forced", x)  # (B, T, F): prediction of x[:, t]
+    loss = losses.mle_loss(pred, x, mask)
+    return StepOutput({"generator": with_l2(ctx, "generator", loss)}, {"mle": loss.detach()})
+
+
+def adversarial_step(ctx: StepContext, batch) -> StepOutput:
+    """One G forward; D on real and fake in one batch; G's loss through D's plain module."""
+    cfg = ctx.cfg.train
+    real = batch.x.to(ctx.device)  # (B, T, F)
+    batch_size, seq_len = real.shape[0], real.shape[1]
+    real_mask = valid_mask(batch.lengths.to(ctx.device), seq_len)
+    fake_mask = torch.ones_like(real_mask)
+
+    fake = ctx.run("generator", "forward", batch_size, seq_len)  # (B, T, F)
+
+    # D's loss: real and (detached) fake through the DDP wrapper in ONE forward, so DDP sees
+    # one forward per backward and the sequences share the kernels.
+    both = torch.cat([real, fake.detach()], dim=0)
+    lengths = torch.cat([batch.lengths.to(ctx.device), torch.full_like(batch.lengths.to(ctx.device), seq_len)])
+    logits, features = ctx.run("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
+    real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+    d_loss, d_stats = losses.discriminator_loss(
+        real_logits, fake_logits, real_mask=real_mask, fake_mask=fake_mask, label_smoothing=cfg.label_smoothing
+    )
+
+    # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
+    # inside G's step: see distributed-traps.md), gradients flow only into G.
+    discriminator = ctx.module("discriminator")
+    discriminator.requires_grad_(False)
+    try:
+        g_logits, g_features = discriminator(fake, None)
+    finally:
+        discriminator.requires_grad_(True)
+    if cfg.feature_matching:
+        g_loss = losses.feature_matching_loss(
+            features[:batch_size].detach(), g_features, real_mask=real_mask, fake_mask=fake_mask,
+            mode=cfg.feature_matching_mode,
+        )
+    else:
+        g_loss = losses.generator_loss(g_logits, fake_mask)
+
+    stats = {
+        "d_acc_real": torch.as_tensor(d_stats["acc_real"], dtype=torch.float32),
+        "d_acc_fake": torch.as_tensor(d_stats["acc_fake"], dtype=torch.float32),
+    }
+    return StepOutput(
+        {"generator": with_l2(ctx, "generator", g_loss), "discriminator": with_l2(ctx, "discriminator", d_loss)},
+        stats,
+    )
+
+
+@register("crnngan")
+class CRNNGAN(ModelFamily):
+    network_names = ("generator", "discriminator")
+
+    def build_networks(self, representation):
+        m = self.cfg.model
+        features = representation.num_features
+        return {
+            "generator": CRNNGenerator(features, hidden=m.g_hidden, layers=m.g_layers, dropout=m.g_dropout),
+            "discriminator": CRNNDiscriminator(
+                features, hidden=m.d_hidden, layers=m.d_layers, dropout=m.d_dropout, layout=m.d_layout
+            ),
+        }
+
+    def phases(self) -> list[Phase]:
+        table = []
+        if self.cfg.train.pretrain_epochs > 0:
+            table.append(Phase("pretrain", self.cfg.train.pretrain_epochs, ("generator",), mle_step))
+        table.append(
+            Phase(
+                "adversarial",
+                None,
+                # G first: its loss graph holds D's weights, which D's step changes in place.
+                ("generator", "discriminator"),
+                adversarial_step,
+                freezing=True,
+                curriculum=self.cfg.curriculum.continue_adversarial,
+            )
+        )
+        return table
+
+    @torch.no_grad()
+    def generate(self, networks, num: int, length: int) -> np.ndarray:
+        generator = networks["generator"]
+        was_training = generator.training
+        generator.eval()
+        try:
+            return generator(num, length).float().cpu().numpy()
+        finally:
+            generator.train(was_training)
+
+
+@register("mle")
+class MLEBaseline(CRNNGAN):
+    """The paper's baseline: the generator alone, next-event squared error throughout."""
+
+    network_names = ("generator",)
+
+    def build_networks(self, representation):
+        return {"generator": super().build_networks(representation)["generator"]}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("mle", None, ("generator",), mle_step)]

@@ -1,0 +1,463 @@
+"""The one training loop: any model family, one process or many (torchrun, SLURM, Ray).
+
+Per step: reseed torch from (seed, rank, step); the phase computes its losses; ONE
+all-reduce carries the losses, the stop flag and the non-finite flag, so every rank takes
+every decision (freezing, stopping, divergence handling) from the same numbers; then each
+updated network's backend applies its step. Rank 0 alone writes logs, checkpoints and
+samples; every rank runs every collective.
+
+Exact resume: data of epoch e on rank r is a pure function of (seed, e, r) and torch is
+reseeded from (seed, rank, step), so a resumed run rebuilds the epoch's stream, discards
+the batches already consumed, and continues with exactly the numbers it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from musicgan.config import Config, validate
+from musicgan.data.loader import batches_per_epoch, make_loader
+from musicgan.data.shards import load_manifest, split_urls
+from musicgan.distributed import collectives
+from musicgan.distributed.env import DistEnv, init_distributed, teardown
+from musicgan.errors import UserError
+from musicgan.training import checkpoint as ckpt
+from musicgan.training.curriculum import seq_len_for_epoch
+from musicgan.training.families import get_family
+from musicgan.training.freezing import FreezeDecision, decide_freezing
+from musicgan.training.logger import RunLogger
+from musicgan.training.phases import StepContext, phase_for_epoch
+from musicgan.training import sampling
+
+log = logging.getLogger("musicgan")
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite loss or an exploding gradient and the policy is `stop`."""
+
+
+class _Rollback(Exception):
+    """Internal: restart the epoch loop from the last checkpoint with lowered learning rates."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps taken (global, identical on every rank)
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    lr_scale: float = 1.0  # product of rollback factors
+    freeze: FreezeDecision = field(default_factory=lambda: FreezeDecision(False, False))
+    skipped_steps: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "lr_scale": self.lr_scale, "skipped_steps": self.skipped_steps,
+            "freeze": {"discriminator": self.freeze.freeze_discriminator, "generator": self.freeze.freeze_generator},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> "TrainState":
+        freeze = state.get("freeze", {})
+        return cls(
+            step=int(state["step"]), epoch=int(state["epoch"]), batch_in_epoch=int(state["batch_in_epoch"]),
+            lr_scale=float(state.get("lr_scale", 1.0)), skipped_steps=int(state.get("skipped_steps", 0)),
+            freeze=FreezeDecision(bool(freeze.get("discriminator", False)), bool(freeze.get("generator", False))),
+        )
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    finished: bool  # reached the end (epochs or max_steps); False when stopped by a signal
+    checkpoint: Path | None
+    metrics: dict = field(default_factory=dict)  # last round of sample metrics
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Torch seed of one step on one rank (noise, dropout): a pure function, so resumes replay."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM/SIGUSR2; read into the per-step all-reduce."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, signum, _frame) -> None:
+        self.reason = f"signal {signal.Signals(signum).name}"
+
+
+@contextmanager
+def _stop_signals(flag: _StopFlag):
+    previous = {}
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                previous[sig] = signal.signal(sig, flag)
+            except ValueError:  # not the main thread (e.g. inside some Ray actors)
+                pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None):
+    if cfg.dist.backend == "deepspeed":
+        from musicgan.distributed.deepspeed import DeepSpeedBackend  # the only deepspeed importer
+
+        return DeepSpeedBackend(env, cfg, user_config=deepspeed_config)
+    from musicgan.distributed.ddp import DDPBackend
+
+    return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, *, env: DistEnv, deepspeed_config: str | None = None,
+                 report_fn: Callable[[dict, Path | None], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.cfg = validate(cfg)
+        self.run_dir = Path(run_dir)
+        self.env = env
+        self.report_fn = report_fn
+        self.should_stop = should_stop
+        self.family = get_family(cfg)
+        self.phases = self.family.phases()
+        self.representation = self.family.build_representation()
+
+        manifest = load_manifest(cfg.data.path)
+        self.train_urls = split_urls(cfg.data.path, "train")
+        self.num_train_songs = int(manifest["splits"]["train"]["songs"])
+        self.batches_per_epoch = batches_per_epoch(self.num_train_songs, cfg.data.batch_size, env.world_size)
+        self.total_steps = cfg.train.epochs * self.batches_per_epoch
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+
+        self._fit_representation()
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        networks = self.family.build_networks(self.representation)
+        self.backend = make_backend(cfg, env, deepspeed_config)
+        self.backend.setup(networks, self.family.optimizers())
+        self.base_lr = {name: self.backend.get_lr(name) for name in self.family.network_names
+                        if name in self.family.optimizers()}
+        self.state = TrainState()
+        self.stop = _StopFlag()
+        self.last_checkpoint: Path | None = None
+        self.last_metrics: dict = {}
+        self.real_metrics: dict | None = None
+        self.logger: RunLogger | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _fit_representation(self) -> None:
+        """Representations with learned state (the token vocabulary) fit on rank 0's train
+        songs and broadcast, so every rank encodes identically."""
+        if not getattr(self.representation, "needs_fit", False):
+            return
+        state = None
+        if self.env.is_main:
+            from musicgan.data.loader import iter_songs
+
+            self.representation.fit(iter_songs(self.train_urls))
+            state = self.representation.state_dict()
+        self.representation.load_state_dict(collectives.broadcast_object(state, "representation"))
+
+    def _prepare_run_dir(self) -> None:
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
+            (self.run_dir / "stopped.json").unlink(missing_ok=True)
+        collectives.barrier("run directory")
+
+    def resume(self) -> bool:
+        """Load the newest valid checkpoint (chosen by rank 0, read by all); False if none."""
+        chosen = None
+        if self.env.is_main:
+            found = ckpt.find_latest_valid(self.run_dir)
+            chosen = str(found[0]) if found else None
+        chosen = collectives.broadcast_object(chosen, "checkpoint choice")
+        if chosen is None:
+            return False
+        self._restore(Path(chosen))
+        return True
+
+    def _restore(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path)
+        for name in self.family.network_names:
+            self.backend.module(name).load_state_dict(state[name] if name in ("generator", "discriminator")
+                                                       else state["networks"][name])
+        self.backend.load_optimizer_state(state.get("optimizers", {}))
+        self.backend.load_extra(ckpt.checkpoint_dir(self.run_dir), path.stem)
+        if "representation" in state:
+            self.representation.load_state_dict(state["representation"])
+        self.state = TrainState.from_checkpoint(state)
+        self.last_checkpoint = path
+        self._apply_lrs()
+
+    def _apply_lrs(self) -> None:
+        """The config's learning rates (possibly mutated by a PBT trial) times the rollback scale."""
+        for name, lr in self.base_lr.items():
+            self.backend.set_lr(name, lr * self.state.lr_scale)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Every rank calls this (DeepSpeed engines save on all ranks); rank 0 writes the .pt."""
+        tag = Path(ckpt.checkpoint_name(self.state.step)).stem
+        self.backend.save_extra(ckpt.checkpoint_dir(self.run_dir), tag)
+        path = ckpt.checkpoint_dir(self.run_dir) / ckpt.checkpoint_name(self.state.step)
+        error = None
+        if self.env.is_main:
+            state = {
+                "generator": self.backend.module("generator").state_dict(),
+                "discriminator": (self.backend.module("discriminator").state_dict()
+                                  if "discriminator" in self.family.network_names else {}),
+                "networks": {n: self.backend.module(n).state_dict() for n in self.family.network_names
+                             if n not in ("generator", "discriminator")},
+                "optimizers": self.backend.optimizer_state(),
+                "representation": self.representation.state_dict(),
+                "config": self.cfg.to_dict(),
+                "world_size": self.env.world_size,
+                "backend": self.backend.name,
+                "format_version": 1,
+                **self.state.to_dict(),
+            }
+            try:
+                path = ckpt.save_checkpoint(self.run_dir, state, self.state.step, self.cfg.log.keep)
+            except ckpt.CheckpointWriteError as exc:
+                error = str(exc)
+        error = collectives.broadcast_object(error, "checkpoint result")
+        if error:
+            raise ckpt.CheckpointWriteError(error)
+        self.last_checkpoint = path
+        return path
+
+    # -- samples and metrics ---------------------------------------------------------------------
+    def _sample_round(self, label: str) -> dict:
+        """Rank 0 generates, writes MIDI + piano rolls, scores them; metrics broadcast to all."""
+        metrics = None
+        if self.env.is_main:
+            metrics = sampling.sample_round(
+                self, self.run_dir / "samples" / label, self.cfg.log.num_samples, self.cfg.log.metric_samples
+            )
+        metrics = collectives.broadcast_object(metrics, "sample metrics")
+        self.last_metrics = metrics
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        self._prepare_run_dir()
+        if resume:
+            resumed = self.resume()
+            if self.env.is_main:
+                print(f"[musicgan] {'resuming from ' + str(self.last_checkpoint) if resumed else 'no checkpoint to resume: starting fresh'}",
+                      flush=True)
+        self.logger = RunLogger(self.run_dir, enabled=self.env.is_main, total_steps=self.total_steps,
+                                tensorboard=self.cfg.log.tensorboard, progress=self.cfg.log.progress,
+                                initial_step=self.state.step)
+        if self.env.is_main:
+            self.real_metrics = sampling.real_metrics(self)
+        try:
+            with _stop_signals(self.stop):
+                while True:
+                    try:
+                        finished = self._run_epochs()
+                        break
+                    except _Rollback:
+                        self._rollback()
+            if finished:
+                self.save()
+                self._sample_round("final")
+                self.logger.event("finished", self.state.step, epoch=self.state.epoch)
+                if self.env.is_main:
+                    (self.run_dir / "finished.json").write_text(json.dumps(self.state.to_dict()) + "\n")
+            return TrainResult(self.run_dir, self.state.step, self.state.epoch, finished, self.last_checkpoint,
+                               self.last_metrics)
+        finally:
+            self.logger.close()
+
+    def _done(self) -> bool:
+        return self.state.step >= self.total_steps or self.state.epoch >= self.cfg.train.epochs
+
+    def _run_epochs(self) -> bool:
+        """True when the run reached its end; False when a stop was agreed (checkpoint written)."""
+        while not self._done():
+            epoch = self.state.epoch
+            phase, _ = phase_for_epoch(self.phases, epoch)
+            seq_len = seq_len_for_epoch(self.cfg.curriculum, epoch, grows=phase.curriculum)
+            ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len)
+            loader = make_loader(
+                self.train_urls, self.representation, seq_len=seq_len, batch_size=self.cfg.data.batch_size,
+                num_batches=self.batches_per_epoch, seed=self.cfg.train.seed, epoch=epoch,
+                rank=self.env.rank, world_size=self.env.world_size, num_workers=self.cfg.data.num_workers,
+            )
+            t_last = time.perf_counter()
+            for index, batch in enumerate(loader):
+                if index < self.state.batch_in_epoch:
+                    continue  # consumed before the checkpoint we resumed from
+                stop = self._train_step(ctx, phase, batch, seq_len)
+                self.state.batch_in_epoch = index + 1
+                self.state.step += 1
+                if self.state.step % self.cfg.log.interval == 0 or stop:
+                    now = time.perf_counter()
+                    self._log_step(phase, seq_len, now - t_last)
+                    t_last = now
+                self.logger.progress(1, epoch=epoch, phase=phase.name, **self._last_losses)
+                every = self.cfg.log.checkpoint_every
+                if stop:
+                    self._stop_cleanly()
+                    return False
+                if every and self.state.step % every == 0:
+                    self.save()
+                if self.state.step >= self.total_steps:
+                    return True
+            self._end_epoch(epoch)
+        return True
+
+    def _end_epoch(self, epoch: int) -> None:
+        self.state.epoch = epoch + 1
+        self.state.batch_in_epoch = 0
+        every = self.cfg.log.sample_every
+        metrics = {}
+        if every and (epoch + 1) % every == 0 and not self._done():
+            metrics = self._sample_round(f"epoch-{epoch + 1:04d}")
+            self.logger.event("epoch_metrics", self.state.step, epoch=epoch + 1, **metrics)
+        path = self.save() if not self.cfg.log.checkpoint_every else self.last_checkpoint
+        if self.report_fn is not None:
+            self.report_fn({"step": self.state.step, "epoch": epoch + 1, **self._last_losses, **metrics}, path)
+
+    def _stop_cleanly(self) -> None:
+        path = self.save()
+        if self.env.is_main:
+            reason = self.stop.reason or "stop requested"
+            (self.run_dir / "stopped.json").write_text(
+                json.dumps({"step": self.state.step, "reason": reason, "checkpoint": str(path)}) + "\n")
+            self.logger.event("stopped", self.state.step, reason=reason, checkpoint=str(path))
+            self.logger.message(
+                f"[musicgan] stopped at step {self.state.step} ({reason}); checkpoint {path}. "
+                f"Resume with the same command plus --resume."
+            )
+
+    _last_losses: dict = {}
+
+    def _train_step(self, ctx: StepContext, phase, batch, seq_len: int) -> bool:
+        """One optimizer step of `phase`; returns True when all ranks agreed to stop after it."""
+        torch.manual_seed(step_seed(self.cfg.train.seed, self.env.rank, self.state.step))
+        out = phase.step(ctx, batch)
+        names = list(out.losses)
+        stat_names = sorted(out.stats)
+        local = [out.losses[n].detach().float().reshape(()) for n in names]
+        local += [out.stats[k].detach().float().reshape(()).to(local[0].device) for k in stat_names]
+        finite_local = all(math.isfinite(float(v)) for v in local)
+        external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
+        payload = torch.stack([v.cpu() for v in local] + [torch.tensor(float(external_stop)),
+                                                          torch.tensor(float(not finite_local))])
+        if self.backend.name == "deepspeed" or self.env.device.type == "cuda":
+            payload = payload.to(self.env.device)
+        reduced = collectives.all_reduce_mean(payload, f"losses at step {self.state.step}").cpu().tolist()
+        values = dict(zip(names + stat_names, reduced))
+        stop = reduced[-2] > 0
+        nonfinite = reduced[-1] > 0 or not all(math.isfinite(v) for v in reduced[:-2])
+
+        if nonfinite:
+            self._diverged(batch, "non-finite loss " + ", ".join(f"{n}={values[n]}" for n in names))
+            self._last_losses = {f"loss/{n}": values[n] for n in names}
+            return stop
+
+        if phase.freezing and "discriminator" in values and "generator" in values:
+            self.state.freeze = decide_freezing(values["discriminator"], values["generator"],
+                                                self.cfg.train.freeze_d_threshold, self.cfg.train.freeze_g_threshold)
+        else:
+            self.state.freeze = FreezeDecision(False, False)
+        frozen = {"discriminator": self.state.freeze.freeze_discriminator,
+                  "generator": self.state.freeze.freeze_generator}
+        refused = []
+        for name in phase.updates:
+            if phase.freezing and frozen.get(name, False):
+                self.backend.skip_update(name)
+                continue
+            result = self.backend.update(name, out.losses[name])
+            values[f"grad_norm/{name}"] = result.grad_norm
+            if not result.applied:
+                refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
+        self._last_losses = {f"loss/{n}": values[n] for n in names}
+        self._last_values = values
+        if refused:
+            self._diverged(batch, "; ".join(refused))
+        return stop
+
+    def _diverged(self, batch, what: str) -> None:
+        """A non-finite loss or exploding gradient, seen identically by every rank."""
+        keys = collectives.all_gather_object(list(batch.keys), "batch sources")
+        sources = sorted({k for rank_keys in keys for k in rank_keys})
+        policy = self.cfg.train.nonfinite
+        self.logger.event("divergence", self.state.step, what=what, policy=policy, sources=sources)
+        message = (f"[musicgan] divergence at step {self.state.step}: {what}; batch songs: "
+                   f"{', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}")
+        if policy == "skip":
+            self.state.skipped_steps += 1
+            self.logger.message(message + " -> step skipped")
+            return
+        if policy == "rollback" and self.last_checkpoint is not None:
+            self.logger.message(message + f" -> rolling back to {self.last_checkpoint.name}, "
+                                f"learning rates x{self.cfg.train.rollback_lr_factor}")
+            raise _Rollback()
+        last = self.last_checkpoint.name if self.last_checkpoint else "none written yet"
+        raise DivergenceError(f"{message.removeprefix('[musicgan] ')}; stopped, last good checkpoint: {last}")
+
+    def _rollback(self) -> None:
+        scale = self.state.lr_scale * self.cfg.train.rollback_lr_factor
+        skipped = self.state.skipped_steps + 1
+        self._restore(self.last_checkpoint)
+        self.state.lr_scale = scale
+        self.state.skipped_steps = skipped
+        self._apply_lrs()
+
+    _last_values: dict = {}
+
+    def _log_step(self, phase, seq_len: int, seconds: float) -> None:
+        steps = self.cfg.log.interval
+        samples_per_s = steps * self.cfg.data.batch_size * self.env.world_size / max(seconds, 1e-9)
+        values = dict(self._last_values)
+        values.update({
+            "train/seq_len": seq_len,
+            "train/epoch": self.state.epoch,
+            "train/samples_per_s": samples_per_s,
+            "freeze/discriminator": float(self.state.freeze.freeze_discriminator),
+            "freeze/generator": float(self.state.freeze.freeze_generator),
+            "train/lr_scale": self.state.lr_scale,
+        })
+        renamed = {(k if "/" in k else (f"loss/{k}" if k in ("generator", "discriminator") else f"stats/{k}")): v
+                   for k, v in values.items()}
+        self.logger.scalars(self.state.step, renamed, phase=phase.name)
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, deepspeed_config: str | None = None,
+          report_fn=None, should_stop=None) -> TrainResult:
+    """Train `cfg` into `run_dir` as this process's rank (one process, torchrun, SLURM or Ray)."""
+    env = init_distributed(cfg.dist.timeout_s)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, run_dir, env=env, deepspeed_config=deepspeed_config, report_fn=report_fn,
+                          should_stop=should_stop)
+        return trainer.fit(resume=resume)
+    finally:
+        if trainer is not None:
+            trainer.backend.close()
+        teardown(env)

@@ -1,0 +1,138 @@
+"""Generated samples: from networks to songs, MIDI files, piano rolls and metrics.
+
+Used by the training loop (a sample round every few epochs and at the end) and by
+`musicgan sample` (any checkpoint of any run, either backend).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from musicgan.config import from_dict
+from musicgan.data.midi import write_midi
+from musicgan.data.song import Song
+from musicgan.errors import DataError, UserError
+from musicgan.training import checkpoint as ckpt
+from musicgan.training.families import ModelFamily, get_family
+
+if TYPE_CHECKING:
+    from musicgan.training.loop import Trainer
+
+log = logging.getLogger("musicgan")
+
+
+def decode_all(representation, steps: np.ndarray) -> list[Song]:
+    """(N, L, F) generated steps -> N songs through the run's own representation."""
+    return [representation.decode(row) for row in steps]
+
+
+def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png: bool = True,
+                audio: bool = False) -> list[Path]:
+    """sample-000.mid (+ .png piano roll, + .wav where requested) per song."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, song in enumerate(songs):
+        path = out_dir / f"{prefix}-{index:03d}.mid"
+        write_midi(song, path)
+        if png:
+            from musicgan.plots import piano_roll_png
+
+            piano_roll_png(song, path.with_suffix(".png"), title=path.name)
+        if audio:
+            from musicgan.audio import render_wav
+
+            render_wav(song, path.with_suffix(".wav"))
+        paths.append(path)
+    return paths
+
+
+def _summary(songs: list[Song]) -> dict[str, float]:
+    from musicgan.metrics import crnngan_summary
+
+    return {k: float(v) for k, v in crnngan_summary(songs).items()}
+
+
+def sample_round(trainer: "Trainer", out_dir: Path, num_samples: int, metric_samples: int) -> dict:
+    """Generate, write `num_samples` MIDI files, score `metric_samples` songs (rank 0 only)."""
+    networks = {name: trainer.backend.module(name) for name in trainer.family.network_names}
+    length = trainer.cfg.curriculum.max_len
+    count = max(num_samples, metric_samples)
+    steps = trainer.family.generate(networks, count, length)
+    songs = decode_all(trainer.representation, steps)
+    write_songs(songs[:num_samples], out_dir)
+    if songs and trainer.logger is not None:
+        try:
+            from musicgan.plots import piano_roll_image
+
+            trainer.logger.image("samples/piano_roll", trainer.state.step, piano_roll_image(songs[0]))
+        except Exception as exc:  # noqa: BLE001 - a picture must never stop training
+            log.warning("piano-roll image failed: %s", exc)
+    metrics = {f"gen/{k}": v for k, v in _summary(songs[:metric_samples]).items()}
+    if trainer.real_metrics:
+        metrics.update(trainer.real_metrics)
+    return metrics
+
+
+def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
+    """One seeded random window of `length` steps per real song, decoded back to a song, so
+    real and generated metrics are measured on equally long excerpts (as the paper does)."""
+    from musicgan.data.loader import iter_songs
+    from musicgan.data.shards import split_urls
+
+    try:
+        urls = split_urls(trainer.cfg.data.path, "valid")
+    except DataError:
+        urls = trainer.train_urls  # tiny datasets may have no valid split
+    rng = np.random.default_rng(trainer.cfg.train.seed)
+    rep = trainer.representation
+    songs = []
+    for song in iter_songs(urls):
+        steps = rep.encode(song)
+        if len(steps) == 0:
+            continue
+        start = int(rng.integers(0, max(1, len(steps) - length + 1)))
+        songs.append(rep.decode(steps[start:start + length]))
+        if len(songs) >= num_songs:
+            break
+    return songs
+
+
+def real_metrics(trainer: "Trainer") -> dict:
+    songs = real_windows(trainer, trainer.cfg.log.metric_songs, trainer.cfg.curriculum.max_len)
+    return {f"real/{k}": v for k, v in _summary(songs).items()} if songs else {}
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
+    """(config, family, representation, networks, checkpoint path) of any run, any backend."""
+    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    state = ckpt.load_checkpoint(path)
+    if "config" not in state:
+        raise UserError(f"{path} is not a musicgan checkpoint (no config)")
+    cfg = from_dict(state["config"])
+    family: ModelFamily = get_family(cfg)
+    representation = family.build_representation()
+    if state.get("representation"):
+        representation.load_state_dict(state["representation"])
+    networks = family.build_networks(representation)
+    for name, net in networks.items():
+        net.load_state_dict(state[name] if name in ("generator", "discriminator") else state["networks"][name])
+        net.eval()
+    return cfg, family, representation, networks, path
+
+
+def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
+               checkpoint: str | Path | None = None, audio: bool = False) -> list[Path]:
+    """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint."""
+    if num < 1 or length < 1:
+        raise UserError("--num and --length must be at least 1")
+    _, family, representation, networks, path = load_run(run_dir, checkpoint)
+    torch.manual_seed(seed)
+    steps = family.generate(networks, num, length)
+    paths = write_songs(decode_all(representation, steps), Path(out_dir), audio=audio)
+    print(f"[musicgan] wrote {len(paths)} samples from {path} to {out_dir}")
+    return paths

@@ -1,0 +1,82 @@
+"""Config tree: presets, overrides, validation messages, JSON round trip, CLI dry run."""
+
+import json
+
+import pytest
+
+from musicgan.cli import main
+from musicgan.config import Config, apply_overrides, from_dict, load_config_file, validate
+from musicgan.errors import ConfigError
+from musicgan.presets import PRESETS, get_preset
+from musicgan.training.curriculum import seq_len_for_epoch
+from musicgan.training.freezing import decide_freezing
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_validates(name):
+    cfg = get_preset(name)
+    assert validate(cfg).preset == name
+
+
+def test_paper_preset_matches_the_paper():
+    cfg = get_preset("crnngan-paper")
+    assert (cfg.model.g_hidden, cfg.model.g_layers, cfg.model.d_hidden, cfg.model.d_layers) == (350, 2, 350, 2)
+    assert (cfg.optim.optimizer, cfg.optim.g_lr, cfg.optim.d_lr) == ("sgd", 0.1, 0.05)
+    assert (cfg.optim.grad_clip, cfg.optim.l2, cfg.data.batch_size) == (5.0, 0.1, 20)
+    assert cfg.train.pretrain_epochs == 6
+    assert [seq_len_for_epoch(cfg.curriculum, e) for e in (0, 1, 5, 24, 30)] == [4, 8, 24, 100, 100]
+    assert get_preset("crnngan-3").data.tones_per_step == 3
+    assert get_preset("lstm-baseline").model.name == "mle"
+
+
+def test_overrides_are_typed_and_unknown_keys_named():
+    cfg = apply_overrides(Config(), ["optim.g_lr=0.01", "train.feature_matching=false", "data.batch_size=7"])
+    assert cfg.optim.g_lr == 0.01 and cfg.train.feature_matching is False and cfg.data.batch_size == 7
+    with pytest.raises(ConfigError, match="optim.gl_lr"):
+        apply_overrides(Config(), ["optim.gl_lr=1"])
+    with pytest.raises(ConfigError, match="unknown config key 'nosuch.x'"):
+        apply_overrides(Config(), ["nosuch.x=1"])
+    with pytest.raises(ConfigError, match="data.batch_size: expected int"):
+        apply_overrides(Config(), ["data.batch_size=many"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("dist.backend=horovod", "dist.backend"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("model.d_dropout=1.5", "model.d_dropout"),
+    ("optim.g_lr=-1", "optim.g_lr"),
+    ("model.name=transformer", "model.name"),
+])
+def test_validation_names_the_bad_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(apply_overrides(get_preset("debug"), [override]))
+
+
+def test_json_round_trip_and_config_file(tmp_path):
+    cfg = apply_overrides(get_preset("debug"), ["train.seed=5", "model.d_layout=interleaved"])
+    again = from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"optim": {"d_lr": 0.003}, "train": {"freeze_d_threshold": 0.5}}))
+    loaded = load_config_file(get_preset("debug"), path)
+    assert loaded.optim.d_lr == 0.003 and loaded.train.freeze_d_threshold == 0.5
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config_file(get_preset("debug"), path)
+
+
+def test_freezing_rule():
+    assert decide_freezing(0.5, 1.0, 0.7, 0.7).freeze_discriminator  # D far ahead
+    assert not decide_freezing(0.8, 1.0, 0.7, 0.7).freeze_discriminator
+    assert decide_freezing(1.0, 0.5, 0.7, 0.7).freeze_generator
+    assert not decide_freezing(0.1, 1.0, 0.0, 0.0).freeze_discriminator  # θ = 0 disables
+
+
+def test_cli_dry_run_and_bad_key(capsys):
+    assert main(["train", "--run-dir", "x", "--preset", "debug", "--set", "train.seed=3", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["seed"] == 3
+    assert main(["train", "--run-dir", "x", "--preset", "debug", "--set", "train.sed=3", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'train.sed'") and "Traceback" not in err
+    assert main(["train", "--run-dir", "x", "--preset", "nope", "--dry-run"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
