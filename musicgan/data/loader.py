@@ -1,0 +1,225 @@
+"""Stream shards into training batches (WebDataset), identically sized on every rank.
+
+The pattern (see shared/spec/distributed-traps.md, WebDataset section): WebDataset's default
+node splitter raises, and `split_by_node` with uneven shards gives ranks different sample
+counts, which deadlocks DDP at the end of an epoch. So:
+  - explicit node splitter: rank r resamples from shards r, r+W, ... (all shards when there
+    are fewer shards than ranks: then the per-rank seed alone makes ranks differ);
+  - resampled shards: each DataLoader worker draws shards with replacement, forever;
+  - explicit seeds: every random choice (shard draw, shuffle buffer, window start) comes from
+    a seed mixed from (seed, epoch, rank, worker), never from time or pid;
+  - batching inside the pipeline (in the workers), and `.with_epoch(num_batches)` on the
+    loader, so every rank yields exactly `num_batches` batches.
+Each song contributes one random window of `seq_len` steps per draw, cropped from the
+song's whole encoding (zero-padded when shorter; `lengths` says how many steps are real).
+
+Determinism: two loaders built with the same (urls, representation, seq_len, batch_size,
+seed, epoch, rank, world_size, num_workers) yield identical batches; the trainer resumes
+mid-epoch by rebuilding the loader and discarding the first k batches.
+
+Corrupt data: an unreadable shard (truncated, garbage, missing) or a sample that does not
+decode is skipped with a logged warning naming the shard and sample and the running count;
+the stream just draws on, so every rank still yields num_batches. `loader.num_skipped`
+(samples) and `loader.num_shard_errors` read counters shared with the worker processes
+(multiprocessing.Value), so they work with num_workers > 0; note that a resampled bad
+shard is counted again each time it is drawn. If no sample at all can be read for a long
+stretch (every shard broken), the loader raises DataError instead of spinning forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import multiprocessing
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from musicgan.data.representations import Representation
+from musicgan.data.shards import SampleError, decode_sample
+from musicgan.data.song import Song
+from musicgan.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SHUFFLE_BUFFER = 256  # samples (raw bytes: ~10-50 KB each for chorale-sized songs)
+SHUFFLE_INITIAL = 32
+MAX_DRAWS_WITHOUT_SAMPLE = 200  # shard draws in a row that yield nothing -> give up
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, T, F) float32 (int64 for token representations)
+    lengths: torch.Tensor  # (B,) int64 valid steps per row; the rest is zero padding
+    keys: list[str]  # the source of each row (for divergence logs)
+
+
+def batches_per_epoch(num_songs: int, batch_size: int, world_size: int) -> int:
+    """ceil(num_songs / (batch_size * world_size)), at least 1: every song once per epoch on average."""
+    return max(1, math.ceil(num_songs / max(1, batch_size * world_size)))
+
+
+def split_shards_by_node(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """The explicit node splitter: disjoint shard subsets when there are enough shards."""
+    if world_size <= 1 or len(urls) < world_size:
+        return list(urls)
+    return list(urls[rank::world_size])
+
+
+def _mixed_seed(*parts) -> int:
+    text = "/".join(str(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
+
+
+class SkipCounters:
+    """Counts shared between the main process and DataLoader workers."""
+
+    def __init__(self) -> None:
+        self.samples = multiprocessing.Value("q", 0)
+        self.shards = multiprocessing.Value("q", 0)
+
+    @staticmethod
+    def bump(value) -> int:
+        with value.get_lock():
+            value.value += 1
+            return value.value
+
+
+class _WindowBatches(torch.utils.data.IterableDataset):
+    """The per-worker pipeline: resampled shards -> samples -> shuffle -> windows -> batches."""
+
+    def __init__(self, urls, representation, seq_len, batch_size, seed, epoch, rank, world_size, counters) -> None:
+        super().__init__()
+        self.urls = list(urls)
+        self.representation = representation
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.seed, self.epoch, self.rank, self.world_size = int(seed), int(epoch), int(rank), int(world_size)
+        self.counters = counters
+        self._warned: set = set()
+        self._draws_without_sample = 0
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        seed = _mixed_seed("musicgan-loader", self.seed, self.epoch, self.rank, self.world_size, worker)
+        shard_rng = random.Random(seed)
+        shuffle_rng = random.Random(seed + 1)
+        window_rng = np.random.default_rng(seed)
+        self._draws_without_sample = 0
+        shards = self._resampled(split_shards_by_node(self.urls, self.rank, self.world_size), shard_rng)
+        samples = wds.tarfile_to_samples(handler=self._shard_error)(shards)
+        samples = wds.shuffle(SHUFFLE_BUFFER, SHUFFLE_INITIAL, rng=shuffle_rng)(samples)
+        windows = self._windows(samples, window_rng)
+        return wds.batched(self.batch_size, collation_fn=self._collate, partial=False)(windows)
+
+    def _resampled(self, urls: list[str], rng: random.Random):
+        while True:
+            if self._draws_without_sample >= MAX_DRAWS_WITHOUT_SAMPLE:
+                raise DataError(f"no usable sample in {MAX_DRAWS_WITHOUT_SAMPLE} shard reads from {len(urls)} shard(s) "
+                                f"(e.g. {urls[0]}): are all shards corrupt, or all songs empty in this representation?")
+            self._draws_without_sample += 1
+            yield {"url": urls[rng.randrange(len(urls))]}
+
+    def _shard_error(self, exn: Exception) -> bool:
+        """WebDataset handler for shard-level errors: warn, count, carry on with the next shard."""
+        count = SkipCounters.bump(self.counters.shards)
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a and a != str(exn.args[0])), "?")
+        if ("shard", url) not in self._warned:
+            self._warned.add(("shard", url))
+            log.warning("skipping unreadable shard %s: %s: %s (%d shard errors so far)",
+                        url, type(exn).__name__, str(exn.args[0] if exn.args else exn)[:160], count)
+        return True
+
+    def _windows(self, samples, rng: np.random.Generator):
+        rep: Representation = self.representation
+        for sample in samples:
+            url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
+            try:
+                song = decode_sample(sample)
+            except SampleError as exc:
+                count = SkipCounters.bump(self.counters.samples)
+                if (url, key) not in self._warned:
+                    self._warned.add((url, key))
+                    log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", key, url, exc, count)
+                continue
+            steps = rep.encode(song)  # (T, F) for the whole song
+            if len(steps) == 0:
+                continue  # e.g. a drums-only song for a pitched representation: nothing to learn
+            self._draws_without_sample = 0
+            start = int(rng.integers(0, max(len(steps) - self.seq_len, 0) + 1))
+            window = steps[start:start + self.seq_len]
+            x = np.zeros((self.seq_len, rep.num_features), dtype=rep.dtype)
+            x[: len(window)] = window
+            yield x, len(window), song.source or key
+
+    @staticmethod
+    def _collate(rows):
+        x = torch.from_numpy(np.stack([r[0] for r in rows]))
+        lengths = torch.tensor([r[1] for r in rows], dtype=torch.int64)
+        return x, lengths, [r[2] for r in rows]
+
+
+class ShardLoader:
+    """Iterable of exactly `num_batches` Batches (see module docstring); reusable."""
+
+    def __init__(self, urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
+                 num_workers=0) -> None:
+        urls = [str(u) for u in urls]
+        if not urls:
+            raise DataError("no shards to load")
+        if seq_len < 1 or batch_size < 1 or num_batches < 1:
+            raise DataError(f"seq_len, batch_size and num_batches must be >= 1 (got {seq_len}, {batch_size}, {num_batches})")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} outside world size {world_size}")
+        self.num_batches = int(num_batches)
+        self.num_workers = int(num_workers)
+        self.counters = SkipCounters()
+        self.dataset = _WindowBatches(urls, representation, seq_len, batch_size, seed, epoch, rank, world_size,
+                                      self.counters)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        loader = wds.WebLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
+                               persistent_workers=False).with_epoch(self.num_batches)
+        for x, lengths, keys in loader:
+            yield Batch(x=x, lengths=lengths, keys=list(keys))
+
+    @property
+    def num_skipped(self) -> int:
+        """Samples skipped so far because they did not decode (all workers together)."""
+        return int(self.counters.samples.value)
+
+    @property
+    def num_shard_errors(self) -> int:
+        """Shard reads that failed (truncated, garbage, missing), all workers together."""
+        return int(self.counters.shards.value)
+
+
+def make_loader(urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
+                num_workers=0) -> ShardLoader:
+    """Yields exactly num_batches Batches; deterministic in its arguments (see module docstring)."""
+    return ShardLoader(urls, representation, seq_len=seq_len, batch_size=batch_size, num_batches=num_batches,
+                       seed=seed, epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers)
+
+
+def iter_songs(urls) -> Iterator[Song]:
+    """Every song of the given shards once, in shard order (corrupt samples/shards skipped with a warning)."""
+
+    def handler(exn: Exception) -> bool:
+        log.warning("skipping unreadable shard data: %s", " ".join(str(a) for a in exn.args)[:240])
+        return True
+
+    samples = wds.tarfile_to_samples(handler=handler)({"url": str(u)} for u in urls)
+    for sample in samples:
+        try:
+            yield decode_sample(sample)
+        except SampleError as exc:
+            log.warning("skipping sample %s in shard %s: %s", sample.get("__key__"), sample.get("__url__"), exc)

@@ -1,0 +1,215 @@
+"""`musicgan prepare`: MIDI folder or music21 corpus -> WebDataset shards + manifest.json.
+
+Flow: list the input's items (sorted by source) -> parse them in worker processes (ordered
+imap, so output order never depends on scheduling) -> each song goes to the split decided by
+a hash of its source -> three ShardWriters append samples as results stream in (memory
+stays bounded by one shard per split) -> manifest.json is written last (atomically).
+
+A SLURM array job prepares slice i of n (`partition=(i, n)`: items i, i+n, ...) into
+`<split>-p<i>-%06d.tar` and `manifest-p<i>.json`; `merge_manifests(out_dir)` then writes
+one manifest.json whose splits hold exactly the songs a one-process prepare would put there
+(splits come from the source hash, never from the slicing).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import sys
+from pathlib import Path
+
+from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
+from musicgan.data.shards import (  # noqa: F401  (load_manifest, split_urls re-exported)
+    MANIFEST, TMP_MARKER, ShardWriter, encode_sample, load_manifest, song_key, split_fraction, split_urls,
+)
+from musicgan.errors import DataError, MidiError
+
+SPLITS = ("train", "valid", "test")
+FORMAT = "musicgan-shards/1"
+_SHARD_NAME = re.compile(r"^(train|valid|test)-(p\d{4}-)?\d{6}\.tar$")
+
+
+# -- splits -----------------------------------------------------------------------------------
+def _check_ratios(ratios) -> tuple[float, float, float]:
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise DataError(f"split ratios must be three non-negative numbers (train, valid, test), got {ratios}")
+    total = sum(ratios)
+    return tuple(r / total for r in ratios)
+
+
+def assign_split(source: str, ratios) -> str:
+    """'train' | 'valid' | 'test' from a stable hash of the source."""
+    u = split_fraction(source)
+    train, valid, _ = ratios
+    if u < train:
+        return "train"
+    return "valid" if u < train + valid else "test"
+
+
+# -- parsing (worker side) ------------------------------------------------------------------------
+def _load(args: tuple[SongItem, str]):
+    """Worker: item -> ("ok", source, members-less song) or ("skip", source, reason). Never raises."""
+    item, corpus = args
+    try:
+        return ("ok", item.source, load_item(item, corpus))
+    except MidiError as exc:
+        return ("skip", item.source, str(exc))
+    except MemoryError:
+        return ("skip", item.source, "out of memory while parsing")
+    except Exception as exc:  # a bug in a parser must not stop the whole run
+        text = " ".join(str(exc).split())[:160]
+        return ("skip", item.source, f"unexpected error: {type(exc).__name__}: {text}")
+
+
+def _results(items: list[SongItem], corpus: str, workers: int):
+    """Yield _load results in item order, parsing in `workers` processes when worthwhile."""
+    jobs = [(item, corpus) for item in items]
+    if workers <= 1 or len(items) <= 1:
+        yield from map(_load, jobs)
+        return
+    # spawn, not fork: the caller may have torch (with its thread pools) imported.
+    context = multiprocessing.get_context("spawn")
+    chunksize = max(1, min(8, len(jobs) // (workers * 4)))
+    with context.Pool(processes=workers) as pool:
+        yield from pool.imap(_load, jobs, chunksize=chunksize)
+
+
+# -- the run -----------------------------------------------------------------------------------
+def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, shard_size: int = 200,
+                    ratios=(0.9, 0.05, 0.05), progress: bool = True, limit: int | None = None,
+                    partition: tuple[int, int] | None = None) -> dict:
+    """Prepare shards from a MIDI folder or `music21:NAME`; returns the manifest (also written).
+
+    limit: only the first N items (sorted order), for tests and quick looks.
+    partition: (i, n) to prepare only items i, i+n, i+2n, ... (SLURM array task i of n).
+    Raises DataError when the input does not exist or no song was included.
+    """
+    input_spec = str(input_spec)
+    ratios = _check_ratios(ratios)
+    if shard_size < 1:
+        raise DataError(f"shard size must be >= 1, got {shard_size}")
+    items = list_items(input_spec)
+    if not items:
+        raise DataError(f"no MIDI files (.mid/.midi) found in {input_spec}")
+    if limit is not None:
+        items = items[: max(int(limit), 0)]
+    tag = ""
+    if partition is not None:
+        index, count = int(partition[0]), int(partition[1])
+        if not 0 <= index < count:
+            raise DataError(f"partition must be (i, n) with 0 <= i < n, got {partition}")
+        items = items[index::count]
+        tag = f"p{index:04d}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    corpus = corpus_name(input_spec)
+
+    writers = {split: ShardWriter(out, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
+    stats = {split: {"songs": 0, "notes": 0} for split in SPLITS}
+    included, skipped = [], []
+    bar = _progress_bar(len(items), input_spec, progress)
+    try:
+        for status, source, payload in _results(items, corpus, workers):
+            if status == "ok":
+                split = assign_split(source, ratios)
+                key = song_key(source)
+                shard = writers[split].write(key, encode_sample(payload, key, split))
+                included.append({"path": source, "split": split, "key": key, "shard": shard, "notes": payload.num_notes})
+                stats[split]["songs"] += 1
+                stats[split]["notes"] += payload.num_notes
+            else:
+                skipped.append({"path": source, "reason": payload})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(included=len(included), skipped=len(skipped), refresh=False)
+        shard_names = {split: writers[split].close() for split in SPLITS}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    manifest = {
+        "format": FORMAT,
+        "input": input_spec,
+        "corpus": corpus,
+        "ratios": list(ratios),
+        "shard_size": shard_size,
+        "partition": list(partition) if partition is not None else None,
+        "splits": {
+            split: {"songs": stats[split]["songs"], "notes": stats[split]["notes"],
+                    "shards": len(shard_names[split]), "files": shard_names[split]}
+            for split in SPLITS
+        },
+        "included": included,
+        "skipped": skipped,
+    }
+    _remove_stale(out, tag, {name for names in shard_names.values() for name in names})
+    _write_json(out / (f"manifest-{tag}.json" if tag else MANIFEST), manifest)
+    if not included:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        raise DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped" + (f", e.g. {reasons})" if reasons else ")"))
+    return manifest
+
+
+def _progress_bar(total: int, label: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"prepare {label}", unit="song", file=sys.stderr, dynamic_ncols=True)
+
+
+def _remove_stale(out: Path, tag: str, keep: set[str]) -> None:
+    """Delete shards of an earlier run that this run did not rewrite, and leftover temp files."""
+    for path in out.iterdir():
+        name = path.name
+        if TMP_MARKER in name and _SHARD_NAME.match(name.split(TMP_MARKER)[0]):
+            path.unlink(missing_ok=True)
+        elif _SHARD_NAME.match(name) and name not in keep and (f"-{tag}-" in name if tag else "-p" not in name):
+            path.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f"{TMP_MARKER}{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# -- merging partitions -----------------------------------------------------------------------------
+def merge_manifests(out_dir) -> dict:
+    """Combine the `manifest-p*.json` of a partitioned prepare into manifest.json."""
+    out = Path(out_dir)
+    parts = sorted(out.glob("manifest-p*.json"))
+    if not parts:
+        raise DataError(f"no partition manifests (manifest-p*.json) in {out}")
+    manifests = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    first = manifests[0]
+    count = first["partition"][1] if first.get("partition") else len(parts)
+    found = sorted(m["partition"][0] for m in manifests if m.get("partition"))
+    if found != list(range(count)):
+        raise DataError(f"partition manifests in {out} cover tasks {found}, expected 0..{count - 1}")
+    merged = {
+        "format": FORMAT, "input": first["input"], "corpus": first["corpus"], "ratios": first["ratios"],
+        "shard_size": first["shard_size"], "partition": None, "merged_from": [p.name for p in parts],
+        "splits": {}, "included": [], "skipped": [],
+    }
+    for split in SPLITS:
+        files = [name for m in manifests for name in m["splits"][split]["files"]]
+        merged["splits"][split] = {
+            "songs": sum(m["splits"][split]["songs"] for m in manifests),
+            "notes": sum(m["splits"][split]["notes"] for m in manifests),
+            "shards": len(files), "files": files,
+        }
+    merged["included"] = sorted((e for m in manifests for e in m["included"]), key=lambda e: e["path"])
+    merged["skipped"] = sorted((e for m in manifests for e in m["skipped"]), key=lambda e: e["path"])
+    _write_json(out / MANIFEST, merged)
+    if not merged["included"]:
+        raise DataError(f"no song could be used from {first['input']}")
+    return merged

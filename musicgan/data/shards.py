@@ -1,0 +1,173 @@
+"""The shard format: one tar sample per song, written deterministically and atomically.
+
+A sample is two tar members sharing a key (see shards/README.md for the full schema):
+    <key>.notes.npy   Song.notes, float64 (n, 6), written by np.save (never pickle)
+    <key>.json        Song.meta() plus "key" and "split"
+The key is a hash of the song's source (WebDataset cuts keys at the first dot, and sources
+such as "music21:bach/bwv66.6" or "a/b.mid" contain dots and slashes).
+
+Byte-identical output: members carry fixed metadata (mtime 0, uid/gid 0, mode 0644, empty
+user names, USTAR format) and samples arrive in a deterministic order. Atomic output: a
+shard is written under a temporary name in the same folder and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from musicgan.data.song import NUM_NOTE_COLUMNS, Song
+from musicgan.errors import DataError
+
+NOTES_SUFFIX = "notes.npy"
+META_SUFFIX = "json"
+TMP_MARKER = ".tmp-"
+MANIFEST = "manifest.json"
+
+
+class SampleError(ValueError):
+    """A shard sample whose members are missing or do not decode."""
+
+
+def song_key(source: str) -> str:
+    """Stable tar key for a source: 20 hex digits of its SHA-256 (no dots, no slashes)."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:20]
+
+
+def split_fraction(source: str) -> float:
+    """A number in [0, 1) fixed by the source alone: adding files never moves a song's split."""
+    digest = hashlib.sha256(b"musicgan-split:" + source.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def encode_sample(song: Song, key: str, split: str) -> dict[str, bytes]:
+    """{member suffix: bytes} for one song."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(song.notes, dtype=np.float64), allow_pickle=False)
+    meta = dict(song.meta(), key=key, split=split)
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return {NOTES_SUFFIX: buffer.getvalue(), META_SUFFIX: text.encode("utf-8")}
+
+
+def decode_sample(sample: dict) -> Song:
+    """Inverse of encode_sample on a WebDataset sample dict (bytes values); raises SampleError."""
+    if NOTES_SUFFIX not in sample or META_SUFFIX not in sample:
+        missing = [s for s in (NOTES_SUFFIX, META_SUFFIX) if s not in sample]
+        raise SampleError(f"missing member(s) {', '.join(missing)}")
+    try:
+        notes = np.load(io.BytesIO(sample[NOTES_SUFFIX]), allow_pickle=False)
+        meta = json.loads(sample[META_SUFFIX].decode("utf-8"))
+    except Exception as exc:
+        raise SampleError(f"undecodable member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
+    if notes.ndim != 2 or notes.shape[1] != NUM_NOTE_COLUMNS or notes.dtype.kind != "f":
+        raise SampleError(f"notes array has shape {notes.shape} and dtype {notes.dtype}, expected (n, {NUM_NOTE_COLUMNS}) float")
+    if not np.isfinite(notes).all():
+        raise SampleError("notes array holds NaN or infinity")
+    if not isinstance(meta, dict):
+        raise SampleError("meta is not a JSON object")
+    return Song.from_arrays(notes, meta)
+
+
+def _tar_member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+class ShardWriter:
+    """Writes samples into `<prefix>-%06d.tar` shards of `shard_size` samples each.
+
+    Each shard is written to `<name>.tmp-<pid>` and renamed on completion, so readers never
+    see a half shard and an interrupted run leaves only temporary files (removed on re-run).
+    """
+
+    def __init__(self, out_dir, prefix: str, shard_size: int) -> None:
+        if shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
+        self.out_dir = Path(out_dir)
+        self.prefix = prefix
+        self.shard_size = shard_size
+        self.names: list[str] = []  # completed shard file names, in order
+        self._tar: tarfile.TarFile | None = None
+        self._tmp_path: Path | None = None
+        self._count = 0
+
+    def write(self, key: str, members: dict[str, bytes]) -> str:
+        """Add one sample; returns the name of the shard it went into."""
+        if self._tar is None:
+            self._open()
+        for suffix in sorted(members):
+            data = members[suffix]
+            self._tar.addfile(_tar_member(f"{key}.{suffix}", len(data)), io.BytesIO(data))
+        name = self._current_name
+        self._count += 1
+        if self._count >= self.shard_size:
+            self._finish()
+        return name
+
+    def close(self) -> list[str]:
+        if self._tar is not None:
+            self._finish()
+        return self.names
+
+    def abort(self) -> None:
+        """Drop the shard in progress (used when the run fails)."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            if self._tmp_path is not None and self._tmp_path.exists():
+                self._tmp_path.unlink()
+
+    @property
+    def _current_name(self) -> str:
+        return f"{self.prefix}-{len(self.names):06d}.tar"
+
+    def _open(self) -> None:
+        self._tmp_path = self.out_dir / f"{self._current_name}{TMP_MARKER}{os.getpid()}"
+        self._tar = tarfile.open(self._tmp_path, "w", format=tarfile.USTAR_FORMAT)
+        self._count = 0
+
+    def _finish(self) -> None:
+        self._tar.close()
+        self._tar = None
+        os.replace(self._tmp_path, self.out_dir / self._current_name)
+        self.names.append(self._current_name)
+        self._count = 0
+
+
+# -- reading a prepared folder -----------------------------------------------------------------------
+def load_manifest(data_dir) -> dict:
+    """The manifest.json of a prepared folder; DataError when there is none."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"no {MANIFEST} in {data_dir}: run `musicgan prepare` first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable {path}: {exc}") from None
+
+
+def split_urls(data_dir, split: str) -> list[str]:
+    """Local paths of a split's shards; DataError when the split is unknown or empty."""
+    manifest = load_manifest(data_dir)
+    if split not in manifest.get("splits", {}):
+        raise DataError(f"{data_dir} has no split {split!r} (splits: {', '.join(manifest.get('splits', {}))})")
+    files = manifest["splits"][split]["files"]
+    if not files:
+        raise DataError(f"split {split!r} of {data_dir} is empty (0 songs): prepare more data or change the ratios")
+    paths = [str(Path(data_dir) / name) for name in files]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"shard missing: {missing[0]} (listed in {Path(data_dir) / MANIFEST})")
+    return paths
