@@ -119,8 +119,16 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         return wds.batched(self.batch_size, collation_fn=self._collate, partial=False)(windows)
 
     def _resampled(self, urls: list[str], rng: random.Random):
+        """Shard URLs drawn with replacement, forever. If this rank's own shards yield nothing
+        (all corrupt), fall back to every shard so the rank keeps its batch count; give up with
+        a DataError only when no shard at all yields a sample."""
         while True:
             if self._draws_without_sample >= MAX_DRAWS_WITHOUT_SAMPLE:
+                if len(urls) < len(self.urls):
+                    log.warning("rank %d: no usable sample in its %d shard(s) after %d reads; drawing from all %d shards",
+                                self.rank, len(urls), MAX_DRAWS_WITHOUT_SAMPLE, len(self.urls))
+                    urls, self._draws_without_sample = list(self.urls), 0
+                    continue
                 raise DataError(f"no usable sample in {MAX_DRAWS_WITHOUT_SAMPLE} shard reads from {len(urls)} shard(s) "
                                 f"(e.g. {urls[0]}): are all shards corrupt, or all songs empty in this representation?")
             self._draws_without_sample += 1
