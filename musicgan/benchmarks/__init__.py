@@ -1,0 +1,1 @@
+"""Speed measurements of musicgan's hot paths against honest references (`musicgan bench`)."""

@@ -1,0 +1,114 @@
+"""Generator speed: the optimised free-running C-RNN-GAN loop against the plain eager
+nn.LSTMCell loop with the same parameters and the same random draws.
+
+One measurement = generator forward (training mode, dropout on) + backward of a fixed
+upstream gradient, i.e. the generator's share of an adversarial G step. The two
+implementations alternate (fast, reference, fast, ...) so that load drifting on a shared
+machine hits both alike; the reported figures are medians after warm-up.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+from musicgan.models.crnngan import CRNNGenerator, reference_free_running
+
+
+def _time_step(run, batch_size: int, seq_len: int, grad: torch.Tensor) -> float:
+    """Seconds for one forward + backward."""
+    if grad.device.type == "cuda":
+        torch.cuda.synchronize(grad.device)
+    start = time.perf_counter()
+    out = run(batch_size, seq_len)
+    out.backward(grad)
+    if grad.device.type == "cuda":
+        torch.cuda.synchronize(grad.device)
+    return time.perf_counter() - start
+
+
+def bench_generator(
+    batch_sizes: tuple[int, ...] = (20, 64),
+    seq_len: int = 100,
+    hidden: int = 350,
+    layers: int = 2,
+    num_features: int = 4,
+    repeats: int = 7,
+    warmup: int = 2,
+    threads: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict:
+    """Forward+backward time of the free-running generator, optimised vs plain eager.
+
+    Defaults are the paper preset (hidden 350, 2 layers, length 100, 4 features).
+    `threads` sets torch's intra-op threads for the measurement (None: leave as configured).
+    Returns a JSON-ready dict: per batch size the median seconds of each implementation,
+    the median per time step, the speedup (reference / fast), plus `generator_speedup`,
+    the geometric mean of the per-batch speedups.
+    """
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        generator = CRNNGenerator(num_features, hidden=hidden, layers=layers).to(device).train()
+        fast = generator
+        reference = lambda b, t: reference_free_running(generator, b, t)  # noqa: E731
+        per_batch = {}
+        for batch_size in batch_sizes:
+            grad = torch.randn(batch_size, seq_len, num_features, device=device)
+            for _ in range(warmup):
+                _time_step(fast, batch_size, seq_len, grad)
+                _time_step(reference, batch_size, seq_len, grad)
+            fast_times, reference_times = [], []
+            for _ in range(repeats):
+                fast_times.append(_time_step(fast, batch_size, seq_len, grad))
+                reference_times.append(_time_step(reference, batch_size, seq_len, grad))
+                generator.zero_grad(set_to_none=True)
+            fast_s = statistics.median(fast_times)
+            reference_s = statistics.median(reference_times)
+            per_batch[str(batch_size)] = {
+                "fast_s": fast_s,
+                "reference_s": reference_s,
+                "fast_ms_per_timestep": 1e3 * fast_s / seq_len,
+                "reference_ms_per_timestep": 1e3 * reference_s / seq_len,
+                "speedup": reference_s / fast_s,
+                "fast_all_s": fast_times,
+                "reference_all_s": reference_times,
+            }
+        speedups = [entry["speedup"] for entry in per_batch.values()]
+        return {
+            "generator_speedup": statistics.geometric_mean(speedups),
+            "generator_speedup_min": min(speedups),
+            "per_batch": per_batch,
+            "settings": {
+                "seq_len": seq_len,
+                "hidden": hidden,
+                "layers": layers,
+                "num_features": num_features,
+                "repeats": repeats,
+                "warmup": warmup,
+                "threads": torch.get_num_threads(),
+                "device": device,
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+            },
+            "what": "generator forward+backward (train mode) per call; optimised loop vs eager nn.LSTMCell loop",
+        }
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+if __name__ == "__main__":  # python -m musicgan.benchmarks.generator [threads]
+    import json
+    import sys
+
+    result = bench_generator(threads=int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    for entry in result["per_batch"].values():
+        entry.pop("fast_all_s")
+        entry.pop("reference_all_s")
+    print(json.dumps(result, indent=2))
