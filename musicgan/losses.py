@@ -1,0 +1,141 @@
+"""GAN objectives and regularisers for sequence models, as small pure functions.
+
+Conventions: logits are (B, T) per-step discriminator outputs before the sigmoid; `mask` is
+a (B, T) bool tensor of valid steps (None = all valid). Every loss works on logits with
+BCE-with-logits, so no log(0) can appear (the reference's epsilon clipping underflowed).
+
+Gradient clipping is not wrapped here: the trainer calls
+`torch.nn.utils.clip_grad_norm_(params, max_norm)` (global norm over all of a network's
+parameters, the paper's 5.0) after backward and, under DDP, after the gradient all-reduce,
+so every rank clips identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+FEATURE_MATCHING_MODES = ("batch_mean", "paired")
+
+
+def _valid(reference: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) float weights for a (B, T, ...) reference: 1 at valid steps, 0 elsewhere."""
+    if mask is None:
+        return torch.ones(reference.shape[:2], dtype=reference.dtype, device=reference.device)
+    if mask.shape != reference.shape[:2]:
+        raise ValueError(f"mask {tuple(mask.shape)} does not match {tuple(reference.shape[:2])}")
+    return mask.to(reference.dtype)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of (B, T) values over valid steps (0 when no step is valid)."""
+    weights = _valid(values, mask)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def sequence_probability(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference's decision per sequence: mean over valid steps of sigmoid(logit). (B,)"""
+    weights = _valid(logits, mask)
+    return (torch.sigmoid(logits) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def discriminator_loss(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    *,
+    fake_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D's loss -log D(x) - log(1 - D(G(z))) and its accuracy.
+
+    Loss: per-step BCE-with-logits averaged over valid steps, real and fake terms summed.
+    (The reference takes the decision as the mean over time of per-step probabilities;
+    averaging the per-step losses instead keeps every step's gradient well scaled and is
+    what its per-step sigmoid outputs are trained with.) One-sided label smoothing: the
+    real target is 1 - label_smoothing, the fake target stays 0.
+    `mask` marks valid steps of the real batch; `fake_mask` those of the fake batch
+    (defaults to `mask`, i.e. the same windows).
+
+    Returns (loss, stats) with detached 0-d tensors `accuracy_real` (fraction of real
+    sequences whose mean per-step probability > 0.5) and `accuracy_fake` (fraction of fake
+    ones with mean probability < 0.5): tensors, so the trainer can all-reduce them without a
+    device sync.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    fake_mask = mask if fake_mask is None else fake_mask
+    real_target = torch.full_like(real_logits, 1.0 - label_smoothing)
+    real_term = F.binary_cross_entropy_with_logits(real_logits, real_target, reduction="none")
+    fake_term = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits), reduction="none")
+    loss = masked_mean(real_term, mask) + masked_mean(fake_term, fake_mask)
+    with torch.no_grad():
+        stats = {
+            "accuracy_real": (sequence_probability(real_logits, mask) > 0.5).float().mean(),
+            "accuracy_fake": (sequence_probability(fake_logits, fake_mask) < 0.5).float().mean(),
+        }
+    return loss, stats
+
+
+def generator_loss(fake_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Non-saturating G loss: -log D(G(z)) per step, averaged over valid steps."""
+    target = torch.ones_like(fake_logits)
+    return masked_mean(F.binary_cross_entropy_with_logits(fake_logits, target, reduction="none"), mask)
+
+
+def feature_matching_loss(
+    real_features: torch.Tensor,
+    fake_features: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    mode: str = "batch_mean",
+) -> torch.Tensor:
+    """Distance between D's last hidden layer on real and generated batches, (B, T, D) each.
+
+    "batch_mean" (Salimans et al., default): per step, the squared Euclidean distance
+    between the batch means of the features (means over the rows valid at that step), then
+    the mean over steps valid in at least one row.
+    "paired" (the reference): sum over valid steps, rows and features of
+    (real[i] - fake[i])^2, pairing sample i with sample i.
+    `mask` (B, T) applies to both batches. Detach `real_features` if D is being trained.
+    """
+    if real_features.shape != fake_features.shape:
+        raise ValueError(f"feature shapes differ: {tuple(real_features.shape)} vs {tuple(fake_features.shape)}")
+    weights = _valid(real_features, mask).unsqueeze(-1)  # (B, T, 1)
+    if mode == "paired":
+        return ((real_features - fake_features).square() * weights).sum()
+    if mode != "batch_mean":
+        raise ValueError(f"feature matching mode must be one of {FEATURE_MATCHING_MODES}, got {mode!r}")
+    rows = weights.sum(0)  # (T, 1) valid rows per step
+    real_mean = (real_features * weights).sum(0) / rows.clamp_min(1.0)  # (T, D)
+    fake_mean = (fake_features * weights).sum(0) / rows.clamp_min(1.0)
+    per_step = (real_mean - fake_mean).square().sum(-1)  # (T,)
+    steps = (rows.squeeze(-1) > 0).to(per_step.dtype)
+    return (per_step * steps).sum() / steps.sum().clamp_min(1.0)
+
+
+def mle_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error of next-event prediction: mean over valid steps and features. (B, T, F)"""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    weights = _valid(pred, mask).unsqueeze(-1)
+    count = weights.sum() * pred.shape[-1]
+    return ((pred - target).square() * weights).sum() / count.clamp_min(1.0)
+
+
+def l2_penalty(parameters: Iterable[torch.Tensor], scale: float) -> torch.Tensor:
+    """scale * sum(w^2) / 2 over all parameters (TensorFlow's l2_loss; the paper's scale 0.1)."""
+    params = [p for p in parameters]
+    if not params:
+        return torch.zeros(())
+    total = torch.stack([p.square().sum() for p in params]).sum()
+    return scale * total / 2
+
+
+def all_finite(*tensors: torch.Tensor) -> bool:
+    """True when every element of every tensor is finite (one device sync for all)."""
+    if not tensors:
+        return True
+    flags = torch.stack([torch.isfinite(t.detach()).all().to(tensors[0].device) for t in tensors])
+    return bool(flags.all())
