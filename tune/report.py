@@ -1,0 +1,195 @@
+"""What a sweep leaves behind in STORAGE:
+
+- `results.csv` and the same table printed: one row per trial (status, objective, losses,
+  steps, sampled values, error);
+- `best_config.json`: the best trial's resolved config, nested, as `musicgan train --config`
+  reads it (the sweep-only caps — step limit, no progress bar, no TensorBoard — replaced by
+  the base config's values);
+- `best_trial.json`: which trial, its score, values and last Tune checkpoint;
+- `plots/<trial>.png`: the objective and both losses over training steps, one PNG per trial
+  (drawn by musicgan.plots, the package's only matplotlib importer).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tune.objective import OBJECTIVE
+
+SWEEP_ONLY = ("train.max_steps", "log.progress", "log.tensorboard")
+STATUS_FINISHED, STATUS_STOPPED, STATUS_ERROR = "finished", "stopped early", "error"
+
+
+def one_line_error(error: BaseException | None) -> str:
+    """`Type: message` of the original exception inside Ray's wrappers."""
+    if error is None:
+        return ""
+    seen = 0
+    while getattr(error, "cause", None) is not None and seen < 8:  # RayTaskError -> user exception
+        error, seen = error.cause, seen + 1
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def _history(result) -> list[dict]:
+    frame = getattr(result, "metrics_dataframe", None)
+    if frame is None or len(frame) == 0:
+        return []
+    return frame.to_dict("records")
+
+
+def _number(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+def trial_rows(results) -> list[dict]:
+    """One dict per trial: identity, status, scores, losses, sampled values, error."""
+    rows = []
+    for result in results:
+        history = _history(result)
+        last = result.metrics or {}
+        scores = [_number(r.get(OBJECTIVE)) for r in history]
+        scores = [s for s in scores if not math.isnan(s)]
+        if result.error is not None:
+            status = STATUS_ERROR
+        elif last.get("final"):
+            status = STATUS_FINISHED
+        else:
+            status = STATUS_STOPPED  # the scheduler ended it (ASHA cut, PBT end) before the trainer did
+        row = {
+            "trial": last.get("trial_id") or Path(result.path).name,
+            "status": status,
+            f"{OBJECTIVE}_last": _number(last.get(OBJECTIVE)),
+            f"{OBJECTIVE}_best": max(scores) if scores else math.nan,
+            "reports": len(history),
+            "step": last.get("step", ""),
+            "epoch": last.get("epoch", ""),
+            "loss/generator": _number(last.get("loss/generator")),
+            "loss/discriminator": _number(last.get("loss/discriminator")),
+        }
+        row.update({k: v for k, v in sorted((result.config or {}).items())})
+        row["error"] = one_line_error(result.error)
+        row["path"] = result.path
+        rows.append(row)
+    return rows
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[_format(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return columns
+
+
+def nested(flat: dict[str, Any]) -> dict[str, dict]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        section, dot, name = key.partition(".")
+        if dot:
+            out.setdefault(section, {})[name] = value
+        else:
+            out[key] = value
+    return out
+
+
+def best_config(result, base) -> dict:
+    """The best trial's resolved config (its run's config.json, which PBT rewrites at every
+    restart), with the sweep-only values put back to the base config's."""
+    from musicgan.config import from_dict, get_value, set_value
+
+    run_config = Path(result.path) / "run" / "config.json"
+    if run_config.is_file():
+        cfg = from_dict(json.loads(run_config.read_text()))
+    else:  # no run directory (e.g. a remote trial): base + the sampled values
+        import copy
+
+        from tune.spaces import apply_trial_values
+
+        cfg = apply_trial_values(copy.deepcopy(base), result.config or {})
+    from musicgan.presets import get_preset
+
+    preset = get_preset(base.preset) if base.preset else base
+    for key in SWEEP_ONLY:
+        set_value(cfg, key, get_value(preset, key))
+    return cfg.to_dict()
+
+
+def plot_trials(rows: list[dict], results, directory: Path) -> list[Path]:
+    from musicgan.plots import curves_png
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for row, result in zip(rows, results):
+        history = _history(result)
+        if not history:
+            continue
+        steps = [_number(r.get("step")) for r in history]
+        panels = {
+            f"{OBJECTIVE} (higher is better)": {row["trial"]: (steps, [_number(r.get(OBJECTIVE)) for r in history])},
+            "losses": {name: (steps, [_number(r.get(f"loss/{name}")) for r in history])
+                       for name in ("generator", "discriminator")},
+        }
+        paths.append(Path(curves_png(panels, directory / f"{row['trial']}.png", xlabel="step", ncols=2)))
+    return paths
+
+
+def write_report(results, storage: Path, experiment: Path, *, base, overrides: dict | None = None) -> dict:
+    """Write the table, best config and plots; print the table; return a summary dict."""
+    results = [results[i] for i in range(len(results))]
+    rows = trial_rows(results)
+    columns = write_csv(rows, storage / "results.csv")
+    shown = [c for c in columns if c not in ("path",)]
+    print(f"\n[tune] {len(rows)} trials in {experiment}")
+    print(format_table(rows, shown))
+    ok = [(r, res) for r, res in zip(rows, results) if r["status"] != STATUS_ERROR and not math.isnan(r[f"{OBJECTIVE}_last"])]
+    summary: dict[str, Any] = {"rows": rows, "completed": bool(ok), "errors": sum(r["status"] == STATUS_ERROR for r in rows),
+                               "table": str(storage / "results.csv")}
+    for row in rows:
+        if row["error"]:
+            print(f"[tune] trial {row['trial']} failed: {row['error']}")
+    if ok:
+        best_row, best_result = max(ok, key=lambda pair: pair[0][f"{OBJECTIVE}_last"])
+        config = best_config(best_result, base)
+        (storage / "best_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        checkpoint = best_result.checkpoint.path if best_result.checkpoint else None
+        best = {"trial": best_row["trial"], OBJECTIVE: best_row[f"{OBJECTIVE}_last"],
+                "values": nested(best_result.config or {}), "step": best_row["step"], "checkpoint": checkpoint,
+                "path": best_result.path}
+        (storage / "best_trial.json").write_text(json.dumps(best, indent=2, default=str) + "\n")
+        summary["best"] = best
+        print(f"[tune] best trial {best_row['trial']}: {OBJECTIVE}={best_row[f'{OBJECTIVE}_last']:.4f}; "
+              f"config -> {storage / 'best_config.json'}")
+    else:
+        print("[tune] no trial produced a score: no best config written")
+    try:
+        summary["plots"] = [str(p) for p in plot_trials(rows, results, storage / "plots")]
+    except Exception as exc:  # noqa: BLE001 - a missing picture must not hide the table
+        print(f"[tune] plots failed: {exc}")
+        summary["plots"] = []
+    return summary
