@@ -13,8 +13,9 @@ fixes listed in the shared spec `metrics.md`:
    density shape (Scott's bandwidth then follows the subsample size). All densities of a
    feature are evaluated on ONE common grid (the public code uses different grids, so its
    KL is not a KL). A list with (near) zero variance cannot be fitted by gaussian_kde; it
-   becomes a Gaussian bump with the minimum bandwidth (1/200 of the data span), which also
-   floors every bandwidth so no density is narrower than the grid resolves.
+   becomes a Gaussian bump with the narrowest bandwidth fitted on the other lists (or 1/200
+   of the data span when all are degenerate); 1/200 of the span also floors every
+   bandwidth so no density is narrower than the grid resolves.
 5. Overlapping area OA = integral of min(p, q) (1 = indistinguishable) and
    KL(p || q) = sum P log(P / Q) over the grid cells (masses floored at 1e-12).
 
@@ -137,8 +138,11 @@ class SetStatistics:
         return np.concatenate([self.features[name] for name in FEATURES], axis=1)
 
 
-def _statistics_of_chunk(songs: list[Song]) -> tuple[list, dict[str, np.ndarray]]:
-    return [song_features(s) for s in songs], compute_metrics(songs, group="all")
+def _statistics_of_chunk(items: list, read=None, keep: int = 0) -> tuple[list, dict[str, np.ndarray], list[str], list]:
+    """(features per song, metrics, names, first `keep` songs) of one chunk; `read` turns an
+    item (e.g. a MIDI path) into a Song or None (unreadable: left out) inside the worker."""
+    songs = [s for s in (map(read, items) if read else items) if s is not None]
+    return [song_features(s) for s in songs], compute_metrics(songs, group="all"), [s.source for s in songs], songs[:keep]
 
 
 def _default_workers() -> int:
@@ -154,38 +158,40 @@ def _pool_context():
     return multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
 
 
-def compute_statistics(songs: Iterable[Song], workers: int | None = None) -> SetStatistics:
-    """Features and every registry metric of each song; a process pool of `workers`
-    (default: the usable CPU cores) when there are >= PARALLEL_MIN_SONGS songs."""
-    songs = list(songs)
+def compute_statistics(items: Iterable, workers: int | None = None, read=None, keep_songs: int = 0):
+    """Features and every registry metric of each song.
+
+    items: Songs, or anything `read` (a picklable top-level function) turns into a Song or
+    None, e.g. MIDI paths, so reading happens in the workers too. A process pool of
+    `workers` (default: the usable CPU cores) runs when there are >= PARALLEL_MIN_SONGS items.
+    Returns SetStatistics, or (SetStatistics, first `keep_songs` songs) when keep_songs > 0.
+    """
+    items = list(items)
     workers = _default_workers() if workers is None else max(1, workers)
-    if workers > 1 and len(songs) >= PARALLEL_MIN_SONGS:
-        chunks = [songs[i::workers * 4] for i in range(workers * 4)]  # strided: balanced lengths
+    if workers > 1 and len(items) >= PARALLEL_MIN_SONGS:
+        num_chunks = workers * 4  # a few chunks per worker balances uneven song lengths
+        chunks = [items[i * len(items) // num_chunks:(i + 1) * len(items) // num_chunks] for i in range(num_chunks)]
         with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            results = list(pool.map(_statistics_of_chunk, chunks))
-        # undo the striding
-        per_song_features: list = [None] * len(songs)
-        metrics = {}
-        for i, (feats, mets) in enumerate(results):
-            idx = np.arange(i, len(songs), workers * 4)
-            for j, f in zip(idx, feats):
-                per_song_features[j] = f
-            for name, vals in mets.items():
-                metrics.setdefault(name, np.empty(len(songs)))[idx] = vals
+            results = list(pool.map(_statistics_of_chunk, chunks, [read] * num_chunks, [keep_songs] * num_chunks))
     else:
-        per_song_features, metrics = _statistics_of_chunk(songs)
-    defined = [f for f in per_song_features if f is not None]
+        results = [_statistics_of_chunk(items, read, keep_songs)]
+    per_song = [f for r in results for f in r[0]]
+    metrics = {name: np.concatenate([r[1][name] for r in results]) for name in results[0][1]}
+    defined = [f for f in per_song if f is not None]
     features = {
         name: (np.stack([f[name] for f in defined]) if defined else np.zeros((0, dim)))
         for name, dim in FEATURES.items()
     }
-    return SetStatistics(
+    stats = SetStatistics(
         features=features,
         metrics=metrics,
-        num_songs=len(songs),
-        num_empty=len(songs) - len(defined),
-        names=[s.source for s in songs],
+        num_songs=len(per_song),
+        num_empty=len(per_song) - len(defined),
+        names=[n for r in results for n in r[2]],
     )
+    if keep_songs:
+        return stats, [s for r in results for s in r[3]][:keep_songs]
+    return stats
 
 
 def as_statistics(songs_or_stats, workers: int | None = None) -> SetStatistics:
@@ -216,11 +222,11 @@ def densities_on_common_grid(
     if not span > 0:
         return None, []
     min_bw = span * MIN_BANDWIDTH_FRACTION
-    kernels = []  # (gaussian_kde or None, bandwidth in data units, centre for degenerate lists)
+    kernels = []  # (gaussian_kde or None for a degenerate list, bandwidth in data units, centre)
     for s in samples:
         std = float(s.std())
         if std < 1e-9 * max(1.0, abs(float(s.mean()))) or len(s) < 2:
-            kernels.append((None, min_bw, float(s.mean())))
+            kernels.append((None, 0.0, float(s.mean())))
             continue
         kde = gaussian_kde(s)  # bw_method="scott"
         bandwidth = float(np.sqrt(kde.covariance[0, 0]))
@@ -228,6 +234,11 @@ def densities_on_common_grid(
             kde.set_bandwidth(kde.factor * min_bw / bandwidth)
             bandwidth = min_bw
         kernels.append((kde, bandwidth, 0.0))
+    # A degenerate list borrows the narrowest fitted bandwidth: a point mass at 0 beside a
+    # list that is mostly 0 should overlap it as much as that list's own KDE allows.
+    fitted = [bw for kde, bw, _ in kernels if kde is not None]
+    point_bw = min(fitted) if fitted else min_bw
+    kernels = [(kde, bw if kde is not None else point_bw, c) for kde, bw, c in kernels]
     widest = max(k[1] for k in kernels)
     grid = np.linspace(lo - 4 * widest, hi + 4 * widest, grid_points)
     pdfs = []
@@ -326,6 +337,30 @@ def _unpack(result):
 
 
 # -- in-house Frechet distance -------------------------------------------------------------------
+class _CenteredSamples:
+    """Reference samples kept as a thin SVD so every FD against it is a small problem.
+
+    With Xc = U diag(s) V^T (centred reference, m x d), S_ref^1/2 = V diag(s / sqrt(m-1)) V^T,
+    and for generated samples Yc (n x d) the trace term tr((S_ref^1/2 S_gen S_ref^1/2)^1/2) is
+    the sum of singular values of Yc V diag(s) / sqrt((m-1)(n-1)): an n x k SVD instead of
+    d x d eigendecompositions (d = 317 features). Same value as `frechet_from_moments`.
+    """
+
+    def __init__(self, x: np.ndarray):
+        self.mean = x.mean(axis=0)
+        centred = x - self.mean
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        self.scaled_basis = vt.T * (singular / np.sqrt(len(x) - 1))  # (d, k)
+        self.trace = float(np.sum(singular ** 2) / (len(x) - 1))
+
+    def frechet_to(self, y: np.ndarray) -> float:
+        mean = y.mean(axis=0)
+        centred = y - mean
+        trace_y = float(np.sum(centred ** 2) / (len(y) - 1))
+        singular = np.linalg.svd(centred @ self.scaled_basis, compute_uv=False) / np.sqrt(len(y) - 1)
+        return float(np.sum((self.mean - mean) ** 2) + self.trace + trace_y - 2.0 * singular.sum())
+
+
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     vals, vecs = np.linalg.eigh(matrix)
     return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
@@ -358,16 +393,14 @@ def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3
     std[std == 0] = 1.0
     x, y = (x - mean) / std, (y - mean) / std
     # Dimensions constant in both sets (e.g. pitch-class transitions no song uses) only add
-    # their squared mean difference; leaving them out of the covariances makes the
-    # eigendecompositions smaller (317 dims -> typically ~150 on chorales).
+    # their squared mean difference; leaving them out makes the SVDs smaller.
     constant = (x.std(axis=0) == 0) & (y.std(axis=0) == 0)
     constant_term = float(np.sum((x[0, constant] - y[0, constant]) ** 2))
     x, y = x[:, ~constant], y[:, ~constant]
-    mu_ref, sigma_ref = x.mean(axis=0), np.cov(x, rowvar=False)
-    root_ref = _sqrt_psd(sigma_ref)
+    reference = _CenteredSamples(x)
 
     def fd(sample: np.ndarray) -> float:
-        return constant_term + frechet_from_moments(mu_ref, sigma_ref, sample.mean(axis=0), np.cov(sample, rowvar=False), root_ref)
+        return constant_term + reference.frechet_to(sample)
 
     total = len(y)
     sizes = np.unique(np.linspace(max(2, total // 4), total, num_points).astype(int))
@@ -380,7 +413,7 @@ def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3
     full = points[-1][1]
     if len(points) >= 2:
         inv_n = np.array([1.0 / s for s, _ in points])
-        slope, intercept = np.polyfit(inv_n, np.array([v for _, v in points]), 1)
+        _slope, intercept = np.polyfit(inv_n, np.array([v for _, v in points]), 1)
     else:
         intercept = full
     return {"frechet": float(intercept), "frechet_n": full, "points": points, "label": FRECHET_LABEL}

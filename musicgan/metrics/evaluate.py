@@ -1,0 +1,451 @@
+"""`musicgan evaluate`: how close are generated songs to a real split, per metric and overall.
+
+    musicgan evaluate (--run DIR | --generated DIR_OF_MIDI) --reference SHARDS_OR_MIDI
+                      [--split valid] [--compare RUN_OR_DIR ...] --out DIR
+
+Writes `metrics.json` and a report `index.html` (PNG pictures and WAV files beside it,
+linked relatively, so the folder opens from disk and can be copied whole) and prints one
+summary line per evaluated set. Reference statistics are cached by content hash
+(`musicgan.metrics.cache`).
+
+metrics.json layout
+- summary: {set: {overlap_area_mean, kl_mean, realism, frechet, frechet_n, num_songs, ...}}
+- realism: {set: realism score}
+- calibration: the same numbers for real-vs-real (split vs train) and random notes vs
+  train, so every figure can be read against its ceiling and floor
+- reference: source, split, number of songs, cache key/hit, per-metric {mean, std, n}
+- sets: {set: {kind, path, samples_dir, num_songs, num_empty, metrics, distances,
+  frechet, curves (runs), extra}}
+- comparison (with --compare): per metric, each set's value and the one closer to the
+  reference
+- definitions: what each headline number means
+
+Set-level metrics that need more than songs (the RNN-RBM family's piano-roll likelihood:
+`loglik_per_frame`, `bernoulli_loglik_per_frame`, `frame_accuracy`) plug in through
+`register_set_metric` (or `run_evaluate(extra_metrics=...)`): each gets a `SetContext`
+(songs, run directory, reference location and split) and returns {name: float} or {}
+when it does not apply; results land in `sets[name]["extra"]`, in `summary[name]` and in
+the report's "Piano-roll likelihood" section.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from musicgan.data.song import Song
+from musicgan.errors import DataError, MidiError, UserError
+from musicgan.metrics import cache
+from musicgan.metrics.distributions import (
+    FEATURES,
+    FRECHET_LABEL,
+    SetStatistics,
+    compare_features,
+    compute_statistics,
+    frechet_distance,
+)
+from musicgan.metrics.registry import METRICS, metric_names, summarize
+
+log = logging.getLogger(__name__)
+
+MIDI_SUFFIXES = (".mid", ".midi")
+NUM_PIANO_ROLLS = 3  # per evaluated set
+NUM_AUDIO = 2  # per evaluated set
+NUM_REFERENCE_EXAMPLES = 2
+CALIBRATION_MAX_SONGS = 1000
+
+
+# -- set-level metric hook (piano-roll likelihood of the RBM family lands here) ----------------
+@dataclass
+class SetContext:
+    """What a set-level metric may look at."""
+
+    name: str
+    kind: str  # "run" or "midi"
+    path: Path  # the run directory or the MIDI folder
+    songs: list[Song]  # the first few evaluated songs (examples); all songs via `read_songs()`
+    reference: Path
+    reference_kind: str  # "shards" or "midi"
+    split: str
+    midi_paths: list[Path] = field(default_factory=list)
+
+    def read_songs(self) -> list[Song]:
+        return [s for s in map(_read_song_or_none, self.midi_paths) if s is not None]
+
+
+SetMetric = Callable[[SetContext], "dict[str, float] | None"]
+SET_METRICS: dict[str, SetMetric] = {}
+
+
+def register_set_metric(name: str, fn: SetMetric) -> SetMetric:
+    """Add a set-level metric to every `musicgan evaluate` (return {} when it does not apply)."""
+    SET_METRICS[name] = fn
+    return fn
+
+
+# -- inputs --------------------------------------------------------------------------------------
+def _read_song_or_none(path) -> Song | None:
+    """A MIDI file as a Song, or None (logged) when it cannot be read; runs in pool workers."""
+    from musicgan.data.midi import read_midi
+
+    try:
+        return read_midi(path, source=Path(path).name)
+    except (MidiError, OSError) as exc:
+        log.warning("skipping %s: %s", path, exc)
+        return None
+
+
+def _midi_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "samples").is_dir() or (path / "log.jsonl").is_file()
+
+
+def latest_samples_dir(run_dir: Path) -> Path:
+    """`samples/final` when it holds MIDI, else the highest `samples/epoch-XXXX` that does."""
+    samples = run_dir / "samples"
+    candidates = []
+    if samples.is_dir():
+        final = samples / "final"
+        if final.is_dir() and _midi_files(final):
+            return final
+        for sub in samples.iterdir():
+            match = re.fullmatch(r"epoch-(\d+)", sub.name)
+            if match and sub.is_dir() and _midi_files(sub):
+                candidates.append((int(match.group(1)), sub))
+    if not candidates:
+        raise DataError(f"run {run_dir} has no MIDI samples (expected {samples}/final or {samples}/epoch-XXXX)")
+    return max(candidates)[1]
+
+
+def read_curves(log_path: Path) -> dict[str, dict[str, list]]:
+    """{metric: {"epoch": [...], "gen": [...], "real": [...]}} from a run's log.jsonl."""
+    curves: dict[str, dict[str, list]] = {}
+    if not log_path.is_file():
+        return curves
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by an interrupted run
+        if not isinstance(record, dict) or record.get("event") != "epoch_metrics" or "epoch" not in record:
+            continue
+        for key, value in record.items():
+            if "/" not in key or not isinstance(value, (int, float)):
+                continue
+            side, metric = key.split("/", 1)
+            if side not in ("gen", "real"):
+                continue
+            curve = curves.setdefault(metric, {"epoch": [], "gen": [], "real": []})
+            if not curve["epoch"] or curve["epoch"][-1] != record["epoch"]:
+                curve["epoch"].append(record["epoch"])
+                curve["gen"].append(math.nan)
+                curve["real"].append(math.nan)
+            curve[side][-1] = float(value)
+    return curves
+
+
+@dataclass
+class EvaluatedSet:
+    name: str
+    kind: str  # "run" or "midi"
+    path: Path
+    midi_paths: list[Path]
+    samples_dir: Path
+    curves: dict = field(default_factory=dict)
+    stats: SetStatistics | None = None
+    examples: list[Song] = field(default_factory=list)
+
+
+def _resolve_set(path_str: str, force_run: bool | None, max_songs: int | None) -> EvaluatedSet:
+    path = Path(path_str)
+    if not path.is_dir():
+        raise DataError(f"not a directory: {path}")
+    is_run = _is_run_dir(path) if force_run is None else force_run
+    samples_dir = latest_samples_dir(path) if is_run else path
+    midi_paths = _midi_files(samples_dir)
+    if not midi_paths:
+        raise DataError(f"no MIDI files (.mid/.midi) in {samples_dir}")
+    if max_songs:
+        midi_paths = midi_paths[:max_songs]
+    curves = read_curves(path / "log.jsonl") if is_run else {}
+    name = path.resolve().name or str(path)
+    return EvaluatedSet(name, "run" if is_run else "midi", path, midi_paths, samples_dir, curves)
+
+
+def _unique_names(sets: list[EvaluatedSet]) -> None:
+    seen: dict[str, int] = {}
+    for s in sets:
+        base = s.name
+        seen[base] = seen.get(base, 0) + 1
+        if seen[base] > 1:
+            s.name = f"{base}-{seen[base]}"
+
+
+@dataclass
+class Reference:
+    kind: str  # "shards" or "midi"
+    path: Path
+    split: str
+    stats: SetStatistics
+    examples: list[Song]
+    cache_key: str
+    cache_hit: bool
+    seconds: float
+
+
+def _shard_songs(urls: list[str], max_songs: int | None):
+    from musicgan.data.loader import iter_songs
+
+    for i, song in enumerate(iter_songs(urls)):
+        if max_songs and i >= max_songs:
+            return
+        yield song
+
+
+def load_reference(reference: str, split: str, max_songs: int | None, workers: int | None,
+                   cache_root: Path | None = None) -> Reference:
+    """Statistics of the real songs: a shard split (via the manifest) or a MIDI folder."""
+    path = Path(reference)
+    start = time.perf_counter()
+    if (path / "manifest.json").is_file():
+        from musicgan.data.shards import MANIFEST, split_urls
+
+        urls = split_urls(path, split)
+        key = cache.content_hash([path / MANIFEST, *urls], kind="shards", split=split, max_songs=max_songs)
+
+        def compute():
+            return compute_statistics(_shard_songs(urls, max_songs), workers, keep_songs=NUM_REFERENCE_EXAMPLES)
+
+        kind = "shards"
+    elif path.is_dir():
+        files = _midi_files(path)
+        if not files:
+            raise DataError(f"reference {path} is neither a shard folder (no manifest.json) nor a folder of MIDI files")
+        files = files[:max_songs] if max_songs else files
+        key = cache.content_hash(files, kind="midi", max_songs=max_songs)
+
+        def compute():
+            return compute_statistics(files, workers, read=_read_song_or_none, keep_songs=NUM_REFERENCE_EXAMPLES)
+
+        kind = "midi"
+    else:
+        raise DataError(f"reference not found: {path}")
+    stats, examples, hit = cache.cached_statistics(key, compute, cache_root)
+    if stats.num_songs == 0:
+        raise DataError(f"reference {path} (split {split!r}) holds no readable songs")
+    return Reference(kind, path, split, stats, examples, key, hit, time.perf_counter() - start)
+
+
+# -- calibration: real-vs-real ceiling, random-notes floor -------------------------------------
+def random_songs(num_songs: int, seed: int = 0) -> list[Song]:
+    """Uniformly random notes: 100-300 per song, pitch 21-108, velocity 1-127, onsets uniform
+    over 0.25 s per note, durations 0.1-1.0 s. The floor every model should beat."""
+    rng = np.random.default_rng(seed)
+    songs = []
+    for i in range(num_songs):
+        n = int(rng.integers(100, 301))
+        onsets = np.sort(rng.uniform(0.0, 0.25 * n, n))
+        songs.append(Song.from_columns(onsets, rng.uniform(0.1, 1.0, n), rng.integers(21, 109, n),
+                                       rng.integers(1, 128, n), source=f"random-{i:04d}"))
+    return songs
+
+
+def _headline(distances: dict, frechet: dict, num_songs: int) -> dict:
+    return {
+        "overlap_area_mean": distances["overlap_area_mean"],
+        "kl_mean": distances["kl_mean"],
+        "realism": distances["realism"],
+        "frechet": frechet["frechet"],
+        "frechet_n": frechet["frechet_n"],
+        "num_songs": num_songs,
+        "pairs_n": distances["n"],
+    }
+
+
+def calibration(ref: Reference, workers: int | None, seed: int, cache_root: Path | None) -> dict:
+    """Headline numbers of `<split> vs train` (real vs real) and `random notes vs train`.
+
+    Needs a shard reference with a train split; for a MIDI reference only random notes vs
+    the reference itself. Train statistics are cached like any reference.
+    """
+    out = {}
+    base, base_name = ref, ref.split if ref.kind == "shards" else "reference"
+    if ref.kind == "shards":
+        try:
+            base = ref if ref.split == "train" else load_reference(str(ref.path), "train", CALIBRATION_MAX_SONGS, workers, cache_root)
+            base_name = "train"
+        except DataError:
+            base = ref
+        if base is not ref:
+            d = compare_features(base.stats, ref.stats, seed=seed)
+            out[f"{ref.split}_vs_train"] = _headline(d, frechet_distance(base.stats, ref.stats, seed=seed), ref.stats.num_songs)
+        elif ref.split == "train":
+            try:
+                other = load_reference(str(ref.path), "valid", CALIBRATION_MAX_SONGS, workers, cache_root)
+                d = compare_features(ref.stats, other.stats, seed=seed)
+                out["valid_vs_train"] = _headline(d, frechet_distance(ref.stats, other.stats, seed=seed), other.stats.num_songs)
+            except DataError:
+                pass
+    count = min(max(base.stats.num_songs, 2), CALIBRATION_MAX_SONGS)
+    rand = compute_statistics(random_songs(count, seed), workers)
+    d = compare_features(base.stats, rand, seed=seed)
+    out[f"random_vs_{base_name}"] = _headline(d, frechet_distance(base.stats, rand, seed=seed), count)
+    return out
+
+
+# -- comparison table --------------------------------------------------------------------------------
+def comparison_table(reference: dict, sets: dict) -> dict:
+    """Per registry metric and mgeval feature: each set's value and which set is closer."""
+    table = {}
+    names = list(sets)
+    for metric in METRICS:
+        ref_mean = reference["metrics"][metric]["mean"]
+        values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
+        gaps = {n: abs(v - ref_mean) for n, v in values.items() if np.isfinite(v) and np.isfinite(ref_mean)}
+        table[f"metric/{metric}"] = {"reference": ref_mean, "values": values,
+                                     "closer": min(gaps, key=gaps.get) if gaps else None, "rule": "|mean - reference mean| smaller"}
+    for feature in FEATURES:
+        values = {n: sets[n]["distances"]["features"].get(feature, {}).get("oa", math.nan) for n in names}
+        finite = {n: v for n, v in values.items() if np.isfinite(v)}
+        table[f"overlap_area/{feature}"] = {"reference": 1.0, "values": values,
+                                            "closer": max(finite, key=finite.get) if finite else None, "rule": "larger overlap"}
+    for key, better in (("overlap_area_mean", max), ("realism", max), ("frechet", min)):
+        values = {n: sets[n]["summary"][key] for n in names}
+        finite = {n: v for n, v in values.items() if np.isfinite(v)}
+        table[f"summary/{key}"] = {"reference": None, "values": values,
+                                   "closer": better(finite, key=finite.get) if finite else None,
+                                   "rule": "smaller" if better is min else "larger"}
+    return table
+
+
+# -- main entry -----------------------------------------------------------------------------------------
+def run_evaluate(*, run: str | None = None, generated: str | None = None, reference: str, split: str = "valid",
+                 compare: Sequence[str] = (), out: str, max_songs: int | None = None, workers: int | None = None,
+                 seed: int = 0, extra_metrics: Sequence[SetMetric] = (), audio: bool = True,
+                 calibrate: bool = True, cache_root: Path | None = None, echo: Callable[[str], None] = print) -> dict:
+    """Evaluate a run's latest samples (or a MIDI folder) and optional others against a real
+    split; write metrics.json + index.html under `out`; return the metrics.json content."""
+    if (run is None) == (generated is None):
+        raise UserError("evaluate needs exactly one of --run DIR or --generated DIR_OF_MIDI")
+    started = time.perf_counter()
+    out_dir = Path(out)
+    ref = load_reference(reference, split, max_songs, workers, cache_root)
+    sets = [_resolve_set(run or generated, True if run else False, max_songs)]
+    sets += [_resolve_set(c, None, max_songs) for c in compare]
+    _unique_names(sets)
+
+    result_sets: dict[str, dict] = {}
+    densities: dict[str, dict] = {}
+    for s in sets:
+        s.stats, s.examples = compute_statistics(s.midi_paths, workers, read=_read_song_or_none,
+                                                 keep_songs=max(NUM_PIANO_ROLLS, NUM_AUDIO))
+        if s.stats.num_songs == 0:
+            raise DataError(f"no readable MIDI files in {s.samples_dir}")
+        distances = compare_features(ref.stats, s.stats, seed=seed, keep_densities=True)
+        densities[s.name] = {f: e.pop("densities") for f, e in distances["features"].items() if "densities" in e}
+        frechet = frechet_distance(ref.stats, s.stats, seed=seed)
+        context = SetContext(s.name, s.kind, s.path, s.examples, ref.path, ref.kind, split, s.midi_paths)
+        extra = {}
+        for fn in [*SET_METRICS.values(), *extra_metrics]:
+            extra.update(fn(context) or {})
+        result_sets[s.name] = {
+            "kind": s.kind,
+            "path": str(s.path),
+            "samples_dir": str(s.samples_dir),
+            "num_songs": s.stats.num_songs,
+            "num_empty": s.stats.num_empty,
+            "metrics": summarize(s.stats.metrics),
+            "distances": distances,
+            "frechet": frechet,
+            "curves": s.curves,
+            "extra": extra,
+            "summary": {**_headline(distances, frechet, s.stats.num_songs), **extra},
+        }
+
+    reference_block = {
+        "kind": ref.kind,
+        "path": str(ref.path),
+        "split": split if ref.kind == "shards" else None,
+        "num_songs": ref.stats.num_songs,
+        "num_empty": ref.stats.num_empty,
+        "cache_key": ref.cache_key,
+        "cache_hit": ref.cache_hit,
+        "load_seconds": round(ref.seconds, 3),
+        "metrics": summarize(ref.stats.metrics),
+    }
+    result = {
+        "summary": {n: r["summary"] for n, r in result_sets.items()},
+        "realism": {n: r["summary"]["realism"] for n, r in result_sets.items()},
+        "calibration": calibration(ref, workers, seed, cache_root) if calibrate else {},
+        "reference": reference_block,
+        "sets": result_sets,
+        "definitions": DEFINITIONS,
+    }
+    if len(result_sets) > 1:
+        result["comparison"] = comparison_table(reference_block, result_sets)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from musicgan.metrics.report import write_report
+
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    write_report(out_dir, result, ref, sets, densities, audio=audio)
+    result["seconds_with_report"] = round(time.perf_counter() - started, 3)
+    (out_dir / "metrics.json").write_text(json.dumps(_json_safe(result), indent=1), encoding="utf-8")
+    for line in summary_lines(result):
+        echo(line)
+    echo(f"report: {out_dir / 'index.html'}")
+    return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    ref = result["reference"]
+    where = f"{ref['path']} split {ref['split']}" if ref["split"] else ref["path"]
+    lines = [f"reference: {where} ({ref['num_songs']} songs{', cached' if ref['cache_hit'] else ''})"]
+    rows = [(n, s) for n, s in result["summary"].items()] + [(f"[calibration] {n}", s) for n, s in result["calibration"].items()]
+    for name, s in rows:
+        lines.append(f"{name}: overlap_area_mean={s['overlap_area_mean']:.3f} frechet={s['frechet']:.3f} "
+                     f"realism={s['realism']:.3f} (n={s['num_songs']})")
+    return lines
+
+
+def _json_safe(value):
+    """NaN/inf -> null, numpy -> Python: metrics.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+DEFINITIONS = {
+    "overlap_area_mean": "mean over the mgeval features of the overlapping area between the KDEs of intra-reference "
+                         "and inter-set (reference x evaluated) song distances; 1 = indistinguishable",
+    "kl_mean": "mean over features of KL(intra-reference || inter-set), nats, both densities on one grid",
+    "realism": "mean over features of (OA(intra-ref, inter) + OA(intra-ref, intra-evaluated)) / 2: closeness and "
+               "matching diversity; in [0, 1], higher is better",
+    "frechet": FRECHET_LABEL + "; lower is better",
+    "frechet_n": "the same Frechet distance with all evaluated songs, before extrapolation",
+    "compat": "*_compat metrics reproduce the C-RNN-GAN reference code's quirks, only to compare with published "
+              "numbers; the plain names are the correct definitions",
+    "calibration": "<split>_vs_train: a real held-out split against train (the ceiling); random_vs_*: uniformly "
+                   "random notes (the floor)",
+    "onset_tolerance_s": "onsets closer than 0.651 ms (half a 1/384-quarter tick at 120 bpm) count as simultaneous",
+}

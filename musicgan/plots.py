@@ -1,0 +1,165 @@
+"""Pictures of songs and metrics. The only module that imports matplotlib (lazily, Agg).
+
+`piano_roll_image` is plain numpy (cheap enough to call every N training steps for
+TensorBoard's `add_image(..., dataformats="HWC")`); everything else draws PNG files for
+the evaluation report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from musicgan.data.song import Song
+from musicgan.errors import UserError
+
+COLORS = ("#1f4e9c", "#d1495b", "#2a9d8f", "#e9a03b", "#7b4fa0", "#6c757d")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:  # a core dependency, but say what to do if it is missing
+        raise UserError("plots need matplotlib: pip install matplotlib") from exc
+    matplotlib.use("Agg", force=True)  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    _pyplot().close(fig)
+    return str(path)
+
+
+# -- piano rolls -----------------------------------------------------------------------------
+def piano_roll_image(song: Song, max_width: int = 1024, columns_per_second: float = 32.0, row_height: int = 4) -> np.ndarray:
+    """(H, W, 3) uint8 piano roll: time left to right, high pitches on top, darker = louder.
+
+    Rows span the song's pitch range (+2 semitones margin, at least two octaves) with
+    `row_height` pixels per semitone; long songs are squeezed to `max_width` columns.
+    Drum notes are drawn in red. An empty song gives a blank 2-octave strip.
+    """
+    notes = song.notes
+    end = song.end_time
+    scale = min(columns_per_second, max_width / end) if end > 0 else columns_per_second
+    width = max(1, int(np.ceil(end * scale)))
+    if len(notes):
+        low, high = int(notes[:, 2].min()) - 2, int(notes[:, 2].max()) + 2
+    else:
+        low, high = 58, 62
+    if high - low < 24:
+        low = (low + high) // 2 - 12
+        high = low + 24
+    rows = high - low + 1
+    image = np.full((rows * row_height, width, 3), 255, dtype=np.uint8)
+    for onset, duration, pitch, velocity, _program, is_drum in notes:
+        x0 = int(onset * scale)
+        x1 = max(x0 + 1, int(np.ceil((onset + duration) * scale)))
+        y0 = (high - int(pitch)) * row_height
+        shade = int(200 - 170 * min(max(velocity, 0.0), 127.0) / 127.0)  # louder = darker
+        color = (230, shade // 2, shade // 2) if is_drum > 0.5 else (shade // 2, shade // 2 + 20, 230 - shade // 3)
+        image[y0 + 1:y0 + row_height, x0:x1] = color
+        image[y0 + 1:y0 + row_height, x0] = (0, 0, 0)  # onset tick: repeated notes stay distinct
+    return image
+
+
+def piano_roll_png(song: Song, path, title: str | None = None) -> str:
+    """Save `piano_roll_image` with time (s) and MIDI pitch axes as a PNG (a raster: fast
+    for any number of notes)."""
+    plt = _pyplot()
+    image = piano_roll_image(song)
+    notes = song.notes
+    high = int(notes[:, 2].max()) + 2 if len(notes) else 62
+    rows = image.shape[0] / 4  # row_height = 4 pixels per semitone
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    ax.imshow(image, aspect="auto", interpolation="nearest",
+              extent=(0, max(song.end_time, 1e-3), high - rows + 0.5, high + 0.5))
+    if not len(notes):
+        ax.text(0.5, 0.5, "(no notes)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("MIDI pitch")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+# -- metric plots ------------------------------------------------------------------------------
+# Each helper draws one panel per entry of `panels` ({panel title: data}) in a grid and
+# saves one PNG: the report shows a metric family at a glance, and one savefig per family
+# costs a fraction of one per metric.
+def _grid(num_panels: int, ncols: int):
+    plt = _pyplot()
+    ncols = max(1, min(ncols, num_panels))
+    nrows = max(1, -(-num_panels // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
+    for ax in axes.flat[num_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
+def _finish_axis(ax, title: str, xlabel: str = "") -> None:
+    ax.set_title(title, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def draw_histograms(ax, values: Mapping[str, np.ndarray], bins: int = 30) -> None:
+    """Overlaid density histograms of one quantity for several sets (NaN skipped), common bins."""
+    finite = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+    finite = {k: v[np.isfinite(v)] for k, v in finite.items()}
+    pooled = np.concatenate([v for v in finite.values() if len(v)] or [np.zeros(0)])
+    if not len(pooled):
+        ax.text(0.5, 0.5, "(undefined for every song)", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        return
+    lo, hi = float(pooled.min()), float(pooled.max())
+    edges = np.linspace(lo, hi, bins + 1) if hi > lo else np.array([lo - 0.5, lo + 0.5])
+    for (label, v), color in zip(finite.items(), COLORS):
+        if len(v):  # one `stairs` artist per set: far cheaper to draw than hist's bars
+            density, _ = np.histogram(v, bins=edges, density=True)
+            ax.stairs(density, edges, fill=True, alpha=0.35, color=color, label=f"{label} (n={len(v)})")
+    ax.legend(fontsize=6)
+
+
+def histograms_png(panels: Mapping[str, Mapping[str, np.ndarray]], path, ncols: int = 4) -> str:
+    """One histogram panel per quantity: {title: {set label: per-song values}}."""
+    fig, axes = _grid(len(panels), ncols)
+    for ax, (title, values) in zip(axes, panels.items()):
+        draw_histograms(ax, values)
+        _finish_axis(ax, title)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
+    return _save(fig, path)
+
+
+def curves_png(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path,
+               xlabel: str = "epoch", ncols: int = 3) -> str:
+    """One line-plot panel per quantity: {title: {label: (x, y)}} (NaN gaps allowed)."""
+    fig, axes = _grid(len(panels), ncols)
+    for ax, (title, curves) in zip(axes, panels.items()):
+        for (label, (x, y)), color in zip(curves.items(), COLORS):
+            style = "--" if label.startswith("real") else "-"
+            ax.plot(x, np.asarray(y, dtype=np.float64), style, marker="o", markersize=2.5, color=color, label=label)
+        ax.legend(fontsize=6)
+        _finish_axis(ax, title, xlabel)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
+    return _save(fig, path)
+
+
+def densities_png(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], path, ncols: int = 3) -> str:
+    """One panel per quantity of densities on a shared grid: {title: (grid, {label: pdf})}
+    (the mgeval intra-set / inter-set distance plots)."""
+    fig, axes = _grid(len(panels), ncols)
+    for ax, (title, (grid, pdfs)) in zip(axes, panels.items()):
+        for (label, pdf), color in zip(pdfs.items(), COLORS):
+            ax.plot(grid, pdf, color=color, label=label)
+            ax.fill_between(grid, pdf, color=color, alpha=0.15)
+        ax.legend(fontsize=6)
+        _finish_axis(ax, title, "distance")
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
+    return _save(fig, path)
