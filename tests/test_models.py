@@ -215,3 +215,18 @@ def test_bench_generator_reports_both_implementations():
         assert entry["fast_s"] > 0 and entry["reference_s"] > 0
         assert entry["speedup"] == pytest.approx(entry["reference_s"] / entry["fast_s"])
     assert result["generator_speedup"] > 0 and result["settings"]["threads"] == 1
+
+
+def test_forward_with_teacher_is_teacher_forcing():
+    """DDP only syncs passes made through forward, so teacher forcing is reachable there."""
+    torch.manual_seed(0)
+    generator = CRNNGenerator(4, hidden=8, layers=2).train()
+    x = torch.randn(3, 5, 4)
+    torch.manual_seed(1)
+    via_forward = generator(teacher=x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(via_forward, generator.teacher_forced(x))
+    with pytest.raises(ValueError):
+        generator(2, 5, teacher=x)
+    with pytest.raises(ValueError):
+        generator(3)

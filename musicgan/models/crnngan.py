@@ -86,6 +86,8 @@ class CRNNGenerator(nn.Module):
         initial, masks. The same seed therefore gives the same draws to the fast loop, the
         reference loop and teacher forcing.
         """
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be >= 1 (got {batch_size}, {seq_len})")
         weight = self.dense.weight
         if noise is None:
             noise = torch.rand(batch_size, seq_len, self.noise_dim, device=weight.device, dtype=weight.dtype)
@@ -121,14 +123,25 @@ class CRNNGenerator(nn.Module):
 
     def forward(
         self,
-        batch_size: int,
-        seq_len: int,
+        batch_size: int | None = None,
+        seq_len: int | None = None,
         *,
         noise: torch.Tensor | None = None,
         initial: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Free-running generation: (B, T, F). `noise` (B, T, noise_dim) and `initial` (B, F)
-        replace the random draws (tests, parity)."""
+        replace the random draws (tests, parity).
+
+        `teacher=x` (B, T, F) runs `teacher_forced(x)` instead. Under DDP use this form
+        (`ddp_generator(teacher=x)`) for MLE pretraining: DDP synchronises gradients only
+        for passes made through the wrapper's forward."""
+        if teacher is not None:
+            if (batch_size, seq_len) not in ((None, None), tuple(teacher.shape[:2])):
+                raise ValueError(f"batch_size/seq_len {batch_size}/{seq_len} contradict teacher {tuple(teacher.shape)}")
+            return self.teacher_forced(teacher, noise=noise, initial=initial)
+        if batch_size is None or seq_len is None:
+            raise ValueError("free-running generation needs batch_size and seq_len")
         noise, initial, masks = self.draw_randomness(batch_size, seq_len, noise, initial)
         weight = self.dense.weight
         if torch.is_autocast_enabled(weight.device.type):
@@ -233,7 +246,7 @@ class _Workspace:
     them is destroyed (see `_Lease`). CUDA has its own caching allocator, so CUDA bypasses it.
     """
 
-    max_free = 8  # free buffers kept; the smallest are dropped first (curriculum lengths grow)
+    max_free = 16  # free buffers kept (two live graphs); the smallest go first (lengths grow)
 
     def __init__(self) -> None:
         self.free: list[torch.Tensor] = []
