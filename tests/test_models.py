@@ -230,3 +230,56 @@ def test_forward_with_teacher_is_teacher_forcing():
         generator(2, 5, teacher=x)
     with pytest.raises(ValueError):
         generator(3)
+
+
+def _ddp_rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    import datetime
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+        timeout=datetime.timedelta(seconds=60),
+    )  # fmt: skip
+    try:
+        torch.manual_seed(0)
+        generator = CRNNGenerator(4, hidden=12, layers=2).double().train()
+        ddp = DistributedDataParallel(generator, broadcast_buffers=False)
+        torch.manual_seed(100 + rank)
+        upstream = torch.randn(3, 6, 4, dtype=torch.float64)
+        (ddp(3, 6) * upstream).sum().backward()  # free-running step
+        free = [p.grad.clone() for p in generator.parameters()]
+        generator.zero_grad(set_to_none=True)
+        torch.manual_seed(200 + rank)
+        real = torch.randn(3, 6, 4, dtype=torch.float64)
+        (ddp(teacher=real) - real).square().sum().backward()  # MLE step
+        forced = [p.grad.clone() for p in generator.parameters()]
+        torch.save({"free": free, "forced": forced}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_generator_gradients_average_under_two_rank_gloo_ddp(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    generator = CRNNGenerator(4, hidden=12, layers=2).double().train()
+    params = list(generator.parameters())
+    expected_free, expected_forced = [], []
+    for rank in range(2):
+        torch.manual_seed(100 + rank)
+        upstream = torch.randn(3, 6, 4, dtype=torch.float64)
+        out = reference_free_running(generator, 3, 6)
+        expected_free.append(torch.autograd.grad((out * upstream).sum(), params))
+        torch.manual_seed(200 + rank)
+        real = torch.randn(3, 6, 4, dtype=torch.float64)
+        expected_forced.append(torch.autograd.grad((generator(teacher=real) - real).square().sum(), params))
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for key, expected in (("free", expected_free), ("forced", expected_forced)):
+            for grad, a, b in zip(got[key], *expected):
+                torch.testing.assert_close(grad, (a + b) / 2, atol=1e-10, rtol=1e-9)
