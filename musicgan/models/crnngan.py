@@ -275,6 +275,7 @@ class _Workspace:
 
 _WORKSPACE = _Workspace()
 
+
 def release_workspace() -> None:
     """Drop the free-running loop's cached CPU buffers (they are rebuilt on demand)."""
     with _WORKSPACE.lock:
@@ -288,7 +289,10 @@ class _Lease:
         self.tensors = tensors
 
     def __del__(self) -> None:
-        _WORKSPACE.give(*self.tensors)
+        try:
+            _WORKSPACE.give(*self.tensors)
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to reuse them
+            pass
 
 
 def _forward_steps(
