@@ -68,6 +68,15 @@ def _debug_sizes(cfg: Config) -> Config:
     cfg.log.metric_samples = 4
     cfg.log.metric_songs = 8
     cfg.dist.timeout_s = 60.0
+    # The paper's SGD with L2 0.1 barely moves toy networks in a few steps (the penalty
+    # dominates D's loss and G stays frozen behind it): Adam and no L2, so a 20-step test
+    # run exercises both networks and both freezing branches.
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 0.01
+    cfg.optim.d_lr = 0.01
+    cfg.optim.l2 = 0.0
+    cfg.train.freeze_d_threshold = 0.5
+    cfg.train.freeze_g_threshold = 0.5
     return cfg
 
 
@@ -91,3 +100,137 @@ def crnngan_demo() -> Config:
     cfg.log.sample_every = 3
     cfg.log.metric_samples = 32
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed models beyond C-RNN-GAN (issue 9): RNN-RBM / LSTM-RBM (seed 004) and the discrete-note
+# LSTM and MLP-GAN (seed 003). Each has a `-debug` twin at toy sizes for tests.
+def _non_adversarial(cfg: Config) -> Config:
+    """No pretraining phase, no freezing, no L2 (the families' own losses only)."""
+    cfg.train.pretrain_epochs = 0
+    cfg.train.freeze_d_threshold = 0.0
+    cfg.train.freeze_g_threshold = 0.0
+    cfg.train.feature_matching = False
+    cfg.optim.l2 = 0.0
+    return cfg
+
+
+@preset("rnnrbm")
+def rnnrbm() -> Config:
+    """RNN-RBM (Boulanger-Lewandowski 2012) at the seed's sizes: 88-key roll, one frame per
+    quarter note, transposed to C major / C minor (the likelihood protocol); RNN 100, RBM
+    hidden 150, CD-15 training, 25 Gibbs steps per generated frame; windows of 100 frames
+    (the reference code's sequence length). Adam 1e-3 instead of the reference's SGD 1e-3
+    over 200 epochs, so that a CPU run of a few minutes on music21's Bach converges."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "rnnrbm"
+    cfg.data.representation = "pianoroll"
+    cfg.data.frames_per_beat = 1
+    cfg.data.transpose = "c"
+    cfg.data.batch_size = 16
+    cfg.model.g_hidden = 100
+    cfg.model.rbm_hidden = 150
+    cfg.model.gibbs_steps = 15
+    cfg.model.sample_gibbs_steps = 25
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 1e-3
+    cfg.optim.grad_clip = 5.0
+    cfg.curriculum.start = 100
+    cfg.curriculum.max_len = 100
+    cfg.train.epochs = 60
+    cfg.log.interval = 20
+    cfg.log.sample_every = 20
+    return cfg
+
+
+@preset("lstmrbm")
+def lstmrbm() -> Config:
+    """LSTM-RBM: the seed's variant with an LSTM (100 units) in place of the RNN."""
+    cfg = rnnrbm()
+    cfg.model.name = "lstmrbm"
+    return cfg
+
+
+@preset("note-lstm")
+def note_lstm() -> Config:
+    """Seed 003's LSTM: note/chord tokens, 3 bidirectional LSTM layers of 512 with dropout
+    0.3, dense 256, softmax over the vocabulary; Adam 1e-3 (Keras' default), batch 64,
+    windows of 100 tokens (an embedding of 64 replaces the seed's scalar id input)."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "note-lstm"
+    cfg.data.representation = "tokens"
+    cfg.data.batch_size = 64
+    cfg.model.embedding_dim = 64
+    cfg.model.g_hidden = 512
+    cfg.model.g_layers = 3
+    cfg.model.g_dropout = 0.3
+    cfg.model.bidirectional = True
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 1e-3
+    cfg.curriculum.start = 100
+    cfg.curriculum.max_len = 100
+    cfg.train.epochs = 50
+    cfg.log.sample_every = 10
+    return cfg
+
+
+@preset("note-mlpgan")
+def note_mlpgan() -> Config:
+    """Seed 003's GAN: MLP generator (1000-dim normal latent -> 256 -> 512 -> 1024 ->
+    100 notes in [-1, 1], LeakyReLU 0.2 + BatchNorm) against a 2 x LSTM(512) discriminator
+    with a 512-256 dense head; Adam 2e-4, beta1 0.5, batch 64 (the seed's Keras code)."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "note-mlpgan"
+    cfg.data.representation = "tokens"
+    cfg.data.batch_size = 64
+    cfg.model.latent_dim = 1000
+    cfg.model.g_hidden = 1024
+    cfg.model.d_hidden = 512
+    cfg.model.d_layers = 2
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 2e-4
+    cfg.optim.d_lr = 2e-4
+    cfg.optim.beta1 = 0.5
+    cfg.curriculum.start = 100
+    cfg.curriculum.max_len = 100
+    cfg.train.epochs = 100
+    cfg.log.sample_every = 20
+    return cfg
+
+
+def _seed_debug(cfg: Config) -> Config:
+    """Toy sizes for the seed models: windows of 16 steps, tiny layers, 2 epochs."""
+    cfg = _debug_sizes(cfg)
+    cfg.train.pretrain_epochs = 0
+    cfg.train.epochs = 2
+    cfg.curriculum.start = 16
+    cfg.curriculum.max_len = 16
+    cfg.model.g_layers = 1 if cfg.model.name in ("note-lstm",) else cfg.model.g_layers
+    cfg.model.d_layers = 1
+    cfg.model.rbm_hidden = 12
+    cfg.model.gibbs_steps = 2
+    cfg.model.sample_gibbs_steps = 3
+    cfg.model.latent_dim = 8
+    cfg.model.embedding_dim = 8
+    cfg.log.sample_every = 0
+    return cfg
+
+
+@preset("rnnrbm-debug")
+def rnnrbm_debug() -> Config:
+    return _seed_debug(rnnrbm())
+
+
+@preset("lstmrbm-debug")
+def lstmrbm_debug() -> Config:
+    return _seed_debug(lstmrbm())
+
+
+@preset("note-lstm-debug")
+def note_lstm_debug() -> Config:
+    return _seed_debug(note_lstm())
+
+
+@preset("note-mlpgan-debug")
+def note_mlpgan_debug() -> Config:
+    return _seed_debug(note_mlpgan())

@@ -61,8 +61,9 @@ def test_two_ranks_resume_equals_uninterrupted(bach_shards, tmp_path):
     full, split = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
     assert full["step"] == split["step"] == 20
     assert_same_weights(full, split)
-    # The 13 resumed steps really trained (weights moved on from the step-7 checkpoint).
-    assert any(not torch.equal(full["generator"][k], first["generator"][k]) for k in full["generator"])
+    # The 13 resumed steps really trained both networks (weights moved on from step 7).
+    for net in ("generator", "discriminator"):
+        assert any(not torch.equal(full[net][k], first[net][k]) for k in full[net]), f"{net} never updated"
 
 
 def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
@@ -82,7 +83,8 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
     def recording(step_fn):
         def step(ctx, batch):
             out = step_fn(ctx, batch)
-            records.append({"local": {k: float(v) for k, v in out.losses.items()}})
+            records.append({"local": {k: float(v) for k, v in out.losses.items()},
+                            "decide": {k: float(v) for k, v in (out.freeze_on or out.losses).items()}})
             return out
         return step
 
@@ -113,8 +115,8 @@ def test_two_ranks_agree_on_freezing_and_gradients(bach_shards, tmp_path):
         assert a["freeze"] == b["freeze"], "ranks took different freezing branches"
         for name in a["grads"]:
             torch.testing.assert_close(a["grads"][name], b["grads"][name], rtol=0, atol=0)
-        d_local = [a["local"]["discriminator"] < a["local"]["generator"],
-                   b["local"]["discriminator"] < b["local"]["generator"]]
+        d_local = [a["decide"]["discriminator"] < a["decide"]["generator"],
+                   b["decide"]["discriminator"] < b["decide"]["generator"]]
         assert a["local"] != b["local"]  # ranks see different data, so local losses differ
         local_disagreements += d_local[0] != d_local[1]
     assert any(rec["freeze"][0] for rec in r0) and any(rec["freeze"][1] for rec in r0)

@@ -54,17 +54,19 @@ class _Rollback(Exception):
 
 @dataclass
 class TrainState:
-    step: int = 0  # optimizer steps taken (global, identical on every rank)
+    step: int = 0  # trainer steps taken = batches per rank; the optimizers step every dist.grad_accum of them
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     lr_scale: float = 1.0  # product of rollback factors
     freeze: FreezeDecision = field(default_factory=lambda: FreezeDecision(False, False))
     skipped_steps: int = 0
+    skipped_samples: int = 0  # corrupt data samples skipped by the loader, all ranks
 
     def to_dict(self) -> dict:
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "lr_scale": self.lr_scale, "skipped_steps": self.skipped_steps,
+            "skipped_samples": self.skipped_samples,
             "freeze": {"discriminator": self.freeze.freeze_discriminator, "generator": self.freeze.freeze_generator},
         }
 
@@ -74,6 +76,7 @@ class TrainState:
         return cls(
             step=int(state["step"]), epoch=int(state["epoch"]), batch_in_epoch=int(state["batch_in_epoch"]),
             lr_scale=float(state.get("lr_scale", 1.0)), skipped_steps=int(state.get("skipped_steps", 0)),
+            skipped_samples=int(state.get("skipped_samples", 0)),
             freeze=FreezeDecision(bool(freeze.get("discriminator", False)), bool(freeze.get("generator", False))),
         )
 
@@ -127,7 +130,8 @@ def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None)
         return DeepSpeedBackend(env, cfg, user_config=deepspeed_config)
     from musicgan.distributed.ddp import DDPBackend
 
-    return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm)
+    return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm,
+                      grad_accum=cfg.dist.grad_accum)
 
 
 class Trainer:
@@ -254,7 +258,8 @@ class Trainer:
         metrics = None
         if self.env.is_main:
             metrics = sampling.sample_round(
-                self, self.run_dir / "samples" / label, self.cfg.log.num_samples, self.cfg.log.metric_samples
+                self, self.run_dir / "samples" / label, self.cfg.log.num_samples, self.cfg.log.metric_samples,
+                png=label == "final",
             )
         metrics = collectives.broadcast_object(metrics, "sample metrics")
         self.last_metrics = metrics
@@ -326,9 +331,23 @@ class Trainer:
                 if every and self.state.step % every == 0:
                     self.save()
                 if self.state.step >= self.total_steps:
+                    self._count_skipped(loader)
                     return True
+            self._count_skipped(loader)
             self._end_epoch(epoch)
         return True
+
+    def _count_skipped(self, loader) -> None:
+        """Corrupt samples the loader skipped (all ranks, summed), logged for the run."""
+        local = torch.tensor([float(getattr(loader, "num_skipped", 0))])
+        total = collectives.all_reduce_mean(local, "skipped sample count") * self.env.world_size
+        skipped = int(round(float(total)))
+        self.state.skipped_samples += skipped
+        if skipped:
+            self.logger.message(f"[musicgan] epoch {self.state.epoch}: {skipped} corrupt samples skipped "
+                                f"({self.state.skipped_samples} in total)")
+        self.logger.event("data", self.state.step, epoch=self.state.epoch, skipped_samples=skipped,
+                          skipped_samples_total=self.state.skipped_samples)
 
     def _end_epoch(self, epoch: int) -> None:
         self.state.epoch = epoch + 1
@@ -361,9 +380,11 @@ class Trainer:
         torch.manual_seed(step_seed(self.cfg.train.seed, self.env.rank, self.state.step))
         out = phase.step(ctx, batch)
         names = list(out.losses)
-        stat_names = sorted(out.stats)
+        freeze_on = out.freeze_on or {}
+        stat_names = sorted(out.stats) + [f"freeze_on/{k}" for k in sorted(freeze_on)]
+        stat_values = {**out.stats, **{f"freeze_on/{k}": v for k, v in freeze_on.items()}}
         local = [out.losses[n].detach().float().reshape(()) for n in names]
-        local += [out.stats[k].detach().float().reshape(()).to(local[0].device) for k in stat_names]
+        local += [stat_values[k].detach().float().reshape(()).to(local[0].device) for k in stat_names]
         finite_local = all(math.isfinite(float(v)) for v in local)
         external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
         payload = torch.stack([v.cpu() for v in local] + [torch.tensor(float(external_stop)),
@@ -381,16 +402,21 @@ class Trainer:
             return stop
 
         if phase.freezing and "discriminator" in values and "generator" in values:
-            self.state.freeze = decide_freezing(values["discriminator"], values["generator"],
-                                                self.cfg.train.freeze_d_threshold, self.cfg.train.freeze_g_threshold)
+            d_value = values.get("freeze_on/discriminator", values["discriminator"])
+            g_value = values.get("freeze_on/generator", values["generator"])
+            self.state.freeze = decide_freezing(d_value, g_value, self.cfg.train.freeze_d_threshold,
+                                                self.cfg.train.freeze_g_threshold)
         else:
             self.state.freeze = FreezeDecision(False, False)
         frozen = {"discriminator": self.state.freeze.freeze_discriminator,
                   "generator": self.state.freeze.freeze_generator}
         refused = []
+        self.backend.set_accumulation_boundary(self._closes_window(stop))
         for name in phase.updates:
             if phase.freezing and frozen.get(name, False):
-                self.backend.skip_update(name)
+                result = self.backend.skip_update(name)  # may close a window earlier steps filled
+                if result is not None and not result.applied:
+                    refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
                 continue
             result = self.backend.update(name, out.losses[name])
             values[f"grad_norm/{name}"] = result.grad_norm
@@ -401,6 +427,21 @@ class Trainer:
         if refused:
             self._diverged(batch, "; ".join(refused))
         return stop
+
+    def _closes_window(self, stop: bool) -> bool:
+        """Gradient accumulation: does this trainer step end a window of micro steps?
+
+        Each trainer step is one micro step (one batch per rank); the optimizers step every
+        `dist.grad_accum` steps, and also at every step after which a checkpoint can be
+        written (epoch end, `log.checkpoint_every`, an agreed stop, the last step), so no
+        checkpoint holds half a window and resumes stay exact. Identical on all ranks.
+        """
+        accum = self.cfg.dist.grad_accum
+        step = self.state.step + 1  # the step count once this step is done
+        every = self.cfg.log.checkpoint_every
+        return (accum == 1 or step % accum == 0 or stop or step >= self.total_steps
+                or self.state.batch_in_epoch + 1 >= self.batches_per_epoch
+                or bool(every and step % every == 0))
 
     def _diverged(self, batch, what: str) -> None:
         """A non-finite loss or exploding gradient, seen identically by every rank."""

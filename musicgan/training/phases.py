@@ -40,6 +40,10 @@ class StepContext:
 class StepOutput:
     losses: dict[str, torch.Tensor]  # network name -> scalar loss that updates it
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached scalars to log
+    # Losses the freezing rule compares, when they differ from `losses` (feature matching
+    # trains G on a distance whose scale has nothing to do with D's log-loss, so the rule
+    # compares D's loss with G's adversarial loss instead). Keys: generator, discriminator.
+    freeze_on: dict[str, torch.Tensor] | None = None
 
 
 StepFn = Callable[[StepContext, "Batch"], StepOutput]

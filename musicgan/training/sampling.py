@@ -57,14 +57,16 @@ def _summary(songs: list[Song]) -> dict[str, float]:
     return {k: float(v) for k, v in crnngan_summary(songs).items()}
 
 
-def sample_round(trainer: "Trainer", out_dir: Path, num_samples: int, metric_samples: int) -> dict:
-    """Generate, write `num_samples` MIDI files, score `metric_samples` songs (rank 0 only)."""
+def sample_round(trainer: "Trainer", out_dir: Path, num_samples: int, metric_samples: int, png: bool) -> dict:
+    """Generate, write `num_samples` MIDI files, score `metric_samples` songs (rank 0 only).
+    Piano-roll PNGs cost ~0.5 s each (matplotlib): written for the final round only; the
+    epoch rounds put one piano roll into TensorBoard instead."""
     networks = {name: trainer.backend.module(name) for name in trainer.family.network_names}
     length = trainer.cfg.curriculum.max_len
     count = max(num_samples, metric_samples)
     steps = trainer.family.generate(networks, count, length)
     songs = decode_all(trainer.representation, steps)
-    write_songs(songs[:num_samples], out_dir)
+    write_songs(songs[:num_samples], out_dir, png=png)
     if songs and trainer.logger is not None:
         try:
             from musicgan.plots import piano_roll_image

@@ -56,7 +56,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     logits, features = ctx.run("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
     real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
     d_loss, d_stats = losses.discriminator_loss(
-        real_logits, fake_logits, real_mask=real_mask, fake_mask=fake_mask, label_smoothing=cfg.label_smoothing
+        real_logits, fake_logits, real_mask, cfg.label_smoothing, fake_mask=fake_mask
     )
 
     # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
@@ -67,21 +67,21 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
         g_logits, g_features = discriminator(fake, None)
     finally:
         discriminator.requires_grad_(True)
+    g_adversarial = losses.generator_loss(g_logits, fake_mask)
     if cfg.feature_matching:
+        # Compared on the steps the real rows have (padding carries no features).
         g_loss = losses.feature_matching_loss(
-            features[:batch_size].detach(), g_features, real_mask=real_mask, fake_mask=fake_mask,
-            mode=cfg.feature_matching_mode,
+            features[:batch_size].detach(), g_features, real_mask, mode=cfg.feature_matching_mode
         )
     else:
-        g_loss = losses.generator_loss(g_logits, fake_mask)
+        g_loss = g_adversarial
 
-    stats = {
-        "d_acc_real": torch.as_tensor(d_stats["acc_real"], dtype=torch.float32),
-        "d_acc_fake": torch.as_tensor(d_stats["acc_fake"], dtype=torch.float32),
-    }
+    stats = {"d_acc_real": d_stats["accuracy_real"], "d_acc_fake": d_stats["accuracy_fake"],
+             "g_adversarial": g_adversarial.detach()}
     return StepOutput(
         {"generator": with_l2(ctx, "generator", g_loss), "discriminator": with_l2(ctx, "discriminator", d_loss)},
         stats,
+        freeze_on={"generator": g_adversarial.detach(), "discriminator": d_loss.detach()},
     )
 
 
