@@ -39,7 +39,6 @@ MUSIC21_CORPORA = {
     "palestrina": ("palestrina", "Palestrina masses, Humdrum (~1,300 movements)"),
     "ryans-mammoth": ("ryansMammoth", "Ryan's Mammoth Collection of fiddle tunes, ABC"),
     "oneills": ("oneills1850", "O'Neill's 1850 Irish tunes, ABC"),
-    "nottingham": ("nottingham-dataset", "Nottingham folk tunes, ABC (the reels A-C file music21 ships)"),
     "monteverdi": ("monteverdi", "Monteverdi madrigals, MusicXML"),
     "trecento": ("trecento", "Trecento (14th-century Italian) pieces, MusicXML"),
     "airds": ("airdsAirs", "Aird's Airs, ABC"),
@@ -171,10 +170,11 @@ def _load_score(item: SongItem, corpus: str) -> Song:
             score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
         if isinstance(score, music21.stream.Opus):
             score = score.scores[0] if score.scores else score
-        try:  # play repeats as written, as music21's MIDI writer does
-            score = score.expandRepeats()
-        except Exception:  # badly formed repeat marks: keep the score as notated
-            pass
+        if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
+            try:  # play repeats as written, as music21's MIDI writer does
+                score = score.expandRepeats()
+            except Exception:  # badly formed repeat marks: keep the score as notated
+                pass
         return score_to_song(score, source=item.source, corpus=corpus)
     except MidiError:
         raise
@@ -183,27 +183,46 @@ def _load_score(item: SongItem, corpus: str) -> Song:
         raise MidiError(f"music21 could not read the score: {type(exc).__name__}: {text}") from None
 
 
+def _has_repeats(music21, score) -> bool:
+    kinds = (music21.bar.Repeat, music21.repeat.RepeatExpression, music21.spanner.RepeatBracket)
+    return any(isinstance(element, kinds) for element in score.recurse())
+
+
 def score_to_song(score, source: str = "", corpus: str = "") -> Song:
-    """A music21 Score (or Part) -> Song: ties joined, grace notes dropped, repeats not expanded,
-    tempo from metronome marks (120 bpm when there are none), velocity from the note's volume
-    (90 when unset), program from each part's instrument."""
+    """A music21 Score (or Part) -> Song: ties joined, grace notes dropped, repeats as given
+    (load_item expands them first), tempo from metronome marks (120 bpm when there are none),
+    velocity from the note's volume (90 when unset), program from each part's instrument."""
     music21 = _music21()
     tempos = _tempo_map(score)
     timing = Song(np.zeros((0, NUM_NOTE_COLUMNS)), tempos=tempos)
     parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
-    rows = []
+    rows: list[list[float]] = []  # [start_ql, end_ql, pitch, velocity, program]
     for part in parts:
         instrument = part.getInstrument(returnDefault=True)
         program = instrument.midiProgram if instrument is not None and instrument.midiProgram is not None else 0
-        flat = part.flatten().stripTies(matchByPitch=True)
-        for element in flat.notes:
+        open_ties: dict[int, int] = {}  # pitch -> row of the note a tie continues
+        for element in part.flatten().notes:
             quarter_length = float(element.duration.quarterLength)
             if quarter_length <= 0 or not hasattr(element, "pitches"):
                 continue  # grace notes; unpitched percussion
             velocity = element.volume.velocity if element.volume.velocity is not None else DEFAULT_VELOCITY
             start = float(element.offset)
-            for pitch in element.pitches:
-                rows.append((start, start + quarter_length, float(pitch.midi), float(velocity), float(program)))
+            end = start + quarter_length
+            # Ties joined by hand: music21's stripTies() costs as much as parsing the file.
+            tones = [(element.pitch.midi, element.tie)] if not hasattr(element, "notes") else \
+                [(n.pitch.midi, n.tie or element.tie) for n in element.notes]
+            for midi, tie in tones:
+                kind = tie.type if tie is not None else None
+                if kind in ("continue", "stop") and midi in open_ties:
+                    rows[open_ties[midi]][1] = end
+                    if kind == "stop":
+                        del open_ties[midi]
+                    continue
+                rows.append([start, end, float(midi), float(velocity), float(program)])
+                if kind in ("start", "continue"):
+                    open_ties[midi] = len(rows) - 1
+                else:
+                    open_ties.pop(midi, None)
     if not rows:
         raise MidiError("no notes")
     table = np.array(rows, dtype=np.float64)

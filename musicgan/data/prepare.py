@@ -105,7 +105,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         tag = f"p{index:04d}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    workers = max(1, min(int(workers or os.cpu_count() or 1), len(items)))
     corpus = corpus_name(input_spec)
 
     writers = {split: ShardWriter(out, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
