@@ -32,7 +32,7 @@ def _pyplot():
 def _save(fig, path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     _pyplot().close(fig)
     return str(path)
 

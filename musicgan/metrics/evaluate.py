@@ -333,10 +333,17 @@ def comparison_table(reference: dict, sets: dict) -> dict:
 # -- main entry -----------------------------------------------------------------------------------------
 def run_evaluate(*, run: str | None = None, generated: str | None = None, reference: str, split: str = "valid",
                  compare: Sequence[str] = (), out: str, max_songs: int | None = None, workers: int | None = None,
-                 seed: int = 0, extra_metrics: Sequence[SetMetric] = (), audio: bool = True,
-                 calibrate: bool = True, cache_root: Path | None = None, echo: Callable[[str], None] = print) -> dict:
+                 seed: int = 0, extra_metrics: Sequence[SetMetric] = (), audio: int = NUM_AUDIO,
+                 calibrate: bool = True, report: bool = True, cache_root: Path | None = None,
+                 echo: Callable[[str], None] = print) -> dict:
     """Evaluate a run's latest samples (or a MIDI folder) and optional others against a real
-    split; write metrics.json + index.html under `out`; return the metrics.json content."""
+    split; write metrics.json + index.html under `out`; return the metrics.json content.
+
+    audio: WAV files rendered per evaluated set (0: none); calibrate: also score the real
+    split against train and random notes (see `calibration`); extra_metrics: set-level
+    metrics run in addition to the registered `SET_METRICS`; report=False writes
+    metrics.json only (no pictures, audio or index.html: sweeps).
+    """
     if (run is None) == (generated is None):
         raise UserError("evaluate needs exactly one of --run DIR or --generated DIR_OF_MIDI")
     started = time.perf_counter()
@@ -350,7 +357,7 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     densities: dict[str, dict] = {}
     for s in sets:
         s.stats, s.examples = compute_statistics(s.midi_paths, workers, read=_read_song_or_none,
-                                                 keep_songs=max(NUM_PIANO_ROLLS, NUM_AUDIO))
+                                                 keep_songs=max(NUM_PIANO_ROLLS, audio))
         if s.stats.num_songs == 0:
             raise DataError(f"no readable MIDI files in {s.samples_dir}")
         distances = compare_features(ref.stats, s.stats, seed=seed, keep_densities=True)
@@ -397,15 +404,16 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
         result["comparison"] = comparison_table(reference_block, result_sets)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    from musicgan.metrics.report import write_report
-
     result["seconds"] = round(time.perf_counter() - started, 3)
-    write_report(out_dir, result, ref, sets, densities, audio=audio)
+    if report:
+        from musicgan.metrics.report import write_report
+
+        write_report(out_dir, result, ref, sets, densities, audio=audio)
     result["seconds_with_report"] = round(time.perf_counter() - started, 3)
     (out_dir / "metrics.json").write_text(json.dumps(_json_safe(result), indent=1), encoding="utf-8")
     for line in summary_lines(result):
         echo(line)
-    echo(f"report: {out_dir / 'index.html'}")
+    echo(f"report: {out_dir / 'index.html'}" if report else f"metrics: {out_dir / 'metrics.json'}")
     return result
 
 

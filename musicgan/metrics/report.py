@@ -118,11 +118,11 @@ figcaption{font-size:0.8em;color:#555}
 """
 
 
-def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio: bool = True) -> Path:
-    """Draw the pictures, render audio and write `index.html`; returns its path."""
+def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio: int = 2) -> Path:
+    """Draw the pictures, render `audio` WAVs per set (+1 real) and write `index.html`."""
     out_dir = Path(out_dir)
     images = _plots(out_dir, result, ref, sets, densities)
-    sounds = _audio(out_dir, ref, sets) if audio else {}
+    sounds = _audio(out_dir, ref, sets, audio) if audio else {}
     reference = result["reference"]
     names = list(result["sets"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan evaluation</title><style>{CSS}</style></head><body>"]

@@ -1,0 +1,164 @@
+"""`musicgan evaluate` end to end: MIDI folders, run directories, cache, errors, Bach sanity."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from midi_factory import make_song, write_song
+
+from musicgan.data.midi import write_midi
+from musicgan.errors import DataError, UserError
+from musicgan.metrics.distributions import compare_features, compute_statistics
+from musicgan.metrics.evaluate import latest_samples_dir, random_songs, read_curves, run_evaluate
+
+
+def write_folder(folder: Path, songs) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, song in enumerate(songs):
+        write_midi(song, folder / f"sample-{i:03d}.mid")
+    return folder
+
+
+def generated_like(seed: int, count: int) -> list:
+    return [make_song(seed=seed + i, num_onsets=30 + 5 * (i % 5)) for i in range(count)]
+
+
+def test_evaluate_midi_folders_end_to_end(tmp_path, midi_folder):
+    gen = write_folder(tmp_path / "gen", generated_like(100, 10))
+    rand = write_folder(tmp_path / "rand", random_songs(10, seed=1))
+    lines: list[str] = []
+    result = run_evaluate(generated=str(gen), reference=str(midi_folder), compare=[str(rand)], out=str(tmp_path / "out"),
+                          cache_root=tmp_path / "cache", audio=1, echo=lines.append)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for name in ("gen", "rand"):
+        for key in ("overlap_area_mean", "frechet", "realism"):
+            assert isinstance(saved["summary"][name][key], float), (name, key)
+        assert saved["realism"][name] == saved["summary"][name]["realism"]
+        assert saved["sets"][name]["num_songs"] == 10
+        assert set(saved["sets"][name]["metrics"]) >= {"scale_consistency", "polyphony", "groove_consistency"}
+    assert saved["reference"]["num_songs"] == 24 and saved["reference"]["cache_hit"] is False
+    # songs from the reference's own generator are closer than uniformly random notes
+    assert saved["summary"]["gen"]["overlap_area_mean"] > saved["summary"]["rand"]["overlap_area_mean"]
+    assert saved["summary"]["gen"]["realism"] > saved["summary"]["rand"]["realism"]
+    assert saved["comparison"]["summary/realism"]["closer"] == "gen"
+    assert saved["comparison"]["metric/tone_span"]["closer"] == "gen"
+    assert "random_vs_reference" in saved["calibration"]
+    assert any(line.startswith("gen: overlap_area_mean=") for line in lines)
+
+    page = (tmp_path / "out" / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) >= 8  # 2 histogram grids, 2 distance grids, piano rolls
+    assert all((tmp_path / "out" / rel).is_file() for rel in images)
+    sounds = re.findall(r"<audio controls preload='none' src='([^']+)'", page)
+    assert sounds and all((tmp_path / "out" / rel).stat().st_size > 1000 for rel in sounds)
+    assert "Side by side" in page and "realism" in page
+
+    # Second run against the same reference: statistics come from the content-hash cache.
+    again = run_evaluate(generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out2"),
+                         cache_root=tmp_path / "cache", audio=0, calibrate=False, echo=lambda _: None)
+    assert again["reference"]["cache_hit"] is True
+    assert again["reference"]["load_seconds"] < result["reference"]["load_seconds"]
+    assert again["reference"]["load_seconds"] < 1.0
+    assert again["summary"]["gen"]["overlap_area_mean"] == result["summary"]["gen"]["overlap_area_mean"]
+
+
+def make_run(root: Path, with_final: bool) -> Path:
+    run = root / "run-a"
+    for epoch in (1, 2):
+        for i in range(3):
+            write_song(run / "samples" / f"epoch-{epoch:04d}" / f"sample-{i:03d}.mid", make_song(seed=10 * epoch + i))
+    if with_final:
+        for i in range(4):
+            write_song(run / "samples" / "final" / f"sample-{i:03d}.mid", make_song(seed=50 + i))
+    records = [
+        {"event": "train", "step": 5, "loss/d": 1.0},
+        {"event": "epoch_metrics", "step": 10, "epoch": 1, "gen/polyphony": 0.1, "real/polyphony": 0.5,
+         "gen/tone_span": 30.0, "real/tone_span": 20.0},
+        {"event": "epoch_metrics", "step": 20, "epoch": 2, "gen/polyphony": 0.3, "real/polyphony": 0.5,
+         "gen/tone_span": 25.0, "real/tone_span": 20.0},
+    ]
+    text = "\n".join(json.dumps(r) for r in records) + '\n{"event": "epoch_metr'  # cut last line
+    (run / "log.jsonl").write_text(text)
+    return run
+
+
+def test_run_directory_samples_curves_and_extra_metrics(tmp_path, midi_folder):
+    run = make_run(tmp_path, with_final=False)
+    assert latest_samples_dir(run).name == "epoch-0002"
+    curves = read_curves(run / "log.jsonl")
+    assert curves["polyphony"] == {"epoch": [1, 2], "gen": [0.1, 0.3], "real": [0.5, 0.5]}
+    make_run(tmp_path, with_final=True)
+    assert latest_samples_dir(run).name == "final"
+
+    seen = []
+
+    def likelihood_hook(context):
+        seen.append(context)
+        return {"frame_accuracy": 0.25} if context.kind == "run" else {}
+
+    result = run_evaluate(run=str(run), reference=str(midi_folder), out=str(tmp_path / "out"), cache_root=tmp_path / "c",
+                          audio=0, calibrate=False, extra_metrics=[likelihood_hook], echo=lambda _: None)
+    entry = result["sets"]["run-a"]
+    assert entry["kind"] == "run" and entry["num_songs"] == 4 and entry["samples_dir"].endswith("final")
+    assert entry["curves"]["tone_span"]["gen"] == [30.0, 25.0]
+    assert result["summary"]["run-a"]["frame_accuracy"] == 0.25
+    assert seen[0].path == run and seen[0].kind == "run" and seen[0].reference == midi_folder
+    assert len(seen[0].read_songs()) == 4
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "plots/curves-run-a.png" in page and (tmp_path / "out" / "plots" / "curves-run-a.png").is_file()
+    assert "frame_accuracy" in page
+
+
+def test_missing_inputs_raise_one_line_errors(tmp_path, midi_folder):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    gen = write_folder(tmp_path / "gen", generated_like(0, 2))
+    cases = [
+        dict(generated=str(gen), reference=str(tmp_path / "nope")),
+        dict(generated=str(gen), reference=str(empty)),
+        dict(generated=str(empty), reference=str(midi_folder)),
+        dict(generated=str(tmp_path / "nope"), reference=str(midi_folder)),
+        dict(run=str(empty), reference=str(midi_folder)),
+        dict(generated=str(gen), reference=str(midi_folder), compare=[str(empty)]),
+    ]
+    for kwargs in cases:
+        with pytest.raises(DataError) as info:
+            run_evaluate(out=str(tmp_path / "out"), cache_root=tmp_path / "c", **kwargs)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError):
+        run_evaluate(run=str(gen), generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out"))
+    with pytest.raises(DataError, match="split"):
+        from musicgan.metrics.evaluate import load_reference
+
+        shards = tmp_path / "shards"
+        shards.mkdir()
+        (shards / "manifest.json").write_text(json.dumps({"splits": {"train": {"files": [], "songs": 0}}}))
+        load_reference(str(shards), "valid", None, 1, tmp_path / "c")
+
+
+def test_bach_shards_real_close_random_far(tmp_path, bach_shards):
+    """Sanity on real chorales. The fixture's valid split holds ~4 songs, too few for a
+    stable overlap area, so real-vs-real uses the two halves of the train split."""
+    from musicgan.data.loader import iter_songs
+    from musicgan.data.shards import split_urls
+
+    train = list(iter_songs(split_urls(bach_shards, "train")))
+    assert len(train) >= 20
+    halves = compare_features(compute_statistics(train[0::2]), compute_statistics(train[1::2]))
+    assert halves["overlap_area_mean"] >= 0.8, halves
+
+    # Shard reference end to end: the valid songs as "generated" MIDI against train.
+    valid = list(iter_songs(split_urls(bach_shards, "valid")))
+    folder = write_folder(tmp_path / "valid-midi", valid)
+    result = run_evaluate(generated=str(folder), reference=str(bach_shards), split="train", out=str(tmp_path / "out"),
+                          cache_root=tmp_path / "cache", report=False, echo=lambda _: None)
+    assert not (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "metrics.json").is_file()
+    assert result["reference"]["kind"] == "shards" and result["reference"]["num_songs"] == len(train)
+    assert result["calibration"]["random_vs_train"]["overlap_area_mean"] <= 0.4
+    assert "valid_vs_train" in result["calibration"]
+    assert result["summary"]["valid-midi"]["overlap_area_mean"] > result["calibration"]["random_vs_train"]["overlap_area_mean"]
