@@ -47,8 +47,14 @@ class TrainBackend:
     def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
         raise NotImplementedError
 
-    def skip_update(self, name: str) -> None:
-        """Called instead of `update` when freezing skips `name` this step (keeps counters aligned)."""
+    def skip_update(self, name: str) -> UpdateResult | None:
+        """Called instead of `update` when freezing skips `name` this step (keeps counters
+        aligned). Returns the update's result when it closed an accumulation window that
+        earlier micro steps filled, else None."""
+
+    def set_accumulation_boundary(self, boundary: bool) -> None:
+        """Called once per trainer step, before its updates: True when this step closes a
+        window of `dist.grad_accum` micro steps (always True at grad_accum=1)."""
 
     def optimizer_state(self) -> dict[str, dict]:
         raise NotImplementedError
@@ -75,10 +81,16 @@ class TrainBackend:
 class DDPBackend(TrainBackend):
     name = "ddp"
 
-    def __init__(self, env: DistEnv, grad_clip: float, max_grad_norm: float) -> None:
+    def __init__(self, env: DistEnv, grad_clip: float, max_grad_norm: float, grad_accum: int = 1) -> None:
         self.env = env
         self.grad_clip = grad_clip
         self.max_grad_norm = max_grad_norm
+        # Gradient accumulation, same semantics as the DeepSpeed backend: each micro step adds
+        # loss / grad_accum to .grad; the optimizer steps when the trainer closes the window.
+        self.grad_accum = grad_accum
+        self._boundary = True
+        self._pending: dict[str, bool] = {}  # name -> gradients accumulated in the open window
+        self._last_norm: dict[str, float] = {}
         self.networks: dict[str, nn.Module] = {}
         self.wrappers: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -92,6 +104,8 @@ class DDPBackend(TrainBackend):
             if self.env.distributed and params:
                 # broadcast_buffers=False: with the default, "D on real, D on fake, one
                 # backward" raises an in-place error on torch >= 2.6 (distributed-traps.md).
+                # Our networks have no buffers; torch 2.13 calls the flag deprecated but its
+                # replacement (forward_sync_buffers) still syncs at init, which is harmless.
                 self.wrappers[name] = DistributedDataParallel(
                     dispatch,
                     device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
@@ -108,19 +122,45 @@ class DDPBackend(TrainBackend):
     def module(self, name: str) -> nn.Module:
         return self.networks[name]
 
+    def set_accumulation_boundary(self, boundary: bool) -> None:
+        self._boundary = bool(boundary)
+
     def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
         optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP all-reduces the gradients here, so the norm below is global
+        if not self._pending.get(name):
+            optimizer.zero_grad(set_to_none=True)  # a new window starts from zero
+        # DDP all-reduces the gradients here, so the norm below is global.
+        (loss / self.grad_accum if self.grad_accum > 1 else loss).backward()
+        self._pending[name] = True
+        if not self._boundary:
+            return UpdateResult(self._last_norm.get(name, 0.0), applied=True)
+        return self._apply(name)
+
+    def skip_update(self, name: str) -> UpdateResult | None:
+        # Frozen this micro step; a window that ends here still applies what it accumulated.
+        if self._boundary and self._pending.get(name):
+            return self._apply(name)
+        return None
+
+    def _apply(self, name: str) -> UpdateResult:
+        optimizer = self.optimizers[name]
+        self._pending[name] = False
         params = [p for p in self.networks[name].parameters() if p.grad is not None]
         clip = self.grad_clip if self.grad_clip > 0 else math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
+        self._last_norm[name] = norm
         # Every rank sees the same all-reduced gradient, hence the same norm and decision.
         if not math.isfinite(norm) or norm > self.max_grad_norm:
             optimizer.zero_grad(set_to_none=True)
             return UpdateResult(norm, applied=False)
         optimizer.step()
         return UpdateResult(norm, applied=True)
+
+    def load_extra(self, directory: Path, tag: str) -> None:
+        # Restoring (resume, rollback) drops a half-accumulated window.
+        self._pending.clear()
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
 
     def optimizer_state(self) -> dict[str, dict]:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
