@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
@@ -64,14 +65,23 @@ def _load(args: tuple[SongItem, str]):
         return ("skip", item.source, f"unexpected error: {type(exc).__name__}: {text}")
 
 
+def _start_method() -> str:
+    """fork when it is safe (one thread, torch not loaded: `musicgan prepare`), because it
+    skips re-importing numpy/music21 in every worker (~1 s each); spawn otherwise, since
+    forking a process with live thread pools can deadlock the children."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 \
+            and "torch" not in sys.modules:
+        return "fork"
+    return "spawn"
+
+
 def _results(items: list[SongItem], corpus: str, workers: int):
     """Yield _load results in item order, parsing in `workers` processes when worthwhile."""
     jobs = [(item, corpus) for item in items]
     if workers <= 1 or len(items) <= 1:
         yield from map(_load, jobs)
         return
-    # spawn, not fork: the caller may have torch (with its thread pools) imported.
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_start_method())
     chunksize = max(1, min(8, len(jobs) // (workers * 4)))
     with context.Pool(processes=workers) as pool:
         yield from pool.imap(_load, jobs, chunksize=chunksize)
@@ -86,6 +96,9 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     limit: only the first N items (sorted order), for tests and quick looks.
     partition: (i, n) to prepare only items i, i+n, i+2n, ... (SLURM array task i of n).
     Raises DataError when the input does not exist or no song was included.
+    Workers are forked, or spawned when torch is loaded or threads run: a script that
+    imports torch and calls this with workers > 1 needs the usual `if __name__ == "__main__":`
+    guard.
     """
     input_spec = str(input_spec)
     ratios = _check_ratios(ratios)
@@ -163,16 +176,19 @@ def _progress_bar(total: int, label: str, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"prepare {label}", unit="song", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=f"prepare {label}", unit="song", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
 def _remove_stale(out: Path, tag: str, keep: set[str]) -> None:
     """Delete shards of an earlier run that this run did not rewrite, and leftover temp files."""
     for path in out.iterdir():
         name = path.name
-        if TMP_MARKER in name and _SHARD_NAME.match(name.split(TMP_MARKER)[0]):
+        # Only this task's files: array tasks share `out`, and another task's temp shard is
+        # still being written (deleting it made that task fail at its rename).
+        ours = f"-{tag}-" in name if tag else "-p" not in name
+        if TMP_MARKER in name and _SHARD_NAME.match(name.split(TMP_MARKER)[0]) and ours:
             path.unlink(missing_ok=True)
-        elif _SHARD_NAME.match(name) and name not in keep and (f"-{tag}-" in name if tag else "-p" not in name):
+        elif _SHARD_NAME.match(name) and name not in keep and ours:
             path.unlink(missing_ok=True)
 
 

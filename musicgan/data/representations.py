@@ -268,11 +268,13 @@ class PianoRollRepresentation(Representation):
             return np.zeros((0, self.NUM_KEYS), dtype=np.float32)
         start = np.round(song.seconds_to_beats(notes[:, ONSET]) * fpb).astype(np.int64)
         end = np.round(song.seconds_to_beats(notes[:, ONSET] + notes[:, DURATION]) * fpb).astype(np.int64)
+        start = np.maximum(start, 0)
         end = np.maximum(end, start + 1)
-        roll = np.zeros((int(end.max()), self.NUM_KEYS), dtype=np.float32)
-        for s, e, k in zip(start, end, keys):
-            roll[s:e, k] = 1.0
-        return roll
+        # +1 where a note starts, -1 where it ends, running sum > 0 = sounding (no per-note loop)
+        edges = np.zeros((int(end.max()) + 1, self.NUM_KEYS), dtype=np.int32)
+        np.add.at(edges, (start, keys), 1)
+        np.add.at(edges, (end, keys), -1)
+        return (np.cumsum(edges, axis=0)[:-1] > 0).astype(np.float32)
 
     def decode(self, steps: np.ndarray) -> Song:
         roll = _finite(steps).reshape(-1, self.NUM_KEYS) > self.options["threshold"]
