@@ -146,8 +146,12 @@ def init_ray(options: SweepOptions) -> None:
         kwargs["runtime_env"] = {"env_vars": env_vars}
     if options.address:
         kwargs["address"] = options.address
-    elif options.num_cpus:
-        kwargs["num_cpus"] = options.num_cpus
+    else:
+        # "local": always a fresh private instance. A bare ray.init() silently JOINS the
+        # newest cluster anyone started on this host (ray start, another sweep) and dies with it.
+        kwargs["address"] = "local"
+        if options.num_cpus:
+            kwargs["num_cpus"] = options.num_cpus
     ray.init(**kwargs)
 
 
@@ -261,8 +265,11 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
             param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=options.num_samples, scheduler=make_scheduler(options, base, space),
-                search_alg=BasicVariantGenerator(random_state=options.seed),
-                max_concurrent_trials=max_concurrent_trials(options), reuse_actors=False,
+                # The generator itself limits concurrency: TuneConfig.max_concurrent_trials is
+                # ignored (with a warning) once a search_alg instance is passed.
+                search_alg=BasicVariantGenerator(random_state=options.seed,
+                                                 max_concurrent=max_concurrent_trials(options)),
+                reuse_actors=False,
             ),
             run_config=tune.RunConfig(
                 name=options.name, storage_path=options.storage, verbose=options.verbose,
@@ -324,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; continue with the same command plus --resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user; MUSICGAN_DEBUG=1 for the traceback
+        if os.environ.get("MUSICGAN_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"error: unexpected {type(exc).__name__}: {text[-1] if text else ''} "
+              "(MUSICGAN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0 if summary["completed"] else 1
 
 

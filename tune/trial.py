@@ -94,6 +94,21 @@ def effective_values(checkpoint: Path) -> dict[str, float]:
     return values
 
 
+def last_logged_losses(run_dir: Path) -> dict[str, float]:
+    """The newest `loss/*` values in the trainer's log.jsonl (logged every log.interval steps)."""
+    path = run_dir / "log.jsonl"
+    if not path.exists():
+        return {}
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line being written right now
+        if row.get("event") == "train":
+            return {k: float(v) for k, v in row.items() if k.startswith("loss/")}
+    return {}
+
+
 # -- checkpoints between Tune and the trainer ------------------------------------------------
 def stage_checkpoint(checkpoint: Path, staging: Path, source: dict) -> Path:
     """A directory holding only this .pt (hard link when possible) and its origin, for Tune to persist."""
@@ -150,7 +165,9 @@ class Reporter:
 
     def __call__(self, metrics: dict, checkpoint: Path | None, final: bool = False) -> None:
         losses = {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
-        self.last_losses = losses or self.last_losses  # the final call carries none: reuse the last epoch's
+        if final and not losses:  # the run ended mid-epoch (or exactly at an epoch end without a report)
+            losses = last_logged_losses(self.run_dir)
+        self.last_losses = losses or self.last_losses
         epoch = int(metrics.get("epoch", 0))
         due = final or (epoch % max(1, self.settings.eval_every) == 0)
         if not due or checkpoint is None or int(metrics["step"]) <= self.last_step:

@@ -1,0 +1,169 @@
+"""Ray Tune sweeps over the real trainer on real chorales (the `bach_shards` fixture), on a
+private 2-CPU Ray instance shared by the module: ASHA stops trials early, PBT exploits and
+the mutated values really reach the running trainer, a failing trial leaves the sweep
+going, and the CLI rejects bad arguments in one line before starting Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tune.search import SweepOptions, run_sweep  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    """One private Ray instance (2 CPUs, no dashboard) for the module; reference statistics
+    cached in a temporary folder."""
+    previous = os.environ.get("MUSICGAN_CACHE")
+    os.environ["MUSICGAN_CACHE"] = str(tmp_path_factory.mktemp("tune-cache"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+    if previous is None:
+        os.environ.pop("MUSICGAN_CACHE", None)
+    else:
+        os.environ["MUSICGAN_CACHE"] = previous
+
+
+def options(data: Path, storage: Path, **kwargs) -> SweepOptions:
+    defaults = dict(space="crnngan", preset="debug", scheduler="asha", num_samples=4, data=str(data),
+                    storage=str(storage), eval_songs=8, verbose=0)
+    defaults.update(kwargs)
+    return SweepOptions(**defaults)
+
+
+def trial_dirs(experiment: Path) -> dict[str, Path]:
+    """trial id -> trial folder (Tune names them <trainable>_<trial id>_<index>_<values>...)."""
+    out = {}
+    for path in experiment.iterdir():
+        if path.is_dir() and (path / "params.json").exists():
+            parts = path.name.split("_")
+            out[f"{parts[2]}_{parts[3]}"] = path
+    return out
+
+
+def effective_records(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "run" / "effective.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
+    started = time.perf_counter()
+    # One trial at a time: with seeded configs and deterministic training the scores, their
+    # order of arrival and so ASHA's decisions are reproducible (two at a time, a trial may
+    # or may not be stopped depending on which finishes its epoch first).
+    results, summary = run_sweep(options(bach_shards, tmp_path, max_steps=18, max_concurrent=1))
+    elapsed = time.perf_counter() - started
+    assert elapsed < 180, f"4-trial ASHA sweep took {elapsed:.0f} s"
+    rows = summary["rows"]
+    assert len(rows) == 4 and summary["errors"] == 0, [r["error"] for r in rows]
+    assert any(r["status"] == "stopped early" for r in rows), "ASHA stopped no trial"
+    for result in results:
+        history = result.metrics_dataframe
+        assert len(history) >= 1
+        assert history["realism"].between(0.0, 1.0).all()
+        assert history["loss/generator"].notna().all()
+        assert result.checkpoint is not None  # every report carries the trainer's checkpoint
+        assert list(Path(result.checkpoint.path).glob("step-*.pt"))
+    # The table, one plot per trial and a best config that `musicgan train --config` runs.
+    assert (tmp_path / "results.csv").read_text().count("\n") == 5
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+    best = json.loads((tmp_path / "best_config.json").read_text())
+    best_trial = json.loads((tmp_path / "best_trial.json").read_text())
+    assert best["optim"]["g_lr"] == pytest.approx(best_trial["values"]["optim"]["g_lr"])
+    assert best["train"]["max_steps"] == 0  # the sweep's cap is not part of the found recipe
+    run = subprocess.run(
+        [sys.executable, "-m", "musicgan", "train", "--config", str(tmp_path / "best_config.json"), "--preset",
+         "debug", "--data", str(bach_shards), "--run-dir", str(tmp_path / "best-run"), "--max-steps", "3",
+         "--set", "log.progress=false"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    saved = json.loads((tmp_path / "best-run" / "config.json").read_text())
+    assert saved["optim"]["g_lr"] == pytest.approx(best["optim"]["g_lr"])
+    assert saved["curriculum"] == best["curriculum"]
+
+
+def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, tmp_path, ray_session):
+    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=36))
+    experiment = tmp_path / "sweep"
+    policies = sorted(experiment.glob("pbt_policy_*.txt"))
+    assert policies, "PBT performed no exploit/explore"
+    trials = trial_dirs(experiment)
+    checked = 0
+    for policy in policies:
+        target = trials[policy.stem.removeprefix("pbt_policy_")]
+        restored = [r for r in effective_records(target) if r.get("restored_from_trial")]
+        for line in policy.read_text().splitlines():
+            _, _, _, _, old, new = json.loads(line)
+            # Values read back from the checkpoint the trainer wrote AFTER restoring the
+            # donor's checkpoint (whose optimizers still held the donor's rates).
+            matching = [r for r in restored if math.isclose(r["effective/g_lr"], new["optim.g_lr"], rel_tol=1e-9)]
+            if not matching:
+                continue  # a later exploit replaced this one before the trial reported again
+            record = matching[0]
+            assert not math.isclose(record["effective/g_lr"], old["optim.g_lr"], rel_tol=1e-9)
+            assert record["effective/d_lr"] == pytest.approx(new["optim.d_lr"], rel=1e-9)
+            assert record["effective/freeze_d_threshold"] == pytest.approx(new["train.freeze_d_threshold"])
+            assert record["effective/freeze_g_threshold"] == pytest.approx(new["train.freeze_g_threshold"])
+            checked += 1
+    assert checked >= 1, "no exploit was followed by a report showing the mutated values"
+
+
+def test_a_failing_trial_does_not_end_the_sweep(bach_shards, tmp_path, ray_session):
+    from ray import tune
+
+    bad = str(tmp_path / "no-such-shards")
+    results, summary = run_sweep(options(bach_shards, tmp_path, space="lr", num_samples=1, max_steps=5),
+                                 param_space={"data.path": tune.grid_search([str(bach_shards), bad])})
+    rows = {r["data.path"]: r for r in summary["rows"]}
+    assert rows[bad]["status"] == "error"
+    assert "DataError" in rows[bad]["error"] and "manifest.json" in rows[bad]["error"]
+    assert rows[str(bach_shards)]["status"] == "finished"
+    assert 0.0 <= rows[str(bach_shards)]["realism_last"] <= 1.0
+    assert (tmp_path / "best_config.json").exists()
+    assert summary["errors"] == 1 and summary["completed"]
+
+
+def _argv(data: Path, storage: Path, **changes: str) -> list[str]:
+    values = {"--space": "crnngan", "--preset": "debug", "--scheduler": "asha", "--num-samples": "2",
+              "--data": str(data), "--storage": str(storage)}
+    values.update(changes)
+    return [item for pair in values.items() for item in pair]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--space": "nope"}, "unknown search space 'nope'"),
+    ({"--data": "/no/such/dir"}, "--data /no/such/dir: no such directory"),
+    ({"--preset": "nope"}, "unknown preset 'nope'"),
+    ({"--scheduler": "pbt", "--num-samples": "1"}, "PBT needs --num-samples >= 2"),
+    ({"--workers-per-trial": "0"}, "--workers-per-trial must be at least 1"),
+])
+def test_bad_arguments_are_one_line_errors_before_ray_starts(bach_shards, tmp_path, capsys, change, message):
+    from tune.search import main
+
+    assert main(_argv(bach_shards, tmp_path / "s", **change)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s" / "sweep").exists()  # nothing started
+
+
+def test_cli_prints_no_traceback(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = subprocess.run([sys.executable, "-m", "tune.search", *_argv(empty, tmp_path / "s")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: no manifest.json in {empty}: run `musicgan prepare` first"
