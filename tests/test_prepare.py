@@ -12,6 +12,7 @@ import pytest
 
 import musicgan.data.prepare as prepare_module
 from midi_factory import make_song, write_corpus_folder, write_song
+from prepare_helpers import die_on_poison
 from musicgan.data.corpora import list_items, load_item
 from musicgan.data.loader import iter_songs
 from musicgan.data.midi import read_midi
@@ -154,6 +155,18 @@ def test_interrupted_run_leaves_no_half_shard_and_can_be_rerun(tmp_path, monkeyp
         split_urls(out, "valid")
     with pytest.raises(DataError, match="no split"):
         split_urls(out, "holdout")
+
+
+def test_a_worker_dying_on_one_file_skips_that_file_only(tmp_path):
+    for i in range(6):
+        write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=i, num_onsets=8))
+    write_song(tmp_path / "in" / "poison.mid", make_song(seed=9, num_onsets=8))
+    items = list_items(str(tmp_path / "in"))
+    results = list(prepare_module._results(items, "", 2, load=die_on_poison))
+    assert [r[1] for r in results] == [item.source for item in items]  # every item, in order
+    status = {source: (kind, payload) for kind, source, payload in results}
+    assert status["poison.mid"][0] == "skip" and "process died" in status["poison.mid"][1]
+    assert all(status[f"s{i}.mid"][0] == "ok" for i in range(6))
 
 
 def test_partitions_merge_to_the_one_process_splits(tmp_path):

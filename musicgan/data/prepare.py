@@ -19,6 +19,8 @@ import os
 import re
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
@@ -75,16 +77,41 @@ def _start_method() -> str:
     return "spawn"
 
 
-def _results(items: list[SongItem], corpus: str, workers: int):
-    """Yield _load results in item order, parsing in `workers` processes when worthwhile."""
+def _results(items: list[SongItem], corpus: str, workers: int, load=None):
+    """Yield load((item, corpus)) results in item order, in `workers` processes when worthwhile.
+
+    A worker that dies (killed for memory, a crash in a C extension) breaks the pool: the
+    first unfinished item is then retried alone in a fresh process and skipped with a reason
+    if that process dies too; the pool restarts after it. So one poisonous file costs a
+    restart, never the run (multiprocessing.Pool would instead wait forever).
+    """
+    load = load or _load
     jobs = [(item, corpus) for item in items]
     if workers <= 1 or len(items) <= 1:
-        yield from map(_load, jobs)
+        yield from map(load, jobs)
         return
     context = multiprocessing.get_context(_start_method())
     chunksize = max(1, min(8, len(jobs) // (workers * 4)))
-    with context.Pool(processes=workers) as pool:
-        yield from pool.imap(_load, jobs, chunksize=chunksize)
+    position = 0
+    while position < len(jobs):
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        try:
+            for result in executor.map(load, jobs[position:], chunksize=chunksize):
+                yield result
+                position += 1
+        except BrokenProcessPool:
+            yield _load_alone(load, jobs[position], context)
+            position += 1
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _load_alone(load, job, context):
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+        try:
+            return executor.submit(load, job).result()
+        except BrokenProcessPool:
+            return ("skip", job[0].source, "the parser process died on this file (out of memory or a crash)")
 
 
 # -- the run -----------------------------------------------------------------------------------
