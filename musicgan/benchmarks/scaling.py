@@ -62,24 +62,27 @@ def _rank_main(rank: int, world_size: int, port: int, data_dir: str, overrides: 
         trainer = build_trainer(cfg, Path(out_dir) / "run", env)
         batch = first_batch(trainer, cfg.curriculum.max_len)
         nets = bare_copies(trainer, distributed=env.world_size > 1)
-        trainer_s, bare_s = [], []
+        trainer_s, bare_s, trainer_cpu_s, bare_cpu_s = [], [], [], []
         for index in range(warmup + steps):
             # One trainer step, then one bare step: both see the same machine load.
             sync(env.device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             run_trainer_steps(trainer, batch, 1)
             sync(env.device)
-            middle = time.perf_counter()
+            middle, cpu_middle = time.perf_counter(), time.process_time()
             bare_step(nets, batch, cfg, env.device)
             sync(env.device)
-            end = time.perf_counter()
+            end, cpu_end = time.perf_counter(), time.process_time()
             if index >= warmup:
                 trainer_s.append(middle - start)
                 bare_s.append(end - middle)
+                trainer_cpu_s.append(cpu_middle - cpu_start)
+                bare_cpu_s.append(cpu_end - cpu_middle)
         trainer.logger.close()
         if env.is_main:
             result = {"world_size": env.world_size, "threads": torch.get_num_threads(), "trainer_s": trainer_s,
-                      "bare_s": bare_s, "batch_size": cfg.data.batch_size, "seq_len": cfg.curriculum.max_len,
+                      "bare_s": bare_s, "trainer_cpu_s": trainer_cpu_s, "bare_cpu_s": bare_cpu_s,
+                      "batch_size": cfg.data.batch_size, "seq_len": cfg.curriculum.max_len,
                       "backend": "nccl" if env.device.type == "cuda" else ("gloo" if env.world_size > 1 else "none"),
                       "ddp_wrapped": env.world_size > 1}
             (Path(out_dir) / "result.json").write_text(json.dumps(result))
@@ -118,6 +121,13 @@ def bench_scaling(data_dir: str, overrides: list[str], *, steps: int, warmup: in
         # The trainer against a bare step of DDP-wrapped copies, measured in the W-rank run.
         "trainer_overhead_ratio_ddp": median(multi["bare_s"]) / median(multi["trainer_s"]),
         "trainer_overhead_ratio_single": median(single["bare_s"]) / median(single["trainer_s"]),
+        # From CPU time (one thread per rank: little affected by other jobs; includes gloo waits).
+        "trainer_overhead_ratio_ddp_cpu_time": median(multi["bare_cpu_s"]) / median(multi["trainer_cpu_s"]),
+        "single_rank_cpu_s_per_step": median(single["trainer_cpu_s"]),
+        # Upper estimate for when each rank owns a core: W x (CPU s/step at 1 rank) / (CPU
+        # s/step at W ranks). Excludes time spent blocked in collectives: not a measurement
+        # of scaling, a check of whether a low wall-time ratio comes from lost CPU share.
+        "ddp_scaling_cpu_time_bound": world_size * median(single["trainer_cpu_s"]) / median(multi["trainer_cpu_s"]),
         "single": single,
         "multi": multi,
         "threads_per_rank": threads,

@@ -39,10 +39,10 @@ TARGETS = {
 
 # Repetitions per mode. Full: the paper preset; quick: toy sizes, just the plumbing.
 SETTINGS = {
-    "full": {"songs": 64, "steps_per_block": None, "warmup": 1, "repeats": 3, "gen_repeats": 5, "gen_warmup": 2,
+    "full": {"songs": 64, "steps_per_block": None, "warmup_steps": 3, "repeats": 3, "gen_repeats": 5, "gen_warmup": 2,
              "stream_batches": 40, "stream_repeats": 3, "bach_songs": 24, "scaling_steps": 6,
              "scaling_warmup": 2, "large_matmul": 2048, "threads": None},
-    "quick": {"songs": 12, "steps_per_block": 2, "warmup": 1, "repeats": 2, "gen_repeats": 2, "gen_warmup": 1,
+    "quick": {"songs": 12, "steps_per_block": 2, "warmup_steps": 2, "repeats": 2, "gen_repeats": 2, "gen_warmup": 1,
               "stream_batches": 8, "stream_repeats": 2, "bach_songs": 2, "scaling_steps": 2,
               "scaling_warmup": 1, "large_matmul": 512, "threads": 1},
 }
@@ -107,7 +107,13 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
 
         calls = {"trainer": lambda: trainer_step.run_trainer_steps(trainer, batch, block), "bare": bare_block,
                  **{f"matmul_{name}": call for name, call in matmul_calls.items()}}
-        times = interleaved_times(calls, device=env.device, warmup=s["warmup"], repeats=s["repeats"])
+        # Warm-up: a few single steps of each (allocator, pooled buffers, TorchScript
+        # profiling runs), cheaper than whole warm-up blocks.
+        for _ in range(s["warmup_steps"]):
+            trainer_step.run_trainer_steps(trainer, batch, 1)
+            trainer_step.bare_step(nets, batch, cfg, env.device)
+        cpu: dict[str, list[float]] = {}
+        times = interleaved_times(calls, device=env.device, warmup=0, repeats=s["repeats"], cpu_times=cpu)
 
         trainer_s = median(times["trainer"]) / block
         bare_s = median(times["bare"]) / block
@@ -139,6 +145,8 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
                        "(the backend wraps DDP only at world size > 1; see ddp_scaling for DDP)",
             "trainer_block": summary(times["trainer"]),
             "bare_block": summary(times["bare"]),
+            # The same ratio from process CPU time (less sensitive to other jobs on the machine).
+            "trainer_overhead_ratio_cpu_time": median(cpu["bare"]) / median(cpu["trainer"]),
             "flops": {
                 "method": "analytic (products of LSTM and linear layers, 2mkn; FlopCounterMode "
                           "counts no nn.LSTM on CPU)",

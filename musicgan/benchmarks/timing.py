@@ -30,16 +30,24 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def interleaved_times(fns: dict[str, Callable[[], object]], *, device: torch.device, warmup: int,
-                      repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each function; repetition k runs every function once (in turn),
-    so slow phases of a shared machine hit all of them alike. The first `warmup` rounds are
-    run and dropped (allocator, caches, lazy initialisation)."""
+                      repeats: int, cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Wall seconds per call of each function; repetition k runs every function once (in
+    turn), so slow phases of a shared machine hit all of them alike. The first `warmup`
+    rounds are run and dropped (allocator, caches, lazy initialisation).
+
+    `cpu_times`, when given, receives this process's CPU seconds per call (all its threads):
+    on a machine shared with other jobs it moves far less than wall time, so it is kept as a
+    cross-check of wall-time ratios (it also counts OpenMP threads spinning at barriers)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for round_index in range(warmup + repeats):
         for name, fn in fns.items():
+            cpu_start = time.process_time()
             seconds = time_call(fn, device)
+            cpu_seconds = time.process_time() - cpu_start
             if round_index >= warmup:
                 times[name].append(seconds)
+                if cpu_times is not None:
+                    cpu_times.setdefault(name, []).append(cpu_seconds)
     return times
 
 
