@@ -92,6 +92,17 @@ def register_set_metric(name: str, fn: SetMetric) -> SetMetric:
     return fn
 
 
+def _register_builtin_set_metrics() -> None:
+    # The RNN-RBM / LSTM-RBM likelihood ({} for every other run or folder); imported here
+    # so the hook lives with its metric (musicgan/metrics/pianoroll.py).
+    from musicgan.metrics.pianoroll import pianoroll_set_metric
+
+    register_set_metric("pianoroll_likelihood", pianoroll_set_metric)
+
+
+_register_builtin_set_metrics()
+
+
 # -- inputs --------------------------------------------------------------------------------------
 def _read_song_or_none(path) -> Song | None:
     """A MIDI file as a Song, or None (logged) when it cannot be read; runs in pool workers."""
