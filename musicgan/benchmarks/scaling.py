@@ -62,22 +62,21 @@ def _rank_main(rank: int, world_size: int, port: int, data_dir: str, overrides: 
         trainer = build_trainer(cfg, Path(out_dir) / "run", env)
         batch = first_batch(trainer, cfg.curriculum.max_len)
         nets = bare_copies(trainer, distributed=env.world_size > 1)
-        trainer_s, bare_s, trainer_cpu_s, bare_cpu_s = [], [], [], []
-        for index in range(warmup + steps):
-            # One trainer step, then one bare step: both see the same machine load.
+        bare_s, bare_cpu_s = [], []
+
+        def timed_bare_step():  # runs between two trainer steps, so both see the same load
             sync(env.device)
             start, cpu_start = time.perf_counter(), time.process_time()
-            run_trainer_steps(trainer, batch, 1)
-            sync(env.device)
-            middle, cpu_middle = time.perf_counter(), time.process_time()
             bare_step(nets, batch, cfg, env.device)
             sync(env.device)
-            end, cpu_end = time.perf_counter(), time.process_time()
-            if index >= warmup:
-                trainer_s.append(middle - start)
-                bare_s.append(end - middle)
-                trainer_cpu_s.append(cpu_middle - cpu_start)
-                bare_cpu_s.append(cpu_end - cpu_middle)
+            bare_s.append(time.perf_counter() - start)
+            bare_cpu_s.append(time.process_time() - cpu_start)
+
+        # All steps in ONE pass of the real loop (per-epoch work such as the skipped-sample
+        # all-reduce happens once, as in training); the last step is not timed.
+        trainer_s, trainer_cpu_s = run_trainer_steps(trainer, batch, warmup + steps + 1, between=timed_bare_step)
+        trainer_s, trainer_cpu_s = trainer_s[warmup:], trainer_cpu_s[warmup:]
+        bare_s, bare_cpu_s = bare_s[warmup:], bare_cpu_s[warmup:]
         trainer.logger.close()
         if env.is_main:
             result = {"world_size": env.world_size, "threads": torch.get_num_threads(), "trainer_s": trainer_s,

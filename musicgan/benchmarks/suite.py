@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from musicgan.benchmarks import data_path, dataset, flops, scaling, trainer_step, workload
-from musicgan.benchmarks.timing import interleaved_times, machine_load, median, summary, torch_threads
+from musicgan.benchmarks.timing import machine_load, median, summary, time_call, torch_threads
 
 TARGETS = {
     "trainer_overhead_ratio": 0.95,
@@ -74,6 +74,11 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def _block_sums(values: list[float], block: int) -> list[float]:
+    """Sums of consecutive runs of `block` values (a trailing partial run is dropped)."""
+    return [sum(values[i:i + block]) for i in range(0, len(values) - block + 1, block)]
+
+
 def _step_shape(trainer) -> flops.StepShape:
     cfg, generator = trainer.cfg, trainer.backend.module("generator")
     return flops.StepShape(
@@ -94,10 +99,7 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
         batch = trainer_step.first_batch(trainer, cfg.curriculum.max_len)
         nets = trainer_step.bare_copies(trainer)
         block = s["steps_per_block"] or cfg.log.interval  # every block holds exactly one log write
-
-        def bare_block():
-            for _ in range(block):
-                trainer_step.bare_step(nets, batch, cfg, env.device)
+        warmup = s["warmup_steps"]  # allocator, pooled buffers, TorchScript profiling runs
 
         large = s["large_matmul"]
         lstm_shape = (cfg.data.batch_size, 2 * cfg.model.g_hidden, 4 * cfg.model.g_hidden)
@@ -105,16 +107,28 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
         matmul_calls = {name: flops.MatmulLoop(shape, env.device) for name, shape in matmul.items()}
         loops = {name: call.loops for name, call in matmul_calls.items()}
 
-        calls = {"trainer": lambda: trainer_step.run_trainer_steps(trainer, batch, block), "bare": bare_block,
-                 **{f"matmul_{name}": call for name, call in matmul_calls.items()}}
-        # Warm-up: a few single steps of each (allocator, pooled buffers, TorchScript
-        # profiling runs), cheaper than whole warm-up blocks.
-        for _ in range(s["warmup_steps"]):
-            trainer_step.run_trainer_steps(trainer, batch, 1)
-            trainer_step.bare_step(nets, batch, cfg, env.device)
-        cpu: dict[str, list[float]] = {}
-        times = interleaved_times(calls, device=env.device, warmup=0, repeats=s["repeats"], cpu_times=cpu)
+        # One pass of the real loop; after each trainer iteration (timed by the replayed
+        # loader) one bare step, and after each block the matmul probes: alternation, so
+        # all of them see the same machine load.
+        wall: dict[str, list[float]] = {"bare": []}
+        cpu: dict[str, list[float]] = {"bare": []}
+        iteration = [0]
 
+        def between():
+            iteration[0] += 1
+            cpu_start = time.process_time()
+            seconds = time_call(lambda: trainer_step.bare_step(nets, batch, cfg, env.device), env.device)
+            wall["bare"].append(seconds)
+            cpu["bare"].append(time.process_time() - cpu_start)
+            if iteration[0] > warmup and (iteration[0] - warmup) % block == 0:
+                for name, call in matmul_calls.items():
+                    wall.setdefault(f"matmul_{name}", []).append(time_call(call, env.device))
+
+        total = warmup + s["repeats"] * block + 1  # the loop's last step is not timed
+        wall["trainer"], cpu["trainer"] = trainer_step.run_trainer_steps(trainer, batch, total, between=between)
+        times = {"trainer": _block_sums(wall["trainer"][warmup:], block), "bare": _block_sums(wall["bare"][warmup:], block),
+                 **{k: v for k, v in wall.items() if k.startswith("matmul_")}}
+        cpu_blocks = {k: _block_sums(cpu[k][warmup:], block) for k in ("trainer", "bare")}
         trainer_s = median(times["trainer"]) / block
         bare_s = median(times["bare"]) / block
         shape = _step_shape(trainer)
@@ -146,7 +160,9 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             "trainer_block": summary(times["trainer"]),
             "bare_block": summary(times["bare"]),
             # The same ratio from process CPU time (less sensitive to other jobs on the machine).
-            "trainer_overhead_ratio_cpu_time": median(cpu["bare"]) / median(cpu["trainer"]),
+            "trainer_overhead_ratio_cpu_time": median(cpu_blocks["bare"]) / median(cpu_blocks["trainer"]),
+            "trainer_step_all_s": wall["trainer"],
+            "bare_step_all_s": wall["bare"],
             "flops": {
                 "method": "analytic (products of LSTM and linear layers, 2mkn; FlopCounterMode "
                           "counts no nn.LSTM on CPU)",

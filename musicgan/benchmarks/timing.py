@@ -1,7 +1,7 @@
-"""Timing helpers shared by the benchmarks: synchronised wall-clock timing, medians after
-warm-up, and interleaved repetitions so that two things compared in one ratio see the same
-machine load (this machine is shared; drift between two separate timing blocks would
-otherwise land in the ratio)."""
+"""Timing helpers shared by the benchmarks: synchronised wall-clock timing, medians, thread
+settings. The benchmarks alternate the things one ratio compares (A, B, A, B, ...) so both
+see the same machine load: this machine is shared, and drift between two separate timing
+blocks would otherwise land in the ratio."""
 
 from __future__ import annotations
 
@@ -27,28 +27,6 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     sync(device)
     return time.perf_counter() - start
-
-
-def interleaved_times(fns: dict[str, Callable[[], object]], *, device: torch.device, warmup: int,
-                      repeats: int, cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
-    """Wall seconds per call of each function; repetition k runs every function once (in
-    turn), so slow phases of a shared machine hit all of them alike. The first `warmup`
-    rounds are run and dropped (allocator, caches, lazy initialisation).
-
-    `cpu_times`, when given, receives this process's CPU seconds per call (all its threads):
-    on a machine shared with other jobs it moves far less than wall time, so it is kept as a
-    cross-check of wall-time ratios (it also counts OpenMP threads spinning at barriers)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_index in range(warmup + repeats):
-        for name, fn in fns.items():
-            cpu_start = time.process_time()
-            seconds = time_call(fn, device)
-            cpu_seconds = time.process_time() - cpu_start
-            if round_index >= warmup:
-                times[name].append(seconds)
-                if cpu_times is not None:
-                    cpu_times.setdefault(name, []).append(cpu_seconds)
-    return times
 
 
 def median(values: list[float]) -> float:

@@ -17,6 +17,7 @@ of identical work.
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,32 +33,58 @@ ADVERSARIAL_FULL_LENGTH = ("train.pretrain_epochs=0", "train.freeze_d_threshold=
 
 
 class _ReplayLoader:
-    """Yields one pre-built batch `num_batches` times; the loader interface the loop uses."""
+    """Yields one pre-built batch `num_batches` times; the loader interface the loop uses.
+
+    Optionally measures the loop itself: `loop_s` gets the wall and `loop_cpu_s` the CPU
+    seconds from handing out a batch to the request for the next one (one full loop
+    iteration: step, bookkeeping, logging), and `between()` runs after each such iteration,
+    outside the measured span (the bare step timed in alternation with the trainer's)."""
 
     num_skipped = 0
     num_shard_errors = 0
 
-    def __init__(self, batch, num_batches: int) -> None:
+    def __init__(self, batch, num_batches: int, between=None, device: torch.device | None = None) -> None:
         self.batch = batch
         self.num_batches = num_batches
+        self.between = between
+        self.device = device
+        self.loop_s: list[float] = []
+        self.loop_cpu_s: list[float] = []
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self):
-        for _ in range(self.num_batches):
+        from musicgan.benchmarks.timing import sync
+
+        for index in range(self.num_batches):
+            if self.between is None:
+                yield self.batch
+                continue
+            start, cpu_start = time.perf_counter(), time.process_time()
             yield self.batch
+            sync(self.device)
+            self.loop_s.append(time.perf_counter() - start)
+            self.loop_cpu_s.append(time.process_time() - cpu_start)
+            self.between()
 
 
 @contextmanager
-def replayed_batches(batch):
-    """Inside the block the training loop's loader replays `batch` (loader excluded)."""
+def replayed_batches(batch, between=None, device: torch.device | None = None):
+    """Inside the block the training loop's loader replays `batch` (loader excluded);
+    yields the list of replay loaders made (their `loop_s` when `between` is given)."""
     from musicgan.training import loop
 
+    made: list[_ReplayLoader] = []
+
+    def make(*args, num_batches, **kwargs):
+        made.append(_ReplayLoader(batch, num_batches, between, device))
+        return made[-1]
+
     original = loop.make_loader
-    loop.make_loader = lambda *args, num_batches, **kwargs: _ReplayLoader(batch, num_batches)
+    loop.make_loader = make
     try:
-        yield
+        yield made
     finally:
         loop.make_loader = original
 
@@ -86,13 +113,17 @@ def build_trainer(cfg, run_dir, env):
     return trainer
 
 
-def run_trainer_steps(trainer, batch, steps: int) -> None:
-    """`steps` more iterations of the real training loop on the replayed batch."""
+def run_trainer_steps(trainer, batch, steps: int, between=None) -> tuple[list[float], list[float]]:
+    """`steps` more iterations of the real training loop on the replayed batch, in one
+    `_run_epochs` call. With `between`, each of the first steps - 1 iterations is timed
+    (wall and CPU seconds; the loop does not ask for a batch after its last step) and
+    `between()` runs after each; returns (wall seconds, CPU seconds) per timed iteration."""
     trainer.state.batch_in_epoch = 0  # the replayed stream restarts; nothing to skip
     trainer.total_steps = trainer.state.step + steps
-    with replayed_batches(batch):
+    with replayed_batches(batch, between, trainer.env.device) as made:
         finished = trainer._run_epochs()
     assert finished and trainer.state.step == trainer.total_steps
+    return made[-1].loop_s, made[-1].loop_cpu_s
 
 
 # -- the bare step ------------------------------------------------------------------------------
