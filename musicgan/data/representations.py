@@ -207,21 +207,27 @@ _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39,
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
+def _standardised(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=-1, keepdims=True)
+    return x / np.sqrt((x * x).sum(axis=-1, keepdims=True))
+
+
+# (24, 12): rows 0-11 major with tonic 0..11, rows 12-23 minor; standardised so that a dot
+# product with a standardised histogram is Pearson's correlation.
+_KEY_PROFILES = _standardised(np.stack([np.roll(profile, tonic) for profile in (_MAJOR_PROFILE, _MINOR_PROFILE)
+                                        for tonic in range(12)]))
+
+
 def estimate_key(song: Song) -> tuple[int, str]:
     """(tonic pitch class 0-11, "major"|"minor") by Krumhansl-Schmuckler: the rotation of the
     major/minor profile best correlated with the duration-weighted pitch-class histogram."""
     notes = _notes_for(song, include_drums=False)
     histogram = np.zeros(12)
     np.add.at(histogram, notes[:, PITCH].astype(int) % 12, notes[:, DURATION])
-    if histogram.sum() <= 0:
-        return 0, "major"
-    best = (-np.inf, 0, "major")
-    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
-        for tonic in range(12):
-            r = np.corrcoef(histogram, np.roll(profile, tonic))[0, 1]
-            if np.isfinite(r) and r > best[0] + 1e-12:
-                best = (r, tonic, mode)
-    return best[1], best[2]
+    if histogram.sum() <= 0 or np.ptp(histogram) == 0:
+        return 0, "major"  # no notes, or all twelve pitch classes equally: no key to find
+    best = int(np.argmax(_KEY_PROFILES @ _standardised(histogram)))
+    return best % 12, ("major", "minor")[best // 12]
 
 
 def transposition_to_c(song: Song) -> int:
