@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 PARITY_STEPS = 16
 RESUME_AT = 8  # the split run stops here (mid-epoch) and resumes to PARITY_STEPS
+REFUSED_STEPS = 7
 ACCUMULATIONS = (1, 2)
 STAGES = (0, 1, 2)
 # Accumulation 1 runs the paper's optimizer (SGD, here with momentum: under ZeRO >= 1 a torch
@@ -65,6 +66,9 @@ def parity_runs() -> list[tuple[str, str, int, int]]:
         runs += [(f"ds-zero{stage}-acc{accum}", "deepspeed", stage, accum) for stage in STAGES]
     # ZeRO-1 (partitioned Adam state) stopped mid-epoch and resumed: must equal the full run.
     runs.append(("ds-zero1-acc2-resumed", "deepspeed", 1, 2))
+    # Every update refused (gradient norm above train.max_grad_norm): weights must not move.
+    runs += [("ddp-refused", "ddp", 0, 2), ("ds-zero0-refused", "deepspeed", 0, 2),
+             ("ds-zero2-refused", "deepspeed", 2, 2)]
     return runs
 
 
@@ -97,6 +101,9 @@ def _parity_worker(rank, world_size, port, data, root, runs):
             if label.endswith("-resumed"):
                 fit(parity_cfg(Path(data), backend, stage, accum, max_steps=RESUME_AT), run_dir)
                 fit(parity_cfg(Path(data), backend, stage, accum), run_dir, resume=True)
+            elif label.endswith("-refused"):
+                cfg = parity_cfg(Path(data), backend, stage, accum, max_steps=REFUSED_STEPS)
+                fit(apply_overrides(cfg, ["train.max_grad_norm=1e-9", "train.nonfinite=skip"]), run_dir)
             else:
                 fit(parity_cfg(Path(data), backend, stage, accum), run_dir)
     finally:
@@ -174,6 +181,18 @@ def test_deepspeed_zero_0_1_2_match_ddp_with_accumulation_and_freezing(bach_shar
     resumed = read_log(tmp_path / "ds-zero1-acc2-resumed")
     assert any(r["event"] == "train" and r["step"] == RESUME_AT + 1 for r in resumed)
 
+    # Refused updates: DeepSpeed runs its step with the optimizer held back (ZeRO-0 from the
+    # reduced .grad norm, ZeRO-2 from the engine's global norm); same outcome as DDP's.
+    reference = final_weights(tmp_path / "ddp-refused")
+    events = [(r["step"], r["what"]) for r in read_log(tmp_path / "ddp-refused") if r["event"] == "divergence"]
+    assert len(events) >= 3 and all("gradient norm" in what for _, what in events)
+    for label in ("ds-zero0-refused", "ds-zero2-refused"):
+        state = final_weights(tmp_path / label)
+        assert [s for s, _ in events] == [r["step"] for r in read_log(tmp_path / label) if r["event"] == "divergence"]
+        for net in ("generator", "discriminator"):
+            for key, expected in reference[net].items():
+                assert torch.equal(state[net][key], expected), f"{label}: {net}.{key} moved"
+
 
 def test_torchrun_deepspeed_run_exits_0_resumes_and_samples(bach_shards, tmp_path):
     """The issue's command under torchrun, `--resume` to 30 steps, then `musicgan sample`."""
@@ -197,8 +216,12 @@ def test_torchrun_deepspeed_run_exits_0_resumes_and_samples(bach_shards, tmp_pat
     tags = sorted(p.name for p in (run / "checkpoints" / "deepspeed" / "generator").iterdir())
     assert "step-00000030" in tags and len(tags) <= 4, tags
 
-    musicgan(["sample", "--run", str(run), "--num", "2", "--length", "16", "--out", str(tmp_path / "samples")])
+    from musicgan.cli import main
     from musicgan.data.midi import read_midi
+
+    # `musicgan sample` reads a DeepSpeed run like a DDP one (the plain .pt); in-process: no
+    # process group or engine is involved.
+    assert main(["sample", "--run", str(run), "--num", "2", "--length", "16", "--out", str(tmp_path / "samples")]) == 0
 
     files = sorted((tmp_path / "samples").glob("*.mid"))
     assert len(files) == 2 and all(read_midi(f).num_notes > 0 for f in files)
@@ -239,14 +262,18 @@ def test_user_deepspeed_json_overrides_one_process(bach_shards, tmp_path):
     assert final_weights(run)["step"] == 6
 
 
-def test_bad_deepspeed_json_is_a_one_line_error(bach_shards, tmp_path):
+def test_bad_deepspeed_json_is_a_one_line_error(bach_shards, tmp_path, capsys):
+    from musicgan.cli import main
+
     bad = tmp_path / "bad.json"
     bad.write_text('{"zero_optimization": {"stage": 1,}}')
-    proc = musicgan(["train", "--preset", "debug", "--data", str(bach_shards), "--run-dir", str(tmp_path / "r"),
-                     "--set", "dist.backend=deepspeed", "--deepspeed-config", str(bad)], check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: DeepSpeed config") and "not valid JSON" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    # In-process: the file is rejected before deepspeed is imported or any group is made.
+    code = main(["train", "--preset", "debug", "--data", str(bach_shards), "--run-dir", str(tmp_path / "r"),
+                 "--set", "dist.backend=deepspeed", "--deepspeed-config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: DeepSpeed config") and "not valid JSON" in err and "at line 1" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 # -- config derivation (no processes) ---------------------------------------------------------
