@@ -18,16 +18,19 @@ import torch
 from musicgan.models.crnngan import CRNNGenerator, reference_free_running
 
 
-def _time_step(run, batch_size: int, seq_len: int, grad: torch.Tensor) -> float:
-    """Seconds for one forward + backward."""
+def _time_step(run, batch_size: int, seq_len: int, grad: torch.Tensor) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) for one forward + backward.
+
+    CPU time counts only the time this process actually ran: on a machine shared with other
+    work it is the steadier figure (with one thread it is the compute time itself)."""
     if grad.device.type == "cuda":
         torch.cuda.synchronize(grad.device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     out = run(batch_size, seq_len)
     out.backward(grad)
     if grad.device.type == "cuda":
         torch.cuda.synchronize(grad.device)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench_generator(
@@ -49,7 +52,8 @@ def bench_generator(
     Returns a JSON-ready dict: per batch size the median seconds of each implementation,
     the median per time step, the speedup (median reference / median fast) and the median
     of the per-pair ratios, plus `generator_speedup`, the geometric mean of the per-batch
-    speedups, and `generator_speedup_min`.
+    speedups, and `generator_speedup_min`; the same from process CPU time
+    (`speedup_cpu_time`, `generator_speedup_cpu_time`), steadier on a shared machine.
     """
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -65,13 +69,17 @@ def bench_generator(
             for _ in range(warmup):
                 _time_step(fast, batch_size, seq_len, grad)
                 _time_step(reference, batch_size, seq_len, grad)
-            fast_times, reference_times = [], []
+            fast_runs, reference_runs = [], []
             for _ in range(repeats):
-                fast_times.append(_time_step(fast, batch_size, seq_len, grad))
-                reference_times.append(_time_step(reference, batch_size, seq_len, grad))
+                fast_runs.append(_time_step(fast, batch_size, seq_len, grad))
+                reference_runs.append(_time_step(reference, batch_size, seq_len, grad))
                 generator.zero_grad(set_to_none=True)
+            fast_times = [wall for wall, _ in fast_runs]
+            reference_times = [wall for wall, _ in reference_runs]
             fast_s = statistics.median(fast_times)
             reference_s = statistics.median(reference_times)
+            fast_cpu_s = statistics.median(cpu for _, cpu in fast_runs)
+            reference_cpu_s = statistics.median(cpu for _, cpu in reference_runs)
             per_batch[str(batch_size)] = {
                 "fast_s": fast_s,
                 "reference_s": reference_s,
@@ -80,13 +88,18 @@ def bench_generator(
                 "speedup": reference_s / fast_s,
                 # median of per-pair ratios: robust to load that drifts between pairs
                 "speedup_paired_median": statistics.median(r / f for f, r in zip(fast_times, reference_times)),
+                "fast_cpu_s": fast_cpu_s,
+                "reference_cpu_s": reference_cpu_s,
+                "speedup_cpu_time": reference_cpu_s / fast_cpu_s,
                 "fast_all_s": fast_times,
                 "reference_all_s": reference_times,
             }
         speedups = [entry["speedup"] for entry in per_batch.values()]
+        cpu_speedups = [entry["speedup_cpu_time"] for entry in per_batch.values()]
         return {
             "generator_speedup": statistics.geometric_mean(speedups),
             "generator_speedup_min": min(speedups),
+            "generator_speedup_cpu_time": statistics.geometric_mean(cpu_speedups),
             "per_batch": per_batch,
             "settings": {
                 "seq_len": seq_len,
