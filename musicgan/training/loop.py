@@ -163,6 +163,7 @@ class Trainer:
         self.base_lr = {name: self.backend.get_lr(name) for name in self.family.network_names
                         if name in self.family.optimizers()}
         self.state = TrainState()
+        self._rolled_back_at: set[int] = set()  # steps that triggered a rollback
         self.stop = _StopFlag()
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict = {}
@@ -456,6 +457,13 @@ class Trainer:
             self.logger.message(message + " -> step skipped")
             return
         if policy == "rollback" and self.last_checkpoint is not None:
+            if self.state.step in self._rolled_back_at:
+                # The same step diverged again after a rollback: the batch itself is bad
+                # (e.g. a NaN in the data), and replaying it would loop forever. Skip it.
+                self.state.skipped_steps += 1
+                self.logger.message(message + " -> diverged again after rolling back: step skipped")
+                return
+            self._rolled_back_at.add(self.state.step)
             self.logger.message(message + f" -> rolling back to {self.last_checkpoint.name}, "
                                 f"learning rates x{self.cfg.train.rollback_lr_factor}")
             raise _Rollback()
