@@ -3,6 +3,8 @@ data, trainer and metrics tests; treat them as read-only (copy before corrupting
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,21 +14,53 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/midi_factory.py and othe
 
 from midi_factory import make_song, write_song  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 BACH_SUBSET = 40  # chorales in the bach_shards fixture
 MIDI_FOLDER_SONGS = 24
+
+
+def _shard_cache_dir(name: str, params: dict) -> Path:
+    """A folder under .cache/test-shards keyed by the data code, the music21 version and the
+    parameters: converting 40 chorales costs 10-60 s on a busy 2-core machine, so later test
+    sessions on the same checkout reuse the shards; any change to musicgan/data/ makes a new key."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    digest.update(version("music21").encode())
+    for path in sorted((REPO / "musicgan" / "data").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return REPO / ".cache" / "test-shards" / f"{name}-{digest.hexdigest()[:16]}"
 
 
 @pytest.fixture(scope="session")
 def bach_shards(tmp_path_factory) -> Path:
     """Shards of the first 40 music21 Bach chorales (sorted by source): ratios 0.8/0.1/0.1,
-    10 songs a shard, every split non-empty. Returns the shard directory."""
+    10 songs a shard, every split non-empty. Returns the shard directory (read-only: copy it
+    before changing anything). Cached across sessions in .cache/test-shards unless
+    MUSICGAN_TEST_CACHE=0."""
     from musicgan.data.prepare import prepare_dataset
 
+    params = dict(spec="music21:bach", shard_size=10, ratios=(0.8, 0.1, 0.1), limit=BACH_SUBSET)
+    use_cache = os.environ.get("MUSICGAN_TEST_CACHE", "1") != "0"
+    cached = _shard_cache_dir("bach", params)
+    if use_cache and (cached / "manifest.json").is_file():
+        return cached
     out = tmp_path_factory.mktemp("bach_shards")
-    manifest = prepare_dataset("music21:bach", out, workers=2, shard_size=10, ratios=(0.8, 0.1, 0.1),
-                               progress=False, limit=BACH_SUBSET)
+    manifest = prepare_dataset(params["spec"], out, workers=2, shard_size=params["shard_size"],
+                               ratios=params["ratios"], progress=False, limit=params["limit"])
     assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid", "test")), manifest["splits"]
-    return out
+    if not use_cache:
+        return out
+    staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(out, staging)
+    try:
+        staging.rename(cached)  # atomic; a concurrent session may have won the race
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cached if (cached / "manifest.json").is_file() else out
 
 
 @pytest.fixture(scope="session")
