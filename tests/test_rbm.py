@@ -200,7 +200,7 @@ def sample_cli(run_dir: Path, out: Path) -> list[Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["rnnrbm-debug", "lstmrbm-debug"])
-def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp_path):
+def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     torchrun_train(preset, bach_shards, run_dir, "--set", "log.interval=1", steps=3)
     state = torch.load(run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip(),
@@ -220,6 +220,17 @@ def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp
         assert key in metrics
     assert np.isfinite(metrics["loglik_per_frame"]) and metrics["loglik_per_frame"] < 0
     assert metrics["num_songs"] == 2 and metrics["num_frames"] > 0
+    # The `musicgan evaluate` hook: figures for this run against shards, nothing for a folder.
+    import musicgan.metrics.pianoroll as pianoroll
+    from musicgan.metrics.evaluate import SET_METRICS, SetContext
+
+    monkeypatch.setattr(pianoroll, "EVALUATE_CHAINS", 4)
+    monkeypatch.setattr(pianoroll, "EVALUATE_BETAS", 20)
+    hook = SET_METRICS["pianoroll_likelihood"]
+    extra = hook(SetContext("run", "run", run_dir, [], bach_shards, "shards", "valid"))
+    assert {"loglik_per_frame", "bernoulli_loglik_per_frame", "frame_accuracy"} <= set(extra)
+    assert extra["bernoulli_loglik_per_frame"] < 0
+    assert hook(SetContext("midi", "midi", tmp_path / "samples", [], bach_shards, "shards", "valid")) == {}
 
 
 @pytest.fixture(autouse=True)
