@@ -120,8 +120,9 @@ def rnnrbm() -> Config:
     """RNN-RBM (Boulanger-Lewandowski 2012) at the seed's sizes: 88-key roll, one frame per
     quarter note, transposed to C major / C minor (the likelihood protocol); RNN 100, RBM
     hidden 150, CD-15 training, 25 Gibbs steps per generated frame; windows of 100 frames
-    (the reference code's sequence length). Adam 1e-3 instead of the reference's SGD 1e-3
-    over 200 epochs, so that a CPU run of a few minutes on music21's Bach converges."""
+    (the reference code's sequence length). Adam 1e-2 instead of the reference's SGD 1e-3
+    over 200 epochs, so that a CPU run of a few minutes on music21's Bach gets far (on the
+    valid split after 400 steps: Adam 1e-3 -12.1 nats/frame, 1e-2 -9.8, 3e-2 -11.1)."""
     cfg = _non_adversarial(crnngan_paper())
     cfg.model.name = "rnnrbm"
     cfg.data.representation = "pianoroll"
@@ -133,11 +134,11 @@ def rnnrbm() -> Config:
     cfg.model.gibbs_steps = 15
     cfg.model.sample_gibbs_steps = 25
     cfg.optim.optimizer = "adam"
-    cfg.optim.g_lr = 1e-3
+    cfg.optim.g_lr = 1e-2
     cfg.optim.grad_clip = 5.0
     cfg.curriculum.start = 100
     cfg.curriculum.max_len = 100
-    cfg.train.epochs = 60
+    cfg.train.epochs = 40
     cfg.log.interval = 20
     cfg.log.sample_every = 20
     return cfg
