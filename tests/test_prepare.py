@@ -143,6 +143,8 @@ def test_interrupted_run_leaves_no_half_shard_and_can_be_rerun(tmp_path, monkeyp
 
     monkeypatch.setattr(prepare_module, "_results", interrupted)
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")  # an earlier run's manifest must not survive
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(str(tmp_path / "in"), out, workers=1, shard_size=2, ratios=(1, 0, 0), progress=False)
     names = sorted(p.name for p in out.iterdir())

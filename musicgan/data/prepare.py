@@ -147,6 +147,10 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(items)))
     corpus = corpus_name(input_spec)
+    manifest_path = out / (f"manifest-{tag}.json" if tag else MANIFEST)
+    # The old manifest goes first: shards are rewritten under the same names, and a manifest
+    # of an earlier run must never describe a half-rewritten folder.
+    manifest_path.unlink(missing_ok=True)
 
     writers = {split: ShardWriter(out, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
     stats = {split: {"songs": 0, "notes": 0} for split in SPLITS}
@@ -191,7 +195,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         "skipped": skipped,
     }
     _remove_stale(out, tag, {name for names in shard_names.values() for name in names})
-    _write_json(out / (f"manifest-{tag}.json" if tag else MANIFEST), manifest)
+    _write_json(manifest_path, manifest)
     if not included:
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
         raise DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped" + (f", e.g. {reasons})" if reasons else ")"))
