@@ -78,3 +78,15 @@ def test_essen_tunes_are_split_out_of_multi_tune_abc_files():
     assert song.num_notes > 5 and song.pitches.min() > 20
     with pytest.raises(MidiError, match="not found"):
         _abc_tune_text(first.path, 10**6)
+
+
+def test_key_estimate_agrees_with_music21_on_chorales():
+    """Our numpy Krumhansl-Schmuckler (used to transpose piano rolls to C) against music21's."""
+    import music21
+
+    from musicgan.data.representations import estimate_key
+
+    items = list_items("music21:bach")[::80][:5]
+    for item in items:
+        expected = music21.converter.parse(item.path).analyze("key.krumhanslschmuckler")
+        assert estimate_key(load_item(item)) == (expected.tonic.pitchClass, expected.mode), item.source
