@@ -97,6 +97,13 @@ def test_riff_wrapped_midi_is_read():
     assert read_midi_bytes(riff).num_notes == 3
 
 
+def test_vendor_chunks_and_trailing_bytes_are_ignored():
+    data = simple_midi()
+    vendor = b"XFIH" + (4).to_bytes(4, "big") + b"\x01\x02\x03\x04"
+    song = read_midi_bytes(data[:14] + vendor + data[14:] + b"\x00" * 7)
+    np.testing.assert_array_equal(song.notes, read_midi_bytes(data).notes)
+
+
 def test_synthesize_sine_gives_bounded_audio_of_the_song_length():
     song = make_song(seed=2, num_onsets=10)
     audio = synthesize_sine(song, sample_rate=8000)

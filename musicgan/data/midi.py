@@ -66,18 +66,23 @@ def _check_chunks(data: bytes) -> bytes:
         raise MidiError("header declares no tracks")
     if ntracks > MAX_TRACKS:
         raise MidiError(f"header claims {ntracks} tracks (limit {MAX_TRACKS})")
-    # Walk the chunks: mido would otherwise read past a lying length field until EOF.
-    pos, found = 8 + header_len, 0
-    while pos + 8 <= len(data) and found < ntracks:
+    # Walk the chunks: mido would otherwise read past a lying length field until EOF, and it
+    # stops at the first non-MTrk chunk (vendor chunks such as Yamaha's XF), which we drop.
+    pos, tracks, foreign = 8 + header_len, [], False
+    while pos + 8 <= len(data) and len(tracks) < ntracks:
         kind = data[pos:pos + 4]
         length = struct.unpack(">L", data[pos + 4:pos + 8])[0]
         if pos + 8 + length > len(data):
-            raise MidiError(f"truncated file (chunk {found + 1} claims {length} bytes, {len(data) - pos - 8} remain)")
+            raise MidiError(f"truncated file (chunk {len(tracks) + 1} claims {length} bytes, {len(data) - pos - 8} remain)")
         if kind == b"MTrk":
-            found += 1
+            tracks.append(data[pos:pos + 8 + length])
+        else:
+            foreign = True
         pos += 8 + length
-    if found < ntracks:
-        raise MidiError(f"header claims {ntracks} tracks but the file holds {found} (truncated or corrupt)")
+    if len(tracks) < ntracks:
+        raise MidiError(f"header claims {ntracks} tracks but the file holds {len(tracks)} (truncated or corrupt)")
+    if foreign or header_len != 6:
+        data = b"MThd" + struct.pack(">LHHH", 6, fmt, ntracks, division) + b"".join(tracks)
     return data
 
 
