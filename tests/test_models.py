@@ -325,3 +325,17 @@ def test_training_steps_reach_the_same_weights_as_the_eager_loop():
     assert runs["fast"][-1] < runs["fast"][0]
     for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9, msg=name)
+
+
+def test_sampling_under_inference_mode_then_training_still_works():
+    torch.manual_seed(0)
+    generator = CRNNGenerator(4, hidden=8, layers=2)
+    with torch.inference_mode():
+        sample = generator.eval()(2, 5)
+    assert torch.isfinite(sample).all()
+    generator.train()
+    torch.manual_seed(4)
+    out = generator(2, 5)
+    out.sum().backward()
+    torch.manual_seed(4)
+    torch.testing.assert_close(out.detach(), reference_free_running(generator, 2, 5).detach())

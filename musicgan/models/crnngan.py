@@ -266,7 +266,9 @@ class _Workspace:
     def give(self, *tensors: torch.Tensor) -> None:
         with self.lock:
             for tensor in tensors:
-                if tensor.device.type == "cpu":
+                # Inference tensors (made under torch.inference_mode) cannot be written
+                # outside it later, so they are not kept.
+                if tensor.device.type == "cpu" and not tensor.is_inference():
                     base = tensor if tensor._base is None else tensor._base
                     self.free.append(base)
             self.free.sort(key=torch.Tensor.numel, reverse=True)
