@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from midi_factory import make_song, write_song
 

@@ -108,3 +108,23 @@ def cached_statistics(
     except OSError:
         pass  # a read-only cache only costs speed
     return stats, examples, False
+
+
+def load_json(name: str, root: Path | None = None) -> dict | None:
+    """A small cached JSON result (e.g. calibration numbers), or None."""
+    path = (root or cache_dir()) / SUBDIR / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_json(name: str, data: dict, root: Path | None = None) -> None:
+    base = (root or cache_dir()) / SUBDIR
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=base, suffix=".json", delete=False) as tmp:
+            json.dump(data, tmp)
+        os.replace(tmp.name, base / f"{name}.json")
+    except OSError:
+        pass  # a read-only cache only costs speed

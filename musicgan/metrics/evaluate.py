@@ -30,7 +30,6 @@ the report's "Piano-roll likelihood" section.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -53,7 +52,7 @@ from musicgan.metrics.distributions import (
     compute_statistics,
     frechet_distance,
 )
-from musicgan.metrics.registry import METRICS, metric_names, summarize
+from musicgan.metrics.registry import METRICS, summarize
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +190,10 @@ def _resolve_set(path_str: str, force_run: bool | None, max_songs: int | None) -
     if max_songs:
         midi_paths = midi_paths[:max_songs]
     curves = read_curves(path / "log.jsonl") if is_run else {}
-    name = path.resolve().name or str(path)
+    resolved = path.resolve()
+    name = resolved.name or str(path)
+    if resolved.parent.name == "samples":  # RUN/samples/epoch-0006 -> "RUN:epoch-0006"
+        name = f"{resolved.parent.parent.name}:{resolved.name}"
     return EvaluatedSet(name, "run" if is_run else "midi", path, midi_paths, samples_dir, curves)
 
 
@@ -289,8 +291,19 @@ def calibration(ref: Reference, workers: int | None, seed: int, cache_root: Path
     """Headline numbers of `<split> vs train` (real vs real) and `random notes vs train`.
 
     Needs a shard reference with a train split; for a MIDI reference only random notes vs
-    the reference itself. Train statistics are cached like any reference.
+    the reference itself. The result depends on the reference alone, so it is cached
+    under the reference's content hash (first run ~2x the cost of one comparison).
     """
+    cache_name = f"calibration-{ref.cache_key[:32]}-seed{seed}-max{CALIBRATION_MAX_SONGS}"
+    cached = cache.load_json(cache_name, cache_root)
+    if cached is not None:
+        return cached
+    out = _calibration(ref, workers, seed, cache_root)
+    cache.save_json(cache_name, _json_safe(out), cache_root)
+    return out
+
+
+def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Path | None) -> dict:
     out = {}
     base, base_name = ref, ref.split if ref.kind == "shards" else "reference"
     if ref.kind == "shards":
@@ -434,9 +447,14 @@ def summary_lines(result: dict) -> list[str]:
     lines = [f"reference: {where} ({ref['num_songs']} songs{', cached' if ref['cache_hit'] else ''})"]
     rows = [(n, s) for n, s in result["summary"].items()] + [(f"[calibration] {n}", s) for n, s in result["calibration"].items()]
     for name, s in rows:
-        lines.append(f"{name}: overlap_area_mean={s['overlap_area_mean']:.3f} frechet={s['frechet']:.3f} "
-                     f"realism={s['realism']:.3f} (n={s['num_songs']})")
+        lines.append(f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "
+                     f"realism={_num(s['realism'])} (n={s['num_songs']})")
     return lines
+
+
+def _num(value) -> str:
+    """3 decimals; "nan" for undefined (NaN, or None from cached JSON)."""
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def _json_safe(value):
