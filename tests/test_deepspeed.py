@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 PARITY_STEPS = 16
 RESUME_AT = 8  # the split run stops here (mid-epoch) and resumes to PARITY_STEPS
 REFUSED_STEPS = 7
+STOP_AT = 5  # the stopped run is asked to stop at this step, inside an accumulation window
 ACCUMULATIONS = (1, 2)
 STAGES = (0, 1, 2)
 # Accumulation 1 runs the paper's optimizer (SGD, here with momentum: under ZeRO >= 1 a torch
@@ -66,6 +67,10 @@ def parity_runs() -> list[tuple[str, str, int, int]]:
         runs += [(f"ds-zero{stage}-acc{accum}", "deepspeed", stage, accum) for stage in STAGES]
     # ZeRO-1 (partitioned Adam state) stopped mid-epoch and resumed: must equal the full run.
     runs.append(("ds-zero1-acc2-resumed", "deepspeed", 1, 2))
+    # ZeRO-2 stopped by a request on one rank (as a signal would) in the middle of a window:
+    # the agreed stop waits for the window's end, checkpoints, and the resumed run equals the
+    # full one.
+    runs.append(("ds-zero2-acc2-stopped", "deepspeed", 2, 2))
     # Every update refused (gradient norm above train.max_grad_norm): weights must not move.
     runs += [("ddp-refused", "ddp", 0, 2), ("ds-zero0-refused", "deepspeed", 0, 2),
              ("ds-zero2-refused", "deepspeed", 2, 2)]
@@ -80,8 +85,8 @@ def _parity_worker(rank, world_size, port, data, root, runs):
 
     env = init_distributed(timeout_s=60)
 
-    def fit(cfg, run_dir, resume=False):
-        trainer = loop.Trainer(cfg, run_dir, env=env)
+    def fit(cfg, run_dir, resume=False, should_stop=None):
+        trainer = loop.Trainer(cfg, run_dir, env=env, should_stop=should_stop)
         try:
             trainer.fit(resume=resume)
         finally:
@@ -100,6 +105,11 @@ def _parity_worker(rank, world_size, port, data, root, runs):
             run_dir = Path(root) / label
             if label.endswith("-resumed"):
                 fit(parity_cfg(Path(data), backend, stage, accum, max_steps=RESUME_AT), run_dir)
+                fit(parity_cfg(Path(data), backend, stage, accum), run_dir, resume=True)
+            elif label.endswith("-stopped"):
+                polls = iter(range(1, 10**6))
+                stop_on_rank_1 = lambda: rank == 1 and next(polls) == STOP_AT  # noqa: E731
+                fit(parity_cfg(Path(data), backend, stage, accum), run_dir, should_stop=stop_on_rank_1)
                 fit(parity_cfg(Path(data), backend, stage, accum), run_dir, resume=True)
             elif label.endswith("-refused"):
                 cfg = parity_cfg(Path(data), backend, stage, accum, max_steps=REFUSED_STEPS)
@@ -148,7 +158,7 @@ def test_deepspeed_zero_0_1_2_match_ddp_with_accumulation_and_freezing(bach_shar
             for net, seen in window_cases(rows, accum).items():
                 assert {(1, 0), (0, 1), (1, 1)} <= seen, f"{net}: accumulation cases not all exercised: {seen}"
         labels = [f"ds-zero{stage}-acc{accum}" for stage in STAGES]
-        labels += ["ds-zero1-acc2-resumed"] if accum == 2 else []
+        labels += ["ds-zero1-acc2-resumed", "ds-zero2-acc2-stopped"] if accum == 2 else []
         for label in labels:
             state = final_weights(tmp_path / label)
             assert state["step"] == PARITY_STEPS and state["backend"] == "deepspeed"
@@ -180,6 +190,9 @@ def test_deepspeed_zero_0_1_2_match_ddp_with_accumulation_and_freezing(bach_shar
     assert any(relative_error(a1[n][k], a2[n][k]) > 1e-3 for n in ("generator", "discriminator") for k in a1[n])
     resumed = read_log(tmp_path / "ds-zero1-acc2-resumed")
     assert any(r["event"] == "train" and r["step"] == RESUME_AT + 1 for r in resumed)
+    stopped = [r for r in read_log(tmp_path / "ds-zero2-acc2-stopped") if r["event"] == "stopped"]
+    # Requested inside the window [5, 6]: the stop happens when that window closes.
+    assert [r["step"] for r in stopped] == [STOP_AT + 1]
 
     # Refused updates: DeepSpeed runs its step with the optimizer held back (ZeRO-0 from the
     # reduced .grad norm, ZeRO-2 from the engine's global norm); same outcome as DDP's.

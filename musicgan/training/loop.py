@@ -375,6 +375,7 @@ class Trainer:
             )
 
     _last_losses: dict = {}
+    _stop_requested = False  # a stop was agreed; it happens when the accumulation window closes
 
     def _train_step(self, ctx: StepContext, phase, batch, seq_len: int) -> bool:
         """One optimizer step of `phase`; returns True when all ranks agreed to stop after it."""
@@ -394,7 +395,11 @@ class Trainer:
             payload = payload.to(self.env.device)
         reduced = collectives.all_reduce_mean(payload, f"losses at step {self.state.step}").cpu().tolist()
         values = dict(zip(names + stat_names, reduced))
-        stop = reduced[-2] > 0
+        closes_window = self._closes_window()
+        # An agreed stop waits until the open accumulation window closes (at most
+        # dist.grad_accum - 1 more steps), so its checkpoint holds no half window.
+        self._stop_requested = self._stop_requested or reduced[-2] > 0
+        stop = self._stop_requested and closes_window
         nonfinite = reduced[-1] > 0 or not all(math.isfinite(v) for v in reduced[:-2])
 
         if nonfinite:
@@ -412,7 +417,7 @@ class Trainer:
         frozen = {"discriminator": self.state.freeze.freeze_discriminator,
                   "generator": self.state.freeze.freeze_generator}
         refused = []
-        self.backend.set_accumulation_boundary(self._closes_window(stop))
+        self.backend.set_accumulation_boundary(closes_window)
         for name in phase.updates:
             if phase.freezing and frozen.get(name, False):
                 result = self.backend.skip_update(name)  # may close a window earlier steps filled
@@ -429,18 +434,18 @@ class Trainer:
             self._diverged(batch, "; ".join(refused))
         return stop
 
-    def _closes_window(self, stop: bool) -> bool:
+    def _closes_window(self) -> bool:
         """Gradient accumulation: does this trainer step end a window of micro steps?
 
         Each trainer step is one micro step (one batch per rank); the optimizers step every
-        `dist.grad_accum` steps, and also at every step after which a checkpoint can be
-        written (epoch end, `log.checkpoint_every`, an agreed stop, the last step), so no
-        checkpoint holds half a window and resumes stay exact. Identical on all ranks.
+        `dist.grad_accum` steps, and also at every step after which a checkpoint is written
+        (epoch end, `log.checkpoint_every`, the last step; a stop waits for the window's end),
+        so no checkpoint holds half a window and resumes stay exact. Identical on all ranks.
         """
         accum = self.cfg.dist.grad_accum
         step = self.state.step + 1  # the step count once this step is done
         every = self.cfg.log.checkpoint_every
-        return (accum == 1 or step % accum == 0 or stop or step >= self.total_steps
+        return (accum == 1 or step % accum == 0 or step >= self.total_steps
                 or self.state.batch_in_epoch + 1 >= self.batches_per_epoch
                 or bool(every and step % every == 0))
 
