@@ -5,6 +5,13 @@ the training loop and by `musicgan evaluate`; `distributions` compares sets of s
 (mgeval-style overlapping area / KL, in-house Frechet distance, realism score).
 """
 
+from musicgan.metrics.distributions import (
+    SetStatistics,
+    compare_features,
+    compute_statistics,
+    frechet_distance,
+    realism_score,
+)
 from musicgan.metrics.registry import (
     DEFAULT_ONSET_TOLERANCE,
     GROUPS,
@@ -18,6 +25,11 @@ from musicgan.metrics.registry import (
 )
 
 __all__ = [
+    "SetStatistics",
+    "compare_features",
+    "compute_statistics",
+    "frechet_distance",
+    "realism_score",
     "DEFAULT_ONSET_TOLERANCE",
     "GROUPS",
     "METRICS",
