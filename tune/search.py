@@ -242,7 +242,8 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
           f"from {options.data}", flush=True)
     reference = reference_statistics(base, options.data, eval_length, options.reference_songs)
     settings = TrialSettings(
-        preset=options.preset, data=options.data, base=overrides, max_steps=options.max_steps,
+        preset=options.preset, data=options.data, experiment_dir=str(Path(options.storage) / options.name),
+        base=overrides, max_steps=options.max_steps,
         eval_every=options.eval_every, eval_songs=options.eval_songs, eval_length=eval_length,
         workers=options.workers_per_trial, cpus_per_worker=options.cpus_per_worker or
         (1.0 if options.workers_per_trial == 1 else TINY_CPU), gpus_per_worker=options.gpus_per_worker,
@@ -269,7 +270,11 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
                 # ignored (with a warning) once a search_alg instance is passed.
                 search_alg=BasicVariantGenerator(random_state=options.seed,
                                                  max_concurrent=max_concurrent_trials(options)),
-                reuse_actors=False,
+                # Reusing a trial's process saves its imports (~5 s a trial). Not for K-worker
+                # trials (their process owns a TorchTrainer; see traps: leaked reservations) and
+                # not for PBT: with reuse, exploited trials were reset but never restored from
+                # the donor's checkpoint (seen here with ray 2.60); fresh processes restore cleanly.
+                reuse_actors=options.workers_per_trial == 1 and options.scheduler == "asha",
             ),
             run_config=tune.RunConfig(
                 name=options.name, storage_path=options.storage, verbose=options.verbose,

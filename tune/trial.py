@@ -49,6 +49,7 @@ class TrialSettings:
 
     preset: str
     data: str  # absolute shard directory
+    experiment_dir: str = ""  # STORAGE/NAME: trial run directories go straight there (see run_trial)
     base: dict = field(default_factory=dict)  # nested overrides applied before the trial's values
     max_steps: int = 0
     eval_every: int = 1  # epochs between objective evaluations (and Tune reports)
@@ -208,7 +209,12 @@ def run_trial(config: dict, settings: TrialSettings, reference) -> None:
     import ray.tune
 
     context = ray.tune.get_context()
-    run_dir = Path(context.get_trial_dir()) / "run"
+    # The run directory lives in the trial's folder IN STORAGE, not in the trial's local
+    # staging folder under /tmp/ray, which Tune copies to storage after every report (every
+    # checkpoint and sample twice on disk, and copies racing the trainer's writes).
+    trial_dir_name = Path(context.get_trial_dir()).name
+    run_dir = (Path(settings.experiment_dir) / trial_dir_name if settings.experiment_dir
+               else Path(context.get_trial_dir())) / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     cfg = build_config(settings, config)  # a bad point raises ConfigError: the trial errors, the sweep goes on
