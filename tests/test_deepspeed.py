@@ -327,7 +327,10 @@ def test_user_config_merges_and_rejects_what_the_trainer_owns(tmp_path):
     for bad, match in [({"optimizer": {"type": "Adam"}}, "optimizer"), ({"generator": {"scheduler": {}}}, "scheduler"),
                        ({"gradient_accumulation_steps": 4}, "dist.grad_accum"),
                        ({"train_micro_batch_size_per_gpu": 8}, "data.batch_size"),
-                       ({"train_batch_size": 10}, "train_batch_size")]:
+                       ({"train_batch_size": 10}, "train_batch_size"),
+                       ({"zero_optimization": {"stage": 3}}, "ZeRO stage 3"),
+                       ({"generator": {"bf16": {"enabled": True}}}, "dist.precision=bf16"),
+                       ({"fp16": {"enabled": True}}, "'fp16' is not supported")]:
         with pytest.raises(ConfigError, match=match):
             engine_config(cfg, "generator", world_size=2, bf16_supported=False, user=bad)
     (tmp_path / "list.json").write_text("[1, 2]")

@@ -136,7 +136,23 @@ def engine_config(cfg, name: str, *, world_size: int, bf16_supported: bool, user
         raise ConfigError(f"DeepSpeed config section {name!r} must be a JSON object")
     config = _merge(_merge(config, common), own)
     _check_batch_keys(cfg, name, config, world_size)
+    _check_supported(name, config)
     return config
+
+
+def _check_supported(name: str, config: dict) -> None:
+    """Settings a user JSON could ask for that this GAN port cannot run correctly."""
+    stage = (config.get("zero_optimization") or {}).get("stage", 0)
+    if stage not in (0, 1, 2):
+        # G's step reads D's parameters outside D's engine; ZeRO-3 partitions them (wrong
+        # numbers, silently: distributed-traps.md).
+        raise ConfigError(f"DeepSpeed config ({name}): ZeRO stage {stage} is not supported; use 0, 1 or 2")
+    for key in ("fp16", "bf16"):
+        if isinstance(config.get(key), dict) and config[key].get("enabled"):
+            # Casting the parameters breaks the fp32 callers of the plain modules (sampling,
+            # D inside G's step); dist.precision=bf16 uses autocast with fp32 weights instead.
+            raise ConfigError(f"DeepSpeed config ({name}): '{key}' is not supported; "
+                              "use --set dist.precision=bf16 (bf16 autocast on GPUs that support it)")
 
 
 def _check_batch_keys(cfg, name: str, config: dict, world_size: int) -> None:
