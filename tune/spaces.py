@@ -144,3 +144,46 @@ def sample_check(name: str, base: Config, draws: int = 32, seed: int = 0) -> Non
 def _plain(value: Any) -> Any:
     """numpy scalars from a domain's sampler -> Python numbers (set_value coerces by type)."""
     return value.item() if hasattr(value, "item") else value
+
+
+# -- seed models beyond C-RNN-GAN (issue 9; added by the RNN-RBM / discrete-note helper) -------
+def _scaled_choices(value: int) -> list[int]:
+    return sorted({max(1, value // 2), value, 2 * value})
+
+
+@space("rbm")
+def rbm_space(base: Config) -> dict[str, Any]:
+    """RNN-RBM / LSTM-RBM: learning rate, k of CD-k, RBM hidden and recurrent units, batch."""
+    tune = _tune()
+    return {
+        "optim.g_lr": tune.loguniform(base.optim.g_lr / 10.0, base.optim.g_lr * 3.0),
+        "model.gibbs_steps": tune.choice(sorted({1, 5, base.model.gibbs_steps})),
+        "model.rbm_hidden": tune.choice(_scaled_choices(base.model.rbm_hidden)),
+        "model.g_hidden": tune.choice(_scaled_choices(base.model.g_hidden)),
+        "data.batch_size": tune.choice(_batch_sizes(base)),
+    }
+
+
+@space("note-lstm")
+def note_lstm_space(base: Config) -> dict[str, Any]:
+    """Discrete-note LSTM: learning rate, width, dropout, direction, batch."""
+    tune = _tune()
+    return {
+        "optim.g_lr": tune.loguniform(base.optim.g_lr / 10.0, base.optim.g_lr * 3.0),
+        "model.g_hidden": tune.choice(_scaled_choices(base.model.g_hidden)),
+        "model.g_dropout": tune.uniform(0.0, 0.5),
+        "model.bidirectional": tune.choice([True, False]),
+        "data.batch_size": tune.choice(_batch_sizes(base)),
+    }
+
+
+@space("note-mlpgan")
+def note_mlpgan_space(base: Config) -> dict[str, Any]:
+    """Discrete-note MLP-GAN: both learning rates, latent size, D width, batch."""
+    tune = _tune()
+    return {
+        **_learning_rates(base),
+        "model.latent_dim": tune.choice(sorted({100, base.model.latent_dim})),
+        "model.d_hidden": tune.choice(_scaled_choices(base.model.d_hidden)),
+        "data.batch_size": tune.choice(_batch_sizes(base)),
+    }
