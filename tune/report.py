@@ -22,6 +22,8 @@ from tune.objective import OBJECTIVE
 
 SWEEP_ONLY = ("train.max_steps", "log.progress", "log.tensorboard")
 STATUS_FINISHED, STATUS_STOPPED, STATUS_ERROR = "finished", "stopped early", "error"
+STATUS_UNFINISHED = "unfinished"  # still to run when the sweep was interrupted (--resume continues it)
+STOPPED_FILE = "scheduler_stopped.txt"  # trial ids the scheduler stopped (tune/search.py)
 
 
 def one_line_error(error: BaseException | None) -> str:
@@ -50,9 +52,27 @@ def _number(value: Any) -> float:
     return value
 
 
-def trial_rows(results) -> list[dict]:
-    """One dict per trial: identity, status, scores, losses, sampled values, error."""
+def tune_statuses(result_grid) -> dict[str, str]:
+    """{trial folder name: Tune status (TERMINATED, ERROR, PENDING, RUNNING, PAUSED)}.
+    ResultGrid has no public per-trial status; an unknown layout yields {} (statuses then
+    come from the reports alone)."""
+    trials = getattr(getattr(result_grid, "_experiment_analysis", None), "trials", None) or []
+    out = {}
+    for trial in trials:
+        path = getattr(trial, "path", None) or getattr(trial, "local_path", None)
+        if path:
+            out[Path(path).name] = str(trial.status)
+    return out
+
+
+def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str] | None = None) -> list[dict]:
+    """One dict per trial: identity, status, scores, losses, sampled values, error.
+
+    `stopped`: trial ids the scheduler stopped; None when the scheduler does not stop trials
+    (PBT) or did not record it, and then a trial without its final report counts as stopped
+    only if Tune says it is not pending/running."""
     rows = []
+    statuses = statuses or {}
     for result in results:
         history = _history(result)
         last = result.metrics or {}
@@ -62,8 +82,12 @@ def trial_rows(results) -> list[dict]:
             status = STATUS_ERROR
         elif last.get("final"):
             status = STATUS_FINISHED
+        elif statuses.get(Path(result.path).name, "TERMINATED") not in ("TERMINATED", "ERROR"):
+            status = STATUS_UNFINISHED
+        elif stopped is not None and str(last.get("trial_id", "")) not in stopped:
+            status = STATUS_UNFINISHED  # neither finished nor stopped by the scheduler: interrupted
         else:
-            status = STATUS_STOPPED  # the scheduler ended it (ASHA cut, PBT end) before the trainer did
+            status = STATUS_STOPPED  # the scheduler ended it before the trainer did
         row = {
             "trial": last.get("trial_id") or Path(result.path).name,
             "status": status,
@@ -161,14 +185,18 @@ def plot_trials(rows: list[dict], results, directory: Path) -> list[Path]:
 
 def write_report(results, storage: Path, experiment: Path, *, base, overrides: dict | None = None) -> dict:
     """Write the table, best config and plots; print the table; return a summary dict."""
+    statuses = tune_statuses(results)
+    stopped_file = experiment / STOPPED_FILE
+    stopped = set(stopped_file.read_text().split()) if stopped_file.exists() else set()
     results = [results[i] for i in range(len(results))]
-    rows = trial_rows(results)
+    rows = trial_rows(results, statuses, stopped)
     columns = write_csv(rows, storage / "results.csv")
     shown = [c for c in columns if c not in ("path",)]
     print(f"\n[tune] {len(rows)} trials in {experiment}")
     print(format_table(rows, shown))
     ok = [(r, res) for r, res in zip(rows, results) if r["status"] != STATUS_ERROR and not math.isnan(r[f"{OBJECTIVE}_last"])]
     summary: dict[str, Any] = {"rows": rows, "completed": bool(ok), "errors": sum(r["status"] == STATUS_ERROR for r in rows),
+                               "unfinished": sum(r["status"] == STATUS_UNFINISHED for r in rows),
                                "table": str(storage / "results.csv")}
     for row in rows:
         if row["error"]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from musicgan.errors import ConfigError, DataError, UserError
 from tune.objective import OBJECTIVE
+from tune.report import STOPPED_FILE
 from tune.trial import TrialSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -194,15 +195,38 @@ def check_fits(options: SweepOptions) -> None:
             f"/ --gpus-per-worker / --workers-per-trial")
 
 
+def _recording_asha():
+    """ASHA that also appends every trial it stops to STOPPED_FILE in the experiment folder,
+    so the report can tell "stopped by the scheduler" from "cut off by Ctrl-C" (after an
+    interruption Tune marks running trials TERMINATED too)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def __init__(self, record_dir: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.record_dir = record_dir  # the experiment folder in storage (Tune's staging copy is per session)
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                Path(self.record_dir).mkdir(parents=True, exist_ok=True)
+                with open(Path(self.record_dir) / STOPPED_FILE, "a") as handle:
+                    handle.write(trial.trial_id + "\n")
+            return decision
+
+    return RecordingASHA
+
+
 def make_scheduler(options: SweepOptions, base, param_space: dict):
-    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+    from ray.tune.schedulers import PopulationBasedTraining
 
     from tune.spaces import mutations
 
     evaluations = math.ceil(base.train.epochs / options.eval_every) + 1  # + the final report
     if options.scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", metric=OBJECTIVE, mode="max",
-                             max_t=max(2, evaluations), grace_period=1, reduction_factor=2)
+        return _recording_asha()(str(Path(options.storage) / options.name),
+                                 time_attr="training_iteration", metric=OBJECTIVE, mode="max",
+                                 max_t=max(2, evaluations), grace_period=1, reduction_factor=2)
     return PopulationBasedTraining(
         time_attr="training_iteration", metric=OBJECTIVE, mode="max",
         perturbation_interval=options.perturbation_interval,
@@ -283,9 +307,20 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             ),
         )
-    results = tuner.fit()
+    results = tuner.fit()  # Ctrl-C: Tune saves the experiment state and returns (no exception)
     summary = report.write_report(results, Path(options.storage), experiment, base=base, overrides=overrides)
+    expected = options.num_samples * _grid_size(space)
+    summary["interrupted"] = bool(summary["unfinished"]) or len(summary["rows"]) < expected
     return results, summary
+
+
+def _grid_size(space: dict) -> int:
+    """Trials per sample: the product of grid_search lengths in the space."""
+    size = 1
+    for value in space.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            size *= len(value["grid_search"])
+    return size
 
 
 # -- CLI ------------------------------------------------------------------------------------------
@@ -343,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__}: {text[-1] if text else ''} "
               "(MUSICGAN_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+    if summary.get("interrupted"):
+        print("error: the sweep was interrupted; continue it with the same command plus --resume", file=sys.stderr)
+        return 130
     return 0 if summary["completed"] else 1
 
 
