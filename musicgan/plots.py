@@ -69,11 +69,16 @@ def piano_roll_image(song: Song, max_width: int = 1024, columns_per_second: floa
     return image
 
 
-def piano_roll_png(song: Song, path, title: str | None = None) -> str:
+def piano_roll_png(song: Song, path, title: str | None = None, axes: bool = True) -> str:
     """Save `piano_roll_image` with time (s) and MIDI pitch axes as a PNG (a raster: fast
-    for any number of notes)."""
+    for any number of notes). axes=False writes the bare image (~50x cheaper: no figure,
+    no text; the evaluation report captions it in HTML instead)."""
     plt = _pyplot()
     image = piano_roll_image(song)
+    if not axes:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        plt.imsave(str(path), image)
+        return str(path)
     notes = song.notes
     high = int(notes[:, 2].max()) + 2 if len(notes) else 62
     rows = image.shape[0] / 4  # row_height = 4 pixels per semitone

@@ -6,13 +6,15 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from midi_factory import make_song, write_song
 
-from musicgan.data.midi import write_midi
+from musicgan.data.midi import read_midi, write_midi
 from musicgan.errors import DataError, UserError
 from musicgan.metrics.distributions import compare_features, compute_statistics
-from musicgan.metrics.evaluate import latest_samples_dir, random_songs, read_curves, run_evaluate
+from musicgan.data.song import Song
+from musicgan.metrics.evaluate import crop_window, latest_samples_dir, random_songs, read_curves, run_evaluate
 
 
 def write_folder(folder: Path, songs) -> Path:
@@ -154,9 +156,43 @@ def test_bach_shards_real_close_random_far(tmp_path, bach_shards):
     valid = list(iter_songs(split_urls(bach_shards, "valid")))
     folder = write_folder(tmp_path / "valid-midi", valid)
     result = run_evaluate(generated=str(folder), reference=str(bach_shards), split="train", out=str(tmp_path / "out"),
-                          cache_root=tmp_path / "cache", report=False, echo=lambda _: None)
+                          cache_root=tmp_path / "cache", report=False, reference_window=None,
+                          echo=lambda _: None)
     assert not (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "metrics.json").is_file()
     assert result["reference"]["kind"] == "shards" and result["reference"]["num_songs"] == len(train)
     assert result["calibration"]["random_vs_train"]["overlap_area_mean"] <= 0.4
     assert "valid_vs_train" in result["calibration"]
     assert result["summary"]["valid-midi"]["overlap_area_mean"] > result["calibration"]["random_vs_train"]["overlap_area_mean"]
+
+
+def test_crop_window_keeps_bar_alignment_and_tempo():
+    # 3/4 at 120 bpm until 6 s, then 60 bpm; one note per beat: beats 0-11 at 0.5 s, 12-17 at 1 s
+    beats = np.arange(18)
+    onsets = np.where(beats < 12, beats * 0.5, 6.0 + (beats - 12) * 1.0)
+    song = Song.from_columns(onsets, [0.25] * 18, 60 + beats, tempos=[(0.0, 120.0), (6.0, 60.0)],
+                             time_signatures=[(0.0, 3, 4)], source="x")
+    assert crop_window(song, 18) is song and crop_window(song, None) is song
+    for seed in range(6):
+        window = crop_window(song, 5, seed)
+        assert window.num_notes == 5
+        first = int(window.notes[0, 2]) - 60  # the beat the window starts on
+        assert window.notes[0, 0] == pytest.approx(song.beats_to_seconds(first) - song.beats_to_seconds(first - first % 3))
+        np.testing.assert_allclose(np.diff(window.onsets), np.diff(song.onsets[first:first + 5]))
+        assert window.time_signatures == [(0.0, 3, 4)]
+        assert window.tempos[0][0] == 0.0
+        assert float(window.seconds_to_beats(window.notes[0, 0])) == pytest.approx(first % 3)
+    assert crop_window(song, 5, 1).notes.tolist() == crop_window(song, 5, 1).notes.tolist()  # reproducible
+
+
+def test_reference_window_auto_matches_generated_length(tmp_path, midi_folder):
+    gen = write_folder(tmp_path / "short", [make_song(seed=200 + i, num_onsets=12) for i in range(6)])
+    result = run_evaluate(generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out"),
+                          cache_root=tmp_path / "c", report=False, calibrate=False, echo=lambda _: None)
+    window = result["reference"]["window_notes"]
+    counts = [read_midi(path).num_notes for path in sorted(gen.glob("*.mid"))]
+    assert window == int(np.median(counts)) and window < 30
+    full = run_evaluate(generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out2"), reference_window=None,
+                        cache_root=tmp_path / "c", report=False, calibrate=False, echo=lambda _: None)
+    assert full["reference"]["window_notes"] is None
+    # length-matched references make short excerpts look closer than whole songs do
+    assert result["summary"]["short"]["overlap_area_mean"] > full["summary"]["short"]["overlap_area_mean"]

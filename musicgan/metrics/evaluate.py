@@ -35,6 +35,7 @@ import logging
 import math
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -206,6 +207,53 @@ def _unique_names(sets: list[EvaluatedSet]) -> None:
             s.name = f"{base}-{seen[base]}"
 
 
+def crop_window(song: Song, num_notes: int | None, seed: int = 0) -> Song:
+    """One window of `num_notes` consecutive notes (onset order) of a song, starting at a
+    random note (seeded by `seed` and the song's source, so the choice is reproducible in
+    any process), moved to start at the beginning of its bar with the tempo and time
+    signature in force there. Songs with at most `num_notes` notes come back unchanged.
+
+    Why: features like note count and pitch range grow with length, so generated excerpts
+    must be compared with real excerpts of the same size (the C-RNN-GAN paper measures
+    100-event windows of real songs for the same reason).
+    """
+    if not num_notes or song.num_notes <= num_notes:
+        return song
+    rng = np.random.default_rng([seed, zlib.crc32(song.source.encode())])
+    start = int(rng.integers(0, song.num_notes - num_notes + 1))
+    notes = song.notes[start:start + num_notes].copy()
+    bar = song.bar_length_beats() or 4.0
+    first_beat = float(song.seconds_to_beats(notes[0, 0]))
+    shift = float(song.beats_to_seconds(np.floor(first_beat / bar) * bar))
+    notes[:, 0] -= shift
+    in_force = [b for t, b in song.tempos if t <= shift][-1:] or [song.tempos[0][1]]
+    tempos = [(0.0, in_force[0])] + [(t - shift, b) for t, b in song.tempos if t > shift]
+    signatures = [(0.0, n, d) for t, n, d in song.time_signatures if t <= shift][-1:]
+    signatures += [(t - shift, n, d) for t, n, d in song.time_signatures if t > shift]
+    return song.replace(notes=notes, tempos=tempos, time_signatures=signatures, source=f"{song.source}@{start}")
+
+
+@dataclass(frozen=True)
+class _ReadCropped:
+    """Picklable reader for pool workers: a MIDI path -> cropped Song (or None)."""
+
+    num_notes: int | None
+    seed: int
+
+    def __call__(self, path) -> Song | None:
+        song = _read_song_or_none(path)
+        return None if song is None else crop_window(song, self.num_notes, self.seed)
+
+
+def _shard_songs(urls: list[str], max_songs: int | None, num_notes: int | None = None, seed: int = 0):
+    from musicgan.data.loader import iter_songs
+
+    for i, song in enumerate(iter_songs(urls)):
+        if max_songs and i >= max_songs:
+            return
+        yield crop_window(song, num_notes, seed)
+
+
 @dataclass
 class Reference:
     kind: str  # "shards" or "midi"
@@ -216,30 +264,25 @@ class Reference:
     cache_key: str
     cache_hit: bool
     seconds: float
-
-
-def _shard_songs(urls: list[str], max_songs: int | None):
-    from musicgan.data.loader import iter_songs
-
-    for i, song in enumerate(iter_songs(urls)):
-        if max_songs and i >= max_songs:
-            return
-        yield song
+    window_notes: int | None = None
 
 
 def load_reference(reference: str, split: str, max_songs: int | None, workers: int | None,
-                   cache_root: Path | None = None) -> Reference:
-    """Statistics of the real songs: a shard split (via the manifest) or a MIDI folder."""
+                   cache_root: Path | None = None, window_notes: int | None = None, seed: int = 0) -> Reference:
+    """Statistics of the real songs, a shard split (via the manifest) or a MIDI folder,
+    optionally cropped to one window of `window_notes` notes per song (`crop_window`)."""
     path = Path(reference)
     start = time.perf_counter()
+    window = {"window_notes": window_notes, "window_seed": seed} if window_notes else {}
     if (path / "manifest.json").is_file():
         from musicgan.data.shards import MANIFEST, split_urls
 
         urls = split_urls(path, split)
-        key = cache.content_hash([path / MANIFEST, *urls], kind="shards", split=split, max_songs=max_songs)
+        key = cache.content_hash([path / MANIFEST, *urls], kind="shards", split=split, max_songs=max_songs, **window)
 
         def compute():
-            return compute_statistics(_shard_songs(urls, max_songs), workers, keep_songs=NUM_REFERENCE_EXAMPLES)
+            songs = _shard_songs(urls, max_songs, window_notes, seed)
+            return compute_statistics(songs, workers, keep_songs=NUM_REFERENCE_EXAMPLES)
 
         kind = "shards"
     elif path.is_dir():
@@ -247,10 +290,10 @@ def load_reference(reference: str, split: str, max_songs: int | None, workers: i
         if not files:
             raise DataError(f"reference {path} is neither a shard folder (no manifest.json) nor a folder of MIDI files")
         files = files[:max_songs] if max_songs else files
-        key = cache.content_hash(files, kind="midi", max_songs=max_songs)
+        key = cache.content_hash(files, kind="midi", max_songs=max_songs, **window)
 
         def compute():
-            return compute_statistics(files, workers, read=_read_song_or_none, keep_songs=NUM_REFERENCE_EXAMPLES)
+            return compute_statistics(files, workers, read=_ReadCropped(window_notes, seed), keep_songs=NUM_REFERENCE_EXAMPLES)
 
         kind = "midi"
     else:
@@ -258,17 +301,18 @@ def load_reference(reference: str, split: str, max_songs: int | None, workers: i
     stats, examples, hit = cache.cached_statistics(key, compute, cache_root)
     if stats.num_songs == 0:
         raise DataError(f"reference {path} (split {split!r}) holds no readable songs")
-    return Reference(kind, path, split, stats, examples, key, hit, time.perf_counter() - start)
+    return Reference(kind, path, split, stats, examples, key, hit, time.perf_counter() - start, window_notes)
 
 
 # -- calibration: real-vs-real ceiling, random-notes floor -------------------------------------
-def random_songs(num_songs: int, seed: int = 0) -> list[Song]:
-    """Uniformly random notes: 100-300 per song, pitch 21-108, velocity 1-127, onsets uniform
-    over 0.25 s per note, durations 0.1-1.0 s. The floor every model should beat."""
+def random_songs(num_songs: int, seed: int = 0, num_notes: int | None = None) -> list[Song]:
+    """Uniformly random notes: 100-300 per song (or exactly `num_notes`), pitch 21-108,
+    velocity 1-127, onsets uniform over 0.25 s per note, durations 0.1-1.0 s. The floor
+    every model should beat."""
     rng = np.random.default_rng(seed)
     songs = []
     for i in range(num_songs):
-        n = int(rng.integers(100, 301))
+        n = int(num_notes or rng.integers(100, 301))
         onsets = np.sort(rng.uniform(0.0, 0.25 * n, n))
         songs.append(Song.from_columns(onsets, rng.uniform(0.1, 1.0, n), rng.integers(21, 109, n),
                                        rng.integers(1, 128, n), source=f"random-{i:04d}"))
@@ -294,7 +338,7 @@ def calibration(ref: Reference, workers: int | None, seed: int, cache_root: Path
     the reference itself. The result depends on the reference alone, so it is cached
     under the reference's content hash (first run ~2x the cost of one comparison).
     """
-    cache_name = f"calibration-{ref.cache_key[:32]}-seed{seed}-max{CALIBRATION_MAX_SONGS}"
+    cache_name = f"calibration-{ref.cache_key[:32]}-seed{seed}-max{CALIBRATION_MAX_SONGS}"  # key covers the window
     cached = cache.load_json(cache_name, cache_root)
     if cached is not None:
         return cached
@@ -308,7 +352,8 @@ def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Pat
     base, base_name = ref, ref.split if ref.kind == "shards" else "reference"
     if ref.kind == "shards":
         try:
-            base = ref if ref.split == "train" else load_reference(str(ref.path), "train", CALIBRATION_MAX_SONGS, workers, cache_root)
+            base = ref if ref.split == "train" else load_reference(
+                str(ref.path), "train", CALIBRATION_MAX_SONGS, workers, cache_root, ref.window_notes, seed)
             base_name = "train"
         except DataError:
             base = ref
@@ -317,13 +362,14 @@ def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Pat
             out[f"{ref.split}_vs_train"] = _headline(d, frechet_distance(base.stats, ref.stats, seed=seed), ref.stats.num_songs)
         elif ref.split == "train":
             try:
-                other = load_reference(str(ref.path), "valid", CALIBRATION_MAX_SONGS, workers, cache_root)
+                other = load_reference(str(ref.path), "valid", CALIBRATION_MAX_SONGS, workers, cache_root,
+                                       ref.window_notes, seed)
                 d = compare_features(ref.stats, other.stats, seed=seed)
                 out["valid_vs_train"] = _headline(d, frechet_distance(ref.stats, other.stats, seed=seed), other.stats.num_songs)
             except DataError:
                 pass
     count = min(max(base.stats.num_songs, 2), CALIBRATION_MAX_SONGS)
-    rand = compute_statistics(random_songs(count, seed), workers)
+    rand = compute_statistics(random_songs(count, seed, ref.window_notes), workers)
     d = compare_features(base.stats, rand, seed=seed)
     out[f"random_vs_{base_name}"] = _headline(d, frechet_distance(base.stats, rand, seed=seed), count)
     return out
@@ -354,12 +400,24 @@ def comparison_table(reference: dict, sets: dict) -> dict:
     return table
 
 
+def _window_notes(setting, reference: SetStatistics, generated: SetStatistics) -> int | None:
+    if setting in (None, 0, "none", "off"):
+        return None
+    if setting != "auto":
+        return int(setting)
+    ref_counts, gen_counts = reference.features["note_count"][:, 0], generated.features["note_count"][:, 0]
+    if not len(ref_counts) or not len(gen_counts):
+        return None
+    median_gen = int(np.median(gen_counts))
+    return median_gen if 1 <= median_gen < np.median(ref_counts) else None
+
+
 # -- main entry -----------------------------------------------------------------------------------------
 def run_evaluate(*, run: str | None = None, generated: str | None = None, reference: str, split: str = "valid",
                  compare: Sequence[str] = (), out: str, max_songs: int | None = None, workers: int | None = None,
                  seed: int = 0, extra_metrics: Sequence[SetMetric] = (), audio: int = NUM_AUDIO,
-                 calibrate: bool = True, report: bool = True, cache_root: Path | None = None,
-                 echo: Callable[[str], None] = print) -> dict:
+                 calibrate: bool = True, report: bool = True, reference_window: int | str | None = "auto",
+                 cache_root: Path | None = None, echo: Callable[[str], None] = print) -> dict:
     """Evaluate a run's latest samples (or a MIDI folder) and optional others against a real
     split; write metrics.json + index.html under `out`; return the metrics.json content.
 
@@ -367,6 +425,10 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     split against train and random notes (see `calibration`); extra_metrics: set-level
     metrics run in addition to the registered `SET_METRICS`; report=False writes
     metrics.json only (no pictures, audio or index.html: sweeps).
+    reference_window: compare against one window of this many notes per real song
+    (`crop_window`); "auto" (default) uses the median note count of the first evaluated
+    set when that is below the reference's median (generated excerpts vs whole songs would
+    otherwise differ in length alone); None compares whole songs.
     """
     if (run is None) == (generated is None):
         raise UserError("evaluate needs exactly one of --run DIR or --generated DIR_OF_MIDI")
@@ -376,14 +438,18 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     sets = [_resolve_set(run or generated, True if run else False, max_songs)]
     sets += [_resolve_set(c, None, max_songs) for c in compare]
     _unique_names(sets)
-
-    result_sets: dict[str, dict] = {}
-    densities: dict[str, dict] = {}
     for s in sets:
         s.stats, s.examples = compute_statistics(s.midi_paths, workers, read=_read_song_or_none,
                                                  keep_songs=max(NUM_PIANO_ROLLS, audio))
         if s.stats.num_songs == 0:
             raise DataError(f"no readable MIDI files in {s.samples_dir}")
+    window = _window_notes(reference_window, ref.stats, sets[0].stats)
+    if window:
+        ref = load_reference(reference, split, max_songs, workers, cache_root, window, seed)
+
+    result_sets: dict[str, dict] = {}
+    densities: dict[str, dict] = {}
+    for s in sets:
         distances = compare_features(ref.stats, s.stats, seed=seed, keep_densities=True)
         densities[s.name] = {f: e.pop("densities") for f, e in distances["features"].items() if "densities" in e}
         frechet = frechet_distance(ref.stats, s.stats, seed=seed)
@@ -411,6 +477,7 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
         "split": split if ref.kind == "shards" else None,
         "num_songs": ref.stats.num_songs,
         "num_empty": ref.stats.num_empty,
+        "window_notes": ref.window_notes,
         "cache_key": ref.cache_key,
         "cache_hit": ref.cache_hit,
         "load_seconds": round(ref.seconds, 3),
@@ -444,7 +511,8 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
 def summary_lines(result: dict) -> list[str]:
     ref = result["reference"]
     where = f"{ref['path']} split {ref['split']}" if ref["split"] else ref["path"]
-    lines = [f"reference: {where} ({ref['num_songs']} songs{', cached' if ref['cache_hit'] else ''})"]
+    window = f", one {ref['window_notes']}-note window each" if ref.get("window_notes") else ""
+    lines = [f"reference: {where} ({ref['num_songs']} songs{window}{', cached' if ref['cache_hit'] else ''})"]
     rows = [(n, s) for n, s in result["summary"].items()] + [(f"[calibration] {n}", s) for n, s in result["calibration"].items()]
     for name, s in rows:
         lines.append(f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "

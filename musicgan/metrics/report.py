@@ -46,12 +46,13 @@ def _img(rel: str, alt: str) -> str:
     return f'<img src="{html.escape(rel)}" alt="{html.escape(alt)}" loading="lazy">'
 
 
-def _plots(out_dir: Path, result: dict, ref, sets, densities) -> dict[str, str]:
-    """Draw every picture; returns {key: path relative to out_dir}. Failures are logged and
-    skipped: a broken picture must not cost the metrics."""
+def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str, str], dict[str, str]]:
+    """Draw every picture; returns ({key: path relative to out_dir}, {key: caption}).
+    Failures are logged and skipped: a broken picture must not cost the metrics."""
     from musicgan import plots
 
     made: dict[str, str] = {}
+    captions: dict[str, str] = {}
 
     def attempt(key: str, rel: str, fn, *args, **kwargs):
         try:
@@ -82,11 +83,12 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> dict[str, str]:
             attempt(f"curves/{s.name}", f"plots/curves-{_slug(s.name)}.png", plots.curves_png, panels)
         for i, song in enumerate(s.examples[:3]):
             attempt(f"roll/{s.name}/{i}", f"plots/roll-{_slug(s.name)}-{i}.png", plots.piano_roll_png, song,
-                    title=f"{s.name}: {song.source}")
+                    axes=False)
+            captions[f"roll/{s.name}/{i}"] = f"{s.name}: {song.source} ({song.num_notes} notes, {song.end_time:.1f} s)"
     for i, song in enumerate(ref.examples):
-        attempt(f"roll/{REFERENCE_LABEL}/{i}", f"plots/roll-reference-{i}.png", plots.piano_roll_png, song,
-                title=f"real: {song.source}")
-    return made
+        attempt(f"roll/{REFERENCE_LABEL}/{i}", f"plots/roll-reference-{i}.png", plots.piano_roll_png, song, axes=False)
+        captions[f"roll/{REFERENCE_LABEL}/{i}"] = f"real: {song.source} ({song.num_notes} notes, {song.end_time:.1f} s)"
+    return made, captions
 
 
 def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[str, str]]:
@@ -121,14 +123,15 @@ figcaption{font-size:0.8em;color:#555}
 def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio: int = 2) -> Path:
     """Draw the pictures, render `audio` WAVs per set (+1 real) and write `index.html`."""
     out_dir = Path(out_dir)
-    images = _plots(out_dir, result, ref, sets, densities)
+    images, captions = _plots(out_dir, result, ref, sets, densities)
     sounds = _audio(out_dir, ref, sets, audio) if audio else {}
     reference = result["reference"]
     names = list(result["sets"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan evaluation</title><style>{CSS}</style></head><body>"]
     where = f"{reference['path']} (split <b>{html.escape(str(reference['split']))}</b>)" if reference["split"] else reference["path"]
     parts.append("<h1>musicgan evaluation</h1>")
-    parts.append(f"<p>Reference: {where}, {reference['num_songs']} songs"
+    cropped = f" (one window of {reference['window_notes']} notes per song, matching the generated length)" if reference.get("window_notes") else ""
+    parts.append(f"<p>Reference: {where}, {reference['num_songs']} songs{cropped}"
                  f"{' (statistics from cache)' if reference['cache_hit'] else ''}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}, "
                  f"{_fmt(result.get('seconds'), 1)} s.</p>")
 
@@ -194,11 +197,11 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
         for n in curves:
             parts.append(f"<h3>{html.escape(n)}</h3>" + _img(images[f"curves/{n}"], f"{n} curves"))
 
-    parts.append("<h2>Piano rolls</h2><div class='rolls'>")
+    parts.append("<h2>Piano rolls</h2><p class='note'>time left to right, high pitches on top, darker = louder, "
+                 "black tick = onset</p><div class='rolls'>")
     for key, rel in images.items():
         if key.startswith("roll/"):
-            label = key.split("/")[1]
-            parts.append(f"<figure>{_img(rel, key)}<figcaption>{html.escape(label)}</figcaption></figure>")
+            parts.append(f"<figure>{_img(rel, key)}<figcaption>{html.escape(captions.get(key, key))}</figcaption></figure>")
     parts.append("</div>")
 
     if sounds:
