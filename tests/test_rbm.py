@@ -63,7 +63,8 @@ def test_free_energy_is_the_marginal_of_the_joint():
     v = torch.tensor([1.0, 0.0, 1.0, 1.0])
     joint = [bv @ v + bh @ h + v @ weight @ h
              for h in (torch.tensor([(c >> j) & 1 for j in range(3)], dtype=torch.float32) for c in range(8))]
-    assert float(-free_energy(v, weight, bv, bh)) == pytest.approx(float(torch.logsumexp(torch.stack(joint), 0)), abs=1e-5)
+    expected = float(torch.logsumexp(torch.stack(joint), 0))
+    assert float(-free_energy(v, weight, bv, bh)) == pytest.approx(expected, abs=1e-5)
 
 
 def test_ais_matches_exact_partition_of_tiny_88_key_rbms():
@@ -102,7 +103,8 @@ def test_cd_training_lowers_free_energy_of_the_data():
     def exact_nll() -> float:
         with torch.no_grad():
             bv, bh = model.conditional_biases(v)
-            return float((free_energy(v, model.weight, bv, bh).double() + exact_log_partition(model.weight, bv, bh)).mean())
+            nll = free_energy(v, model.weight, bv, bh).double() + exact_log_partition(model.weight, bv, bh)
+            return float(nll.mean())
 
     start_nll = exact_nll()
     with torch.no_grad():

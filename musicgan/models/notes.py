@@ -44,7 +44,8 @@ class NoteLSTM(nn.Module):
         width = hidden * (2 if bidirectional else 1)
         self.dropout = nn.Dropout(dropout)
         # Dense(256) then Dense(V) with no activation between them, as in the seed.
-        self.head = nn.Sequential(nn.Linear(width, head_hidden), nn.Dropout(dropout), nn.Linear(head_hidden, vocab_size))
+        self.head = nn.Sequential(nn.Linear(width, head_hidden), nn.Dropout(dropout),
+                                  nn.Linear(head_hidden, vocab_size))
 
     def causal_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs (B, T) ids -> (B, T, V) logits of the next token at every step (unidirectional)."""
