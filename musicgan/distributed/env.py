@@ -68,13 +68,26 @@ def init_distributed(timeout_s: float = 600.0) -> DistEnv:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(
-        backend=backend,
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout,
+                            store=_elastic_store(timeout, world))
     return DistEnv(rank, world, local, device, initialized_here=True)
+
+
+def _elastic_store(timeout: datetime.timedelta, world: int):
+    """Under torchrun, a store namespaced by the restart attempt (None elsewhere: env://).
+
+    torchrun's agent keeps ONE TCPStore across elastic restarts; torch's env:// handler adds
+    no per-attempt prefix, so after a restart a rank can read its peer's address from the
+    dead attempt and gloo fails with "connectFullMesh ... Connection refused" (seen here,
+    about one restart in two). Prefixing the keys with the attempt number avoids it.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"musicgan/attempt_{attempt}", store)
 
 
 def teardown(env: DistEnv) -> None:

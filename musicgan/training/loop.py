@@ -340,15 +340,15 @@ class Trainer:
 
     def _count_skipped(self, loader) -> None:
         """Corrupt samples the loader skipped (all ranks, summed), logged for the run."""
-        local = torch.tensor([float(getattr(loader, "num_skipped", 0))])
+        local = torch.tensor([float(getattr(loader, "num_skipped", 0)), float(getattr(loader, "num_shard_errors", 0))])
         total = collectives.all_reduce_mean(local, "skipped sample count") * self.env.world_size
-        skipped = int(round(float(total)))
+        skipped, shard_errors = (int(round(float(v))) for v in total)
         self.state.skipped_samples += skipped
-        if skipped:
+        if skipped or shard_errors:
             self.logger.message(f"[musicgan] epoch {self.state.epoch}: {skipped} corrupt samples skipped "
-                                f"({self.state.skipped_samples} in total)")
+                                f"({self.state.skipped_samples} in total), {shard_errors} unreadable shard reads")
         self.logger.event("data", self.state.step, epoch=self.state.epoch, skipped_samples=skipped,
-                          skipped_samples_total=self.state.skipped_samples)
+                          skipped_samples_total=self.state.skipped_samples, shard_errors=shard_errors)
 
     def _end_epoch(self, epoch: int) -> None:
         self.state.epoch = epoch + 1
@@ -364,8 +364,11 @@ class Trainer:
 
     def _stop_cleanly(self) -> None:
         path = self.save()
+        # Every rank is here at the same step, so this (rare) collective is safe: say which
+        # rank got which signal, since often only one did.
+        reasons = collectives.all_gather_object(self.stop.reason, "stop reasons")
         if self.env.is_main:
-            reason = self.stop.reason or "stop requested"
+            reason = ", ".join(f"{r} on rank {i}" for i, r in enumerate(reasons) if r) or "stop requested"
             (self.run_dir / "stopped.json").write_text(
                 json.dumps({"step": self.state.step, "reason": reason, "checkpoint": str(path)}) + "\n")
             self.logger.event("stopped", self.state.step, reason=reason, checkpoint=str(path))
