@@ -201,18 +201,39 @@ class SlurmCluster:
             time.sleep(0.5)
 
     def leftover_pids(self) -> list[int]:
-        """Pids of live processes started by this cluster (our SLURM_CONF in their environment)."""
+        """Pids of live processes started by this cluster's jobs or daemons (our SLURM_CONF in
+        their environment), the running daemons themselves excepted."""
         marker = f"SLURM_CONF={self.conf}".encode()
+        daemons = {proc.pid for proc in self.daemons.values() if proc.poll() is None}
         pids = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            if not entry.name.isdigit() or int(entry.name) in daemons | {os.getpid()}:
                 continue
             try:
                 environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if marker in environ.split(b"\0"):
-                pids.append(int(entry.name))
+            if marker in environ.split(b"\0") and not _is_zombie(entry) and _parent(entry) not in daemons:
+                pids.append(int(entry.name))   # (slurmctld's own helper, slurmscriptd, is no leftover)
+        return pids
+
+    @staticmethod
+    def describe_pids(pids: list[int]) -> str:
+        """'pid: command line' for each pid, for failure messages."""
+        lines = []
+        for pid in pids:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                cmd = "(gone)"
+            lines.append(f"{pid}: {cmd[:200]}")
+        return "\n".join(lines)
+
+    def wait_for_no_leftovers(self, timeout_s: float = 20) -> list[int]:
+        """Wait until the jobs' processes are gone; return those still alive after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while (pids := self.leftover_pids()) and time.monotonic() < deadline:
+            time.sleep(0.5)
         return pids
 
     def _kill_leftovers(self) -> None:
@@ -226,6 +247,24 @@ class SlurmCluster:
                 except ProcessLookupError:
                     pass
             time.sleep(1.0)
+
+
+def _stat_fields(proc_dir: Path) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, ...; [] when the process is gone."""
+    try:
+        return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _is_zombie(proc_dir: Path) -> bool:
+    fields = _stat_fields(proc_dir)
+    return not fields or fields[0] == "Z"
+
+
+def _parent(proc_dir: Path) -> int:
+    fields = _stat_fields(proc_dir)
+    return int(fields[1]) if len(fields) > 1 else -1
 
 
 SLURM_CONF_TEMPLATE = """\
