@@ -193,8 +193,9 @@ def _resolve_set(path_str: str, force_run: bool | None, max_songs: int | None) -
     curves = read_curves(path / "log.jsonl") if is_run else {}
     resolved = path.resolve()
     name = resolved.name or str(path)
-    if resolved.parent.name == "samples":  # RUN/samples/epoch-0006 -> "RUN:epoch-0006"
+    if resolved.parent.name == "samples":  # RUN/samples/epoch-0006: named "RUN:epoch-0006", RUN's curves
         name = f"{resolved.parent.parent.name}:{resolved.name}"
+        curves = read_curves(resolved.parent.parent / "log.jsonl")
     return EvaluatedSet(name, "run" if is_run else "midi", path, midi_paths, samples_dir, curves)
 
 
