@@ -76,6 +76,7 @@ class TrainConfig:
     epochs: int = 100  # total, pretraining included
     pretrain_epochs: int = 6
     max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
+    max_minutes: float = 0.0  # wall-clock budget of this invocation; the run then ends normally (0: none)
     freeze_d_threshold: float = 0.7  # D skips its update while d_loss < θ_D * g_loss (0: never)
     freeze_g_threshold: float = 0.7  # G skips its update while g_loss < θ_G * d_loss (0: never)
     feature_matching: bool = True
@@ -146,7 +147,7 @@ POSITIVE = (
     "dist.timeout_s",
 )
 NON_NEGATIVE = (
-    "train.epochs", "train.pretrain_epochs", "train.max_steps", "curriculum.growth",
+    "train.epochs", "train.pretrain_epochs", "train.max_steps", "train.max_minutes", "curriculum.growth",
     "optim.g_lr", "optim.d_lr", "optim.l2", "optim.grad_clip", "train.freeze_d_threshold",
     "train.freeze_g_threshold", "data.num_workers", "log.checkpoint_every", "log.sample_every",
     "log.num_samples", "log.metric_samples", "log.metric_songs",

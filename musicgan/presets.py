@@ -88,16 +88,17 @@ def debug() -> Config:
 
 @preset("crnngan-demo")
 def crnngan_demo() -> Config:
-    """What `./launch/demo` trains on 2 CPU processes in a few minutes: paper recipe at
-    reduced width and length (hidden 64, up to 32 events)."""
+    """What `./launch/demo` trains on 2 CPU processes: the paper's recipe at reduced width
+    (hidden 128) and length (up to 48 events), for a 5-minute wall-clock budget."""
     cfg = crnngan_paper()
-    cfg.model.g_hidden = 64
-    cfg.model.d_hidden = 64
-    cfg.curriculum.max_len = 32
-    cfg.train.epochs = 12
-    cfg.train.pretrain_epochs = 3
+    cfg.model.g_hidden = 128
+    cfg.model.d_hidden = 128
+    cfg.curriculum.max_len = 48
+    cfg.train.epochs = 200
+    cfg.train.pretrain_epochs = 5
+    cfg.train.max_minutes = 5.0
     cfg.log.interval = 5
-    cfg.log.sample_every = 3
+    cfg.log.sample_every = 5
     cfg.log.metric_samples = 32
     return cfg
 

@@ -180,3 +180,12 @@ def test_train_cli_bad_data_is_one_line(tmp_path):
     proc = musicgan(["train", "--preset", "debug", "--data", str(tmp_path / "missing"), "--run-dir",
                      str(tmp_path / "r")], check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_time_budget_ends_the_run_normally(bach_shards, tmp_path):
+    from musicgan.training.loop import train
+
+    result = train(debug_cfg(bach_shards, "train.max_minutes=0.002", "train.epochs=1000"), tmp_path / "run")
+    assert result.finished and 0 < result.step < 1000
+    assert (tmp_path / "run" / "finished.json").exists()
+    assert list((tmp_path / "run" / "samples" / "final").glob("*.mid"))

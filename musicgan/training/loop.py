@@ -164,6 +164,7 @@ class Trainer:
                         if name in self.family.optimizers()}
         self.state = TrainState()
         self._rolled_back_at: set[int] = set()  # steps that triggered a rollback
+        self._started = time.monotonic()  # for train.max_minutes (this process's share of the run)
         self.stop = _StopFlag()
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict = {}
@@ -392,18 +393,26 @@ class Trainer:
         local += [stat_values[k].detach().float().reshape(()).to(local[0].device) for k in stat_names]
         finite_local = all(math.isfinite(float(v)) for v in local)
         external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
-        payload = torch.stack([v.cpu() for v in local] + [torch.tensor(float(external_stop)),
-                                                          torch.tensor(float(not finite_local))])
+        flags = [external_stop, self._budget_spent(), not finite_local]
+        payload = torch.stack([v.cpu() for v in local] + [torch.tensor(float(f)) for f in flags])
         if self.backend.name == "deepspeed" or self.env.device.type == "cuda":
             payload = payload.to(self.env.device)
         reduced = collectives.all_reduce_mean(payload, f"losses at step {self.state.step}").cpu().tolist()
         values = dict(zip(names + stat_names, reduced))
+        stop_flag, budget_flag, nonfinite_flag = (v > 0 for v in reduced[-3:])
+        if budget_flag and self.total_steps > self.state.step + 1:
+            # Time budget spent (rank 0's clock, agreed by all): end like max_steps does, at
+            # the end of the open accumulation window.
+            accum = self.cfg.dist.grad_accum
+            self.total_steps = self.state.step + 1 + (accum - (self.state.step + 1) % accum) % accum
+            self.logger.message(f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: "
+                                f"finishing at step {self.total_steps}")
         closes_window = self._closes_window()
         # An agreed stop waits until the open accumulation window closes (at most
         # dist.grad_accum - 1 more steps), so its checkpoint holds no half window.
-        self._stop_requested = self._stop_requested or reduced[-2] > 0
+        self._stop_requested = self._stop_requested or stop_flag
         stop = self._stop_requested and closes_window
-        nonfinite = reduced[-1] > 0 or not all(math.isfinite(v) for v in reduced[:-2])
+        nonfinite = nonfinite_flag or not all(math.isfinite(v) for v in reduced[:-3])
 
         if nonfinite:
             self._diverged(batch, "non-finite loss " + ", ".join(f"{n}={values[n]}" for n in names))
@@ -436,6 +445,11 @@ class Trainer:
         if refused:
             self._diverged(batch, "; ".join(refused))
         return stop
+
+    def _budget_spent(self) -> bool:
+        """True on rank 0 once `train.max_minutes` of training have passed (0: no budget)."""
+        budget = self.cfg.train.max_minutes
+        return bool(budget and self.env.is_main and time.monotonic() - self._started > budget * 60)
 
     def _closes_window(self) -> bool:
         """Gradient accumulation: does this trainer step end a window of micro steps?
