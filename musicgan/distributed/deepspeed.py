@@ -190,6 +190,8 @@ class DeepSpeedBackend(TrainBackend):
         if isinstance(user_config, (str, Path)):
             user_config = load_user_config(user_config)
         self.user_config: dict = user_config or {}
+        for name in ("generator", "discriminator"):  # reject bad keys before the slow import
+            engine_config(cfg, name, world_size=env.world_size, bf16_supported=False, user=self.user_config)
         self.ds = import_deepspeed()
         self.networks: dict[str, nn.Module] = {}
         self.engines: dict[str, Any] = {}
