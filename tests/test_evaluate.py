@@ -196,3 +196,12 @@ def test_reference_window_auto_matches_generated_length(tmp_path, midi_folder):
     assert full["reference"]["window_notes"] is None
     # length-matched references make short excerpts look closer than whole songs do
     assert result["summary"]["short"]["overlap_area_mean"] > full["summary"]["short"]["overlap_area_mean"]
+
+
+def test_closer_picks_smaller_distance_and_reports_ties():
+    from musicgan.metrics.evaluate import _closer
+
+    assert _closer({"gan": 0.2, "mle": 0.5}) == "gan"
+    assert _closer({"gan": 4112.948, "mle": 4112.994}) == "tie"  # within 0.1 %
+    assert _closer({"gan": float("nan"), "mle": 3.0}) == "mle"
+    assert _closer({"gan": None}) is None

@@ -13,11 +13,12 @@ metrics.json layout
 - realism: {set: realism score}
 - calibration: the same numbers for real-vs-real (split vs train) and random notes vs
   train, so every figure can be read against its ceiling and floor
-- reference: source, split, number of songs, cache key/hit, per-metric {mean, std, n}
+- reference: source, split, number of songs, window_notes (length-matched excerpts, see
+  `crop_window`; null = whole songs), cache key/hit, per-metric {mean, std, n}
 - sets: {set: {kind, path, samples_dir, num_songs, num_empty, metrics, distances,
   frechet, curves (runs), extra}}
 - comparison (with --compare): per metric, each set's value and the one closer to the
-  reference
+  reference ("tie" within 0.1 %)
 - definitions: what each headline number means
 
 Set-level metrics that need more than songs (the RNN-RBM family's piano-roll likelihood:
@@ -377,27 +378,40 @@ def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Pat
 
 
 # -- comparison table --------------------------------------------------------------------------------
+TIE_TOLERANCE = 1e-3  # relative: scores closer than this are reported as a tie
+
+
+def _closer(scores: dict[str, float]) -> str | None:
+    """Name with the smallest score (a distance to the reference), "tie" when the best two
+    are within TIE_TOLERANCE, None when no score is defined."""
+    finite = sorted((v, n) for n, v in scores.items() if v is not None and np.isfinite(v))
+    if not finite:
+        return None
+    if len(finite) > 1 and abs(finite[1][0] - finite[0][0]) <= TIE_TOLERANCE * max(1.0, abs(finite[0][0])):
+        return "tie"
+    return finite[0][1]
+
+
 def comparison_table(reference: dict, sets: dict) -> dict:
-    """Per registry metric and mgeval feature: each set's value and which set is closer."""
+    """Per registry metric, mgeval feature and headline number: each set's value and which
+    set is closer to the reference ("tie" within TIE_TOLERANCE)."""
     table = {}
     names = list(sets)
     for metric in METRICS:
         ref_mean = reference["metrics"][metric]["mean"]
         values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
-        gaps = {n: abs(v - ref_mean) for n, v in values.items() if np.isfinite(v) and np.isfinite(ref_mean)}
-        table[f"metric/{metric}"] = {"reference": ref_mean, "values": values,
-                                     "closer": min(gaps, key=gaps.get) if gaps else None, "rule": "|mean - reference mean| smaller"}
+        gaps = {n: abs(v - ref_mean) for n, v in values.items()}
+        table[f"metric/{metric}"] = {"reference": ref_mean, "values": values, "closer": _closer(gaps),
+                                     "rule": "|mean - reference mean| smaller"}
     for feature in FEATURES:
         values = {n: sets[n]["distances"]["features"].get(feature, {}).get("oa", math.nan) for n in names}
-        finite = {n: v for n, v in values.items() if np.isfinite(v)}
         table[f"overlap_area/{feature}"] = {"reference": 1.0, "values": values,
-                                            "closer": max(finite, key=finite.get) if finite else None, "rule": "larger overlap"}
-    for key, better in (("overlap_area_mean", max), ("realism", max), ("frechet", min)):
+                                            "closer": _closer({n: -v for n, v in values.items()}), "rule": "larger overlap"}
+    for key, sign in (("overlap_area_mean", -1.0), ("realism", -1.0), ("frechet", 1.0)):
         values = {n: sets[n]["summary"][key] for n in names}
-        finite = {n: v for n, v in values.items() if np.isfinite(v)}
         table[f"summary/{key}"] = {"reference": None, "values": values,
-                                   "closer": better(finite, key=finite.get) if finite else None,
-                                   "rule": "smaller" if better is min else "larger"}
+                                   "closer": _closer({n: sign * v for n, v in values.items()}),
+                                   "rule": "smaller" if sign > 0 else "larger"}
     return table
 
 

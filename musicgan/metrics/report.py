@@ -166,9 +166,9 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
             cells.append(html.escape(entry["closer"] or "n/a"))
             rows.append(cells)
         parts.append(_table(["metric", "real"] + names + ["closer"], rows))
-        wins = {n: sum(e["closer"] == n for e in result["comparison"].values()) for n in names}
+        wins = {n: sum(e["closer"] == n for e in result["comparison"].values()) for n in [*names, "tie"]}
         parts.append("<p>Closer on " + ", ".join(f"<b>{html.escape(n)}</b>: {w} of {len(result['comparison'])} rows"
-                                                 for n, w in wins.items()) + ".</p>")
+                                                 for n, w in wins.items()) + " (tie: within 0.1%).</p>")
 
     parts.append("<h2>Metrics per song: real vs generated (mean &plusmn; std)</h2>")
     rows = []
