@@ -514,7 +514,8 @@ class _FreeRunningLoop(torch.autograd.Function):
         layer_grads = []
         for layer in range(len(weights)):
             g = grad_gates[layer].view(rows, 4 * hidden)
-            layer_grads.append(g.t() @ inputs[layer, :seq_len].reshape(rows, 2 * hidden))
+            # (X^T G)^T rather than G^T X: the wide (2H x 4H) output runs ~1.4x faster in MKL here
+            layer_grads.append((inputs[layer, :seq_len].reshape(rows, 2 * hidden).t() @ g).t())
             layer_grads.append(g.sum(dim=0))
         _WORKSPACE.give(grad_gates)
         grad_initial = grad_initial if ctx.needs_input_grad[1] else None
