@@ -14,6 +14,7 @@ By hand:  .venv/bin/python tests/slurm_cluster.py up [DIR]   (Ctrl-C stops every
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -69,7 +70,7 @@ def ensure_slurm_installed(timeout_s: float = 600) -> None:
         raise SlurmUnavailable(f"SLURM packages installed but binaries still missing: {', '.join(missing)}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -304,6 +305,8 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 # Finished jobs stay visible to `scontrol show job` for 10 minutes (the tests read them).
 MinJobAge=600
+# Job ids (and so the scripts' per-job ports) differ between clusters started at the same time.
+FirstJobId={first_job_id}
 KillWait=30
 InactiveLimit=0
 NodeName={node} NodeAddr={addr} CPUs={cpus} State=UNKNOWN
@@ -329,7 +332,8 @@ def start_cluster(base_dir: str | Path | None = None, cpus: int | None = None,
     conf = root / "slurm.conf"
     conf.write_text(SLURM_CONF_TEMPLATE.format(
         node=node, addr="127.0.0.1", cpus=cpus, root=root, munge_socket=munge_socket,
-        ctld_port=_free_port(), slurmd_port=_free_port(), cred_expire=REQUEUE_DELAY_S))
+        ctld_port=free_port(), slurmd_port=free_port(), cred_expire=REQUEUE_DELAY_S,
+        first_job_id=random.randint(1_000, 1_000_000)))
     cluster = SlurmCluster(root=root, node_name=node, cpus=cpus, conf=conf)
 
     key = root / "munge" / "munge.key"

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from slurm_cluster import SlurmCluster, SlurmUnavailable, start_cluster  # noqa: E402
+from slurm_cluster import SlurmCluster, SlurmUnavailable, free_port, start_cluster  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -66,8 +66,10 @@ def _submit_train(cluster: SlurmCluster, shards: Path, run_dir: Path, log: Path,
     # 2 CPU ranks on the one node (CPU-only partition: processes per node from --ntasks-per-node).
     options = ["--ntasks-per-node=2", "--cpus-per-task=1", "--time=15", f"--job-name={name}",
                f"--output={log}"]
+    # A free rendezvous port of our own: other test sessions may run torchrun on this host too.
+    env = dict(_job_env(cluster), MUSICGAN_RDZV_PORT=str(free_port()))
     return cluster.sbatch(ROOT / "slurm" / "train.sbatch", *_train_args(shards, run_dir),
-                          options=options, env=_job_env(cluster), cwd=ROOT)
+                          options=options, env=env, cwd=ROOT)
 
 
 def _final_checkpoint(run_dir: Path) -> dict:
