@@ -100,7 +100,7 @@ def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
 
 
 def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, tmp_path, ray_session):
-    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=36))
+    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=27))
     experiment = tmp_path / "sweep"
     policies = sorted(experiment.glob("pbt_policy_*.txt"))
     assert policies, "PBT performed no exploit/explore"
@@ -125,19 +125,47 @@ def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, 
     assert checked >= 1, "no exploit was followed by a report showing the mutated values"
 
 
-def test_a_failing_trial_does_not_end_the_sweep(bach_shards, tmp_path, ray_session):
+def test_failing_trial_does_not_end_the_sweep_and_an_interrupted_sweep_resumes(bach_shards, tmp_path, ray_session):
+    """One trial at a time: trial 0 points at a missing shard folder and raises; the sweep
+    goes on with trial 1, which is interrupted (SIGINT, caught by Tune) once it has reported
+    a checkpoint; --resume then finishes it from that checkpoint (the failed trial stays failed)."""
+    import signal
+    import threading
+
     from ray import tune
 
     bad = str(tmp_path / "no-such-shards")
-    results, summary = run_sweep(options(bach_shards, tmp_path, space="lr", num_samples=1, max_steps=5),
-                                 param_space={"data.path": tune.grid_search([str(bach_shards), bad])})
-    rows = {r["data.path"]: r for r in summary["rows"]}
+    experiment = tmp_path / "sweep"
+    opts = options(bach_shards, tmp_path, space="lr", num_samples=1, max_steps=18, max_concurrent=1)
+    space = {"data.path": tune.grid_search([bad, str(bach_shards)])}
+
+    def interrupt_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list(experiment.glob("*/checkpoint_000000")):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)  # Tune's handler saves the state and ends fit()
+
+    watcher = threading.Thread(target=interrupt_after_first_checkpoint, daemon=True)
+    watcher.start()
+    _, first = run_sweep(opts, param_space=space)
+    watcher.join()
+    rows = {r["data.path"]: r for r in first["rows"]}
     assert rows[bad]["status"] == "error"
     assert "DataError" in rows[bad]["error"] and "manifest.json" in rows[bad]["error"]
+    assert rows[str(bach_shards)]["status"] == "unfinished" and first["interrupted"]
+    good = rows[str(bach_shards)]["trial"]
+
+    _, resumed = run_sweep(SweepOptions(**{**opts.__dict__, "resume": True}), param_space=space)
+    rows = {r["data.path"]: r for r in resumed["rows"]}
+    assert not resumed["interrupted"] and resumed["errors"] == 1 and resumed["completed"]
+    assert rows[bad]["status"] == "error"
     assert rows[str(bach_shards)]["status"] == "finished"
     assert 0.0 <= rows[str(bach_shards)]["realism_last"] <= 1.0
     assert (tmp_path / "best_config.json").exists()
-    assert summary["errors"] == 1 and summary["completed"]
+    # The resumed trial went on from its own Tune checkpoint, not from scratch.
+    records = effective_records(trial_dirs(experiment)[good])
+    assert any(r.get("restored_from_trial") == good for r in records), records
+    assert records[-1]["step"] == 18
 
 
 def _argv(data: Path, storage: Path, **changes: str) -> list[str]:

@@ -65,6 +65,18 @@ def tune_statuses(result_grid) -> dict[str, str]:
     return out
 
 
+def trial_config(result) -> dict:
+    """The trial's sampled values; after Tuner.restore an errored trial's Result carries no
+    config, so fall back to the params.json Tune keeps in the trial folder."""
+    if result.config:
+        return dict(result.config)
+    params = Path(result.path) / "params.json"
+    try:
+        return json.loads(params.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str] | None = None) -> list[dict]:
     """One dict per trial: identity, status, scores, losses, sampled values, error.
 
@@ -99,7 +111,7 @@ def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str
             "loss/generator": _number(last.get("loss/generator")),
             "loss/discriminator": _number(last.get("loss/discriminator")),
         }
-        row.update({k: v for k, v in sorted((result.config or {}).items())})
+        row.update({k: v for k, v in sorted(trial_config(result).items())})
         row["error"] = one_line_error(result.error)
         row["path"] = result.path
         rows.append(row)
@@ -155,7 +167,7 @@ def best_config(result, base) -> dict:
 
         from tune.spaces import apply_trial_values
 
-        cfg = apply_trial_values(copy.deepcopy(base), result.config or {})
+        cfg = apply_trial_values(copy.deepcopy(base), trial_config(result))
     from musicgan.presets import get_preset
 
     preset = get_preset(base.preset) if base.preset else base
@@ -207,7 +219,7 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
         (storage / "best_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         checkpoint = best_result.checkpoint.path if best_result.checkpoint else None
         best = {"trial": best_row["trial"], OBJECTIVE: best_row[f"{OBJECTIVE}_last"],
-                "values": nested(best_result.config or {}), "step": best_row["step"], "checkpoint": checkpoint,
+                "values": nested(trial_config(best_result)), "step": best_row["step"], "checkpoint": checkpoint,
                 "path": best_result.path}
         (storage / "best_trial.json").write_text(json.dumps(best, indent=2, default=str) + "\n")
         summary["best"] = best
