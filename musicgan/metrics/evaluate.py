@@ -93,15 +93,18 @@ def register_set_metric(name: str, fn: SetMetric) -> SetMetric:
     return fn
 
 
-def _register_builtin_set_metrics() -> None:
-    # The RNN-RBM / LSTM-RBM likelihood ({} for every other run or folder); imported here
-    # so the hook lives with its metric (musicgan/metrics/pianoroll.py).
+def _pianoroll_likelihood(context: SetContext) -> dict[str, float]:
+    """The RNN-RBM / LSTM-RBM likelihood (musicgan/metrics/pianoroll.py; {} for every other
+    run or folder). Imported on call: pianoroll.py imports torch (seconds), which MIDI-folder
+    evaluations never need, and a loaded torch makes the statistics pool use spawn."""
+    if context.kind != "run" or context.reference_kind != "shards":
+        return {}
     from musicgan.metrics.pianoroll import pianoroll_set_metric
 
-    register_set_metric("pianoroll_likelihood", pianoroll_set_metric)
+    return pianoroll_set_metric(context)
 
 
-_register_builtin_set_metrics()
+register_set_metric("pianoroll_likelihood", _pianoroll_likelihood)
 
 
 # -- inputs --------------------------------------------------------------------------------------
