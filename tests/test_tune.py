@@ -168,6 +168,20 @@ def test_failing_trial_does_not_end_the_sweep_and_an_interrupted_sweep_resumes(b
     assert records[-1]["step"] == 18
 
 
+def test_two_worker_trial_runs_the_same_loop_under_ray_train(bach_shards, tmp_path, ray_session):
+    """--workers-per-trial 2: a TorchTrainer (gloo) inside the trial; fractional worker CPUs
+    so a 2-CPU machine does not wait forever for 1 + 2 CPUs."""
+    import torch
+
+    results, summary = run_sweep(options(bach_shards, tmp_path, space="lr", num_samples=1, max_steps=5,
+                                         workers_per_trial=2))
+    (row,) = summary["rows"]
+    assert row["status"] == "finished" and 0.0 <= row["realism_last"] <= 1.0, row
+    checkpoint = next(Path(results[0].checkpoint.path).glob("step-*.pt"))
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["world_size"] == 2 and state["step"] == 5
+
+
 def _argv(data: Path, storage: Path, **changes: str) -> list[str]:
     values = {"--space": "crnngan", "--preset": "debug", "--scheduler": "asha", "--num-samples": "2",
               "--data": str(data), "--storage": str(storage)}
