@@ -91,7 +91,7 @@ class TrainConfig:
 class DistConfig:
     backend: str = "ddp"  # ddp | deepspeed
     zero_stage: int = 0  # deepspeed only: 0 | 1 | 2
-    grad_accum: int = 1  # deepspeed gradient accumulation steps
+    grad_accum: int = 1  # gradient accumulation (both backends): optimizers step every N trainer steps
     precision: str = "fp32"  # fp32 | bf16 (bf16 where supported)
     timeout_s: float = 600.0  # collective timeout: a dead or stalled rank becomes an error
 
