@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="*", default=[], help="other runs or MIDI folders to compare")
     p.add_argument("--out", required=True)
     p.add_argument("--max-songs", type=int, default=None)
+    p.add_argument("--reference-window", default="auto",
+                   help="crop real songs to the generated length: auto (default), none, or N notes")
+    p.add_argument("--no-audio", action="store_true", help="render no audio for the report")
+    p.add_argument("--no-report", action="store_true", help="write metrics.json only")
 
     p = sub.add_parser("bench", help="speed benchmarks (JSON + Markdown table)")
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -159,8 +163,18 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     from musicgan.metrics.evaluate import run_evaluate
 
+    window = args.reference_window
+    if window == "none":
+        window = None
+    elif window != "auto":
+        try:
+            window = int(window)
+        except ValueError:
+            raise UserError(f"--reference-window must be auto, none or a number, got {window!r}") from None
+    extra = {"audio": 0} if args.no_audio else {}
     run_evaluate(run=args.run, generated=args.generated, reference=args.reference, split=args.split,
-                 compare=tuple(args.compare), out=args.out, max_songs=args.max_songs)
+                 compare=tuple(args.compare), out=args.out, max_songs=args.max_songs, reference_window=window,
+                 report=not args.no_report, **extra)
     return 0
 
 
