@@ -156,12 +156,11 @@ def init_ray(options: SweepOptions) -> None:
     ray.init(**kwargs)
 
 
-def trial_resources(options: SweepOptions) -> tuple[dict[str, float], TrialSettings | None]:
+def trial_resources(options: SweepOptions) -> dict[str, float]:
     """Resources of a trial's own actor; K-worker trials' workers are reserved by Ray Train."""
-    cpus = options.cpus_per_worker
     if options.workers_per_trial == 1:
-        return {"cpu": cpus or 1.0, "gpu": options.gpus_per_worker}, None
-    return {"cpu": TINY_CPU}, None  # the trial only waits on its TorchTrainer
+        return {"cpu": options.cpus_per_worker or 1.0, "gpu": options.gpus_per_worker}
+    return {"cpu": TINY_CPU}  # the trial only waits on its TorchTrainer
 
 
 def max_concurrent_trials(options: SweepOptions) -> int:
@@ -275,7 +274,7 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
     )
     init_ray(options)
     check_fits(options)
-    resources, _ = trial_resources(options)
+    resources = trial_resources(options)
     trainable = build_trainable(settings, reference, resources)
     experiment = Path(options.storage) / options.name
     if options.resume:
