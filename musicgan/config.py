@@ -43,6 +43,7 @@ class ModelConfig:
     rbm_hidden: int = 150
     gibbs_steps: int = 15  # k of CD-k during training
     sample_gibbs_steps: int = 25  # the seed generates with k = 25
+    rbm_generation: str = "sample"  # sample (Gibbs) | top1 (the seed's most probable note per frame)
     latent_dim: int = 1000  # MLP-GAN latent size
     embedding_dim: int = 64
     bidirectional: bool = False
@@ -133,6 +134,7 @@ CHOICES = {
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),
     "model.d_layout": ("separate", "interleaved"),
+    "model.rbm_generation": ("sample", "top1"),
     "optim.optimizer": ("sgd", "adam"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),

@@ -289,7 +289,8 @@ class Trainer:
                     except _Rollback:
                         self._rollback()
             if finished:
-                self.save()
+                if self.last_checkpoint is None or self.last_checkpoint.name != ckpt.checkpoint_name(self.state.step):
+                    self.save()
                 self._sample_round("final")
                 self.logger.event("finished", self.state.step, epoch=self.state.epoch)
                 if self.env.is_main:
@@ -334,6 +335,8 @@ class Trainer:
                     self.save()
                 if self.state.step >= self.total_steps:
                     self._count_skipped(loader)
+                    if self.state.batch_in_epoch >= self.batches_per_epoch:
+                        self._end_epoch(epoch)  # the last step also closed an epoch: report it
                     return True
             self._count_skipped(loader)
             self._end_epoch(epoch)
