@@ -39,7 +39,7 @@ TARGETS = {
 
 # Repetitions per mode. Full: the paper preset; quick: toy sizes, just the plumbing.
 SETTINGS = {
-    "full": {"songs": 64, "steps_per_block": None, "warmup_steps": 3, "repeats": 3, "gen_repeats": 5, "gen_warmup": 2,
+    "full": {"songs": 64, "steps_per_block": None, "warmup_steps": 3, "repeats": 3, "gen_repeats": 3, "gen_warmup": 1,
              "stream_batches": 40, "stream_repeats": 3, "bach_songs": 24, "scaling_steps": 6,
              "scaling_warmup": 2, "large_matmul": 2048, "threads": None},
     "quick": {"songs": 12, "steps_per_block": 2, "warmup_steps": 2, "repeats": 2, "gen_repeats": 2, "gen_warmup": 1,
@@ -122,20 +122,31 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             cpu["bare"].append(time.process_time() - cpu_start)
             if iteration[0] > warmup and (iteration[0] - warmup) % block == 0:
                 for name, call in matmul_calls.items():
+                    cpu_start = time.process_time()
                     wall.setdefault(f"matmul_{name}", []).append(time_call(call, env.device))
+                    cpu.setdefault(f"matmul_{name}", []).append(time.process_time() - cpu_start)
 
         total = warmup + s["repeats"] * block + 1  # the loop's last step is not timed
         wall["trainer"], cpu["trainer"] = trainer_step.run_trainer_steps(trainer, batch, total, between=between)
         times = {"trainer": _block_sums(wall["trainer"][warmup:], block), "bare": _block_sums(wall["bare"][warmup:], block),
                  **{k: v for k, v in wall.items() if k.startswith("matmul_")}}
         cpu_blocks = {k: _block_sums(cpu[k][warmup:], block) for k in ("trainer", "bare")}
-        trainer_s = median(times["trainer"]) / block
-        bare_s = median(times["bare"]) / block
+        # Headline: medians of the per-step times (robust to bursts of other jobs, which
+        # can triple a few steps on this shared machine); the block figures (median of 10-step
+        # sums, each with one log write) are kept beside them. Logging adds a few ms every
+        # `interval` steps of ~1 s: within the noise of either.
+        trainer_s = median(wall["trainer"][warmup:])
+        bare_s = median(wall["bare"][warmup:])
         shape = _step_shape(trainer)
         counted = flops.training_step_flops(shape)
         matmul_rates = {name: 2.0 * math.prod(matmul[name]) * loops[name] / median(times[f"matmul_{name}"])
                         for name in matmul}
         step_flops_per_s = counted["total"] / trainer_s
+        # The same from CPU seconds: with one thread, work per CPU second barely depends on
+        # what else runs on the machine (with more threads it counts spinning threads too).
+        trainer_cpu_s = median(cpu["trainer"][warmup:])
+        matmul_cpu_rates = {name: 2.0 * math.prod(matmul[name]) * loops[name] / median(cpu[f"matmul_{name}"])
+                            for name in matmul}
 
         # FlopCounterMode on one bare step (and on G alone) to check the analytic count.
         generator = nets.generator
@@ -157,10 +168,12 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             "world_size": env.world_size,
             "wrapper": "DDPBackend at world size 1: MethodDispatch, no DistributedDataParallel "
                        "(the backend wraps DDP only at world size > 1; see ddp_scaling for DDP)",
+            "trainer_overhead_ratio_blocks": median(times["bare"]) / median(times["trainer"]),
             "trainer_block": summary(times["trainer"]),
             "bare_block": summary(times["bare"]),
             # The same ratio from process CPU time (less sensitive to other jobs on the machine).
-            "trainer_overhead_ratio_cpu_time": median(cpu_blocks["bare"]) / median(cpu_blocks["trainer"]),
+            "trainer_overhead_ratio_cpu_time": median(cpu["bare"][warmup:]) / median(cpu["trainer"][warmup:]),
+            "trainer_overhead_ratio_cpu_time_blocks": median(cpu_blocks["bare"]) / median(cpu_blocks["trainer"]),
             "trainer_step_all_s": wall["trainer"],
             "bare_step_all_s": wall["bare"],
             "flops": {
@@ -174,6 +187,14 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
                 "matmul_flops_per_s": matmul_rates,
                 "matmul_shapes": {name: list(shape) for name, shape in matmul.items()},
                 "utilisation_vs_lstm_step_product": step_flops_per_s / matmul_rates["lstm_step"],
+                "cpu_time": {
+                    "threads": torch.get_num_threads(),
+                    "trainer_step_cpu_s": trainer_cpu_s,
+                    "step_flops_per_cpu_s": counted["total"] / trainer_cpu_s,
+                    "matmul_flops_per_cpu_s": matmul_cpu_rates,
+                    "flops_utilisation": counted["total"] / trainer_cpu_s / matmul_cpu_rates["large"],
+                    "utilisation_vs_lstm_step_product": counted["total"] / trainer_cpu_s / matmul_cpu_rates["lstm_step"],
+                },
             },
             "flops_utilisation": step_flops_per_s / matmul_rates["large"],
             "shape": shape.__dict__,
@@ -218,7 +239,9 @@ def markdown_table(r: dict) -> str:
         ("Trainer overhead (bare step / musicgan step, world 1)", f"{r['trainer_overhead_ratio']:.3f}",
          ">= 0.95", _status("trainer_overhead_ratio", r["trainer_overhead_ratio"]),
          f"{1e3 * step['trainer_step_s']:.0f} ms vs bare {1e3 * step['bare_step_s']:.0f} ms per step; "
-         f"under DDP (2 gloo ranks): {scale.get('trainer_overhead_ratio_ddp', float('nan')):.3f}"),
+         f"from CPU time {step.get('trainer_overhead_ratio_cpu_time', float('nan')):.3f}; "
+         f"under DDP (2 gloo ranks): {scale.get('trainer_overhead_ratio_ddp', float('nan')):.3f} "
+         f"(CPU time {scale.get('trainer_overhead_ratio_ddp_cpu_time', float('nan')):.3f})"),
         ("Generator speed (eager LSTMCell / fast loop, fwd+bwd)", f"{r['generator_speedup']:.2f}x", ">= 1.2",
          _status("generator_speedup", r["generator_speedup"]), gen_detail),
         ("Data headroom (stream, 1 worker / trainer consumption)", f"{r['data_headroom_ratio']:.1f}x", ">= 20",
@@ -227,12 +250,13 @@ def markdown_table(r: dict) -> str:
          f"{data['stream']['2']['samples_per_s']:.0f} (2 workers) vs trainer {step['samples_per_s']:.1f} samples/s"),
         ("DDP scaling (2 gloo ranks / 1 rank, 1 thread each)", f"{r['ddp_scaling_ratio']:.2f}x", ">= 1.7",
          _status("ddp_scaling_ratio", r["ddp_scaling_ratio"]),
-         f"{scale.get('samples_per_s_1', float('nan')):.1f} -> {scale.get('samples_per_s_2', float('nan')):.1f} samples/s"),
+         f"{scale.get('samples_per_s_1', float('nan')):.1f} -> {scale.get('samples_per_s_2', float('nan')):.1f} samples/s; "
+         f"CPU-time bound {scale.get('ddp_scaling_cpu_time_bound', float('nan')):.2f}x"),
         ("FLOP utilisation (step FLOP/s / large matmul FLOP/s)", f"{r['flops_utilisation']:.2f}", ">= 0.8",
          _status("flops_utilisation", r["flops_utilisation"]),
          f"{fl['step_flops_per_s'] / 1e9:.3g} GFLOP/s ({fl['step_flops']['total'] / 1e9:.3g} GFLOP/step, analytic) vs "
          f"{fl['matmul_flops_per_s']['large'] / 1e9:.3g} (large) / {fl['matmul_flops_per_s']['lstm_step'] / 1e9:.3g} "
-         f"(LSTM-step product) GFLOP/s"),
+         f"(LSTM-step product) GFLOP/s" + _cpu_utilisation(fl)),
     ]
     prep = data["prepare"]
     lines = ["| Benchmark | Figure | Target | Status | Detail |", "|---|---|---|---|---|"]
@@ -251,10 +275,23 @@ def markdown_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _cpu_utilisation(fl: dict) -> str:
+    cpu = fl.get("cpu_time")
+    if not cpu or cpu["threads"] != 1:
+        return ""
+    return (f"; from CPU time (1 thread): {cpu['flops_utilisation']:.2f} "
+            f"({cpu['step_flops_per_cpu_s'] / 1e9:.3g} vs {cpu['matmul_flops_per_cpu_s']['large'] / 1e9:.3g} GFLOP/s)")
+
+
 def run_suite(out: str | None = None, quick: bool = False, workdir: str | None = None) -> dict:
     """Run every benchmark; return (and optionally write) the JSON-ready results."""
     mode = "quick" if quick else "full"
-    s = SETTINGS[mode]
+    s = dict(SETTINGS[mode])
+    if os.environ.get("MUSICGAN_BENCH_THREADS"):
+        # Intra-op threads of the in-process sections (training step, generator); the
+        # scaling ranks always run one thread each. On a machine loaded by other jobs, two
+        # OpenMP threads that keep waiting for each other make every figure crawl.
+        s["threads"] = int(os.environ["MUSICGAN_BENCH_THREADS"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     overrides = workload.workload_overrides(quick)
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="musicgan-bench-"))
@@ -269,13 +306,13 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
         with torch_threads(s["threads"]):
             results["threads"] = torch.get_num_threads()
             _section(results, "training_step", "training step: musicgan vs bare, FLOP/s vs matmul",
-                     lambda: bench_training_step(data_dir, root / "run", overrides, s, device))
-            _section(results, "generator", "generator loop", lambda: _bench_generator(quick, s, device))
+                     lambda: bench_training_step(data_dir, root / "run", overrides, s, device), out)
+            _section(results, "generator", "generator loop", lambda: _bench_generator(quick, s, device), out)
         _section(results, "data", "data path: streaming and prepare",
-                 lambda: bench_data(midi_dir, data_dir, overrides, s, quick))
+                 lambda: bench_data(midi_dir, data_dir, overrides, s, quick), out)
         _section(results, "scaling", "scaling: 1 and 2 ranks",
                  lambda: scaling.bench_scaling(str(data_dir), overrides, steps=s["scaling_steps"],
-                                               warmup=s["scaling_warmup"], device=device))
+                                               warmup=s["scaling_warmup"], device=device), out)
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -292,6 +329,7 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(results, indent=2) + "\n")
+        Path(f"{out}.partial").unlink(missing_ok=True)
     return results
 
 
@@ -305,9 +343,13 @@ def _bench_generator(quick: bool, s: dict, device: torch.device) -> dict:
                            warmup=s["gen_warmup"], device=str(device))
 
 
-def _section(results: dict, key: str, label: str, fn) -> None:
-    """results[key] = fn(), announced on stderr, its wall time kept under "section_s"."""
+def _section(results: dict, key: str, label: str, fn, out: str | None = None) -> None:
+    """results[key] = fn(), announced on stderr, its wall time kept under "section_s"; with
+    `out`, the sections so far are saved to OUT.partial (a long run keeps what it measured)."""
     print(f"[musicgan bench] {label} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     results[key] = fn()
     results.setdefault("section_s", {})[key] = round(time.perf_counter() - start, 2)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}.partial").write_text(json.dumps(results, indent=2) + "\n")
