@@ -8,6 +8,7 @@ same interface with one DeepSpeed engine per network.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -106,11 +107,13 @@ class DDPBackend(TrainBackend):
                 # backward" raises an in-place error on torch >= 2.6 (distributed-traps.md).
                 # Our networks have no buffers; torch 2.13 calls the flag deprecated but its
                 # replacement (forward_sync_buffers) still syncs at init, which is harmless.
-                self.wrappers[name] = DistributedDataParallel(
-                    dispatch,
-                    device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
-                    broadcast_buffers=False,
-                )
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                    self.wrappers[name] = DistributedDataParallel(
+                        dispatch,
+                        device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
+                        broadcast_buffers=False,
+                    )
             else:
                 self.wrappers[name] = dispatch
             if name in optimizers and params:
