@@ -85,3 +85,15 @@ def midi_folder_shards(midi_folder, tmp_path_factory) -> Path:
                                progress=False)
     assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid", "test")), manifest["splits"]
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine an
+    OpenMP region waiting for a descheduled thread makes such tests 100x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -18,14 +18,7 @@ from musicgan.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine an
-    OpenMP region waiting for a descheduled thread makes these tests 100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sig(x: float) -> float:

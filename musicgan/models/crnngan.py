@@ -45,6 +45,16 @@ from musicgan.errors import ConfigError
 DISCRIMINATOR_LAYOUTS = ("separate", "interleaved")
 
 
+def _check_sizes(network: str, num_features: int, hidden: int, layers: int, dropout: float) -> None:
+    """The size checks both networks share; the message names the network."""
+    if num_features < 1 or hidden < 1 or layers < 1:
+        raise ConfigError(
+            f"{network} needs num_features, hidden, layers >= 1 (got {num_features}, {hidden}, {layers})"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"{network} dropout must be in [0, 1) (got {dropout})")
+
+
 class CRNNGenerator(nn.Module):
     """C-RNN-GAN generator; also the MLE baseline when trained with `teacher_forced` only.
 
@@ -63,12 +73,7 @@ class CRNNGenerator(nn.Module):
         noise_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if num_features < 1 or hidden < 1 or layers < 1:
-            raise ConfigError(
-                f"generator needs num_features, hidden, layers >= 1 (got {num_features}, {hidden}, {layers})"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"generator dropout must be in [0, 1) (got {dropout})")
+        _check_sizes("generator", num_features, hidden, layers, dropout)
         self.num_features = num_features
         self.hidden = hidden
         self.layers = layers
@@ -544,12 +549,7 @@ class CRNNDiscriminator(nn.Module):
         super().__init__()
         if layout not in DISCRIMINATOR_LAYOUTS:
             raise ConfigError(f"discriminator layout must be one of {DISCRIMINATOR_LAYOUTS} (got {layout!r})")
-        if num_features < 1 or hidden < 1 or layers < 1:
-            raise ConfigError(
-                f"discriminator needs num_features, hidden, layers >= 1 (got {num_features}, {hidden}, {layers})"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"discriminator dropout must be in [0, 1) (got {dropout})")
+        _check_sizes("discriminator", num_features, hidden, layers, dropout)
         self.num_features = num_features
         self.hidden = hidden
         self.layers = layers

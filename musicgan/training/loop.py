@@ -170,6 +170,9 @@ class Trainer:
         self.last_metrics: dict = {}
         self.real_metrics: dict | None = None
         self.logger: RunLogger | None = None
+        self._last_losses: dict = {}  # reduced losses of the last step (progress bar, reports)
+        self._last_values: dict = {}  # every reduced scalar of the last step (logging)
+        self._stop_requested = False  # a stop was agreed; it happens when the accumulation window closes
 
     # -- set-up ------------------------------------------------------------------------------
     def _fit_representation(self) -> None:
@@ -381,8 +384,6 @@ class Trainer:
                 f"Resume with the same command plus --resume."
             )
 
-    _last_losses: dict = {}
-    _stop_requested = False  # a stop was agreed; it happens when the accumulation window closes
 
     def _train_step(self, ctx: StepContext, phase, batch, seq_len: int) -> bool:
         """One optimizer step of `phase`; returns True when all ranks agreed to stop after it."""
@@ -511,7 +512,6 @@ class Trainer:
         self.state.skipped_steps = skipped
         self._apply_lrs()
 
-    _last_values: dict = {}
 
     def _log_step(self, phase, seq_len: int, seconds: float) -> None:
         steps = self.cfg.log.interval
