@@ -194,15 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = _run(args)
     if args.command == "train" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        # A rank that has torn down its process group and flushed everything can still die
-        # in interpreter finalisation ("terminate called without an active exception",
-        # SIGABRT from a C++ thread destructor; seen here about once in 50 runs, also noted
-        # for DeepSpeed in distributed-traps.md), turning a finished run into a failed exit
-        # code. Checkpoints and logs are already fsynced/closed at this point: skip it.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        from musicgan.distributed.env import exit_now
+
+        exit_now(code)  # skip interpreter finalisation: see exit_now
     return code
 
 

@@ -53,7 +53,7 @@ def _rank_main(rank: int, world_size: int, port: int, data_dir: str, overrides: 
     from musicgan.benchmarks.trainer_step import (bare_copies, bare_step, build_trainer, first_batch,
                                                   run_trainer_steps)
     from musicgan.benchmarks.workload import bench_config
-    from musicgan.distributed.env import init_distributed, teardown
+    from musicgan.distributed.env import exit_now, init_distributed, teardown
     from musicgan.benchmarks.timing import sync
 
     cfg = bench_config(data_dir, overrides)
@@ -87,6 +87,7 @@ def _rank_main(rank: int, world_size: int, port: int, data_dir: str, overrides: 
             (Path(out_dir) / "result.json").write_text(json.dumps(result))
     finally:
         teardown(env)
+    exit_now(0)  # results written and group torn down: skip finalisation (see exit_now)
 
 
 def run_ranks(world_size: int, data_dir: str, overrides: list[str], *, steps: int, warmup: int,
