@@ -155,3 +155,29 @@ def test_parallel_statistics_match_serial(monkeypatch):
     for name, values in serial.metrics.items():
         np.testing.assert_array_equal(parallel.metrics[name], values)
     assert [s.num_notes for s in kept] == [s.num_notes for s in songs[:3]]
+
+
+def test_excluded_feature_is_reported_but_not_in_headline_numbers():
+    rng = np.random.default_rng(11)
+    a = compute_statistics([chorale_like(rng, num_chords=int(rng.integers(16, 40))) for _ in range(16)])
+    noise = compute_statistics(random_songs(16, seed=12))
+    full = compare_features(a, noise)
+    reason = {"note_count": "fixed by the window"}
+    cut = compare_features(a, noise, exclude=reason)
+    # per-feature values are unchanged; the excluded one is still there, marked
+    for name in FEATURES:
+        assert cut["features"][name]["oa"] == full["features"][name]["oa"]
+        assert cut["features"][name]["headline"] is (name != "note_count")
+    kept = [e for f, e in full["features"].items() if f != "note_count"]
+    assert cut["overlap_area_mean"] == pytest.approx(np.mean([e["oa"] for e in kept]))
+    assert cut["kl_mean"] == pytest.approx(np.mean([e["kl"] for e in kept]))
+    assert cut["realism"] == pytest.approx(np.mean([(e["oa"] + e["oa_intra"]) / 2 for e in kept]))
+    assert cut["overlap_area_mean"] != full["overlap_area_mean"] and cut["excluded_features"] == reason
+    assert full["excluded_features"] == {}
+    # Frechet: the excluded columns are not in the vector (note_count alone is far apart here)
+    fd_cut = frechet_distance(a, noise, exclude=reason)
+    assert fd_cut["excluded_features"] == ["note_count"]
+    assert fd_cut["frechet_n"] < frechet_distance(a, noise)["frechet_n"]
+    assert a.flat_features(["note_count"]).shape[1] == a.flat_features().shape[1] - 1
+    with pytest.raises(ValueError):
+        compare_features(a, noise, exclude={"no_such_feature": "x"})

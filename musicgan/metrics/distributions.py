@@ -26,6 +26,14 @@ Headline numbers
   The first term measures closeness, the second whether the generated set is as diverse as
   the reference (a collapsed generator has intra-gen distances near 0). In [0, 1], higher
   is better; it is what reports and Ray Tune sweeps optimise.
+- Features can be left out of the headline numbers (`exclude={feature: reason}`): they
+  are still compared and reported per feature, marked `"headline": false` with the
+  reason, but not averaged and not in the Frechet vector. `musicgan evaluate` uses this
+  for `note_count` when the reference is cropped to windows of N notes (see
+  `musicgan.metrics.evaluate.window_exclusions`): every window then holds N notes by
+  construction, so the feature measures the crop, not the music (all distances 0 and OA 1
+  for any set cropped alike, and a near-zero reference std that blows up the z-scored
+  Frechet vector).
 - `frechet`: IN-HOUSE Frechet distance on the flattened feature vector (z-scored with the
   reference's per-dimension mean/std), extrapolated to infinitely many generated songs by
   regressing FD(n) on 1/n (Chong & Forsyth 2020). NOT the published Frechet Music Distance
@@ -135,9 +143,9 @@ class SetStatistics:
     def num_nonempty(self) -> int:
         return self.num_songs - self.num_empty
 
-    def flat_features(self) -> np.ndarray:
-        """(num_nonempty, 317) concatenation of every feature (the Frechet vector)."""
-        return np.concatenate([self.features[name] for name in FEATURES], axis=1)
+    def flat_features(self, exclude: Iterable[str] = ()) -> np.ndarray:
+        """(num_nonempty, 317 - excluded dims) concatenation of the features (the Frechet vector)."""
+        return np.concatenate([self.features[name] for name in FEATURES if name not in exclude], axis=1)
 
 
 def _statistics_of_chunk(items: list, read=None, keep: int = 0) -> tuple[list, dict[str, np.ndarray], list[str], list]:
@@ -310,19 +318,27 @@ def _describe(values: np.ndarray) -> dict[str, float]:
 
 @single_blas_thread
 def compare_features(
-    reference, generated, seed: int = 0, keep_densities: bool = False, workers: int | None = None
+    reference, generated, seed: int = 0, keep_densities: bool = False, workers: int | None = None,
+    exclude: dict[str, str] | None = None,
 ) -> dict:
     """mgeval comparison of two sets (songs or SetStatistics), feature by feature.
 
     Returns {"n": n, "features": {feature: {oa, kl, oa_generated, kl_generated, oa_intra,
-    intra_reference, intra_generated, inter}}, "overlap_area_mean", "kl_mean", "realism"}
-    (+ "densities" per feature with keep_densities: grid and the three pdfs, for plots).
+    intra_reference, intra_generated, inter, headline}}, "overlap_area_mean", "kl_mean",
+    "realism", "excluded_features"} (+ "densities" per feature with keep_densities: grid and
+    the three pdfs, for plots). exclude: {feature: reason} compared and reported but left
+    out of the three means (see the module docstring).
     """
+    exclude = dict(exclude or {})
+    unknown = set(exclude) - set(FEATURES)
+    if unknown or len(exclude) >= len(FEATURES):
+        raise ValueError(f"cannot exclude {sorted(exclude)} from the features {list(FEATURES)}")
     ref, gen = as_statistics(reference, workers), as_statistics(generated, workers)
     n = min(ref.num_nonempty, gen.num_nonempty)
     nan = float("nan")
     if n < 2:  # leave-one-out distances need two songs per set
-        return {"n": n, "features": {}, "overlap_area_mean": nan, "kl_mean": nan, "realism": nan}
+        return {"n": n, "features": {}, "overlap_area_mean": nan, "kl_mean": nan, "realism": nan,
+                "excluded_features": exclude}
     rng = np.random.default_rng(seed)
     ref_idx = np.sort(rng.choice(ref.num_nonempty, n, replace=False))
     gen_idx = np.sort(rng.choice(gen.num_nonempty, n, replace=False))
@@ -341,18 +357,21 @@ def compare_features(
                 "kl_generated": kl_divergence(p_gen, p_inter),
                 "oa_intra": overlap_area(p_ref, p_gen, grid),
             }
-        entry.update(intra_reference=_describe(intra_ref), intra_generated=_describe(intra_gen), inter=_describe(inter))
+        entry.update(intra_reference=_describe(intra_ref), intra_generated=_describe(intra_gen), inter=_describe(inter),
+                     headline=name not in exclude)
         if keep_densities and grid is not None:
             entry["densities"] = {"grid": grid, "intra_reference": p_ref, "intra_generated": p_gen, "inter": p_inter}
         per_feature[name] = entry
-    oa = np.array([e["oa"] for e in per_feature.values()])
-    oa_intra = np.array([e["oa_intra"] for e in per_feature.values()])
+    headline = [e for e in per_feature.values() if e["headline"]]
+    oa = np.array([e["oa"] for e in headline])
+    oa_intra = np.array([e["oa_intra"] for e in headline])
     return {
         "n": n,
         "features": per_feature,
         "overlap_area_mean": float(oa.mean()),
-        "kl_mean": float(np.mean([e["kl"] for e in per_feature.values()])),
+        "kl_mean": float(np.mean([e["kl"] for e in headline])),
         "realism": float(np.mean((oa + oa_intra) / 2.0)),
+        "excluded_features": exclude,
     }
 
 
@@ -401,8 +420,10 @@ def frechet_from_moments(mu1, sigma1, mu2, sigma2, sqrt_sigma1=None) -> float:
 
 
 @single_blas_thread
-def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3, seed: int = 0, workers: int | None = None) -> dict:
-    """In-house Frechet distance (NOT the published FMD) with 1/n extrapolation.
+def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3, seed: int = 0, workers: int | None = None,
+                     exclude: Iterable[str] = ()) -> dict:
+    """In-house Frechet distance (NOT the published FMD) with 1/n extrapolation, on the
+    flattened features minus those in `exclude` (see the module docstring).
 
     Features are z-scored with the reference's per-dimension mean and std (dimensions with
     zero std left unscaled) so counts and histograms weigh alike. FD is computed between
@@ -411,10 +432,10 @@ def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3
     is reported as `frechet`; `frechet_n` is the plain FD with all N generated songs.
     """
     ref, gen = as_statistics(reference, workers), as_statistics(generated, workers)
-    x, y = ref.flat_features(), gen.flat_features()
+    x, y = ref.flat_features(exclude), gen.flat_features(exclude)
     nan = float("nan")
     if len(x) < 2 or len(y) < 2:
-        return {"frechet": nan, "frechet_n": nan, "points": [], "label": FRECHET_LABEL}
+        return {"frechet": nan, "frechet_n": nan, "points": [], "label": FRECHET_LABEL, "excluded_features": sorted(exclude)}
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
     x, y = (x - mean) / std, (y - mean) / std
@@ -442,7 +463,8 @@ def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3
         _slope, intercept = np.polyfit(inv_n, np.array([v for _, v in points]), 1)
     else:
         intercept = full
-    return {"frechet": float(intercept), "frechet_n": full, "points": points, "label": FRECHET_LABEL}
+    return {"frechet": float(intercept), "frechet_n": full, "points": points, "label": FRECHET_LABEL,
+            "excluded_features": sorted(exclude)}
 
 
 FRECHET_LABEL = "in-house Frechet distance on handcrafted features (1/n-extrapolated); not the published FMD"

@@ -184,9 +184,15 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
             parts.append(f"<h3>{group} metrics: histograms</h3>" + _img(images[f"hist/{group}"], f"{group} histograms"))
 
     parts.append("<h2>Feature distances (mgeval): overlapping area per feature</h2>")
-    rows = [[html.escape(f)] + [_fmt(result["sets"][n]["distances"]["features"].get(f, {}).get("oa")) for n in names]
+    excluded = reference.get("excluded_features") or {}
+    rows = [[html.escape(f) + (" <i>(not in the headline numbers)</i>" if f in excluded else "")]
+            + [_fmt(result["sets"][n]["distances"]["features"].get(f, {}).get("oa")) for n in names]
             for f in FEATURES]
     parts.append(_table(["feature"] + [f"OA {n}" for n in names], rows))
+    if excluded:
+        parts.append("<p class='note'>" + "<br>".join(f"<b>{html.escape(f)}</b> is left out of overlap area mean, KL mean, "
+                                                     f"realism and Frechet: {html.escape(why)}" for f, why in excluded.items())
+                     + "</p>")
     for n in names:
         if f"dens/{n}" in images:
             parts.append(f"<h3>{html.escape(n)}: intra-set and inter-set distance densities</h3>" + _img(images[f"dens/{n}"], n))
