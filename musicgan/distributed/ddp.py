@@ -7,6 +7,7 @@ same interface with one DeepSpeed engine per network.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from musicgan.distributed.dispatch import MethodDispatch
+from musicgan.distributed.dispatch import MethodDispatch, bf16_autocast_supported
 from musicgan.distributed.env import DistEnv
+
+log = logging.getLogger("musicgan")
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -82,8 +85,16 @@ class TrainBackend:
 class DDPBackend(TrainBackend):
     name = "ddp"
 
-    def __init__(self, env: DistEnv, grad_clip: float, max_grad_norm: float, grad_accum: int = 1) -> None:
+    def __init__(self, env: DistEnv, grad_clip: float, max_grad_norm: float, grad_accum: int = 1,
+                 precision: str = "fp32") -> None:
         self.env = env
+        # dist.precision=bf16: forwards of trained networks under bf16 autocast (see dispatch.py).
+        self.autocast_dtype = None
+        if precision == "bf16":
+            if bf16_autocast_supported(env.device):
+                self.autocast_dtype = torch.bfloat16
+            elif env.is_main:
+                log.warning("dist.precision=bf16 is not supported on %s: training in fp32", env.device)
         self.grad_clip = grad_clip
         self.max_grad_norm = max_grad_norm
         # Gradient accumulation, same semantics as the DeepSpeed backend: each micro step adds
@@ -101,7 +112,7 @@ class DDPBackend(TrainBackend):
             net.to(self.env.device)
             self.networks[name] = net
             params = [p for p in net.parameters() if p.requires_grad]
-            dispatch = MethodDispatch(net)
+            dispatch = MethodDispatch(net, self.autocast_dtype)
             if self.env.distributed and params:
                 # broadcast_buffers=False: with the default, "D on real, D on fake, one
                 # backward" raises an in-place error on torch >= 2.6 (distributed-traps.md).

@@ -41,7 +41,7 @@ from torch import nn
 
 from musicgan.distributed import collectives
 from musicgan.distributed.ddp import OptimizerFactory, TrainBackend, UpdateResult
-from musicgan.distributed.dispatch import MethodDispatch
+from musicgan.distributed.dispatch import MethodDispatch, bf16_autocast_supported
 from musicgan.distributed.env import DistEnv
 from musicgan.errors import ConfigError, UserError
 
@@ -221,11 +221,8 @@ class DeepSpeedBackend(TrainBackend):
                                  timeout=datetime.timedelta(seconds=self.cfg.dist.timeout_s))
 
     def _bf16_supported(self) -> bool:
-        if self.env.device.type != "cuda":
-            return False  # CPU: fp32 (the CPU accelerator's bf16 is slow and unneeded here)
-        from deepspeed.accelerator import get_accelerator
-
-        return bool(get_accelerator().is_bf16_supported())
+        # One rule for both backends (dispatch.py): bf16 autocast on CUDA devices with bf16.
+        return bf16_autocast_supported(self.env.device)
 
     def setup(self, networks: dict[str, nn.Module], optimizers: dict[str, OptimizerFactory]) -> None:
         self._init_comm()

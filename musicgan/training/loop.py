@@ -131,7 +131,7 @@ def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None)
     from musicgan.distributed.ddp import DDPBackend
 
     return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm,
-                      grad_accum=cfg.dist.grad_accum)
+                      grad_accum=cfg.dist.grad_accum, precision=cfg.dist.precision)
 
 
 class Trainer:
