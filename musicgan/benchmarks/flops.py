@@ -1,11 +1,17 @@
 """FLOP counts of one C-RNN-GAN training step, and the machine's measured matmul FLOP/s.
 
-Why an analytic count: `torch.utils.flop_counter.FlopCounterMode` sees the generator's
-hand-written autograd Function (its forward and backward are ordinary aten products), but on
-CPU it counts nothing for `nn.LSTM` (aten::lstm runs as one fused op it has no formula for),
-so it misses the whole discriminator. The suite therefore counts the products of the LSTM
-and linear layers by hand (2 m k n per (m x k) @ (k x n) product; element-wise work is not
-counted, as usual) and reports FlopCounterMode's figure next to it for comparison.
+Why an analytic count: `torch.utils.flop_counter.FlopCounterMode` only sees products that
+run as ordinary aten matmuls. It does see the generator's hand-written loop and, on CPU in
+fp32/fp64 without autocast, the discriminator's hand-written LSTM stack
+(`musicgan.models.lstm_stack`, layout "separate": bmm/baddbmm products); it counts nothing
+for `nn.LSTM` (on CPU one fused oneDNN op, `mkldnn_rnn_layer`, without a formula; on CUDA
+cuDNN), i.e. it misses the discriminator wherever D runs nn.LSTM (CUDA, autocast, layout
+"interleaved", `CRNNDiscriminator.fast_lstm = False`). The suite therefore counts the
+products of the LSTM and linear layers by hand (2 m k n per (m x k) @ (k x n) product;
+element-wise work is not counted, as usual) and reports FlopCounterMode's figure next to
+it. Where both see the same work they differ by ~1 %: the discriminator's stack skips the
+recurrent products of step 0 (h_{-1} = 0) and their gradients, which the analytic count
+includes.
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ def training_step_flops(s: StepShape) -> dict[str, float]:
 
 
 def count_with_flop_counter(fn) -> float:
-    """FLOPs torch's FlopCounterMode sees while `fn()` runs (undercounts nn.LSTM on CPU)."""
+    """FLOPs torch's FlopCounterMode sees while `fn()` runs (blind to nn.LSTM: see the module docstring)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:

@@ -26,13 +26,17 @@ the eager loop. The products themselves are the same FLOPs in both; what is left
 batch 64 is mostly matrix-multiply time.
 `reference_free_running` is the plain eager nn.LSTMCell loop with the same parameters and
 the same random draws; tests hold the two equal in outputs and gradients.
+
+The discriminator (layout "separate") runs its two LSTM stacks on CPU through
+`lstm_stack.run_lstm_stacks`: the same treatment (one input projection per layer, per-step
+recurrent products only, weight gradients as one product over T*B rows, none when frozen),
+both directions in one loop of batched products; `CRNNDiscriminator.fast_lstm = False`
+switches back to nn.LSTM (tests/test_lstm_stack.py holds the two equal).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 import warnings
 from typing import Callable, List, Optional
 
@@ -41,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
+from musicgan.models.lstm_stack import WORKSPACE, _Lease, run_lstm_stacks
 
 DISCRIMINATOR_LAYOUTS = ("separate", "interleaved")
 
@@ -248,65 +253,13 @@ def _eager_loop(
     return torch.stack(outputs, dim=1)
 
 
-class _Workspace:
-    """Reusable flat CPU buffers for the loop's large per-call arrays.
-
-    Why: a fresh 70 MB tensor costs ~60 ms of page faults here (glibc hands allocations over
-    32 MB straight to mmap and returns them on free), about as much as the arithmetic it
-    holds. Buffers go back to the pool only when nothing can read them any more: backward's
-    scratch at the end of backward, forward's saved arrays when the autograd node that owns
-    them is destroyed (see `_Lease`). CUDA has its own caching allocator, so CUDA bypasses it.
-    """
-
-    max_free = 16  # free buffers kept (two live graphs); the smallest go first (lengths grow)
-
-    def __init__(self) -> None:
-        self.free: list[torch.Tensor] = []
-        self.lock = threading.Lock()
-
-    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        numel = math.prod(shape)
-        if like.device.type != "cpu":
-            return like.new_empty(shape)
-        with self.lock:
-            fits = [k for k, b in enumerate(self.free) if b.dtype == like.dtype and b.numel() >= numel]
-            if fits:
-                best = self.free.pop(min(fits, key=lambda k: self.free[k].numel()))
-                return best[:numel].view(shape)
-        return like.new_empty(numel).view(shape)
-
-    def give(self, *tensors: torch.Tensor) -> None:
-        with self.lock:
-            for tensor in tensors:
-                # Inference tensors (made under torch.inference_mode) cannot be written
-                # outside it later, so they are not kept.
-                if tensor.device.type == "cpu" and not tensor.is_inference():
-                    base = tensor if tensor._base is None else tensor._base
-                    self.free.append(base)
-            self.free.sort(key=torch.Tensor.numel, reverse=True)
-            del self.free[self.max_free :]
-
-
-_WORKSPACE = _Workspace()
+# The pooled CPU buffers live in lstm_stack (shared with the discriminator's LSTM stack).
+_WORKSPACE = WORKSPACE
 
 
 def release_workspace() -> None:
-    """Drop the free-running loop's cached CPU buffers (they are rebuilt on demand)."""
-    with _WORKSPACE.lock:
-        _WORKSPACE.free.clear()
-
-
-class _Lease:
-    """Holds pooled buffers for an autograd node; returns them when the node dies."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __del__(self) -> None:
-        try:
-            _WORKSPACE.give(*self.tensors)
-        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to reuse them
-            pass
+    """Drop the hand-written loops' cached CPU buffers (they are rebuilt on demand)."""
+    WORKSPACE.clear()
 
 
 def _forward_steps(
@@ -536,7 +489,16 @@ class CRNNDiscriminator(nn.Module):
     layout "interleaved": torch's nn.LSTM(bidirectional=True), where layer l+1 of each
     direction sees both directions of layer l (cuDNN's native layout).
     Between stacked layers both layouts apply nn.LSTM's own dropout (same rate).
+
+    On CPU without autocast, layout "separate" runs both stacks through
+    `lstm_stack.run_lstm_stacks` (a hand-written forward/backward on the same nn.LSTM
+    parameters, both directions in one loop of batched products, same dropout draws):
+    outputs and gradients equal nn.LSTM's within float rounding. `fast_lstm = False` (on
+    the class or an instance) forces nn.LSTM, the reference the tests and benchmarks
+    compare with. CUDA and autocast always take nn.LSTM (cuDNN).
     """
+
+    fast_lstm = True
 
     def __init__(
         self,
@@ -569,7 +531,22 @@ class CRNNDiscriminator(nn.Module):
         both are zero at padded steps, which never influence valid steps."""
         batch_size, seq_len, _ = x.shape
         x = F.dropout(x, self.dropout, self.training)
-        if self.layout == "separate":
+        if self.layout == "separate" and self._fast_path(x):
+            if lengths is None:
+                reversed_x = x.flip(1)
+            else:
+                order = _reverse_within_length(lengths, seq_len)  # (B, T)
+                reversed_x = x.gather(1, order.unsqueeze(-1).expand_as(x))
+            forward_out, backward_out = run_lstm_stacks(
+                [self.forward_stack, self.backward_stack], [x.transpose(0, 1), reversed_x.transpose(0, 1)]
+            )  # (T, B, H) each
+            forward_out, backward_out = forward_out.transpose(0, 1), backward_out.transpose(0, 1)
+            if lengths is None:
+                backward_out = backward_out.flip(1)
+            else:
+                backward_out = backward_out.gather(1, order.unsqueeze(-1).expand_as(backward_out))
+            features = torch.cat([forward_out, backward_out], dim=2)
+        elif self.layout == "separate":
             forward_out, _ = self.forward_stack(x)
             if lengths is None:
                 backward_out, _ = self.backward_stack(x.flip(1))
@@ -592,6 +569,16 @@ class CRNNDiscriminator(nn.Module):
             logits = logits * valid
             features = features * valid.unsqueeze(-1)
         return logits, features
+
+
+    def _fast_path(self, x: torch.Tensor) -> bool:
+        """The hand-written LSTM stack: CPU, float32/64, no autocast, not switched off."""
+        return (
+            self.fast_lstm
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu")
+        )
 
 
 def steps_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:

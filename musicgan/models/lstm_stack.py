@@ -1,0 +1,379 @@
+"""A unidirectional L-layer LSTM stack with a hand-written backward, for CPU training.
+
+Semantics are nn.LSTM's (batch second, zero initial state, gate order i, f, g, o, dropout
+on every layer's output but the last in training), and it runs on nn.LSTM's own
+parameters (weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}), so checkpoints,
+DDP and DeepSpeed see the same tensors. Why it exists: on CPU, ATen's LSTM runs fine
+forwards, but autograd then computes the gradient of W_hh as T small accumulations with
+K = batch rows, and every layer's input and weight gradients per step; here
+
+  * each layer's input projection (x W_ih^T + b) runs for all T steps as ONE product,
+  * each step does only the recurrent product h_{t-1} W_hh^T and the gate arithmetic,
+    written in place into preallocated arrays by a TorchScript loop,
+  * backward does per step only dh_{t-1} = dgates_t W_hh; the layer's input gradient and
+    its weight gradients are ONE product each over all T*B rows (and none at all when the
+    weights need no gradient, e.g. a frozen discriminator in the generator's step),
+  * S independent stacks of equal sizes (a bidirectional discriminator's forward and
+    backward stacks, S = 2) can run in one loop: every product is a batched (bmm) product
+    over the S stacks, one call per step for all of them.
+
+The large per-call arrays come from `WORKSPACE`, a pool of reusable CPU buffers (shared
+with the generator's free-running loop).
+
+Shapes: S stacks, T steps, B rows, F input features, H hidden units, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+
+class _Workspace:
+    """Reusable flat CPU buffers for the hand-written loops' large per-call arrays.
+
+    Why: a fresh 70 MB tensor costs ~60 ms of page faults here (glibc hands allocations over
+    32 MB straight to mmap and returns them on free), about as much as the arithmetic it
+    holds. Buffers go back to the pool only when nothing can read them any more: backward's
+    scratch at the end of backward, forward's saved arrays when the autograd node that owns
+    them is destroyed (see `_Lease`). CUDA has its own caching allocator, so CUDA bypasses it.
+    """
+
+    max_free = 16  # free buffers kept (a few live graphs); the smallest go first (lengths grow)
+
+    def __init__(self) -> None:
+        self.free: list[torch.Tensor] = []
+        self.lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        numel = math.prod(shape)
+        if like.device.type != "cpu":
+            return like.new_empty(shape)
+        with self.lock:
+            fits = [k for k, b in enumerate(self.free) if b.dtype == like.dtype and b.numel() >= numel]
+            if fits:
+                best = self.free.pop(min(fits, key=lambda k: self.free[k].numel()))
+                return best[:numel].view(shape)
+        return like.new_empty(numel).view(shape)
+
+    def give(self, *tensors: torch.Tensor) -> None:
+        with self.lock:
+            for tensor in tensors:
+                # Inference tensors (made under torch.inference_mode) cannot be written
+                # outside it later, so they are not kept.
+                if tensor.device.type == "cpu" and not tensor.is_inference():
+                    base = tensor if tensor._base is None else tensor._base
+                    self.free.append(base)
+            self.free.sort(key=torch.Tensor.numel, reverse=True)
+            del self.free[self.max_free :]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.free.clear()
+
+
+WORKSPACE = _Workspace()
+
+
+class _Lease:
+    """Holds pooled buffers for an autograd node; returns them when the node dies."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __del__(self) -> None:
+        try:
+            WORKSPACE.give(*self.tensors)
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to reuse them
+            pass
+
+
+def _carve(flat: torch.Tensor, shapes: Sequence[Sequence[int]]) -> List[torch.Tensor]:
+    """Consecutive views of `flat` with the given shapes (one pooled buffer, many arrays)."""
+    views, offset = [], 0
+    for shape in shapes:
+        numel = math.prod(shape)
+        views.append(flat[offset : offset + numel].view(*shape))
+        offset += numel
+    return views
+
+
+# ---- the step loops (TorchScript-compatible) --------------------------------------------------
+def _forward_layer_steps(
+    w_hh_t: torch.Tensor,
+    gates: torch.Tensor,
+    cells: torch.Tensor,
+    tanh_cells: torch.Tensor,
+    hs: torch.Tensor,
+    work: torch.Tensor,
+) -> None:
+    """One layer's recurrence for S stacks. On entry gates (S, T, B, 4H) holds the input
+    projection x W_ih^T + b; on exit the activated gates i, f, g, o. Writes cells
+    (S, T+1, B, H) (slot 0 must be zero: c_{-1}), tanh_cells (S, T, B, H) and the outputs
+    hs (S, T, B, H). w_hh_t (S, H, 4H); work (S, B, 4H) is scratch."""
+    seq_len = gates.shape[1]
+    hidden = hs.shape[3]
+    h2 = 2 * hidden
+    h3 = 3 * hidden
+    step_gates = gates.unbind(1)
+    step_cells = cells.unbind(1)
+    step_tanh = tanh_cells.unbind(1)
+    step_h = hs.unbind(1)
+    for t in range(seq_len):
+        g = step_gates[t]  # (S, B, 4H), a strided view
+        pre = g
+        if t > 0:  # h_{-1} = 0: step 0 has no recurrent term
+            # One batched product for all stacks into contiguous scratch (MKL's batched path).
+            pre = torch.baddbmm(g, step_h[t - 1], w_hh_t, out=work)
+        torch.sigmoid(pre.narrow(2, 0, h2), out=g.narrow(2, 0, h2))  # i, f
+        torch.tanh(pre.narrow(2, h2, hidden), out=g.narrow(2, h2, hidden))  # g
+        torch.sigmoid(pre.narrow(2, h3, hidden), out=g.narrow(2, h3, hidden))  # o
+        c = step_cells[t + 1]
+        torch.mul(g.narrow(2, hidden, hidden), step_cells[t], out=c)  # f * c_{t-1}
+        c.addcmul_(g.narrow(2, 0, hidden), g.narrow(2, h2, hidden))  # + i * g
+        tanh_c = torch.tanh(c, out=step_tanh[t])
+        torch.mul(g.narrow(2, h3, hidden), tanh_c, out=step_h[t])  # h = o * tanh(c)
+
+
+def _backward_layer_steps(
+    grad_hs: torch.Tensor,
+    w_hh: torch.Tensor,
+    gates: torch.Tensor,
+    cells: torch.Tensor,
+    tanh_cells: torch.Tensor,
+    grad_gates: torch.Tensor,
+) -> None:
+    """Backpropagation through time of one layer for S stacks. grad_hs (S, T, B, H): the
+    gradient reaching each output h_t from outside the recurrence (the layer above, or the
+    stack's output). Fills grad_gates (S, T, B, 4H), the gradient w.r.t. the gate
+    pre-activations. w_hh (S, 4H, H)."""
+    seq_len = gates.shape[1]
+    hidden = tanh_cells.shape[3]
+    h2 = 2 * hidden
+    h3 = 3 * hidden
+    step_grad_h = grad_hs.unbind(1)
+    step_gates = gates.unbind(1)
+    step_cells = cells.unbind(1)
+    step_tanh = tanh_cells.unbind(1)
+    step_grad_gates = grad_gates.unbind(1)
+    shape = [grad_hs.shape[0], grad_hs.shape[2], hidden]
+    grad_c = grad_hs.new_zeros(shape)  # from step t+1
+    grad_h_rec = grad_hs.new_zeros(shape)  # dh_t through h_t W_hh^T at step t+1
+    dh = grad_hs.new_empty(shape)
+    for t in range(seq_len - 1, -1, -1):
+        if t == seq_len - 1:
+            dh.copy_(step_grad_h[t])
+        else:
+            torch.add(step_grad_h[t], grad_h_rec, out=dh)
+        g = step_gates[t]
+        tanh_c = step_tanh[t]
+        o = g.narrow(2, h3, hidden)
+        grad_c.add_(torch.ops.aten.tanh_backward(dh * o, tanh_c))  # + dh * o * tanh'(c)
+        dg = step_grad_gates[t]
+        torch.mul(grad_c, g.narrow(2, h2, hidden), out=dg.narrow(2, 0, hidden))  # d i
+        torch.mul(grad_c, step_cells[t], out=dg.narrow(2, hidden, hidden))  # d f
+        torch.mul(grad_c, g.narrow(2, 0, hidden), out=dg.narrow(2, h2, hidden))  # d g
+        torch.mul(dh, tanh_c, out=dg.narrow(2, h3, hidden))  # d o
+        # Through the activations, in place: s(1-s) for the sigmoids, 1-g^2 for the tanh.
+        torch.ops.aten.sigmoid_backward(dg.narrow(2, 0, h2), g.narrow(2, 0, h2), grad_input=dg.narrow(2, 0, h2))
+        torch.ops.aten.tanh_backward(
+            dg.narrow(2, h2, hidden), g.narrow(2, h2, hidden), grad_input=dg.narrow(2, h2, hidden)
+        )
+        torch.ops.aten.sigmoid_backward(
+            dg.narrow(2, h3, hidden), g.narrow(2, h3, hidden), grad_input=dg.narrow(2, h3, hidden)
+        )
+        if t > 0:
+            grad_c.mul_(g.narrow(2, hidden, hidden))  # dc_{t-1} = dc_t * f_t
+            torch.bmm(dg, w_hh, out=grad_h_rec)  # (S, B, H)
+
+
+_compiled: dict[str, Callable] = {}
+
+
+def _steps(name: str) -> Callable:
+    """The TorchScript version of a step loop (it removes most of the per-op Python cost of
+    the ~10-15 small ops per step), or the plain function where scripting is unavailable or
+    disabled with MUSICGAN_NO_TORCHSCRIPT=1. Scripted once per process."""
+    if name not in _compiled:
+        plain = {"forward": _forward_layer_steps, "backward": _backward_layer_steps}[name]
+        compiled = plain
+        if os.environ.get("MUSICGAN_NO_TORCHSCRIPT", "") not in ("1", "true"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # scripting is still supported
+                    compiled = torch.jit.script(plain)
+            except Exception:  # noqa: BLE001 - any scripting failure: keep the plain loop
+                compiled = plain
+        _compiled[name] = compiled
+    return _compiled[name]
+
+
+class _LSTMStackFunction(torch.autograd.Function):
+    """S stacks of L LSTM layers over (S, T, B, F) inputs with a hand-written backward.
+
+    Inputs: x (S, T, B, F); masks: None or (S, L-1, T, B, H) dropout multipliers (already
+    scaled by 1/(1-p)) applied to the outputs of layers 0..L-2; then per layer
+    w_ih (S, 4H, F_l), w_hh (S, 4H, H), bias (S, 4H) = b_ih + b_hh.
+    Output: the top layer's h, (S, T, B, H).
+    """
+
+    @staticmethod
+    def forward(ctx, x, masks, *layer_params):
+        stacks, seq_len, batch, _ = x.shape
+        num_layers = len(layer_params) // 3
+        hidden = layer_params[1].shape[2]
+        rows = seq_len * batch
+        # Saved arrays, per layer: activated gates, cells (slot 0 = c_{-1} = 0), tanh of
+        # cells, outputs h (all but the top: the top's is the returned tensor), and the
+        # dropped-out outputs that feed the layer above. One pooled buffer for all of them.
+        gate_shape, cell_shape = (stacks, seq_len, batch, 4 * hidden), (stacks, seq_len + 1, batch, hidden)
+        h_shape = (stacks, seq_len, batch, hidden)
+        shapes = [gate_shape, cell_shape, h_shape] * num_layers + [h_shape] * (num_layers - 1)
+        if masks is not None:
+            shapes += [h_shape] * (num_layers - 1)
+        shapes.append((stacks, batch, 4 * hidden))  # per-step scratch
+        flat = WORKSPACE.take((sum(math.prod(s) for s in shapes),), x)
+        views = _carve(flat, shapes)
+        work = views.pop()
+        gates = views[0 : 3 * num_layers : 3]
+        cells = views[1 : 3 * num_layers : 3]
+        tanh_cells = views[2 : 3 * num_layers : 3]
+        rest = views[3 * num_layers :]
+        output = x.new_empty(h_shape)
+        hs = rest[: num_layers - 1] + [output]
+        layer_inputs = [x]
+        for layer in range(num_layers):
+            w_ih, w_hh, bias = layer_params[3 * layer : 3 * layer + 3]
+            inputs = layer_inputs[layer]
+            # The input projection of all T steps in one product: (S, T*B, F_l) @ (S, F_l, 4H).
+            torch.baddbmm(
+                bias.unsqueeze(1), inputs.reshape(stacks, rows, -1), w_ih.transpose(1, 2),
+                out=gates[layer].view(stacks, rows, 4 * hidden),
+            )  # fmt: skip
+            cells[layer][:, 0].zero_()
+            _steps("forward")(w_hh.transpose(1, 2), gates[layer], cells[layer], tanh_cells[layer], hs[layer], work)
+            if layer + 1 < num_layers:
+                if masks is not None:
+                    dropped = rest[num_layers - 1 + layer]
+                    torch.mul(hs[layer], masks[:, layer], out=dropped)
+                    layer_inputs.append(dropped)
+                else:
+                    layer_inputs.append(hs[layer])
+        ctx.save_for_backward(x, masks, output, *layer_params)
+        # Pooled arrays live as long as this node (plain attributes: the node owns them).
+        ctx.arrays = (gates, cells, tanh_cells, hs[:-1], layer_inputs[1:])
+        ctx.lease = _Lease(flat)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, masks, output, *layer_params = ctx.saved_tensors
+        gates, cells, tanh_cells, lower_hs, upper_inputs = ctx.arrays
+        hs = list(lower_hs) + [output]
+        layer_inputs = [x] + list(upper_inputs)
+        num_layers = len(layer_params) // 3
+        stacks, seq_len, batch, hidden = output.shape
+        rows = seq_len * batch
+        needs = ctx.needs_input_grad
+        # Scratch: the gate gradients (reused layer after layer), the gradient reaching the
+        # outputs of the layer below.
+        h_shape = (stacks, seq_len, batch, hidden)
+        scratch = WORKSPACE.take((stacks * rows * 5 * hidden,), output)
+        grad_gates, grad_below = _carve(scratch, [(stacks, seq_len, batch, 4 * hidden), h_shape])
+        grad_hs = grad_output.contiguous()
+        grads: list[Optional[torch.Tensor]] = [None] * len(layer_params)
+        grad_x = None
+        for layer in range(num_layers - 1, -1, -1):
+            w_ih, w_hh, _ = layer_params[3 * layer : 3 * layer + 3]
+            _steps("backward")(grad_hs, w_hh, gates[layer], cells[layer], tanh_cells[layer], grad_gates)
+            flat_grad_gates = grad_gates.view(stacks, rows, 4 * hidden)
+            inputs = layer_inputs[layer].reshape(stacks, rows, -1)
+            # Weight gradients, one product over all T*B rows each (skipped when frozen).
+            # (X^T G)^T rather than G^T X: the wide output runs faster in MKL (see crnngan).
+            if needs[2 + 3 * layer]:
+                grads[3 * layer] = torch.bmm(inputs.transpose(1, 2), flat_grad_gates).transpose(1, 2)
+            if needs[3 + 3 * layer] and seq_len > 1:
+                previous_h = hs[layer][:, : seq_len - 1].reshape(stacks, (seq_len - 1) * batch, hidden)
+                later_gates = grad_gates[:, 1:].reshape(stacks, (seq_len - 1) * batch, 4 * hidden)
+                grads[3 * layer + 1] = torch.bmm(previous_h.transpose(1, 2), later_gates).transpose(1, 2)
+            elif needs[3 + 3 * layer]:
+                grads[3 * layer + 1] = torch.zeros_like(w_hh)
+            if needs[4 + 3 * layer]:
+                grads[3 * layer + 2] = flat_grad_gates.sum(dim=1)
+            # The input gradient, one product over all T*B rows: (S, T*B, 4H) @ (S, 4H, F_l).
+            if layer > 0:
+                torch.bmm(flat_grad_gates, w_ih, out=grad_below.view(stacks, rows, hidden))
+                if masks is not None:
+                    grad_below.mul_(masks[:, layer - 1])
+                grad_hs = grad_below
+            elif needs[0]:
+                grad_x = torch.bmm(flat_grad_gates, w_ih).view(x.shape)
+        WORKSPACE.give(scratch)
+        return grad_x, None, *grads
+
+
+def lstm_parameters(lstm: nn.LSTM) -> list[list[torch.Tensor]]:
+    """Per layer [w_ih (4H, F_l), w_hh (4H, H), b_ih (4H), b_hh (4H)] of a unidirectional
+    nn.LSTM (no projections), the tensors themselves."""
+    if lstm.bidirectional or lstm.proj_size or not lstm.bias:
+        raise ValueError("lstm_stack runs unidirectional nn.LSTM with biases and no projection only")
+    return [
+        [getattr(lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        for layer in range(lstm.num_layers)
+    ]
+
+
+def draw_dropout_masks(lstm: nn.LSTM, seq_len: int, batch: int, like: torch.Tensor) -> torch.Tensor | None:
+    """The dropout multipliers nn.LSTM would draw in training, in its order, from the global
+    RNG: for each layer but the last, ATen's `at::dropout` on that layer's (T, B, H) output
+    is `empty_like(out).bernoulli_(1 - p).div_(1 - p)`, then `out * noise`.
+    Returns (L-1, T, B, H) or None (eval mode, p = 0 or one layer)."""
+    p = lstm.dropout
+    if not lstm.training or p == 0 or lstm.num_layers < 2:
+        return None
+    masks = []
+    for _ in range(lstm.num_layers - 1):
+        noise = torch.empty((seq_len, batch, lstm.hidden_size), dtype=like.dtype, device=like.device)
+        masks.append(noise.bernoulli_(1 - p).div_(1 - p))
+    return torch.stack(masks)
+
+
+def run_lstm_stacks(lstms: Sequence[nn.LSTM], inputs: Sequence[torch.Tensor], batched: bool = True) -> list[torch.Tensor]:
+    """Run each unidirectional nn.LSTM of `lstms` on its (T, B, F) input (batch second, zero
+    initial state) like `lstm(input)[0]`, with the same dropout draws in the same order
+    (every stack's masks are drawn before any compute, stack after stack, as consecutive
+    nn.LSTM calls draw them). Returns each stack's top-layer outputs (T, B, H).
+
+    batched=True runs all stacks (same sizes required) in one loop with batched products;
+    False runs them one after the other."""
+    seq_len, batch = inputs[0].shape[0], inputs[0].shape[1]
+    masks = [draw_dropout_masks(lstm, seq_len, batch, inputs[0]) for lstm in lstms]
+    groups = [list(range(len(lstms)))] if batched else [[k] for k in range(len(lstms))]
+    outputs: list[torch.Tensor] = [None] * len(lstms)  # type: ignore[list-item]
+    for group in groups:
+        params = [lstm_parameters(lstms[k]) for k in group]
+        flat: list[torch.Tensor] = []
+        for layer in range(len(params[0])):
+            w_ih = [p[layer][0] for p in params]
+            w_hh = [p[layer][1] for p in params]
+            bias = [p[layer][2] + p[layer][3] for p in params]
+            flat += [_stack(w_ih), _stack(w_hh), _stack(bias)]
+        group_masks = None
+        if masks[group[0]] is not None:
+            group_masks = _stack([masks[k] for k in group])
+        x = _stack([inputs[k] for k in group]).contiguous()
+        out = _LSTMStackFunction.apply(x, group_masks, *flat)  # (S, T, B, H)
+        for index, k in enumerate(group):
+            outputs[k] = out[index]
+    return outputs
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, or a view (no copy) for a single tensor."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
