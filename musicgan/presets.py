@@ -112,6 +112,20 @@ def crnngan_demo() -> Config:
     return cfg
 
 
+@preset("lstm-baseline-demo")
+def lstm_baseline_demo() -> Config:
+    """The paper's MLE baseline at the demo's sizes and optimiser (`crnngan-demo` with the
+    adversarial phase replaced by next-event squared error): what `launch/compare-baseline`
+    trains for the same wall-clock budget as `crnngan-demo`, so the comparison differs in
+    the objective only."""
+    cfg = crnngan_demo()
+    cfg.model.name = "mle"
+    cfg.train.pretrain_epochs = cfg.train.epochs
+    cfg.train.freeze_d_threshold = 0.0
+    cfg.train.freeze_g_threshold = 0.0
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------------
 # Seed models beyond C-RNN-GAN (issue 9): RNN-RBM / LSTM-RBM (seed 004) and the discrete-note
 # LSTM and MLP-GAN (seed 003). Each has a `-debug` twin at toy sizes for tests.

@@ -245,3 +245,19 @@ def test_closer_picks_smaller_distance_and_reports_ties():
     assert _closer({"gan": 4112.948, "mle": 4112.994}) == "tie"  # within 0.1 %
     assert _closer({"gan": float("nan"), "mle": 3.0}) == "mle"
     assert _closer({"gan": None}) is None
+
+
+def test_comparison_under_a_window_leaves_the_fixed_feature_out(tmp_path, midi_folder):
+    gen = write_folder(tmp_path / "gen", generated_like(300, 8))
+    rand = write_folder(tmp_path / "rand", random_songs(8, seed=3))
+    lines: list[str] = []
+    result = run_evaluate(generated=str(gen), compare=[str(rand)], reference=str(midi_folder), out=str(tmp_path / "out"),
+                          reference_window=40, cache_root=tmp_path / "c", report=False, calibrate=False,
+                          echo=lines.append)
+    row = result["comparison"]["overlap_area/note_count"]
+    assert row["closer"] is None and row["rule"].startswith("not compared: fixed by the window construction")
+    counts = result["comparison_counts"]
+    assert sum(counts.values()) == len(result["comparison"]) and counts["not compared"] >= 1
+    assert counts["gen"] > counts["rand"]  # the reference's own generator beats random notes on most rows
+    assert result["comparison"]["overlap_area/pitch_range"]["closer"] in ("gen", "rand", "tie")
+    assert any(line.startswith("closer to the reference, of ") for line in lines)

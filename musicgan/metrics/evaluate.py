@@ -20,7 +20,8 @@ metrics.json layout
 - sets: {set: {kind, path, samples_dir, num_songs, num_empty, metrics, distances,
   frechet, curves (runs), extra}}
 - comparison (with --compare): per metric, each set's value and the one closer to the
-  reference ("tie" within 0.1 %)
+  reference ("tie" within 0.1 %; null for a feature left out by the window); comparison_counts:
+  rows won per set, ties, rows not compared
 - definitions: what each headline number means
 
 Set-level metrics that need more than songs (the RNN-RBM family's piano-roll likelihood:
@@ -432,7 +433,10 @@ def _closer(scores: dict[str, float]) -> str | None:
 
 def comparison_table(reference: dict, sets: dict) -> dict:
     """Per registry metric, mgeval feature and headline number: each set's value and which
-    set is closer to the reference ("tie" within TIE_TOLERANCE)."""
+    set is closer to the reference ("tie" within TIE_TOLERANCE). A feature left out of the
+    headline numbers (reference["excluded_features"]) keeps its row, with closer None and
+    the reason as its rule: it is equal by construction, not a tie between the models."""
+    excluded = reference.get("excluded_features") or {}
     table = {}
     names = list(sets)
     for metric in METRICS:
@@ -443,6 +447,10 @@ def comparison_table(reference: dict, sets: dict) -> dict:
                                      "rule": "|mean - reference mean| smaller"}
     for feature in FEATURES:
         values = {n: sets[n]["distances"]["features"].get(feature, {}).get("oa", math.nan) for n in names}
+        if feature in excluded:
+            table[f"overlap_area/{feature}"] = {"reference": 1.0, "values": values, "closer": None,
+                                                "rule": f"not compared: {excluded[feature]}"}
+            continue
         table[f"overlap_area/{feature}"] = {"reference": 1.0, "values": values,
                                             "closer": _closer({n: -v for n, v in values.items()}), "rule": "larger overlap"}
     for key, sign in (("overlap_area_mean", -1.0), ("realism", -1.0), ("frechet", 1.0)):
@@ -451,6 +459,14 @@ def comparison_table(reference: dict, sets: dict) -> dict:
                                    "closer": _closer({n: sign * v for n, v in values.items()}),
                                    "rule": "smaller" if sign > 0 else "larger"}
     return table
+
+
+def comparison_counts(table: dict, names: list[str]) -> dict[str, int]:
+    """Rows of the comparison table each set is closer on, plus "tie" and "not compared"."""
+    counts = {name: 0 for name in names} | {"tie": 0, "not compared": 0}
+    for entry in table.values():
+        counts["not compared" if entry["closer"] is None else entry["closer"]] += 1
+    return counts
 
 
 def _window_notes(setting, reference: SetStatistics, generated: SetStatistics) -> int | None:
@@ -548,6 +564,7 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     }
     if len(result_sets) > 1:
         result["comparison"] = comparison_table(reference_block, result_sets)
+        result["comparison_counts"] = comparison_counts(result["comparison"], list(result_sets))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -557,7 +574,7 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
         write_report(out_dir, result, ref, sets, densities, audio=audio)
     result["seconds_with_report"] = round(time.perf_counter() - started, 3)
     (out_dir / "metrics.json").write_text(json.dumps(_json_safe(result), indent=1), encoding="utf-8")
-    for line in summary_lines(result):
+    for line in summary_lines(result) + comparison_lines(result):
         echo(line)
     echo(f"report: {out_dir / 'index.html'}" if report else f"metrics: {out_dir / 'metrics.json'}")
     return result
@@ -577,6 +594,26 @@ def summary_lines(result: dict) -> list[str]:
     for name, s in rows:
         lines.append(f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "
                      f"realism={_num(s['realism'])} (n={s['num_songs']})")
+    if result.get("comparison_counts"):
+        total = sum(result["comparison_counts"].values())
+        lines.append(f"closer to the reference, of {total} rows: "
+                     + ", ".join(f"{n} {c}" for n, c in result["comparison_counts"].items()))
+    return lines
+
+
+def comparison_lines(result: dict) -> list[str]:
+    """The side-by-side table as text (with --compare): one row per metric, the reference
+    value, each set's value and the set closer to the reference."""
+    table = result.get("comparison")
+    if not table:
+        return []
+    names = list(result["sets"])
+    width = max(len(k) for k in table)
+    lines = ["", f"{'metric':<{width}}  {'real':>9}  " + "  ".join(f"{n[:12]:>12}" for n in names) + "  closer"]
+    for key, entry in table.items():
+        real = "" if entry["reference"] is None else _num(entry["reference"])
+        values = "  ".join(f"{_num(entry['values'].get(n)):>12}" for n in names)
+        lines.append(f"{key:<{width}}  {real:>9}  {values}  {entry['closer'] or 'not compared'}")
     return lines
 
 

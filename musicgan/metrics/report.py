@@ -167,8 +167,11 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
             rows.append(cells)
         parts.append(_table(["metric", "real"] + names + ["closer"], rows))
         wins = {n: sum(e["closer"] == n for e in result["comparison"].values()) for n in [*names, "tie"]}
+        skipped = sum(e["closer"] is None for e in result["comparison"].values())
         parts.append("<p>Closer on " + ", ".join(f"<b>{html.escape(n)}</b>: {w} of {len(result['comparison'])} rows"
-                                                 for n, w in wins.items()) + " (tie: within 0.1%).</p>")
+                                                 for n, w in wins.items()) + " (tie: within 0.1%)"
+                     + (f"; {skipped} not compared (see the rule: left out by the window, or undefined)" if skipped else "")
+                     + ".</p>")
 
     parts.append("<h2>Metrics per song: real vs generated (mean &plusmn; std)</h2>")
     rows = []
