@@ -230,3 +230,35 @@ def test_float32_paper_width_matches_nn_lstm():
     fast, fast_grads = _outputs_and_grads(lambda: run_lstm_stacks(lstms, inputs), lstms, inputs, upstream)
     for got, want in zip([*fast, *fast_grads], [*ref, *ref_grads]):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_two_stacks_on_two_threads_equal_nn_lstm(inference):
+    """With 2 intra-op threads the two stacks' step loops run side by side (one on a worker
+    thread); results equal nn.LSTM's, under inference_mode too, and the caller's thread
+    count is restored."""
+    from musicgan.models import lstm_stack
+
+    assert lstm_stack.PARALLEL_STACKS
+    lstms = _stacks(2, 3, 16, 2, 0.5, not inference)
+    inputs = [torch.randn(8, 3, 3, dtype=torch.float64, requires_grad=not inference) for _ in lstms]
+    upstream = [torch.randn(8, 3, 16, dtype=torch.float64) for _ in lstms]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        if inference:
+            with torch.inference_mode():
+                fast = run_lstm_stacks(lstms, inputs)
+            ref = [l(x)[0] for l, x in zip(lstms, inputs)]
+            for got, want in zip(fast, ref):
+                torch.testing.assert_close(got, want.detach(), **F64)
+        else:
+            torch.manual_seed(6)
+            ref, ref_grads = _outputs_and_grads(lambda: [l(x)[0] for l, x in zip(lstms, inputs)], lstms, inputs, upstream)
+            torch.manual_seed(6)
+            fast, fast_grads = _outputs_and_grads(lambda: run_lstm_stacks(lstms, inputs), lstms, inputs, upstream)
+            for got, want in zip([*fast, *fast_grads], [*ref, *ref_grads]):
+                torch.testing.assert_close(got, want, **F64)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

@@ -14,8 +14,10 @@ K = batch rows, and every layer's input and weight gradients per step; here
     its weight gradients are ONE product each over all T*B rows (and none at all when the
     weights need no gradient, e.g. a frozen discriminator in the generator's step),
   * S independent stacks of equal sizes (a bidirectional discriminator's forward and
-    backward stacks, S = 2) can run in one loop: every product is a batched (bmm) product
-    over the S stacks, one call per step for all of them.
+    backward stacks, S = 2) run together: the large products are batched (bmm) over the
+    stacks; the step loops of two stacks run side by side on two threads with one
+    intra-op thread each when torch has >= 2 threads (see `_StackThread`), else as one
+    loop of batched products.
 
 The large per-call arrays come from `WORKSPACE`, a pool of reusable CPU buffers (shared
 with the generator's free-running loop).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import threading
 import warnings
 from typing import Callable, List, Optional, Sequence
@@ -193,6 +196,88 @@ def _backward_layer_steps(
             torch.bmm(dg, w_hh, out=grad_h_rec)  # (S, B, H)
 
 
+class _StackThread:
+    """A persistent worker thread with ONE intra-op thread that runs the second stack's step
+    loop while the calling thread, switched to one intra-op thread for the time, runs the
+    first stack's.
+
+    Why: per step each stack does one (B x H) @ (H x 4H) product and ~15 element-wise ops of
+    a few ten thousand elements. Split over two OpenMP threads, every one of those ops ends
+    in a barrier, and on a shared machine a preempted thread stalls each of them (measured
+    here, one core taken by another job: 5-7x slower than one thread). Two single-threaded
+    loops side by side share nothing until the layer ends. torch.set_num_threads sets the
+    calling thread's OpenMP and MKL thread counts (thread-local), so each side really runs
+    on one thread; the caller's count is restored afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tasks = None
+        self.pid = None
+
+    def _start(self) -> None:
+        tasks: queue.SimpleQueue = queue.SimpleQueue()
+        ready = threading.Event()
+
+        def serve() -> None:
+            torch.set_num_threads(1)
+            ready.set()
+            while True:
+                fn, done = tasks.get()
+                try:
+                    fn()
+                except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+                    done.error = error
+                done.set()
+
+        threading.Thread(target=serve, name="musicgan-lstm-stack", daemon=True).start()
+        ready.wait()
+        self.tasks, self.pid = tasks, os.getpid()
+
+    def run_pair(self, first: Callable[[], None], second: Callable[[], None]) -> None:
+        """first() here and second() on the worker, each with one intra-op thread."""
+        threads = torch.get_num_threads()
+        inference = torch.is_inference_mode_enabled()
+
+        def task() -> None:  # the caller's grad / inference mode (thread-local state)
+            with torch.inference_mode(inference), torch.no_grad():
+                second()
+
+        with self.lock:
+            if self.tasks is None or self.pid != os.getpid():  # (a forked child has no worker)
+                self._start()
+                torch.set_num_threads(threads)  # the global default the worker changed
+            done = threading.Event()
+            done.error = None  # type: ignore[attr-defined]
+            self.tasks.put((task, done))
+            torch.set_num_threads(1)
+            try:
+                first()
+            finally:
+                torch.set_num_threads(threads)
+                done.wait()
+            if done.error is not None:  # type: ignore[attr-defined]
+                raise done.error  # type: ignore[attr-defined]
+
+
+_STACK_THREAD = _StackThread()
+
+# Two stacks with >= 2 intra-op threads: their step loops run side by side on two threads
+# (see _StackThread); False: one loop of batched products for both (also with 1 thread).
+PARALLEL_STACKS = True
+
+
+def _per_stack(loop: Callable, *arrays: torch.Tensor) -> None:
+    """loop(*arrays) over all S stacks (dim 0 of every array), or, for two stacks and >= 2
+    intra-op threads, each stack's slice on its own thread."""
+    if not PARALLEL_STACKS or arrays[0].shape[0] != 2 or torch.get_num_threads() < 2:
+        loop(*arrays)
+        return
+    first = [a[0:1] for a in arrays]
+    second = [a[1:2] for a in arrays]
+    _STACK_THREAD.run_pair(lambda: loop(*first), lambda: loop(*second))
+
+
 _compiled: dict[str, Callable] = {}
 
 
@@ -257,7 +342,10 @@ class _LSTMStackFunction(torch.autograd.Function):
                 out=gates[layer].view(stacks, rows, 4 * hidden),
             )  # fmt: skip
             cells[layer][:, 0].zero_()
-            _steps("forward")(w_hh.transpose(1, 2), gates[layer], cells[layer], tanh_cells[layer], hs[layer], work)
+            _per_stack(
+                _steps("forward"), w_hh.detach().transpose(1, 2), gates[layer], cells[layer], tanh_cells[layer],
+                hs[layer], work,
+            )  # fmt: skip
             if layer + 1 < num_layers:
                 if masks is not None:
                     dropped = rest[num_layers - 1 + layer]
@@ -291,7 +379,9 @@ class _LSTMStackFunction(torch.autograd.Function):
         grad_x = None
         for layer in range(num_layers - 1, -1, -1):
             w_ih, w_hh, _ = layer_params[3 * layer : 3 * layer + 3]
-            _steps("backward")(grad_hs, w_hh, gates[layer], cells[layer], tanh_cells[layer], grad_gates)
+            _per_stack(
+                _steps("backward"), grad_hs, w_hh.detach(), gates[layer], cells[layer], tanh_cells[layer], grad_gates
+            )  # fmt: skip
             flat_grad_gates = grad_gates.view(stacks, rows, 4 * hidden)
             inputs = layer_inputs[layer].reshape(stacks, rows, -1)
             # Weight gradients, one product over all T*B rows each (skipped when frozen).
