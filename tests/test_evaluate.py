@@ -261,3 +261,32 @@ def test_comparison_under_a_window_leaves_the_fixed_feature_out(tmp_path, midi_f
     assert counts["gen"] > counts["rand"]  # the reference's own generator beats random notes on most rows
     assert result["comparison"]["overlap_area/pitch_range"]["closer"] in ("gen", "rand", "tie")
     assert any(line.startswith("closer to the reference, of ") for line in lines)
+
+
+def test_crnngan_samples_are_drawn_with_the_generators_dropout():
+    """What `musicgan evaluate` scores for C-RNN-GAN runs: samples drawn as the reference
+    code draws them (its training graph, dropout active), reproducible from the seed; the
+    MLE baseline is sampled the same way. (Eval-mode samples of the demo generator had
+    2-3 distinct pitches: it learns to ignore z.)"""
+    import torch
+
+    from musicgan.presets import get_preset
+    from musicgan.training.families import get_family
+
+    for preset in ("debug", "lstm-baseline-demo"):
+        cfg = get_preset(preset)
+        family = get_family(cfg)
+        networks = family.build_networks(family.build_representation())
+        generator = networks["generator"].eval()
+        assert generator.dropout > 0
+        torch.manual_seed(5)
+        first = family.generate(networks, 6, 12)
+        torch.manual_seed(5)
+        again = family.generate(networks, 6, 12)
+        np.testing.assert_array_equal(first, again)
+        assert generator.training is False  # the caller's mode is restored
+        torch.manual_seed(5)
+        with torch.no_grad():
+            deterministic = generator(6, 12).numpy()  # eval mode: no dropout
+        assert first.shape == deterministic.shape == (6, 12, 4)
+        assert not np.allclose(first, deterministic)
