@@ -260,5 +260,9 @@ def test_two_stacks_on_two_threads_equal_nn_lstm(inference):
             for got, want in zip([*fast, *fast_grads], [*ref, *ref_grads]):
                 torch.testing.assert_close(got, want, **F64)
         assert torch.get_num_threads() == 2
+        # Under a dispatch mode (thread-local) both loops stay on this thread: all counted.
+        counted = flops.count_with_flop_counter(lambda: run_lstm_stacks(lstms, [x.detach() for x in inputs]))
+        torch.set_num_threads(1)
+        assert counted == flops.count_with_flop_counter(lambda: run_lstm_stacks(lstms, [x.detach() for x in inputs]))
     finally:
         torch.set_num_threads(previous)

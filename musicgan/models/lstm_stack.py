@@ -36,6 +36,7 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 
 class _Workspace:
@@ -270,7 +271,14 @@ PARALLEL_STACKS = True
 def _per_stack(loop: Callable, *arrays: torch.Tensor) -> None:
     """loop(*arrays) over all S stacks (dim 0 of every array), or, for two stacks and >= 2
     intra-op threads, each stack's slice on its own thread."""
-    if not PARALLEL_STACKS or arrays[0].shape[0] != 2 or torch.get_num_threads() < 2:
+    if (
+        not PARALLEL_STACKS
+        or arrays[0].shape[0] != 2
+        or torch.get_num_threads() < 2
+        # Dispatch modes (FlopCounterMode, FakeTensorMode, ...) are thread-local: the worker
+        # thread would run outside them.
+        or _get_current_dispatch_mode() is not None
+    ):
         loop(*arrays)
         return
     first = [a[0:1] for a in arrays]
