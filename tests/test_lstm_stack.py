@@ -266,3 +266,25 @@ def test_two_stacks_on_two_threads_equal_nn_lstm(inference):
         assert counted == flops.count_with_flop_counter(lambda: run_lstm_stacks(lstms, [x.detach() for x in inputs]))
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("fast_draw", [True, False])
+def test_both_ways_of_drawing_masks_reproduce_nn_lstm(fast_draw, monkeypatch):
+    """The masks come from torch.rand(float64) < keep where that reproduces ATen's
+    bernoulli_ (checked once per process; true with ATen's own CPU kernel), else from bernoulli_
+    itself: either way the same masks and the same RNG state afterwards as nn.LSTM."""
+    from musicgan.models import lstm_stack
+
+    (lstm,) = _stacks(1, 3, 20, 3, 0.3, True, torch.float32)
+    x = torch.randn(6, 4, 3)
+    if not fast_draw:
+        monkeypatch.setitem(lstm_stack._BERNOULLI_CHECKED, ("cpu", torch.float32), False)
+    elif not lstm_stack._rand_reproduces_bernoulli(x):
+        pytest.skip("this build's bernoulli_ draws otherwise (MKL's generator): the fallback is tested")
+    torch.manual_seed(12)
+    expected, _ = lstm(x)
+    after = torch.rand(4)
+    torch.manual_seed(12)
+    (got,) = run_lstm_stacks([lstm], [x])
+    torch.testing.assert_close(torch.rand(4), after, atol=0, rtol=0)
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
