@@ -216,6 +216,10 @@ class _StackThread:
         self.tasks = None
         self.pid = None
 
+    def after_fork(self) -> None:
+        """A forked child has no worker thread (and maybe a lock held by another thread)."""
+        self.__init__()
+
     def _start(self) -> None:
         tasks: queue.SimpleQueue = queue.SimpleQueue()
         ready = threading.Event()
@@ -262,6 +266,8 @@ class _StackThread:
 
 
 _STACK_THREAD = _StackThread()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_STACK_THREAD.after_fork)
 
 # Two stacks with >= 2 intra-op threads: their step loops run side by side on two threads
 # (see _StackThread); False: one loop of batched products for both (also with 1 thread).
