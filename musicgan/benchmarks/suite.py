@@ -177,8 +177,9 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             "trainer_step_all_s": wall["trainer"],
             "bare_step_all_s": wall["bare"],
             "flops": {
-                "method": "analytic (products of LSTM and linear layers, 2mkn; FlopCounterMode "
-                          "counts no nn.LSTM on CPU)",
+                "method": "analytic (products of LSTM and linear layers, 2mkn); flop_counter_step: "
+                          "FlopCounterMode on the same step (sees G's loop and D's CPU LSTM stack; "
+                          "nothing of nn.LSTM)",
                 "step_flops": counted,
                 "flop_counter_step": flop_counter_step,
                 "flop_counter_generator_fwd_bwd": flop_counter_generator,
