@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
+                        "true), model.rbm_generation, model.sample_gibbs_steps")
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
     gen = p.add_mutually_exclusive_group(required=True)
@@ -156,7 +159,7 @@ def cmd_sample(args) -> int:
     from musicgan.training.sampling import sample_run
 
     sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
-               checkpoint=args.checkpoint, audio=args.audio)
+               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set)
     return 0
 
 

@@ -39,6 +39,9 @@ class ModelConfig:
     d_layers: int = 2
     d_dropout: float = 0.5
     d_layout: str = "separate"  # separate (reference: one stack per direction) | interleaved (torch)
+    # C-RNN-GAN / MLE sampling with the generator's dropout active (the reference does; the
+    # generator learns to ignore its noise, so eval-mode samples collapse to a few pitches).
+    sample_dropout: bool = True
     # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.
     rbm_hidden: int = 150
     gibbs_steps: int = 15  # k of CD-k during training

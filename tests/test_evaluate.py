@@ -290,3 +290,7 @@ def test_crnngan_samples_are_drawn_with_the_generators_dropout():
             deterministic = generator(6, 12).numpy()  # eval mode: no dropout
         assert first.shape == deterministic.shape == (6, 12, 4)
         assert not np.allclose(first, deterministic)
+        # model.sample_dropout=false: eval-mode samples, exactly the generator's eval forward.
+        cfg.model.sample_dropout = False
+        torch.manual_seed(5)
+        np.testing.assert_allclose(get_family(cfg).generate(networks, 6, 12), deterministic)

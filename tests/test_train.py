@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,6 +176,17 @@ def test_sample_cli_writes_valid_midi(bach_shards, tmp_path):
         assert read_midi(path).num_notes > 0
     bad = musicgan(["sample", "--run", str(tmp_path / "nope"), "--num", "1", "--out", str(tmp_path / "x")], check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: run directory not found") and "Traceback" not in bad.stderr
+    # Sampling options: eval-mode samples (no dropout) differ from the default dropout samples
+    # with the same seed; shape-changing keys are refused in one line.
+    musicgan(["sample", "--run", str(tmp_path / "run"), "--num", "3", "--length", "24", "--out",
+              str(tmp_path / "eval-mode"), "--seed", "1", "--set", "model.sample_dropout=false"])
+    default = [read_midi(p).notes for p in files]
+    eval_mode = [read_midi(p).notes for p in sorted((tmp_path / "eval-mode").glob("*.mid"))]
+    assert len(eval_mode) == 3
+    assert any(a.shape != b.shape or not np.allclose(a, b) for a, b in zip(default, eval_mode))
+    refused = musicgan(["sample", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "y"), "--set", "model.g_hidden=7"],
+                       check=False)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: sample --set") and "Traceback" not in refused.stderr
 
 
 def test_train_cli_bad_data_is_one_line(tmp_path):

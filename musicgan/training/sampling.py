@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
-from musicgan.config import from_dict
+from musicgan.config import apply_overrides, from_dict, validate
 from musicgan.data.midi import write_midi
 from musicgan.data.song import Song
 from musicgan.errors import DataError, UserError
@@ -109,13 +109,23 @@ def real_metrics(trainer: "Trainer") -> dict:
     return {f"real/{k}": v for k, v in _summary(songs).items()} if songs else {}
 
 
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
-    """(config, family, representation, networks, checkpoint path) of any run, any backend."""
+# Config keys `musicgan sample --set` may change: how a trained model draws, never its shape.
+SAMPLING_KEYS = ("model.sample_dropout", "model.rbm_generation", "model.sample_gibbs_steps")
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()):
+    """(config, family, representation, networks, checkpoint path) of any run, any backend.
+    `overrides` ("key=value") may set the SAMPLING_KEYS only."""
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     state = ckpt.load_checkpoint(path)
     if "config" not in state:
         raise UserError(f"{path} is not a musicgan checkpoint (no config)")
+    for item in overrides:
+        if item.split("=", 1)[0].strip() not in SAMPLING_KEYS:
+            raise UserError(f"sample --set {item!r}: only {', '.join(SAMPLING_KEYS)} can change at sampling time")
     cfg = from_dict(state["config"])
+    if overrides:
+        cfg = validate(apply_overrides(cfg, list(overrides)))
     family: ModelFamily = get_family(cfg)
     representation = family.build_representation()
     if state.get("representation"):
@@ -128,11 +138,11 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
 
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
-               checkpoint: str | Path | None = None, audio: bool = False) -> list[Path]:
+               checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = ()) -> list[Path]:
     """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint."""
     if num < 1 or length < 1:
         raise UserError("--num and --length must be at least 1")
-    _, family, representation, networks, path = load_run(run_dir, checkpoint)
+    _, family, representation, networks, path = load_run(run_dir, checkpoint, overrides)
     torch.manual_seed(seed)
     steps = family.generate(networks, num, length)
     paths = write_songs(decode_all(representation, steps), Path(out_dir), audio=audio)

@@ -118,7 +118,8 @@ class CRNNGAN(ModelFamily):
 
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
-        """(num, length, F) free-running samples, drawn with the generator's dropout ACTIVE.
+        """(num, length, F) free-running samples, drawn with the generator's dropout ACTIVE
+        (`model.sample_dropout`, default true; false samples in eval mode).
 
         Why: the generator's only other randomness is z ~ U[0,1) at each step, and both MLE
         pretraining (z carries no information about the next event) and feature matching
@@ -132,7 +133,7 @@ class CRNNGAN(ModelFamily):
         """
         generator = networks["generator"]
         was_training = generator.training
-        generator.train()
+        generator.train(self.cfg.model.sample_dropout)
         try:
             return generator(num, length).float().cpu().numpy()
         finally:
