@@ -38,8 +38,6 @@ frozen pass 1.23x / 1.34x faster than nn.LSTM (oneDNN); the whole step 1.10-1.14
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Callable, List, Optional
 
 import torch
@@ -47,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
-from musicgan.models.lstm_stack import WORKSPACE, _Lease, run_lstm_stacks
+from musicgan.models.lstm_stack import WORKSPACE, _Lease, run_lstm_stacks, script_or_plain
 
 DISCRIMINATOR_LAYOUTS = ("separate", "interleaved")
 
@@ -397,20 +395,10 @@ _compiled_steps: dict[str, Callable] = {}
 
 
 def _steps(name: str) -> Callable:
-    """The TorchScript version of a step loop (it removes most of the per-op Python cost of
-    ~40 small ops per step), or the plain function where scripting is unavailable or
-    disabled with MUSICGAN_NO_TORCHSCRIPT=1. Scripted once per process."""
+    """The generator's step loop `name` ("forward" | "backward"), scripted once per process
+    (~40 small ops per step: TorchScript removes most of their Python dispatch cost)."""
     if name not in _compiled_steps:
-        plain = {"forward": _forward_steps, "backward": _backward_steps}[name]
-        compiled = plain
-        if os.environ.get("MUSICGAN_NO_TORCHSCRIPT", "") not in ("1", "true"):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)  # scripting is still supported
-                    compiled = torch.jit.script(plain)
-            except Exception:  # noqa: BLE001 - any scripting failure: keep the plain loop
-                compiled = plain
-        _compiled_steps[name] = compiled
+        _compiled_steps[name] = script_or_plain({"forward": _forward_steps, "backward": _backward_steps}[name])
     return _compiled_steps[name]
 
 

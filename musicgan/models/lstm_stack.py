@@ -292,24 +292,28 @@ def _per_stack(loop: Callable, *arrays: torch.Tensor) -> None:
     _STACK_THREAD.run_pair(lambda: loop(*first), lambda: loop(*second))
 
 
+def script_or_plain(plain: Callable) -> Callable:
+    """`plain` scripted with TorchScript (it removes most of the per-op Python cost of a
+    step loop's small ops), or `plain` itself where scripting fails or is disabled with
+    MUSICGAN_NO_TORCHSCRIPT=1. Shared by this stack and the generator's free-running loop;
+    callers cache the result (scripting costs ~0.5 s)."""
+    if os.environ.get("MUSICGAN_NO_TORCHSCRIPT", "") in ("1", "true"):
+        return plain
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # scripting is still supported
+            return torch.jit.script(plain)
+    except Exception:  # noqa: BLE001 - any scripting failure: keep the plain loop
+        return plain
+
+
 _compiled: dict[str, Callable] = {}
 
 
 def _steps(name: str) -> Callable:
-    """The TorchScript version of a step loop (it removes most of the per-op Python cost of
-    the ~10-15 small ops per step), or the plain function where scripting is unavailable or
-    disabled with MUSICGAN_NO_TORCHSCRIPT=1. Scripted once per process."""
+    """This stack's step loop `name` ("forward" | "backward"), scripted once per process."""
     if name not in _compiled:
-        plain = {"forward": _forward_layer_steps, "backward": _backward_layer_steps}[name]
-        compiled = plain
-        if os.environ.get("MUSICGAN_NO_TORCHSCRIPT", "") not in ("1", "true"):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)  # scripting is still supported
-                    compiled = torch.jit.script(plain)
-            except Exception:  # noqa: BLE001 - any scripting failure: keep the plain loop
-                compiled = plain
-        _compiled[name] = compiled
+        _compiled[name] = script_or_plain({"forward": _forward_layer_steps, "backward": _backward_layer_steps}[name])
     return _compiled[name]
 
 
