@@ -294,3 +294,25 @@ def test_crnngan_samples_are_drawn_with_the_generators_dropout():
         cfg.model.sample_dropout = False
         torch.manual_seed(5)
         np.testing.assert_allclose(get_family(cfg).generate(networks, 6, 12), deterministic)
+
+
+def test_fixed_length_reference_leaves_note_count_out_of_the_tune_objective():
+    """The Ray Tune objective compares fixed-length excerpts: with a one-note-per-step
+    representation every reference excerpt has the same note count, which then measures the
+    excerpting; realism leaves it out exactly as `evaluate` does under a window."""
+    from musicgan.metrics.distributions import realism_score
+    from musicgan.metrics.evaluate import fixed_length_exclusions
+
+    fixed = compute_statistics(random_songs(12, seed=3, num_notes=40))
+    varying = compute_statistics(random_songs(12, seed=4))  # 100-300 notes each
+    assert set(fixed_length_exclusions(fixed)) == {"note_count"}
+    assert "40 notes" in fixed_length_exclusions(fixed)["note_count"]
+    assert fixed_length_exclusions(varying) == {}
+    generated = compute_statistics(random_songs(12, seed=5, num_notes=40))
+    exclude = fixed_length_exclusions(fixed)
+    full = compare_features(fixed, generated)
+    assert full["features"]["note_count"]["oa"] == 1.0  # equal by construction: would inflate realism
+    kept = [e for name, e in full["features"].items() if name != "note_count"]
+    assert realism_score(fixed, generated, exclude=exclude) == pytest.approx(
+        np.mean([(e["oa"] + e["oa_intra"]) / 2 for e in kept]))
+    assert realism_score(fixed, generated, exclude=exclude) < realism_score(fixed, generated)

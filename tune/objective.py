@@ -87,6 +87,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path, reference, 
     import torch
 
     from musicgan.metrics.distributions import compute_statistics, realism_score
+    from musicgan.metrics.evaluate import fixed_length_exclusions
     from musicgan.training.sampling import decode_all, load_run
 
     _, family, representation, networks, _ = load_run(run_dir, checkpoint)
@@ -94,5 +95,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path, reference, 
         torch.manual_seed(seed)
         steps = family.generate(networks, num_songs, length)  # (num_songs, length, F)
     generated = compute_statistics(decode_all(representation, steps), workers=1)
-    score = realism_score(reference, generated, seed=seed, workers=1)
+    # Fixed-length note excerpts: note_count measures the excerpting, not the music (as in
+    # `musicgan evaluate` under a reference window).
+    score = realism_score(reference, generated, seed=seed, workers=1, exclude=fixed_length_exclusions(reference))
     return {OBJECTIVE: float(score), "eval/empty_songs": float(generated.num_empty)}

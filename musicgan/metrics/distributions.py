@@ -471,8 +471,11 @@ FRECHET_LABEL = "in-house Frechet distance on handcrafted features (1/n-extrapol
 
 
 # -- one number -------------------------------------------------------------------------------
-def realism_score(reference_songs_or_features, generated, seed: int = 0, workers: int | None = None) -> float:
+def realism_score(reference_songs_or_features, generated, seed: int = 0, workers: int | None = None,
+                  exclude: dict[str, str] | None = None) -> float:
     """Overall realism in [0, 1] (higher = closer to the reference): the mean over features
-    of (OA(intra-ref, inter) + OA(intra-ref, intra-gen)) / 2; see the module docstring.
-    Both arguments take songs or `SetStatistics` (e.g. cached reference statistics)."""
-    return compare_features(reference_songs_or_features, generated, seed=seed, workers=workers)["realism"]
+    of (OA(intra-ref, inter) + OA(intra-ref, intra-gen)) / 2, features in `exclude` left
+    out; see the module docstring. Both arguments take songs or `SetStatistics` (e.g.
+    cached reference statistics)."""
+    return compare_features(reference_songs_or_features, generated, seed=seed, workers=workers,
+                            exclude=exclude)["realism"]

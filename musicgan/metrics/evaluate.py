@@ -265,6 +265,17 @@ def window_exclusions(window_notes: int | None) -> dict[str, str]:
     return {"note_count": WINDOW_NOTE_COUNT_REASON.format(n=window_notes)} if window_notes else {}
 
 
+def fixed_length_exclusions(reference: SetStatistics) -> dict[str, str]:
+    """`window_exclusions` for a reference made of fixed-length excerpts (the Ray Tune
+    objective's windows of L steps of a one-note-per-step representation): when every
+    reference song holds the same number of notes, note_count is fixed by the excerpting,
+    not by the music. Piano-roll excerpts (note counts vary) keep every feature."""
+    counts = reference.features["note_count"][:, 0]
+    if len(counts) < 2 or not np.all(counts == counts[0]):
+        return {}
+    return window_exclusions(int(counts[0]))
+
+
 @dataclass(frozen=True)
 class _ReadCropped:
     """Picklable reader for pool workers: a MIDI path -> cropped Song (or None)."""
