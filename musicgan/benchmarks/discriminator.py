@@ -17,13 +17,12 @@ Run: python -m musicgan.benchmarks.discriminator [threads] [repeats]
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
 
 import torch
 
 from musicgan.benchmarks import flops
+from musicgan.benchmarks.timing import machine_load, median, torch_threads
 from musicgan.models import lstm_stack
 from musicgan.models.crnngan import CRNNDiscriminator
 
@@ -48,68 +47,71 @@ def bench_discriminator(
 ) -> dict:
     """Median seconds per variant of D's update and frozen passes (see the module docstring)
     and GFLOP/s from the analytic count of the products."""
-    previous_threads, previous_parallel = torch.get_num_threads(), lstm_stack.PARALLEL_STACKS
-    if threads is not None:
-        torch.set_num_threads(threads)
+    previous_parallel = lstm_stack.PARALLEL_STACKS
     try:
-        torch.manual_seed(seed)
-        discriminator = CRNNDiscriminator(num_features, hidden=hidden, layers=layers).train()
-        both = torch.rand(2 * batch_size, seq_len, num_features)
-        lengths = torch.cat([torch.randint(seq_len // 2, seq_len + 1, (batch_size,)),
-                             torch.full((batch_size,), seq_len)])
-        fake = torch.rand(batch_size, seq_len, num_features)
-        weights = torch.linspace(-1, 1, seq_len)
-
-        def update() -> None:
-            logits, features = discriminator(both, lengths)
-            ((logits * weights).sum() + features.square().mean()).backward()
-            discriminator.zero_grad(set_to_none=True)
-
-        def frozen() -> None:
-            discriminator.requires_grad_(False)
-            try:
-                x = fake.clone().requires_grad_(True)
-                logits, features = discriminator(x, None)
-                ((logits * weights).sum() + features.square().mean()).backward()
-            finally:
-                discriminator.requires_grad_(True)
-
-        shape = flops.StepShape(g_hidden=hidden, g_layers=layers, d_hidden=hidden, d_layers=layers,
-                                batch_size=batch_size, seq_len=seq_len, num_features=num_features,
-                                noise_dim=num_features)
-        work = {"update": 3 * flops.discriminator_forward_flops(shape, 2 * batch_size),
-                "frozen": 2 * flops.discriminator_forward_flops(shape, batch_size)}
-        load_start = os.getloadavg()[0]
-        results: dict = {}
-        for name, fn in (("update", update), ("frozen", frozen)):
-            wall = {v: [] for v in VARIANTS}
-            cpu = {v: [] for v in VARIANTS}
-            for rep in range(warmup + repeats):
-                for variant in VARIANTS:
-                    _configure(discriminator, variant)
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    fn()
-                    if rep >= warmup:
-                        wall[variant].append(time.perf_counter() - start)
-                        cpu[variant].append(time.process_time() - cpu_start)
-            entry = {}
-            for variant in VARIANTS:
-                wall_s, cpu_s = statistics.median(wall[variant]), statistics.median(cpu[variant])
-                entry[variant] = {"wall_s": wall_s, "cpu_s": cpu_s, "gflop_per_s": work[name] / wall_s / 1e9,
-                                  "gflop_per_cpu_s": work[name] / cpu_s / 1e9, "all_wall_s": wall[variant]}
-            for variant in VARIANTS[1:]:
-                entry[f"speedup_{variant}"] = entry["nn_lstm"]["wall_s"] / entry[variant]["wall_s"]
-                entry[f"speedup_{variant}_cpu_time"] = entry["nn_lstm"]["cpu_s"] / entry[variant]["cpu_s"]
-            entry["gflop"] = work[name] / 1e9
-            results[name] = entry
-        results["settings"] = {"threads": torch.get_num_threads(), "batch_size": batch_size, "seq_len": seq_len,
-                               "hidden": hidden, "layers": layers, "repeats": repeats, "warmup": warmup,
-                               "torch": torch.__version__, "load_average_start": load_start,
-                               "load_average_end": os.getloadavg()[0]}
-        return results
+        with torch_threads(threads):
+            return _bench(repeats, warmup, batch_size, seq_len, hidden, layers, num_features, seed)
     finally:
-        torch.set_num_threads(previous_threads)
         lstm_stack.PARALLEL_STACKS = previous_parallel
+
+
+def _bench(repeats: int, warmup: int, batch_size: int, seq_len: int, hidden: int, layers: int,
+           num_features: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    discriminator = CRNNDiscriminator(num_features, hidden=hidden, layers=layers).train()
+    both = torch.rand(2 * batch_size, seq_len, num_features)
+    lengths = torch.cat([torch.randint(seq_len // 2, seq_len + 1, (batch_size,)),
+                         torch.full((batch_size,), seq_len)])
+    fake = torch.rand(batch_size, seq_len, num_features)
+    weights = torch.linspace(-1, 1, seq_len)
+
+    def update() -> None:
+        logits, features = discriminator(both, lengths)
+        ((logits * weights).sum() + features.square().mean()).backward()
+        discriminator.zero_grad(set_to_none=True)
+
+    def frozen() -> None:
+        discriminator.requires_grad_(False)
+        try:
+            x = fake.clone().requires_grad_(True)
+            logits, features = discriminator(x, None)
+            ((logits * weights).sum() + features.square().mean()).backward()
+        finally:
+            discriminator.requires_grad_(True)
+
+    shape = flops.StepShape(g_hidden=hidden, g_layers=layers, d_hidden=hidden, d_layers=layers,
+                            batch_size=batch_size, seq_len=seq_len, num_features=num_features,
+                            noise_dim=num_features)
+    work = {"update": 3 * flops.discriminator_forward_flops(shape, 2 * batch_size),
+            "frozen": 2 * flops.discriminator_forward_flops(shape, batch_size)}
+    load_start = machine_load()
+    results: dict = {}
+    for name, fn in (("update", update), ("frozen", frozen)):
+        wall = {v: [] for v in VARIANTS}
+        cpu = {v: [] for v in VARIANTS}
+        for rep in range(warmup + repeats):
+            for variant in VARIANTS:
+                _configure(discriminator, variant)
+                start, cpu_start = time.perf_counter(), time.process_time()
+                fn()
+                if rep >= warmup:
+                    wall[variant].append(time.perf_counter() - start)
+                    cpu[variant].append(time.process_time() - cpu_start)
+        entry = {}
+        for variant in VARIANTS:
+            wall_s, cpu_s = median(wall[variant]), median(cpu[variant])
+            entry[variant] = {"wall_s": wall_s, "cpu_s": cpu_s, "gflop_per_s": work[name] / wall_s / 1e9,
+                              "gflop_per_cpu_s": work[name] / cpu_s / 1e9, "all_wall_s": wall[variant]}
+        for variant in VARIANTS[1:]:
+            entry[f"speedup_{variant}"] = entry["nn_lstm"]["wall_s"] / entry[variant]["wall_s"]
+            entry[f"speedup_{variant}_cpu_time"] = entry["nn_lstm"]["cpu_s"] / entry[variant]["cpu_s"]
+        entry["gflop"] = work[name] / 1e9
+        results[name] = entry
+    results["settings"] = {"threads": torch.get_num_threads(), "batch_size": batch_size, "seq_len": seq_len,
+                           "hidden": hidden, "layers": layers, "repeats": repeats, "warmup": warmup,
+                           "torch": torch.__version__, "load_average_start": load_start,
+                           "load_average_end": machine_load()}
+    return results
 
 
 if __name__ == "__main__":  # python -m musicgan.benchmarks.discriminator [threads] [repeats]
