@@ -51,7 +51,18 @@ def musicgan(args: list[str], timeout: float = 300, check: bool = True) -> subpr
 def spawn(fn, world_size: int, *args) -> None:
     """Run fn(rank, world_size, port, *args) in `world_size` real processes (gloo)."""
     port = free_port()
-    torch.multiprocessing.spawn(fn, args=(world_size, port, *args), nprocs=world_size, join=True)
+    torch.multiprocessing.spawn(_run_then_exit, args=(fn, world_size, port, *args), nprocs=world_size, join=True)
+
+
+def _run_then_exit(rank: int, fn, *args) -> None:
+    """fn, then (only if it returned: a failure still reaches spawn with its traceback) skip
+    interpreter finalisation, where finished ranks abort now and then ("terminate called
+    without an active exception"; see musicgan.distributed.env.exit_now). The worker has
+    written its results and torn its group down by then."""
+    fn(rank, *args)
+    from musicgan.distributed.env import exit_now
+
+    exit_now(0)
 
 
 def init_rank(rank: int, world_size: int, port: int) -> None:

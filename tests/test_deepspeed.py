@@ -80,7 +80,7 @@ def parity_runs() -> list[tuple[str, str, int, int]]:
 def _parity_worker(rank, world_size, port, data, root, runs):
     """Trains every configuration in turn inside one 2-rank process group (saves start-up)."""
     init_rank(rank, world_size, port)
-    from musicgan.distributed.env import exit_now, init_distributed, teardown
+    from musicgan.distributed.env import init_distributed, teardown
     from musicgan.training import loop
 
     env = init_distributed(timeout_s=60)
@@ -118,10 +118,6 @@ def _parity_worker(rank, world_size, port, data, root, runs):
                 fit(parity_cfg(Path(data), backend, stage, accum), run_dir)
     finally:
         teardown(env)
-    # Results are on disk and the group is down: skip interpreter finalisation, where DeepSpeed
-    # ranks abort now and then ("terminate called without an active exception"; see exit_now).
-    # Reached only on success, so a failing run still reports its traceback through spawn.
-    exit_now(0)
 
 
 def window_cases(rows: list[dict], accum: int) -> dict[str, set[tuple]]:

@@ -70,7 +70,7 @@ def test_two_ranks_resume_equals_uninterrupted(bach_shards, tmp_path):
 def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
     """Records, per step, this rank's local losses, the global freeze decision and the grads."""
     init_rank(rank, world_size, port)
-    from musicgan.distributed.env import exit_now, init_distributed, teardown
+    from musicgan.distributed.env import init_distributed, teardown
     from musicgan.training.loop import Trainer
 
     env = init_distributed(timeout_s=60)
@@ -108,7 +108,6 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
     trainer.fit()
     torch.save(records, Path(out_dir) / f"rank{rank}.pt")
     teardown(env)
-    exit_now(0)
 
 
 def test_two_ranks_agree_on_freezing_and_gradients(bach_shards, tmp_path):
