@@ -105,6 +105,9 @@ def check_options(options: SweepOptions) -> None:
     sample_check(options.space, base)  # unknown space, or a space that draws invalid configs
     if options.scheduler == "pbt" and options.num_samples < 2:
         raise UserError("PBT needs --num-samples >= 2 (trials exploit each other)")
+    if options.scheduler == "pbt" and 0 < options.max_concurrent < options.num_samples:
+        raise UserError(f"PBT compares its whole population: --max-concurrent {options.max_concurrent} "
+                        f"< --num-samples {options.num_samples} would run groups that never meet")
     experiment = Path(options.storage) / options.name
     if options.resume and not experiment.is_dir():
         raise UserError(f"--resume: no sweep to resume in {experiment}")
@@ -170,6 +173,11 @@ def max_concurrent_trials(options: SweepOptions) -> int:
 
     if options.max_concurrent:
         return options.max_concurrent
+    if options.scheduler == "pbt":
+        # The whole population must be alive to be compared: trial reservations (and PBT
+        # pausing the trials that lead) share the cores. A generator holding back trials
+        # would run the population in separate groups that never exploit each other.
+        return options.num_samples
     total = ray.cluster_resources()
     if options.gpus_per_worker > 0:
         per_trial = options.workers_per_trial * options.gpus_per_worker
@@ -226,12 +234,20 @@ def make_scheduler(options: SweepOptions, base, param_space: dict):
         return _recording_asha()(str(Path(options.storage) / options.name),
                                  time_attr="training_iteration", metric=OBJECTIVE, mode="max",
                                  max_t=max(2, evaluations), grace_period=1, reduction_factor=2)
+    # Synchronous PBT (Jaderberg et al. 2017, "Population Based Training of Neural Networks",
+    # appendix A.1): a trial reaching a perturbation point pauses until every live trial has
+    # reported there, then the top half hands its latest checkpoint to the bottom half. The
+    # asynchronous variant records a donor's checkpoint only when the donor itself reported
+    # while on top, and lets a fast trial finish before a slow one reaches the point: with two
+    # trials side by side it skipped every exploit ("no checkpoint for trial ..."), depending
+    # on which trial the machine's load let report first. The cost: every trial restarts its
+    # process from its checkpoint after each perturbation point (the imports, a few seconds).
     return PopulationBasedTraining(
         time_attr="training_iteration", metric=OBJECTIVE, mode="max",
         perturbation_interval=options.perturbation_interval,
         hyperparam_mutations=mutations(base, param_space),
         quantile_fraction=0.5,  # small populations: the bottom half copies the top half
-        resample_probability=0.25, synch=False,
+        resample_probability=0.25, synch=True,
     )
 
 

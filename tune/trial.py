@@ -161,7 +161,10 @@ class Reporter:
         self.send = send  # (metrics, staged checkpoint dir or None) -> None
         self.trial_id = trial_id
         self.restored = restored
-        self.last_step = -1
+        # A restarted trial (PBT pause or exploit, resumed sweep) never reports the step it
+        # restored again: that checkpoint is someone's earlier report, and synchronous PBT
+        # would pause and restart a trial restored at its last step forever.
+        self.last_step = int(restored.get("step", -1)) if restored else -1
         self.last_losses: dict[str, float] = {}
 
     def __call__(self, metrics: dict, checkpoint: Path | None, final: bool = False) -> None:
