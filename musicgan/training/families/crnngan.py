@@ -60,7 +60,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     )
 
     # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
-    # inside G's step: see distributed-traps.md), gradients flow only into G.
+    # inside G's step: see docs/distributed-traps.md), gradients flow only into G.
     discriminator = ctx.module("discriminator")
     discriminator.requires_grad_(False)
     try:
