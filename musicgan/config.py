@@ -45,8 +45,8 @@ class ModelConfig:
     # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.
     rbm_hidden: int = 150
     gibbs_steps: int = 15  # k of CD-k during training
-    sample_gibbs_steps: int = 25  # the seed generates with k = 25
-    rbm_generation: str = "sample"  # sample (Gibbs) | top1 (the seed's most probable note per frame)
+    sample_gibbs_steps: int = 25  # the RNN-RBM Theano reference code generates with k = 25
+    rbm_generation: str = "sample"  # sample (Gibbs) | top1 (LSTM-RBM write-up: most probable key per frame)
     latent_dim: int = 1000  # MLP-GAN latent size
     embedding_dim: int = 64
     bidirectional: bool = False

@@ -1,4 +1,4 @@
-"""Fault tolerance on 2 gloo ranks (issue 10): SIGKILL + elastic restart, SIGTERM stop,
+"""Fault tolerance on 2 gloo ranks: SIGKILL + elastic restart, SIGTERM stop,
 a stalled rank, a truncated shard. Real torchrun processes, real signals, real files."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Discrete-note models (seed 003): the LSTM language model and the MLP-GAN, their scaling
-of token ids, generation, and 2-rank gloo runs of each preset through the real trainer."""
+"""Discrete-note models (Nguyen et al. 2018): the LSTM language model and the MLP-GAN, their
+scaling of token ids, generation, and 2-rank gloo runs of each preset through the real trainer."""
 
 from __future__ import annotations
 

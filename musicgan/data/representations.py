@@ -302,7 +302,7 @@ class PianoRollRepresentation(Representation):
 
 # =============================================================================================
 class TokenRepresentation(Representation):
-    """Discrete note/chord tokens (the LSTM models of seed 003): one token per onset.
+    """Discrete note/chord tokens (the LSTM models of Nguyen et al. 2018): one token per onset.
 
     A token is the sorted set of pitches starting together: "60" or "60.64.67". The
     vocabulary is learnt by `fit` on the training songs: ids 0 = padding (so the loader's
