@@ -18,12 +18,11 @@ runs it through `_FreeRunningLoop`, a hand-written forward/backward (BPTT) that
   * computes all weight gradients after the loop as one large product over T*B rows
     instead of T small accumulations (large GEMMs run near the machine's peak),
   * runs both step loops as TorchScript functions (~40 small ops per step; the Python
-    dispatch of each cost about as much as the op) and reuses its large CPU arrays
-    across calls (fresh 70 MB arrays cost ~60 ms of page faults on this machine).
-Measured on this 2-core machine, 1 thread, paper preset, length 100, forward+backward
-(process CPU time, heavily shared machine): batch 20 ~1.6x, batch 64 ~1.3x faster than
-the eager loop. The products themselves are the same FLOPs in both; what is left at
-batch 64 is mostly matrix-multiply time.
+    dispatch of each costs about as much as the op) and reuses its large CPU arrays
+    across calls (fresh arrays of paper size cost tens of ms of page faults per call).
+The products themselves are the same FLOPs as the eager loop's; what is left at large
+batches is mostly matrix-multiply time. What it buys: BENCHMARKS.md ("Generator speed",
+`python -m musicgan.benchmarks.generator 1`).
 `reference_free_running` is the plain eager nn.LSTMCell loop with the same parameters and
 the same random draws; tests hold the two equal in outputs and gradients.
 
@@ -31,9 +30,9 @@ The discriminator (layout "separate") runs its two LSTM stacks on CPU through
 `lstm_stack.run_lstm_stacks`: the same treatment (one input projection per layer, per-step
 recurrent products only, weight gradients as one product over T*B rows, none when frozen),
 the two directions' step loops side by side on two threads; `CRNNDiscriminator.fast_lstm =
-False` switches back to nn.LSTM (tests/test_lstm_stack.py holds the two equal). Paper preset,
-this 2-core machine, quiet: D's update pass 1.10x (2 threads) / 1.10x (1 thread), its
-frozen pass 1.23x / 1.34x faster than nn.LSTM (oneDNN); the whole step 1.10-1.14x.
+False` switches back to nn.LSTM (tests/test_lstm_stack.py holds the two equal). What it buys
+against nn.LSTM (oneDNN): BENCHMARKS.md ("The discriminator's LSTM stack",
+`python -m musicgan.benchmarks.discriminator 2 7`).
 """
 
 from __future__ import annotations
