@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from slurm_cluster import SlurmCluster, SlurmUnavailable, free_port, start_cluster  # noqa: E402
+from slurm_cluster import SlurmCluster, SlurmUnavailable, free_port, start_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
