@@ -52,7 +52,7 @@ class SweepOptions:
     eval_songs: int = 16
     eval_length: int = 0  # 0: the base preset's curriculum.max_len
     reference_songs: int = 64
-    max_concurrent: int = 0  # 0: from the cluster's CPUs (or GPUs)
+    max_concurrent: int = 0  # 0: from the cluster's CPUs (or GPUs); PBT: the whole population
     num_cpus: int | None = None  # local Ray only: logical CPUs (default: all cores)
     seed: int = 0
     perturbation_interval: int = 1  # PBT: reports between exploit/explore decisions
@@ -364,7 +364,8 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
     p.add_argument("--eval-every", type=int, default=1, help="epochs between objective evaluations")
     p.add_argument("--eval-songs", type=int, default=16, help="generated excerpts scored per evaluation")
     p.add_argument("--eval-length", type=int, default=0, help="excerpt length in steps (default: preset max_len)")
-    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: from the cluster)")
+    p.add_argument("--max-concurrent", type=int, default=0,
+                   help="trials at once (default: from the cluster; PBT: the whole population)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray: logical CPUs (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no Tune progress tables")
