@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from musicgan.data.paths import local_shards
 from musicgan.data.representations import Representation
 from musicgan.data.shards import SampleError, decode_sample
 from musicgan.data.song import Song
@@ -178,7 +179,7 @@ class ShardLoader:
 
     def __init__(self, urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
                  num_workers=0) -> None:
-        urls = [str(u) for u in urls]
+        urls = local_shards(urls)
         if not urls:
             raise DataError("no shards to load")
         if seq_len < 1 or batch_size < 1 or num_batches < 1:
@@ -225,7 +226,7 @@ def iter_songs(urls) -> Iterator[Song]:
         log.warning("skipping unreadable shard data: %s", " ".join(str(a) for a in exn.args)[:240])
         return True
 
-    samples = wds.tarfile_to_samples(handler=handler)({"url": str(u)} for u in urls)
+    samples = wds.tarfile_to_samples(handler=handler)({"url": u} for u in local_shards(urls))
     for sample in samples:
         try:
             yield decode_sample(sample)

@@ -46,6 +46,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from musicgan.data.paths import resolve_data_dir
 from musicgan.data.song import Song
 from musicgan.errors import DataError, MidiError, UserError
 from musicgan.metrics import cache
@@ -314,7 +315,7 @@ def load_reference(reference: str, split: str, max_songs: int | None, workers: i
                    cache_root: Path | None = None, window_notes: int | None = None, seed: int = 0) -> Reference:
     """Statistics of the real songs, a shard split (via the manifest) or a MIDI folder,
     optionally cropped to one window of `window_notes` notes per song (`crop_window`)."""
-    path = Path(reference)
+    path = resolve_data_dir(reference)
     start = time.perf_counter()
     window = {"window_notes": window_notes, "window_seed": seed} if window_notes else {}
     if (path / "manifest.json").is_file():
