@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgan.data.bounds import checked_span
 from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song
 from musicgan.errors import DataError, MidiError
 
@@ -175,12 +176,13 @@ def _load_score(item: SongItem, corpus: str) -> Song:
                 score = score.expandRepeats()
             except Exception:  # badly formed repeat marks: keep the score as notated
                 pass
-        return score_to_song(score, source=item.source, corpus=corpus)
+        song = score_to_song(score, source=item.source, corpus=corpus)
     except MidiError:
         raise
     except Exception as exc:  # music21 raises many exception types on odd scores
         text = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise MidiError(f"music21 could not read the score: {type(exc).__name__}: {text}") from None
+    return checked_span(song)
 
 
 def _has_repeats(music21, score) -> bool:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from musicgan.data.bounds import GridTooLarge
 from musicgan.data.paths import local_shards
 from musicgan.data.representations import Representation
 from musicgan.data.shards import SampleError, decode_sample
@@ -151,13 +152,13 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
             try:
                 song = decode_sample(sample)
-            except SampleError as exc:
+                steps = rep.encode(song)  # (T, F) for the whole song
+            except (SampleError, GridTooLarge) as exc:
                 count = SkipCounters.bump(self.counters.samples)
                 if (url, key) not in self._warned:
                     self._warned.add((url, key))
                     log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", key, url, exc, count)
                 continue
-            steps = rep.encode(song)  # (T, F) for the whole song
             if len(steps) == 0:
                 continue  # e.g. a drums-only song for a pitched representation: nothing to learn
             self._draws_without_sample = 0
@@ -227,8 +228,13 @@ def iter_songs(urls) -> Iterator[Song]:
         return True
 
     samples = wds.tarfile_to_samples(handler=handler)({"url": u} for u in local_shards(urls))
+    skipped = 0
     for sample in samples:
         try:
-            yield decode_sample(sample)
+            song = decode_sample(sample)
         except SampleError as exc:
-            log.warning("skipping sample %s in shard %s: %s", sample.get("__key__"), sample.get("__url__"), exc)
+            skipped += 1
+            log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", sample.get("__key__"),
+                        sample.get("__url__"), exc, skipped)
+            continue
+        yield song

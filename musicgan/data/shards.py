@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgan.data.bounds import meta_problem, span_problem
 from musicgan.data.paths import resolve_data_dir, shard_path
 from musicgan.data.song import NUM_NOTE_COLUMNS, Song
 from musicgan.errors import DataError
@@ -72,7 +73,14 @@ def decode_sample(sample: dict) -> Song:
         raise SampleError("notes array holds NaN or infinity")
     if not isinstance(meta, dict):
         raise SampleError("meta is not a JSON object")
-    return Song.from_arrays(notes, meta)
+    problem = meta_problem(meta)  # meta is as untrusted as the notes: a zero denominator, NaN tempos
+    if problem:
+        raise SampleError(f"bad meta: {problem}")
+    song = Song.from_arrays(notes, meta)
+    problem = span_problem(song)
+    if problem:
+        raise SampleError(problem)
+    return song
 
 
 def _tar_member(name: str, size: int) -> tarfile.TarInfo:

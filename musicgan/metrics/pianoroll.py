@@ -28,13 +28,17 @@ model family is in `LIKELIHOOD_FAMILIES`; `rbm_likelihood_metrics` is the pure c
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from musicgan.data.bounds import GridTooLarge
 from musicgan.errors import UserError
+
+log = logging.getLogger(__name__)
 
 LIKELIHOOD_FAMILIES = ("rnnrbm", "lstmrbm")
 # AIS settings of `musicgan evaluate`: on the chorale valid split (~2,000 frames) this is a
@@ -124,7 +128,11 @@ def _split_rolls(shard_dir, split: str, representation, max_songs: int | None = 
 
     rolls = []
     for song in iter_songs(split_urls(shard_dir, split)):
-        roll = representation.encode(song)
+        try:
+            roll = representation.encode(song)
+        except GridTooLarge as exc:
+            log.warning("skipping %s: %s", song.source, exc)
+            continue
         if len(roll):
             rolls.append(roll)
         if max_songs is not None and len(rolls) >= max_songs:
