@@ -130,8 +130,10 @@ def print_manifest_summary(manifest: dict, out: str) -> None:
              for name, info in splits.items()]
     print(f"[musicgan] {out}: " + "; ".join(parts))
     print(f"[musicgan] included {len(manifest.get('included', []))}, skipped {len(manifest.get('skipped', []))}")
+    from musicgan.data.paths import printable
+
     for item in manifest.get("skipped", [])[:10]:
-        print(f"  skipped {item['path']}: {item['reason']}")
+        print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}")
 
 
 def cmd_merge(args) -> int:

@@ -145,3 +145,72 @@ def test_names_that_are_not_utf8_or_hold_newlines_become_safe_text():
     assert utf8_name(raw) == "caf\\xe9\nx.mid" and utf8_name("plain é.mid") == "plain é.mid"
     assert printable(raw) == "caf\\xe9\\nx.mid"
     assert resolve_data_dir("rel") == Path.cwd() / "rel"
+
+
+# -- file names and folders a file system allows -------------------------------------------------------
+def _write_named(root: Path, raw_name: bytes, data: bytes) -> None:
+    with open(os.path.join(os.fsencode(root), raw_name), "wb") as handle:
+        handle.write(data)
+
+
+def test_any_file_name_is_included_or_skipped_with_a_reason(tmp_path):
+    from midi_factory import make_song
+
+    from musicgan.data.midi import midi_bytes
+    from musicgan.metrics.evaluate import run_evaluate
+
+    root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    root.mkdir(), elsewhere.mkdir()
+    for i, raw in enumerate((b"caf\xe9.mid", b"new\nline.mid", b"-rf.mid", b"with space.mid", b"caf\\xe9.mid")):
+        _write_named(root, raw, midi_bytes(make_song(seed=i, num_onsets=25)))
+    _write_named(root, b"bad\xff.mid", b"not music")
+    _write_named(elsewhere, b"outside.mid", midi_bytes(make_song(seed=9)))
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    proc = _musicgan_in(tmp_path, ["prepare", "--midi-dir", str(root), "--out", str(tmp_path / "shards"),
+                                   "--workers", "1", "--split-ratios", "1,0,0"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(line.startswith(("[musicgan]", "  skipped ")) for line in proc.stdout.splitlines()), proc.stdout
+    manifest = load_manifest(tmp_path / "shards")
+    included = {e["path"] for e in manifest["included"]}
+    skipped = {e["path"]: e["reason"] for e in manifest["skipped"]}
+    assert included == {"caf\\xe9.mid", "new\nline.mid", "-rf.mid", "with space.mid"}
+    assert set(skipped) == {"caf\\xe9.mid", "bad\\xff.mid", "linked/"}
+    assert "rename one" in skipped["caf\\xe9.mid"] and "not a MIDI file" in skipped["bad\\xff.mid"]
+    assert "symlinked folder" in skipped["linked/"]
+    assert {s.source for s in iter_songs(split_urls(tmp_path / "shards", "train"))} == included
+    result = run_evaluate(generated=str(root), reference=str(root), out=str(tmp_path / "eval"), audio=0,
+                          calibrate=False, cache_root=tmp_path / "cache", echo=lambda line: None)
+    assert result["sets"]["in"]["num_songs"] == 5  # the unusable file is skipped, the clash read twice
+    page = (tmp_path / "eval" / "index.html").read_text(encoding="utf-8")
+    assert "caf\\xe9.mid" in page or "new\\nline.mid" in page
+
+
+def test_unreadable_subfolders_are_listed_as_skipped(tmp_path):
+    import tempfile
+
+    from midi_factory import make_song, write_song
+
+    from musicgan.data.corpora import list_items
+
+    root = Path(tempfile.mkdtemp())  # not under pytest's 0700 folder: an unprivileged user must reach it
+    try:
+        root.chmod(0o755)
+        write_song(root / "ok.mid", make_song(seed=0))
+        write_song(root / "locked" / "hidden.mid", make_song(seed=1))
+        (root / "locked").chmod(0)
+        items = _as_unprivileged_user(list_items, str(root))
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
+    assert [(i.source, i.skip) for i in items] == [("locked/", "unreadable folder: Permission denied"), ("ok.mid", "")]
+
+
+def _as_unprivileged_user(fn, *args):
+    """fn(*args) with the effective uid of `nobody` when run as root (root reads every folder)."""
+    if os.geteuid() != 0:
+        return fn(*args)
+    os.seteuid(65534)
+    try:
+        return fn(*args)
+    finally:
+        os.seteuid(0)

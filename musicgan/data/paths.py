@@ -80,3 +80,28 @@ def local_shards(urls) -> list[str]:
         if not os.path.isabs(path):
             raise DataError(f"shard {printable(str(path))!r} is not an absolute path (use split_urls)")
     return [str(p) for p in paths]
+
+
+def files_under(root: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(every regular file under `root` whose suffix, in any letter case, is in `suffixes`,
+    sorted; [(subfolder relative to root, reason)] for each subfolder not searched).
+
+    Symlinked subfolders are not followed (they may lead out of the folder, or loop) and an
+    unreadable one cannot be listed: both are returned with the reason, never left out
+    silently. Symlinked files are read like any other file.
+    """
+    files, skipped = [], []
+
+    def relative(path) -> str:
+        return utf8_name(Path(path).relative_to(root).as_posix()) + "/"
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append((relative(exc.filename), f"unreadable folder: {exc.strerror}"))
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable):
+        for name in [n for n in subfolders if os.path.islink(os.path.join(folder, n))]:
+            subfolders.remove(name)
+            skipped.append((relative(os.path.join(folder, name)), "symlinked folder, not followed "
+                            "(it may lead outside the input folder or loop)"))
+        files += [Path(folder, n) for n in names if Path(n).suffix.lower() in suffixes and Path(folder, n).is_file()]
+    return sorted(files), sorted(skipped)

@@ -148,9 +148,11 @@ def is_likelihood_run(run_dir_or_checkpoint) -> bool:
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("model", {}).get("name") in LIKELIHOOD_FAMILIES
-    except (OSError, json.JSONDecodeError):
+        saved = json.loads(config.read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return False
+    model = saved.get("model") if isinstance(saved, dict) else None  # a hand-edited file may hold anything
+    return isinstance(model, dict) and model.get("name") in LIKELIHOOD_FAMILIES
 
 
 def pianoroll_likelihood_metrics(run_dir_or_checkpoint, shard_dir, split: str = "valid", *,

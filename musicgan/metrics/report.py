@@ -6,6 +6,7 @@ in a browser and can be copied or archived whole. Called by `evaluate.run_evalua
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import math
@@ -25,7 +26,10 @@ CURVE_METRICS = ("scale_consistency", "tone_span", "unique_tones", "intensity_sp
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "set"
+    """A file-name-safe form of a set name, unique per name: the readable part alone would
+    map "a b" and "a_b" (or "reference") to one file."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:48] or "set"
+    return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'backslashreplace')).hexdigest()[:8]}"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -128,7 +132,9 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
     reference = result["reference"]
     names = list(result["sets"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan evaluation</title><style>{CSS}</style></head><body>"]
-    where = f"{reference['path']} (split <b>{html.escape(str(reference['split']))}</b>)" if reference["split"] else reference["path"]
+    where = html.escape(str(reference["path"]))  # paths, like every name below, come from outside: escaped
+    if reference["split"]:
+        where += f" (split <b>{html.escape(str(reference['split']))}</b>)"
     parts.append("<h1>musicgan evaluation</h1>")
     cropped = f" (one window of {reference['window_notes']} notes per song, matching the generated length)" if reference.get("window_notes") else ""
     parts.append(f"<p>Reference: {where}, {reference['num_songs']} songs{cropped}"
