@@ -12,7 +12,7 @@ import pytest
 from midi_factory import make_song, note, smf, tempo_event, track, write_song
 
 from musicgan.data.bounds import MAX_SONG_BEATS, GridTooLarge, check_grid
-from musicgan.data.loader import iter_songs, make_loader
+from musicgan.data.loader import iter_encoded, iter_songs, make_loader
 from musicgan.data.midi import read_midi_bytes
 from musicgan.data.prepare import prepare_dataset
 from musicgan.data.representations import build_representation
@@ -41,6 +41,9 @@ def test_the_beat_bomb_is_refused_by_the_reader_and_skipped_by_prepare(tmp_path)
     manifest = prepare_dataset(str(tmp_path / "in"), tmp_path / "out", workers=1, progress=False)
     assert [e["path"] for e in manifest["included"]] == ["fine.mid"]
     assert manifest["skipped"][0]["path"] == "bomb.mid" and "beats" in manifest["skipped"][0]["reason"]
+    from musicgan.metrics.evaluate import _read_song_or_none
+
+    assert _read_song_or_none(tmp_path / "in" / "bomb.mid") is None  # what evaluate reads generated MIDI with
 
 
 def _huge_song(seconds: float = 9e6) -> Song:
@@ -88,9 +91,11 @@ def _hostile_shards(tmp_path) -> tuple:
     """A prepared-looking folder: one shard of 2 good songs and every bad sample, both splits."""
     good = [make_song(seed=s, num_onsets=30, source=f"good{s}") for s in range(2)]
     bomb = Song.from_columns([0.0], [10_000.0], [60], tempos=[(0.0, 60_000.0)], source="bomb")  # 10M beats
+    # 60,000 beats: within the song bound, but a piano roll of 240,000 x 88 cells is not
+    long = Song.from_columns([0.0], [6_000.0], [60], tempos=[(0.0, 600.0)], source="long")
     writer = ShardWriter(tmp_path / "data", "train", shard_size=100)
     (tmp_path / "data").mkdir()
-    for i, song in enumerate(good + [bomb]):
+    for i, song in enumerate(good + [bomb, long]):
         writer.write(f"s{i}", encode_sample(song, f"s{i}", "train"))
     members = encode_sample(good[0], "x", "train")
     for i, changes in enumerate(BAD_META.values()):
@@ -120,15 +125,16 @@ def test_training_loader_and_evaluate_skip_and_count_bad_samples(tmp_path, caplo
 
     folder, num_bad = _hostile_shards(tmp_path)
     urls = [str(p) for p in sorted(folder.glob("*.tar"))]
-    for name in ("events", "pianoroll"):
+    for name, usable in (("events", {"good0", "good1", "long"}), ("pianoroll", {"good0", "good1"})):
         loader = make_loader(urls, build_representation(name), seq_len=8, batch_size=2, num_batches=3, seed=0,
                              epoch=0, rank=0, world_size=1)
         batches = list(loader)
-        assert len(batches) == 3 and {k for b in batches for k in b.keys} <= {"good0", "good1"}
-        assert loader.num_skipped >= num_bad
+        assert len(batches) == 3 and {k for b in batches for k in b.keys} <= usable
+        assert loader.num_skipped >= num_bad + (name == "pianoroll")
     with caplog.at_level("WARNING"):
-        assert [s.source for s in iter_songs(urls)] == ["good0", "good1"]
+        assert [s.source for s in iter_songs(urls)] == ["good0", "good1", "long"]
     assert f"({num_bad} samples skipped so far)" in caplog.text
+    assert [s.source for s, _ in iter_encoded(urls, build_representation("pianoroll"))] == ["good0", "good1"]
     reference = load_reference(str(folder), "valid", None, 1, cache_root=tmp_path / "cache")
-    assert reference.stats.num_songs == 2
-    assert np.isfinite(reference.stats.metrics["groove_consistency"]).all()
+    assert reference.stats.num_songs == 3
+    assert np.isfinite(reference.stats.metrics["groove_consistency"]).sum() == 2  # "long" has one bar: NaN

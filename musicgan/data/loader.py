@@ -17,8 +17,10 @@ Determinism: two loaders built with the same (urls, representation, seq_len, bat
 seed, epoch, rank, world_size, num_workers) yield identical batches; the trainer resumes
 mid-epoch by rebuilding the loader and discarding the first k batches.
 
-Corrupt data: an unreadable shard (truncated, garbage, missing) or a sample that does not
-decode is skipped with a logged warning naming the shard and sample and the running count;
+Corrupt data: an unreadable shard (truncated, garbage, missing), a sample that does not
+decode or whose meta is bad (`musicgan.data.bounds`: NaN or absurd tempos, a zero
+time-signature denominator, a span of too many beats), or a song too long for the
+representation's grid, is skipped with a logged warning naming the shard and sample and the running count;
 the stream just draws on, so every rank still yields num_batches. `loader.num_skipped`
 (samples) and `loader.num_shard_errors` read counters shared with the worker processes
 (multiprocessing.Value), so they work with num_workers > 0; note that a resampled bad
@@ -238,3 +240,13 @@ def iter_songs(urls) -> Iterator[Song]:
                         sample.get("__url__"), exc, skipped)
             continue
         yield song
+
+
+def iter_encoded(urls, representation: Representation) -> Iterator[tuple[Song, np.ndarray]]:
+    """(song, its whole encoding (T, F)) for every song of `iter_songs(urls)`; a song too long
+    for the representation's grid (`GridTooLarge`) is skipped with a warning, as in training."""
+    for song in iter_songs(urls):
+        try:
+            yield song, representation.encode(song)
+        except GridTooLarge as exc:
+            log.warning("skipping %s: %s", song.source, exc)

@@ -24,6 +24,7 @@ from musicgan.errors import DataError
 
 # A URL scheme as urllib (and so WebDataset's gopen) reads one: "pipe:", "http:", "file:".
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+SYMLINKED_FOLDER = "symlinked folder, not followed (it may lead outside the input folder or loop)"
 
 
 def _refuse_url(text: str, what: str) -> None:
@@ -101,7 +102,6 @@ def files_under(root: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], list
     for folder, subfolders, names in os.walk(root, onerror=unreadable):
         for name in [n for n in subfolders if os.path.islink(os.path.join(folder, n))]:
             subfolders.remove(name)
-            skipped.append((relative(os.path.join(folder, name)), "symlinked folder, not followed "
-                            "(it may lead outside the input folder or loop)"))
+            skipped.append((relative(os.path.join(folder, name)), SYMLINKED_FOLDER))
         files += [Path(folder, n) for n in names if Path(n).suffix.lower() in suffixes and Path(folder, n).is_file()]
     return sorted(files), sorted(skipped)

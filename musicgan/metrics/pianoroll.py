@@ -28,17 +28,13 @@ model family is in `LIKELIHOOD_FAMILIES`; `rbm_likelihood_metrics` is the pure c
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from musicgan.data.bounds import GridTooLarge
 from musicgan.errors import UserError
-
-log = logging.getLogger(__name__)
 
 LIKELIHOOD_FAMILIES = ("rnnrbm", "lstmrbm")
 # AIS settings of `musicgan evaluate`: on the chorale valid split (~2,000 frames) this is a
@@ -123,16 +119,11 @@ def rbm_likelihood_metrics(model, rolls: list[np.ndarray], train_rolls: list[np.
 
 
 def _split_rolls(shard_dir, split: str, representation, max_songs: int | None = None) -> list[np.ndarray]:
-    from musicgan.data.loader import iter_songs
+    from musicgan.data.loader import iter_encoded
     from musicgan.data.shards import split_urls
 
     rolls = []
-    for song in iter_songs(split_urls(shard_dir, split)):
-        try:
-            roll = representation.encode(song)
-        except GridTooLarge as exc:
-            log.warning("skipping %s: %s", song.source, exc)
-            continue
+    for _, roll in iter_encoded(split_urls(shard_dir, split), representation):
         if len(roll):
             rolls.append(roll)
         if max_songs is not None and len(rolls) >= max_songs:
