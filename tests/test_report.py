@@ -78,3 +78,18 @@ def test_sets_whose_names_differ_only_in_punctuation_get_their_own_files(tmp_pat
     assert len(sounds) == 4 + 1 and len(set(sounds)) == len(sounds)
     distances = [p.name for p in (tmp_path / "out" / "plots").glob("distances-*.png")]
     assert len(distances) == 4
+
+
+def test_report_audio_is_a_bounded_excerpt_of_an_hours_long_song(tmp_path):
+    from musicgan.data.song import Song
+    from musicgan.metrics.evaluate import EvaluatedSet, Reference
+    from musicgan.metrics.report import LISTEN_SECONDS, _audio, listening_excerpt
+
+    hours = Song.from_columns([0.0, 30.0, 3599.0], [3600.0, 1.0, 1.0], [60, 64, 67], source="long")
+    excerpt = listening_excerpt(hours)
+    assert excerpt.num_notes == 2 and excerpt.end_time == LISTEN_SECONDS
+    long_set = EvaluatedSet("long", "midi", tmp_path, [], tmp_path, examples=[hours])
+    reference = Reference("midi", tmp_path, "valid", None, [], "", False, 0.0)
+    made = _audio(tmp_path, reference, [long_set], num_per_set=1)
+    wav = tmp_path / made["long/0"][0]
+    assert wav.stat().st_size <= 4 * 22050 * (LISTEN_SECONDS + 5)  # 16-bit stereo at most, plus a release tail: not an hour

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgan.data.song import DURATION, ONSET
 from musicgan.metrics.distributions import FEATURES
 from musicgan.metrics.registry import METRICS, metric_names
 
 log = logging.getLogger(__name__)
 
 REFERENCE_LABEL = "real"
+LISTEN_SECONDS = 60.0  # audio per example in the report
 CURVE_METRICS = ("scale_consistency", "tone_span", "unique_tones", "intensity_span", "polyphony", "repetitions_3")
 
 
@@ -95,6 +97,14 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str,
     return made, captions
 
 
+def listening_excerpt(song, seconds: float = LISTEN_SECONDS):
+    """The first `seconds` of a song (notes starting earlier, cut at that time): what the
+    report renders, since a song may last hours and its audio would need gigabytes."""
+    notes = song.notes[song.onsets < seconds].copy()
+    notes[:, DURATION] = np.minimum(notes[:, DURATION], seconds - notes[:, ONSET])
+    return song.replace(notes=notes)
+
+
 def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[str, str]]:
     """{key: (relative wav path, renderer)}; renderer is "fluidsynth" or "sine"."""
     from musicgan.audio import render_wav
@@ -104,7 +114,7 @@ def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[st
     jobs += [(f"{REFERENCE_LABEL}/{i}", f"audio/reference-{i}.wav", song) for i, song in enumerate(ref.examples[:1])]
     for key, rel, song in jobs:
         try:
-            made[key] = (rel, render_wav(song, out_dir / rel))
+            made[key] = (rel, render_wav(listening_excerpt(song), out_dir / rel))
         except Exception as exc:  # noqa: BLE001 - audio is a bonus, never a failure
             log.warning("audio %s failed: %s", rel, exc)
     return made
