@@ -91,7 +91,8 @@ def test_shards_outside_the_folder_or_not_regular_files_are_refused(midi_folder_
 
 
 @pytest.mark.parametrize("text", ['[]', '{"splits": []}', '{"splits": {"train": {"files": "a.tar"}}}',
-                                  '{"splits": {"train": "a.tar"}}', '{"splits": {"train": {"files": [3]}}}'])
+                                  '{"splits": {"train": "a.tar"}}', '{"splits": {"train": {"files": [3], "songs": 1}}}',
+                                  '{"splits": {"train": {"files": ["train-000000.tar"], "songs": "many"}}}'])
 def test_manifests_of_the_wrong_shape_are_one_line_data_errors(midi_folder_shards, tmp_path, text):
     folder = tmp_path / "data"
     shutil.copytree(midi_folder_shards, folder)

@@ -240,6 +240,13 @@ def test_partitions_merge_to_the_one_process_splits(tmp_path):
         assert all("-p%04d-" % task in name for info in part["splits"].values() for name in info["files"])
     with pytest.raises(DataError, match="manifest"):
         load_manifest(out)
+    good = (out / "manifest-p0001.json").read_text()
+    for hostile in ('{"splits": {}}', '[1, 2]', good.replace('"partition": [', '"partition": "x", "was": [')):
+        (out / "manifest-p0001.json").write_text(hostile)
+        with pytest.raises(DataError, match="manifest-p0001.json") as info:
+            merge_manifests(out)
+        assert "\n" not in str(info.value)
+    (out / "manifest-p0001.json").write_text(good)
     merged = merge_manifests(out)
     assert merged == load_manifest(out)
     strip = lambda entries: sorted((e["path"], e["split"], e["key"], e["notes"]) for e in entries)  # noqa: E731

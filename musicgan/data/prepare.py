@@ -28,7 +28,8 @@ from pathlib import Path
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
 from musicgan.data.paths import printable
 from musicgan.data.shards import (  # noqa: F401  (load_manifest, split_urls re-exported)
-    MANIFEST, TMP_MARKER, ShardWriter, encode_sample, load_manifest, song_key, split_fraction, split_urls,
+    MANIFEST, TMP_MARKER, ShardWriter, encode_sample, load_manifest, read_manifest, song_key, split_fraction,
+    split_urls,
 )
 from musicgan.errors import DataError, MidiError
 
@@ -286,13 +287,26 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 # -- merging partitions -----------------------------------------------------------------------------
+def _read_partition(path: Path) -> dict:
+    """A task's manifest with what merging reads (every split's counts, the song lists, the
+    partition), or a one-line DataError: hand-edited or foreign files are refused, not merged."""
+    manifest = read_manifest(path)
+    splits, partition = manifest.get("splits", {}), manifest.get("partition")
+    counted = all(type(splits.get(s, {}).get("notes")) is int for s in SPLITS)
+    listed = all(isinstance(manifest.get(k), list) for k in ("included", "skipped"))
+    tasked = isinstance(partition, list) and len(partition) == 2 and all(type(x) is int for x in partition)
+    if not (counted and listed and tasked):
+        raise DataError(f"{path} is not a partition manifest written by `musicgan prepare --task-index`: re-run that task")
+    return manifest
+
+
 def merge_manifests(out_dir) -> dict:
     """Combine the `manifest-p*.json` of a partitioned prepare into manifest.json."""
     out = Path(out_dir)
     parts = sorted(out.glob("manifest-p*.json"))
     if not parts:
         raise DataError(f"no partition manifests (manifest-p*.json) in {out}")
-    manifests = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    manifests = [_read_partition(p) for p in parts]
     first = manifests[0]
     count = first["partition"][1] if first.get("partition") else len(parts)
     found = sorted(m["partition"][0] for m in manifests if m.get("partition"))

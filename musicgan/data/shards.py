@@ -162,6 +162,11 @@ def load_manifest(data_dir) -> dict:
     path = resolve_data_dir(data_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"no {MANIFEST} in {data_dir}: run `musicgan prepare` first")
+    return read_manifest(path)
+
+
+def read_manifest(path: Path) -> dict:
+    """A manifest file (manifest.json or a partition's manifest-pNNNN.json), shape checked."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -175,8 +180,13 @@ def _check_manifest_shape(manifest, path: Path) -> None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict):
         raise DataError(f"{path} is not a musicgan manifest (expected an object with a 'splits' object)")
     for split, entry in manifest.get("splits", {}).items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("files", []), list):
-            raise DataError(f"{path}: split {split!r} must be an object with a 'files' list")
+        if not _is_split_entry(entry):
+            raise DataError(f"{path}: split {split!r} must be an object with a 'files' list and a 'songs' count")
+
+
+def _is_split_entry(entry) -> bool:
+    songs = entry.get("songs") if isinstance(entry, dict) else None
+    return isinstance(entry, dict) and isinstance(entry.get("files"), list) and type(songs) is int and songs >= 0
 
 
 def split_urls(data_dir, split: str) -> list[str]:
@@ -186,7 +196,7 @@ def split_urls(data_dir, split: str) -> list[str]:
     manifest = load_manifest(root)
     if split not in manifest.get("splits", {}):
         raise DataError(f"{data_dir} has no split {split!r} (splits: {', '.join(manifest.get('splits', {}))})")
-    files = manifest["splits"][split].get("files", [])
+    files = manifest["splits"][split]["files"]
     if not files:
         raise DataError(f"split {split!r} of {data_dir} is empty (0 songs): prepare more data or change the ratios")
     return [shard_path(root, name, root / MANIFEST) for name in files]
