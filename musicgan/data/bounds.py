@@ -1,14 +1,11 @@
 """What a song may span, and how large a grid built from one may get.
 
-A valid 740-byte MIDI file can span ten million beats (60,000 bpm at one tick per quarter
+A valid MIDI file of under a kilobyte can span ten million beats (60,000 bpm at one tick per quarter
 note): every grid built per beat from it (a piano roll, a metric's step grid) would need
 gigabytes. So the span of a song is bounded where songs enter (prepare, and shard meta at
 load: meta is untrusted too, a hand-edited tempo of 1e9 bpm or NaN), and every grid is
-sized through `check_grid`, which refuses with a reason instead of allocating.
-
-The limits are far above real music: 65,536 beats is 9 hours at 120 bpm, the longest song
-allowed (`MAX_SONG_SECONDS`) 6 hours; 2^24 grid cells are 64 MiB as int32, a piano roll of
-190,000 frames (13 hours at 4 frames per beat and 120 bpm).
+sized through `check_grid`, which refuses with a reason instead of allocating. The limits
+are far above real music (README, "Bad input").
 """
 
 from __future__ import annotations
@@ -18,10 +15,10 @@ from numbers import Real
 
 from musicgan.errors import DataError, MidiError
 
-MAX_SONG_BEATS = 65_536  # quarter-note beats from the start to the last note's end
+MAX_SONG_BEATS = 65_536  # quarter-note beats from the start to the last note's end: 9 hours at 120 bpm
 MAX_SONG_SECONDS = 6 * 3600.0
 MIN_BPM, MAX_BPM = 1.0, 60_000.0  # MIDI's slowest tempo is 3.6 bpm; faster than 60,000 is corrupt data
-MAX_GRID_CELLS = 1 << 24
+MAX_GRID_CELLS = 1 << 24  # 64 MiB as int32: a piano roll of 13 hours at 4 frames per beat and 120 bpm
 TIME_SIGNATURE_DENOMINATORS = (1, 2, 4, 8, 16, 32, 64)
 MAX_NUMERATOR = 64
 
