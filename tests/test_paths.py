@@ -154,7 +154,7 @@ def _write_named(root: Path, raw_name: bytes, data: bytes) -> None:
         handle.write(data)
 
 
-def test_any_file_name_is_included_or_skipped_with_a_reason(tmp_path):
+def test_any_file_name_is_included_or_skipped_with_a_reason(tmp_path, caplog):
     from midi_factory import make_song
 
     from musicgan.data.midi import midi_bytes
@@ -179,8 +179,10 @@ def test_any_file_name_is_included_or_skipped_with_a_reason(tmp_path):
     assert "rename one" in skipped["caf\\xe9.mid"] and "not a MIDI file" in skipped["bad\\xff.mid"]
     assert "symlinked folder" in skipped["linked/"]
     assert {s.source for s in iter_songs(split_urls(tmp_path / "shards", "train"))} == included
-    result = run_evaluate(generated=str(root), reference=str(root), out=str(tmp_path / "eval"), audio=0,
-                          calibrate=False, cache_root=tmp_path / "cache", echo=lambda line: None)
+    with caplog.at_level("WARNING"):
+        result = run_evaluate(generated=str(root), reference=str(root), out=str(tmp_path / "eval"), audio=0,
+                              calibrate=False, cache_root=tmp_path / "cache", echo=lambda line: None)
+    assert "skipping linked/ in" in caplog.text and "symlinked folder" in caplog.text
     assert result["sets"]["in"]["num_songs"] == 5  # the unusable file is skipped, the clash read twice
     page = (tmp_path / "eval" / "index.html").read_text(encoding="utf-8")
     assert "caf\\xe9.mid" in page or "new\\nline.mid" in page
