@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace):
     from musicgan.config import apply_overrides, load_config_file, validate
+    from musicgan.data.paths import resolve_data_dir
     from musicgan.presets import get_preset
 
     cfg = get_preset(args.preset)
@@ -98,7 +99,9 @@ def resolve_config(args: argparse.Namespace):
         load_config_file(cfg, args.config)
     apply_overrides(cfg, args.overrides)
     if args.data:
-        cfg.data.path = str(Path(args.data).resolve())  # absolute: Ray trials chdir
+        cfg.data.path = args.data
+    if cfg.data.path:  # --data, --set data.path or --config: one resolver (absolute: Ray trials chdir)
+        cfg.data.path = str(resolve_data_dir(cfg.data.path))
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
     return validate(cfg)
@@ -127,8 +130,10 @@ def print_manifest_summary(manifest: dict, out: str) -> None:
              for name, info in splits.items()]
     print(f"[musicgan] {out}: " + "; ".join(parts))
     print(f"[musicgan] included {len(manifest.get('included', []))}, skipped {len(manifest.get('skipped', []))}")
+    from musicgan.data.paths import printable
+
     for item in manifest.get("skipped", [])[:10]:
-        print(f"  skipped {item['path']}: {item['reason']}")
+        print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}")
 
 
 def cmd_merge(args) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from musicgan.data.paths import resolve_data_dir
 from musicgan.errors import ConfigError, DataError, UserError
 from tune.objective import OBJECTIVE
 from tune.report import STOPPED_FILE
@@ -125,7 +126,7 @@ def check_options(options: SweepOptions) -> None:
 def resolve_paths(options: SweepOptions) -> SweepOptions:
     """Absolute paths: Tune trials chdir into their own folders."""
     options = copy.copy(options)
-    options.data = str(Path(options.data).expanduser().resolve())
+    options.data = str(resolve_data_dir(options.data))  # the one resolver of every data path option
     options.storage = str(Path(options.storage).expanduser().resolve())
     if options.config:
         options.config = str(Path(options.config).expanduser().resolve())

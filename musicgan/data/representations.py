@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
 from musicgan.data.song import DEFAULT_BPM, DURATION, IS_DRUM, ONSET, PITCH, VELOCITY, Song
 from musicgan.errors import ConfigError
 
@@ -277,7 +278,8 @@ class PianoRollRepresentation(Representation):
         start = np.maximum(start, 0)
         end = np.maximum(end, start + 1)
         # +1 where a note starts, -1 where it ends, running sum > 0 = sounding (no per-note loop)
-        edges = np.zeros((int(end.max()) + 1, self.NUM_KEYS), dtype=np.int32)
+        num_frames = check_grid(int(end.max()) + 1, self.NUM_KEYS, "piano roll")
+        edges = np.zeros((num_frames, self.NUM_KEYS), dtype=np.int32)
         np.add.at(edges, (start, keys), 1)
         np.add.at(edges, (end, keys), -1)
         return (np.cumsum(edges, axis=0)[:-1] > 0).astype(np.float32)
