@@ -15,6 +15,7 @@ RNG states are not needed: the loop reseeds torch from (seed, rank, step) at eve
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -114,9 +115,30 @@ def _atomic_write(path: Path, write) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, RuntimeError) and _nearly_full(path.parent)  # before the unlink frees space
         tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
         raise
+
+
+def _nearly_full(directory: Path) -> bool:
+    """torch.save reports a full disk as a RuntimeError about stream positions; a failed write
+    with under 1 MiB left where it was writing is taken for that."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 2**20
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def save_checkpoint(run_dir: str | Path, state: dict, step: int, keep: int) -> Path:
@@ -130,26 +152,14 @@ def save_checkpoint(run_dir: str | Path, state: dict, step: int, keep: int) -> P
         _atomic_write(directory / LATEST, lambda handle: handle.write(path.name.encode() + b"\n"))
         history = [p.name for p in previous if p.name != path.name] + [path.name]
         _atomic_write(directory / HISTORY, lambda handle: handle.write(json.dumps(history[-keep:]).encode()))
-    # torch.save reports a failed write (a full disk included) as RuntimeError, not OSError.
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
         kept = next((p.name for p in reversed(previous) if p.name != path.name), "none")
         raise CheckpointWriteError(
-            f"could not write checkpoint {path} ({_write_failure(exc, directory)}); previous checkpoint {kept} is intact"
+            f"could not write checkpoint {path} ({_reason(exc)}); previous checkpoint {kept} is intact"
         ) from None
     for old in history[:-keep]:
         (directory / old).unlink(missing_ok=True)
     return path
-
-
-def _write_failure(exc: BaseException, directory: Path) -> str:
-    """One line on why a write failed; says "disk full" when the file system has no space left
-    (torch's message for it is only "file write failed")."""
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).strip().splitlines() or [""])[0]
-    try:
-        full = os.statvfs(directory).f_bavail == 0
-    except OSError:
-        full = False
-    return f"disk full: {text}" if full and "No space left" not in text else text
 
 
 def write_for_all_ranks(run_dir: str | Path, build_state, step: int, keep: int) -> tuple[Path | None, str | None]:
@@ -161,8 +171,7 @@ def write_for_all_ranks(run_dir: str | Path, build_state, step: int, keep: int) 
     except CheckpointWriteError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks as one line
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return None, f"could not write checkpoint step {step} in {checkpoint_dir(run_dir)}: {type(exc).__name__}: {first}"
+        return None, f"could not write checkpoint step {step} in {checkpoint_dir(run_dir)}: {type(exc).__name__}: {_first_line(exc)}"
 
 
 def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> Path | None:

@@ -31,6 +31,7 @@ from musicgan.data.shards import load_manifest, split_urls
 from musicgan.distributed import collectives
 from musicgan.distributed.env import DistEnv, init_distributed, teardown
 from musicgan.errors import UserError
+from musicgan.stop_signals import STOP_SIGNALS
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.curriculum import seq_len_for_epoch
 from musicgan.training.families import get_family
@@ -41,7 +42,6 @@ from musicgan.training import sampling
 
 log = logging.getLogger("musicgan")
 
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")
 
 
 class DivergenceError(UserError):
