@@ -287,7 +287,8 @@ def load_config_file(cfg: Config, path: str | Path) -> Config:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror if isinstance(exc, OSError) else exc.reason}") from None
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(data, dict):

@@ -46,7 +46,8 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
     monkeypatch.undo()
     path, state = ckpt.find_latest_valid(tmp_path)
     assert path.name == "step-00000001.pt" and state["step"] == 1
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["history.json", "latest", "step-00000001.pt"]
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == ["history.json", "latest", "step-00000001.pt"]
 
 
 def test_pruning_follows_the_runs_own_history_not_step_numbers(tmp_path):
@@ -100,7 +101,8 @@ def test_torch_save_failure_is_a_checkpoint_error_naming_the_cause(tmp_path, mon
     with pytest.raises(ckpt.CheckpointWriteError, match=r"file write failed\); previous checkpoint "
                                                         r"step-00000001\.pt is intact$"):
         ckpt.save_checkpoint(tmp_path, _state(2), 2, keep=5)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["history.json", "latest", "step-00000001.pt"]
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == ["history.json", "latest", "step-00000001.pt"]
 
 
 def test_weights_of_another_size_name_the_tensor_and_shapes():

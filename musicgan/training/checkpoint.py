@@ -162,7 +162,7 @@ def save_checkpoint(run_dir: str | Path, state: dict, step: int, keep: int) -> P
     return path
 
 
-def write_for_all_ranks(run_dir: str | Path, build_state, step: int, keep: int) -> tuple[Path | None, str | None]:
+def save_or_error(run_dir: str | Path, build_state, step: int, keep: int) -> tuple[Path | None, str | None]:
     """Rank 0's write as (path, None) or (None, one-line error), never raising: the caller
     broadcasts the outcome, so a failure of any kind ends every rank at once instead of
     leaving the others blocked in the next collective until the timeout."""
@@ -171,7 +171,8 @@ def write_for_all_ranks(run_dir: str | Path, build_state, step: int, keep: int) 
     except CheckpointWriteError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks as one line
-        return None, f"could not write checkpoint step {step} in {checkpoint_dir(run_dir)}: {type(exc).__name__}: {_first_line(exc)}"
+        where = checkpoint_dir(run_dir) / checkpoint_name(step)
+        return None, f"could not write checkpoint {where}: {type(exc).__name__}: {_first_line(exc)}"
 
 
 def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> Path | None:
@@ -224,7 +225,8 @@ def load_network(net: torch.nn.Module, weights: dict, *, name: str, source: str 
     if missing or unexpected:
         raise CheckpointMismatchError(
             f"checkpoint {source} does not fit this {name}: {len(missing)} tensors missing "
-            f"({', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected ({', '.join(unexpected[:3]) or '-'}){hint}")
+            f"({', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:3]) or '-'}){hint}")
     net.load_state_dict(weights)
 
 

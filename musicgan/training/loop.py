@@ -200,8 +200,10 @@ class Trainer:
                 (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
                 for marker in ("stopped.json", "finished.json"):
                     (self.run_dir / marker).unlink(missing_ok=True)
-            except (UserError, OSError) as exc:
-                error = str(exc) if isinstance(exc, UserError) else f"cannot prepare run directory {self.run_dir}: {exc}"
+            except UserError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"cannot prepare run directory {self.run_dir}: {exc}"
         error = collectives.broadcast_object(error, "run directory")
         if error:
             raise UserError(error)
@@ -245,8 +247,7 @@ class Trainer:
         path = ckpt.checkpoint_dir(self.run_dir) / ckpt.checkpoint_name(self.state.step)
         error = None
         if self.env.is_main:
-            path, error = ckpt.write_for_all_ranks(self.run_dir, self._checkpoint_state, self.state.step,
-                                                   self.cfg.log.keep)
+            path, error = ckpt.save_or_error(self.run_dir, self._checkpoint_state, self.state.step, self.cfg.log.keep)
         error = collectives.broadcast_object(error, "checkpoint result")
         if error:
             raise ckpt.CheckpointWriteError(error)
