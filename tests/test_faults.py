@@ -138,7 +138,10 @@ def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(bach_sha
     run = tmp_path / "group"
     cmd = [sys.executable, "-m", "musicgan", *DEBUG, "--data", str(bach_shards), "--run-dir", str(run),
            "--max-steps", "400", "--set", "train.epochs=100", "--set", "log.interval=1",
-           "--set", "data.num_workers=2", "--set", "log.tensorboard=false"]
+           "--set", "data.num_workers=2", "--set", "log.tensorboard=false",
+           # Small batches: an epoch of many batches, so the signal lands in the middle of
+           # one, while its workers are running (a new epoch forks new workers).
+           "--set", "data.batch_size=2"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:

@@ -193,14 +193,14 @@ def test_rerunning_one_array_task_needs_the_arrays_task_count(slurm_cluster, tmp
     out = tmp_path / "shards"
     script, args = ROOT / "slurm" / "prepare.sbatch", [*PREPARE_ARGS, "--out", str(out)]
     refused_log, rerun_log = tmp_path / "refused.out", tmp_path / "rerun.out"
-    refused = slurm_cluster.sbatch(script, *args, options=["--array=7", f"--output={refused_log}"],
+    refused = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=7", f"--output={refused_log}"],
                                    env=_job_env(slurm_cluster), cwd=ROOT)
     info = slurm_cluster.wait_for_job(refused, timeout_s=JOB_TIMEOUT_S)
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", _describe(slurm_cluster, refused, refused_log)
     assert "MUSICGAN_NUM_TASKS=N" in refused_log.read_text()
     assert not out.exists() or not list(out.glob("manifest-p*.json"))
 
-    rerun = slurm_cluster.sbatch(script, *args, options=["--array=7", f"--output={rerun_log}"],
+    rerun = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=7", f"--output={rerun_log}"],
                                  env=dict(_job_env(slurm_cluster), MUSICGAN_NUM_TASKS="8"), cwd=ROOT)
     info = slurm_cluster.wait_for_job(rerun, timeout_s=JOB_TIMEOUT_S)
     assert info["JobState"] == "COMPLETED", _describe(slurm_cluster, rerun, rerun_log)
@@ -209,7 +209,7 @@ def test_rerunning_one_array_task_needs_the_arrays_task_count(slurm_cluster, tmp
 
     # Now --array=0 alone: the task manifest of an 8-task array is there, so it is refused too.
     again_log = tmp_path / "again.out"
-    again = slurm_cluster.sbatch(script, *args, options=["--array=0", f"--output={again_log}"],
+    again = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=0", f"--output={again_log}"],
                                  env=_job_env(slurm_cluster), cwd=ROOT)
     info = slurm_cluster.wait_for_job(again, timeout_s=JOB_TIMEOUT_S)
     assert info["JobState"] == "FAILED" and "manifest-p0007.json" in again_log.read_text(), again_log.read_text()
