@@ -246,7 +246,8 @@ def _train_here(cfg, run_dir: Path, reporter: Reporter, resume: bool) -> None:
     from musicgan.training.loop import train
 
     torch.set_num_threads(1)  # one core per trial: trials run side by side
-    result = train(cfg, run_dir, resume=resume, report_fn=reporter)
+    # No Tune checkpoint: the trial starts afresh, archiving what an earlier attempt left.
+    result = train(cfg, run_dir, resume=resume, overwrite=not resume, report_fn=reporter)
     if result.checkpoint is not None:  # a max_steps cap may end the run mid-epoch: report that too
         reporter({"step": result.step, "epoch": result.epoch}, Path(result.checkpoint), final=True)
 
@@ -271,8 +272,8 @@ def _worker_loop(loop_config: dict) -> None:
         if rank == 0:  # the other ranks' calls are no-ops: nothing collective happens here
             queue.put(("epoch", metrics, str(checkpoint) if checkpoint else None))
 
-    result = train(cfg, run_dir, resume=loop_config["resume"], report_fn=report_fn,
-                   should_stop=stop_file.exists)
+    result = train(cfg, run_dir, resume=loop_config["resume"], overwrite=not loop_config["resume"],
+                   report_fn=report_fn, should_stop=stop_file.exists)
     if rank == 0:
         queue.put(("end", {"step": result.step, "epoch": result.epoch},
                    str(result.checkpoint) if result.checkpoint else None))

@@ -31,6 +31,7 @@ stretch (every shard broken), the loader raises DataError instead of spinning fo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import multiprocessing
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from musicgan import stop_signals
 from musicgan.data.bounds import GridTooLarge
 from musicgan.data.paths import local_shards
 from musicgan.data.representations import Representation
@@ -199,9 +201,16 @@ class ShardLoader:
         return self.num_batches
 
     def __iter__(self) -> Iterator[Batch]:
-        loader = wds.WebLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                               persistent_workers=False).with_epoch(self.num_batches)
-        for x, lengths, keys in loader:
+        # A plain DataLoader iterated here (not WebLoader.with_epoch, which starts its workers
+        # lazily at the first batch), so the workers start inside blocked_while_forking.
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, persistent_workers=False,
+            worker_init_fn=stop_signals.ignore_in_worker if self.num_workers else None)
+        with stop_signals.blocked_while_forking():
+            batches = iter(loader)
+        # The stream is endless (resampled shards): the epoch is its first num_batches batches.
+        # When the consumer stops early, dropping `batches` shuts the workers down.
+        for x, lengths, keys in itertools.islice(batches, self.num_batches):
             yield Batch(x=x, lengths=lengths, keys=list(keys))
 
     @property

@@ -380,8 +380,9 @@ class DeepSpeedBackend(TrainBackend):
             try:
                 engine.save_checkpoint(str(self.engine_dir(directory, name)), tag=tag, save_latest=False,
                                        client_state={"network": name})
-            except OSError as exc:
-                error = f"could not write DeepSpeed checkpoint {self.engine_dir(directory, name) / tag}: {exc}"
+            except (OSError, RuntimeError) as exc:  # torch.save: a full disk is a RuntimeError
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                error = f"could not write DeepSpeed checkpoint {self.engine_dir(directory, name) / tag}: {first}"
                 break
         # Every rank learns whether any rank failed, so all raise (or none) at the same point.
         errors = [e for e in collectives.all_gather_object(error, "DeepSpeed checkpoint result") if e]
