@@ -14,6 +14,7 @@ one manifest.json whose splits hold exactly the songs a one-process prepare woul
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -30,7 +31,8 @@ from musicgan.data.shards import (  # noqa: F401  (load_manifest, split_urls re-
 from musicgan.errors import DataError, MidiError
 
 SPLITS = ("train", "valid", "test")
-FORMAT = "musicgan-shards/1"
+FORMAT = "musicgan-shards/2"  # 2: note column `track`, meta `tracks` and `downbeat_s` (shards/README.md)
+log = logging.getLogger(__name__)
 _SHARD_NAME = re.compile(r"^(train|valid|test)-(p\d{4}-)?\d{6}\.tar$")
 
 
@@ -148,6 +150,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(items)))
     corpus = corpus_name(input_spec)
     manifest_path = out / (f"manifest-{tag}.json" if tag else MANIFEST)
+    _note_older_schema(manifest_path)
     # The old manifest goes first: shards are rewritten under the same names, and a manifest
     # of an earlier run must never describe a half-rewritten folder.
     manifest_path.unlink(missing_ok=True)
@@ -200,6 +203,16 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
         raise DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped" + (f", e.g. {reasons})" if reasons else ")"))
     return manifest
+
+
+def _note_older_schema(manifest_path: Path) -> None:
+    """Say so when a run replaces shards of another schema version (they still load)."""
+    try:
+        old = json.loads(manifest_path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(old, str) and old != FORMAT:
+        log.info("re-writing %s shards in %s as %s", old, manifest_path.parent, FORMAT)
 
 
 def _progress_bar(total: int, label: str, enabled: bool):
