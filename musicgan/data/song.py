@@ -192,10 +192,19 @@ class Song:
         Bars of the first metre are counted back from the downbeat, so a pickup (even one
         longer than a bar) lands in the last beats of a (partly empty) first bar.
         """
-        numerator, denominator = self.metre()
-        bar = numerator * 4.0 / denominator
+        bar = self.bar_beats()
         downbeat = float(self.seconds_to_beats(max(self.downbeat_s, 0.0)))
         return downbeat - np.ceil(downbeat / bar - 1e-9) * bar
+
+    def bar_beats(self) -> float:
+        """Quarter notes per bar of the first metre (4.0 without a time signature)."""
+        numerator, denominator = self.metre()
+        return numerator * 4.0 / denominator
+
+    def grid_steps(self, seconds, steps_per_beat: int) -> np.ndarray:
+        """Nearest step of a bar-aligned grid (step 0 = `bar_origin_beats`) for each time."""
+        beats = self.seconds_to_beats(seconds) - self.bar_origin_beats()
+        return np.round(beats * steps_per_beat).astype(np.int64)
 
     def meta(self) -> dict:
         """JSON-serialisable metadata (what a shard's `.json` stores beside the notes)."""
