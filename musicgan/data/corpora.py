@@ -161,26 +161,31 @@ def load_item(item: SongItem, corpus: str = "") -> Song:
 
 
 def _load_score(item: SongItem, corpus: str) -> Song:
-    music21 = _music21()
     try:
-        if item.tune is not None:
-            score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
-                                            forceSource=True, storePickle=False)
-        else:
-            score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
-        if isinstance(score, music21.stream.Opus):
-            score = score.scores[0] if score.scores else score
-        if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
-            try:  # play repeats as written, as music21's MIDI writer does
-                score = score.expandRepeats()
-            except Exception:  # badly formed repeat marks: keep the score as notated
-                pass
-        return score_to_song(score, source=item.source, corpus=corpus)
+        return score_to_song(_parse_score(item), source=item.source, corpus=corpus)
     except MidiError:
         raise
     except Exception as exc:  # music21 raises many exception types on odd scores
         text = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise MidiError(f"music21 could not read the score: {type(exc).__name__}: {text}") from None
+
+
+def _parse_score(item: SongItem):
+    """The item's music21 Score, repeats expanded as the song plays them."""
+    music21 = _music21()
+    if item.tune is not None:
+        score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
+                                        forceSource=True, storePickle=False)
+    else:
+        score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
+    if isinstance(score, music21.stream.Opus):
+        score = score.scores[0] if score.scores else score
+    if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
+        try:  # play repeats as written, as music21's MIDI writer does
+            score = score.expandRepeats()
+        except Exception:  # badly formed repeat marks: keep the score as notated
+            pass
+    return score
 
 
 def _has_repeats(music21, score) -> bool:
@@ -263,6 +268,21 @@ def _first_downbeat_quarters(music21, part) -> float:
     if len(measures) > 1 and float(measures[0].paddingLeft or 0.0) > 0.0:
         return float(measures[1].offset)
     return float(measures[0].offset)
+
+
+def music21_beat_chords(item: SongItem) -> dict[int, tuple[int, str]]:
+    """music21's own chord analysis of a score, the reference for musicgan.data.chords:
+    {quarter beat: (root pitch class, "major" | "minor")} for every whole beat of the
+    chordified score where the sounding chord is a major or minor triad (other beats left out)."""
+    music21 = _music21()
+    score = _parse_score(item)
+    labels = {}
+    for chord in score.chordify().flatten().getElementsByClass(music21.chord.Chord):
+        start, stop = float(chord.offset), float(chord.offset + chord.duration.quarterLength)
+        for beat in range(int(np.ceil(start)), int(np.ceil(stop))):
+            if chord.isMajorTriad() or chord.isMinorTriad():
+                labels[beat] = (chord.root().pitchClass, "major" if chord.isMajorTriad() else "minor")
+    return labels
 
 
 def _tempo_map(score) -> list[tuple[float, float]]:
