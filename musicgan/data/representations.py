@@ -7,7 +7,8 @@ valid Song. `state_dict()` is JSON and goes into checkpoints so sampling decodes
 as training encoded.
 
 Registry names: "events" (C-RNN-GAN, K tones per step), "pianoroll" (88 keys), "tokens"
-(note/chord vocabulary), "multitrack" (MuseGAN, musicgan/data/multitrack.py). The base
+(note/chord vocabulary), "multitrack" (MuseGAN, musicgan/data/multitrack.py),
+"melody_chord" (MidiNet) and "melody_grid" (SeqGAN) (musicgan/data/melody.py). The base
 class and the loader contract (window_align, min_window, augment, SongSkipped) are in
 musicgan/data/representation_base.py. Drums are left out by every representation (they have no pitch
 in the musical sense); `include_drums=True` keeps them in "events".
@@ -356,6 +357,7 @@ class TokenRepresentation(Representation):
 
 
 # =============================================================================================
+from musicgan.data.melody import MelodyChordRepresentation, MelodyGridRepresentation  # noqa: E402
 from musicgan.data.multitrack import MultitrackRepresentation  # noqa: E402  (subclasses live in their modules)
 
 REPRESENTATIONS = {
@@ -363,6 +365,8 @@ REPRESENTATIONS = {
     "pianoroll": PianoRollRepresentation,
     "tokens": TokenRepresentation,
     "multitrack": MultitrackRepresentation,
+    "melody_chord": MelodyChordRepresentation,
+    "melody_grid": MelodyGridRepresentation,
 }
 
 
