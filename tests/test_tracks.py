@@ -15,7 +15,7 @@ from musicgan.data.corpora import list_items, load_item
 from musicgan.data.loader import iter_songs
 from musicgan.data.midi import read_midi
 from musicgan.data.prepare import FORMAT, prepare_dataset
-from musicgan.data.shards import decode_sample, encode_sample, split_urls
+from musicgan.data.shards import SampleError, decode_sample, encode_sample, split_urls
 from musicgan.data.song import NO_TRACK, NUM_NOTE_COLUMNS, PITCH, TRACK, Song, Track
 from musicgan.data.tracks import LPD5_TRACKS, group_tracks, lpd5_family, skyline
 from musicgan.errors import ConfigError, SongSkipped
@@ -69,6 +69,16 @@ def test_schema_2_sample_round_trips_tracks_and_downbeat():
     back = decode_sample(encode_sample(song, "k", "train"))
     assert back.tracks == song.tracks and back.downbeat_s == song.downbeat_s == 0.5
     np.testing.assert_array_equal(back.notes, song.notes)
+
+
+@pytest.mark.parametrize("meta", [{"tracks": [{"name": "S"}]}, {"tracks": 3}, {"downbeat_s": float("nan")},
+                                  {"downbeat_s": -1.0}, {"downbeat_s": "soon"}])
+def test_malformed_track_or_downbeat_meta_is_a_sample_error(meta):
+    song = make_song(seed=6, num_onsets=4)
+    sample = encode_sample(song, "k", "train")
+    bad = dict(json.loads(sample["json"]), **meta)
+    with pytest.raises(SampleError, match="malformed meta"):
+        decode_sample({"notes.npy": sample["notes.npy"], "json": json.dumps(bad).encode()})
 
 
 def test_prepare_writes_schema_2_and_says_when_it_rewrites_schema_1(tmp_path, caplog):

@@ -221,7 +221,11 @@ class Song:
 
     @classmethod
     def from_arrays(cls, notes: np.ndarray, meta: dict) -> "Song":
-        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample."""
+        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample.
+        ValueError / KeyError / TypeError on malformed meta (the loader skips such a sample)."""
+        downbeat_s = float(meta.get("downbeat_s", 0.0))
+        if not (np.isfinite(downbeat_s) and downbeat_s >= 0.0):
+            raise ValueError(f"downbeat_s must be a finite time >= 0, got {downbeat_s}")
         return cls(
             notes=notes,
             tempos=[(float(t), float(b)) for t, b in meta.get("tempos", [[0.0, DEFAULT_BPM]])],
@@ -229,5 +233,5 @@ class Song:
             source=meta.get("source", ""),
             corpus=meta.get("corpus", ""),
             tracks=[Track(str(t["name"]), int(t["program"]), bool(t["is_drum"])) for t in meta.get("tracks", [])],
-            downbeat_s=float(meta.get("downbeat_s", 0.0)),
+            downbeat_s=downbeat_s,
         )
