@@ -27,7 +27,7 @@ import numpy as np
 
 from musicgan.data.representation_base import Representation, finite
 from musicgan.data.song import DEFAULT_BPM, DURATION, ONSET, PITCH, Song, Track
-from musicgan.data.tracks import CHORALE_PARTS, LPD5_TRACKS, group_tracks
+from musicgan.data.tracks import LPD5_TRACKS, group_tracks
 from musicgan.errors import ConfigError, SongSkipped
 
 CHORALE_PART_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
@@ -150,23 +150,22 @@ class MultitrackRepresentation(Representation):
     def decode(self, steps: np.ndarray) -> Song:
         o = self.options
         on = finite(steps).reshape(-1, len(self.tracks), o["num_pitches"]) > 0.0
+        notes = np.concatenate([self._track_notes(on[:, index], index) for index in range(len(self.tracks))])
+        return Song(notes, tempos=[(0.0, o["decode_bpm"])], time_signatures=[(0.0, 4, 4)], tracks=list(self.tracks))
+
+    def _track_notes(self, on: np.ndarray, index: int) -> np.ndarray:
+        """(n, 7) notes of one track's (T, P) binary roll."""
+        o, track = self.options, self.tracks[index]
+        if track.is_drum:  # every on-step is one onset lasting one step
+            start, key = np.nonzero(on)
+            stop = start + 1
+        else:  # a run of on-steps is one note, given back the step the encoding took
+            start, stop, key = runs(on)
+            stop = stop + 1
         seconds_per_step = 60.0 / o["decode_bpm"] / o["steps_per_beat"]
-        columns = [[] for _ in range(7)]
-        for index, track in enumerate(self.tracks):
-            if track.is_drum:  # every on-step is one onset lasting one step
-                start, key = np.nonzero(on[:, index])
-                stop = start + 1
-            else:  # a run of on-steps is one note, given back the step the encoding took
-                start, stop, key = runs(on[:, index])
-                stop = stop + 1
-            for column, values in zip(columns, (start * seconds_per_step, (stop - start) * seconds_per_step,
-                                                key + o["lowest"], np.full(len(key), o["decode_velocity"]),
-                                                np.full(len(key), track.program), np.full(len(key), track.is_drum),
-                                                np.full(len(key), index))):
-                column.append(values)
-        flat = [np.concatenate(c).astype(np.float64) for c in columns]
-        return Song.from_columns(*flat, tempos=[(0.0, o["decode_bpm"])], time_signatures=[(0.0, 4, 4)],
-                                 tracks=list(self.tracks))
+        constant = [np.full(len(key), float(v)) for v in (o["decode_velocity"], track.program, track.is_drum, index)]
+        return np.stack([start * seconds_per_step, (stop - start) * seconds_per_step, key + o["lowest"], *constant],
+                        axis=1)
 
     # -- augmentation -----------------------------------------------------------------------------
     def augment(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.melody import MelodyChordRepresentation, MelodyGridRepresentation
+from musicgan.data.multitrack import MultitrackRepresentation
 from musicgan.data.representation_base import Representation, finite
 from musicgan.data.song import DEFAULT_BPM, DURATION, IS_DRUM, ONSET, PITCH, VELOCITY, Song
 from musicgan.errors import ConfigError
@@ -357,9 +359,6 @@ class TokenRepresentation(Representation):
 
 
 # =============================================================================================
-from musicgan.data.melody import MelodyChordRepresentation, MelodyGridRepresentation  # noqa: E402
-from musicgan.data.multitrack import MultitrackRepresentation  # noqa: E402  (subclasses live in their modules)
-
 REPRESENTATIONS = {
     "events": EventRepresentation,
     "pianoroll": PianoRollRepresentation,
