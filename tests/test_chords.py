@@ -60,7 +60,7 @@ def test_agreement_with_music21_chordify_on_chorales():
     """Beats where music21's chordify sees a major or minor triad: our label has its root
     and quality this often (the figure is printed and quoted in BENCHMARKS.md)."""
     hit = total = 0
-    for item in list_items("music21:bach")[:8]:
+    for item in list_items("music21:bach")[:5]:
         song = load_item(item, "music21:bach")
         labels = chords.song_chords(song, "beat")
         origin = song.bar_origin_beats()
@@ -71,4 +71,4 @@ def test_agreement_with_music21_chordify_on_chorales():
                 hit += int(chords.chord_root(labels[index]) == root and
                            bool(chords.is_minor(labels[index])) == (quality == "minor"))
     print(f"chord agreement with music21 chordify: {hit}/{total} beats = {hit / total:.1%}")
-    assert total > 200 and hit / total > 0.85
+    assert total > 150 and hit / total > 0.85

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from chorales import chorale
 from musicgan.data import chords
-from musicgan.data.corpora import list_items, load_item
 from musicgan.data.loader import make_loader
 from musicgan.data.representations import build_representation, representation_from_state
 from musicgan.data.shards import split_urls
@@ -16,10 +16,6 @@ from musicgan.data.song import Song
 
 STEMS = ("bwv10.7", "bwv101.7", "bwv102.7", "bwv103.6", "bwv104.6", "bwv108.6")
 
-
-def chorale(stem: str) -> Song:
-    item = next(i for i in list_items("music21:bach") if i.source == f"music21:bach/{stem}")
-    return load_item(item, "music21:bach")
 
 
 def soprano_notes(song: Song) -> set:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgan.data.corpora import list_items, load_item
+from chorales import chorale
 from musicgan.data.loader import iter_songs, make_loader
 from musicgan.data.representations import build_representation, representation_from_state
 from musicgan.data.shards import split_urls
@@ -18,10 +18,6 @@ from musicgan.errors import ConfigError, SongSkipped
 
 BAR = 48  # 4/4 at 12 steps per beat
 
-
-def chorale(stem: str) -> Song:
-    item = next(i for i in list_items("music21:bach") if i.source == f"music21:bach/{stem}")
-    return load_item(item, "music21:bach")
 
 
 def test_a_pickup_lands_before_the_first_bar_line():

@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import pytest
 
+from chorales import chorale
 from midi_factory import make_song, write_song
-from musicgan.data.corpora import list_items, load_item
 from musicgan.data.loader import iter_songs
 from musicgan.data.midi import read_midi
 from musicgan.data.prepare import FORMAT, prepare_dataset
@@ -22,10 +22,6 @@ from musicgan.errors import ConfigError, SongSkipped
 
 RATIOS = (0.6, 0.2, 0.2)
 
-
-def chorale(stem: str) -> Song:
-    item = next(i for i in list_items("music21:bach") if i.source == f"music21:bach/{stem}")
-    return load_item(item, "music21:bach")
 
 
 def test_chorale_parts_become_named_tracks_in_score_order():
