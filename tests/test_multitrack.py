@@ -11,6 +11,7 @@ import torch
 
 from chorales import chorale
 from musicgan.data.loader import iter_songs, make_loader
+from musicgan.data.representation_base import skip_summary
 from musicgan.data.representations import build_representation, representation_from_state
 from musicgan.data.shards import split_urls
 from musicgan.data.song import ONSET, Song
@@ -106,6 +107,15 @@ def test_loader_draws_bar_aligned_full_windows_and_reports_what_it_skips(bach_sh
     assert any(s > 0 for s in starts)
     assert loader.num_filtered > 0
     assert "skips song music21:bach/" in caplog.text and ("metre 3/4" in caplog.text or "parts, not 4" in caplog.text)
+
+
+def test_skip_summary_counts_what_the_filters_drop(bach_shards):
+    songs = list(iter_songs(split_urls(bach_shards, "train")))
+    summary = skip_summary(build_representation("multitrack"), songs)
+    assert sum(summary.values()) == len(songs) and summary[""] > len(songs) / 2
+    assert summary["5 parts, not 4"] >= 1  # bwv1.6 (a horn part) is in the fixture's train split
+    assert any(reason.startswith("metre 3/4") for reason in summary)
+    assert skip_summary(build_representation("events"), songs) == {"": len(songs)}
 
 
 def test_windows_must_be_whole_bars():

@@ -15,14 +15,18 @@ Contract with the loader (musicgan.data.loader):
   augment(window, rng) -> window, after cropping, with the loader's seeded window rng (so
       resume stays exact). The default returns the window untouched and draws nothing, so
       representations without augmentation see exactly the random stream they saw before.
+`skip_summary(representation, songs)` counts, per reason, what a representation's filters
+drop from a dataset (e.g. for a family to log before training).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from musicgan.data.song import Song
-from musicgan.errors import ConfigError
+from musicgan.errors import ConfigError, SongSkipped
 
 
 class Representation:
@@ -75,3 +79,16 @@ def finite(steps: np.ndarray) -> np.ndarray:
     """float64 copy with NaN and infinities replaced by 0 (what every decode starts with)."""
     steps = np.asarray(steps, dtype=np.float64)
     return np.nan_to_num(steps, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def skip_summary(representation: Representation, songs) -> Counter:
+    """{reason: songs} of what `representation` skips among `songs`, with "" counting the songs
+    it encodes: what a metre or part filter drops from a dataset, before training on it."""
+    summary = Counter()
+    for song in songs:
+        try:
+            representation.encode(song)
+            summary[""] += 1
+        except SongSkipped as exc:
+            summary[str(exc)] += 1
+    return summary
