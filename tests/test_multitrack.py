@@ -92,7 +92,7 @@ def test_loader_draws_bar_aligned_full_windows_and_reports_what_it_skips(bach_sh
             encodings[song.source] = rep.encode(song)
         except SongSkipped:
             pass
-    with caplog.at_level(logging.WARNING, logger="musicgan.data.loader"):
+    with caplog.at_level(logging.INFO, logger="musicgan.data.loader"):
         loader = make_loader(urls, rep, seq_len=4 * bar, batch_size=4, num_batches=6, seed=3, epoch=0, rank=0,
                              world_size=1)
         batches = list(loader)

@@ -14,8 +14,8 @@ Each song contributes one random window of `seq_len` steps per draw, cropped fro
 song's whole encoding (zero-padded when shorter; `lengths` says how many steps are real).
 A bar-based representation (`window_align` set) gets starts on bar lines and full windows
 only; a song it cannot encode (`SongSkipped`: wrong metre, wrong number of parts) or that
-is shorter than one window is counted in `loader.num_filtered` and logged once with its
-reason. The window then goes through `representation.augment(window, window_rng)`.
+is shorter than one window is counted in `loader.num_filtered` and logged (INFO) once with
+its reason. The window then goes through `representation.augment(window, window_rng)`.
 
 Determinism: two loaders built with the same (urls, representation, seq_len, batch_size,
 seed, epoch, rank, world_size, num_workers) yield identical batches; the trainer resumes
@@ -192,8 +192,10 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         count = SkipCounters.bump(self.counters.filtered)
         if ("filtered", source) not in self._warned:
             self._warned.add(("filtered", source))
-            log.warning("representation %s skips song %s: %s (%d skipped so far)",
-                        self.representation.name, source, reason, count)
+            # INFO, not WARNING: a filter doing its job is not a data fault (skip_summary counts
+            # a whole dataset at once)
+            log.info("representation %s skips song %s: %s (%d skipped so far)",
+                     self.representation.name, source, reason, count)
 
     @staticmethod
     def _collate(rows):
