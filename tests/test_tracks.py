@@ -39,7 +39,6 @@ def test_midi_instruments_become_tracks_in_file_order(tmp_path):
     notes = np.concatenate([a.notes, b.notes])
     notes[:, TRACK] = [0] * a.num_notes + [1] * b.num_notes
     song = a.replace(notes=notes, tracks=[Track("Violin", 40, False), Track("Bass", 33, False)])
-    Song.__post_init__(song)
     back = read_midi(write_song(tmp_path / "two.mid", song))
     assert back.tracks == [Track("Violin", 40, False), Track("Bass", 33, False)]
     for i, program in enumerate((40, 33)):
