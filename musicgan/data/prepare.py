@@ -14,6 +14,7 @@ one manifest.json whose splits hold exactly the songs a one-process prepare woul
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -34,8 +35,9 @@ from musicgan.data.shards import (  # noqa: F401  (load_manifest, split_urls re-
 from musicgan.errors import DataError, MidiError
 
 SPLITS = ("train", "valid", "test")
-FORMAT = "musicgan-shards/1"
+FORMAT = "musicgan-shards/2"  # 2: note column `track`, meta `tracks` and `downbeat_s` (shards/README.md)
 STAGING_PREFIX = ".prepare-"  # staging folders of runs in progress, inside the output folder
+log = logging.getLogger(__name__)
 _SHARD_NAME = re.compile(r"^(train|valid|test)-(p\d{4}-)?\d{6}\.tar$")
 
 
@@ -154,6 +156,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(items)))
     corpus = corpus_name(input_spec)
     manifest_path = out / (f"manifest-{tag}.json" if tag else MANIFEST)
+    _note_older_schema(manifest_path)
     # The new dataset is built whole in a staging folder beside the old one (so a failed run,
     # a full disk or ^C changes nothing of it; the price is room for both) and then moved in
     # by renames, which need no space.
@@ -250,6 +253,16 @@ def _install(staging: Path, out: Path, tag: str, shard_names: dict, manifest_pat
         os.replace(staging / name, out / name)
     _remove_stale(out, tag, names | {staging.name})
     os.replace(staging / manifest_path.name, manifest_path)
+
+
+def _note_older_schema(manifest_path: Path) -> None:
+    """Say so when a run replaces shards of another schema version (they still load)."""
+    try:
+        old = json.loads(manifest_path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(old, str) and old != FORMAT:
+        log.info("re-writing %s shards in %s as %s", old, manifest_path.parent, FORMAT)
 
 
 def _progress_bar(total: int, label: str, enabled: bool):

@@ -1,7 +1,8 @@
 """The shard format: one tar sample per song, written deterministically and atomically.
 
 A sample is two tar members sharing a key (see shards/README.md for the full schema):
-    <key>.notes.npy   Song.notes, float64 (n, 6), written by np.save (never pickle)
+    <key>.notes.npy   Song.notes, float64 (n, 7), written by np.save (never pickle); schema-1
+                      shards hold (n, 6) and load with track = -1
     <key>.json        Song.meta() plus "key" and "split"
 The key is a hash of the song's source (WebDataset cuts keys at the first dot, and sources
 such as "music21:bach/bwv66.6" or "a/b.mid" contain dots and slashes).
@@ -24,7 +25,7 @@ import numpy as np
 
 from musicgan.data.bounds import meta_problem, span_problem
 from musicgan.data.paths import resolve_data_dir, shard_path
-from musicgan.data.song import NUM_NOTE_COLUMNS, Song
+from musicgan.data.song import LEGACY_NOTE_COLUMNS, NUM_NOTE_COLUMNS, Song
 from musicgan.errors import DataError
 
 NOTES_SUFFIX = "notes.npy"
@@ -67,8 +68,9 @@ def decode_sample(sample: dict) -> Song:
         meta = json.loads(sample[META_SUFFIX].decode("utf-8"))
     except Exception as exc:
         raise SampleError(f"undecodable member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
-    if notes.ndim != 2 or notes.shape[1] != NUM_NOTE_COLUMNS or notes.dtype.kind != "f":
-        raise SampleError(f"notes array has shape {notes.shape} and dtype {notes.dtype}, expected (n, {NUM_NOTE_COLUMNS}) float")
+    if notes.ndim != 2 or notes.shape[1] not in (NUM_NOTE_COLUMNS, LEGACY_NOTE_COLUMNS) or notes.dtype.kind != "f":
+        raise SampleError(f"notes array has shape {notes.shape} and dtype {notes.dtype}, "
+                          f"expected (n, {NUM_NOTE_COLUMNS}) float (or (n, {LEGACY_NOTE_COLUMNS}) in schema 1)")
     if not np.isfinite(notes).all():
         raise SampleError("notes array holds NaN or infinity")
     if not isinstance(meta, dict):
@@ -76,7 +78,10 @@ def decode_sample(sample: dict) -> Song:
     problem = meta_problem(meta)  # meta is as untrusted as the notes: a zero denominator, NaN tempos
     if problem:
         raise SampleError(f"bad meta: {problem}")
-    song = Song.from_arrays(notes, meta)
+    try:
+        song = Song.from_arrays(notes, meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SampleError(f"malformed meta: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
     problem = span_problem(song)
     if problem:
         raise SampleError(problem)

@@ -86,7 +86,7 @@ def _normalized(x: np.ndarray) -> np.ndarray:
 
 def song_features(song: Song, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> dict[str, np.ndarray] | None:
     """The per-song features (`FEATURES`), or None for a song without pitched notes."""
-    notes = song.notes[~song.is_drum]  # (n, 6) sorted by (onset, pitch)
+    notes = song.notes[~song.is_drum]  # (n, 7) sorted by (onset, pitch)
     if len(notes) == 0:
         return None
     onset, duration = notes[:, 0], notes[:, 1]
