@@ -135,8 +135,8 @@ def test_interrupted_run_leaves_no_half_shard_and_can_be_rerun(tmp_path, monkeyp
         write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=i, num_onsets=10))
     real_results = prepare_module._results
 
-    def interrupted(items, corpus, workers):
-        for index, result in enumerate(real_results(items, corpus, workers)):
+    def interrupted(items, corpus, workers, load=None):
+        for index, result in enumerate(real_results(items, corpus, workers, load)):
             if index == 5:
                 raise KeyboardInterrupt
             yield result

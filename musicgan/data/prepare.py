@@ -21,6 +21,7 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
 
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
@@ -31,6 +32,7 @@ from musicgan.errors import DataError, MidiError
 
 SPLITS = ("train", "valid", "test")
 FORMAT = "musicgan-shards/1"
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 8000, 96000  # FluidSynth's synth.sample-rate bounds
 _SHARD_NAME = re.compile(r"^(train|valid|test)-(p\d{4}-)?\d{6}\.tar$")
 
 
@@ -56,15 +58,33 @@ def assign_split(source: str, ratios) -> str:
 def _load(args: tuple[SongItem, str]):
     """Worker: item -> ("ok", source, members-less song) or ("skip", source, reason). Never raises."""
     item, corpus = args
+    return _guarded(item.source, lambda: load_item(item, corpus))
+
+
+def _load_with_audio(args: tuple[SongItem, str], audio_rate: int):
+    """Worker: _load, then the song rendered once at `audio_rate` (a render failure skips it)."""
+    from musicgan.audio import render_audio
+
+    item, corpus = args
+
+    def load_and_render():
+        song = load_item(item, corpus)
+        return song.replace(audio=render_audio(song, audio_rate), audio_rate=audio_rate)
+
+    return _guarded(item.source, load_and_render)
+
+
+def _guarded(source: str, make_song):
+    """("ok", source, make_song()) or ("skip", source, one-line reason); never raises."""
     try:
-        return ("ok", item.source, load_item(item, corpus))
+        return ("ok", source, make_song())
     except MidiError as exc:
-        return ("skip", item.source, str(exc))
+        return ("skip", source, str(exc))
     except MemoryError:
-        return ("skip", item.source, "out of memory while parsing")
+        return ("skip", source, "out of memory while parsing")
     except Exception as exc:  # a bug in a parser must not stop the whole run
         text = " ".join(str(exc).split())[:160]
-        return ("skip", item.source, f"unexpected error: {type(exc).__name__}: {text}")
+        return ("skip", source, f"unexpected error: {type(exc).__name__}: {text}")
 
 
 def _start_method() -> str:
@@ -117,11 +137,13 @@ def _load_alone(load, job, context):
 # -- the run -----------------------------------------------------------------------------------
 def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, shard_size: int = 200,
                     ratios=(0.9, 0.05, 0.05), progress: bool = True, limit: int | None = None,
-                    partition: tuple[int, int] | None = None) -> dict:
+                    partition: tuple[int, int] | None = None, audio_rate: int | None = None) -> dict:
     """Prepare shards from a MIDI folder or `music21:NAME`; returns the manifest (also written).
 
     limit: only the first N items (sorted order), for tests and quick looks.
     partition: (i, n) to prepare only items i, i+n, i+2n, ... (SLURM array task i of n).
+    audio_rate: also render each song once (FluidSynth, mono int16 at this rate) into the
+        optional `<key>.audio.npy` member; a song that fails to render is skipped with its reason.
     Raises DataError when the input does not exist or no song was included.
     Workers are forked, or spawned when torch is loaded or threads run: a script that
     imports torch and calls this with workers > 1 needs the usual `if __name__ == "__main__":`
@@ -131,6 +153,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     ratios = _check_ratios(ratios)
     if shard_size < 1:
         raise DataError(f"shard size must be >= 1, got {shard_size}")
+    load = _audio_loader(audio_rate)
     items = list_items(input_spec)
     if not items:
         raise DataError(f"no MIDI files (.mid/.midi) found in {input_spec}")
@@ -153,18 +176,21 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     manifest_path.unlink(missing_ok=True)
 
     writers = {split: ShardWriter(out, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
-    stats = {split: {"songs": 0, "notes": 0} for split in SPLITS}
+    stats = {split: {"songs": 0, "notes": 0, **({"audio_seconds": 0.0} if audio_rate else {})} for split in SPLITS}
     included, skipped = [], []
     bar = _progress_bar(len(items), input_spec, progress)
     try:
-        for status, source, payload in _results(items, corpus, workers):
+        for status, source, payload in _results(items, corpus, workers, load):
             if status == "ok":
                 split = assign_split(source, ratios)
                 key = song_key(source)
                 shard = writers[split].write(key, encode_sample(payload, key, split))
-                included.append({"path": source, "split": split, "key": key, "shard": shard, "notes": payload.num_notes})
+                entry = {"path": source, "split": split, "key": key, "shard": shard, "notes": payload.num_notes}
+                included.append(dict(entry, **_audio_entry(payload)))
                 stats[split]["songs"] += 1
                 stats[split]["notes"] += payload.num_notes
+                if audio_rate:
+                    stats[split]["audio_seconds"] = round(stats[split]["audio_seconds"] + included[-1]["audio_s"], 4)
             else:
                 skipped.append({"path": source, "reason": payload})
             if bar is not None:
@@ -187,12 +213,12 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         "shard_size": shard_size,
         "partition": list(partition) if partition is not None else None,
         "splits": {
-            split: {"songs": stats[split]["songs"], "notes": stats[split]["notes"],
-                    "shards": len(shard_names[split]), "files": shard_names[split]}
+            split: {**stats[split], "shards": len(shard_names[split]), "files": shard_names[split]}
             for split in SPLITS
         },
         "included": included,
         "skipped": skipped,
+        **({"audio_rate": int(audio_rate)} if audio_rate else {}),
     }
     _remove_stale(out, tag, {name for names in shard_names.values() for name in names})
     _write_json(manifest_path, manifest)
@@ -200,6 +226,25 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
         raise DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped" + (f", e.g. {reasons})" if reasons else ")"))
     return manifest
+
+
+def _audio_loader(audio_rate: int | None):
+    """The worker function for this run: plain parsing, or parsing + rendering (checked here
+    first, so a missing FluidSynth is one clear error instead of a skip per song)."""
+    if audio_rate is None:
+        return _load
+    if not isinstance(audio_rate, int) or not MIN_AUDIO_RATE <= audio_rate <= MAX_AUDIO_RATE:
+        raise DataError(f"audio rate must be a whole number of Hz in {MIN_AUDIO_RATE}-{MAX_AUDIO_RATE} "
+                        f"(FluidSynth's range), got {audio_rate!r}")
+    from musicgan.audio import require_fluidsynth
+
+    require_fluidsynth()
+    return partial(_load_with_audio, audio_rate=audio_rate)
+
+
+def _audio_entry(song) -> dict:
+    """{"audio_s": seconds} for a song with audio (manifest bookkeeping), else {}."""
+    return {"audio_s": round(len(song.audio) / song.audio_rate, 4)} if song.audio is not None else {}
 
 
 def _progress_bar(total: int, label: str, enabled: bool):
@@ -247,13 +292,13 @@ def merge_manifests(out_dir) -> dict:
         "shard_size": first["shard_size"], "partition": None, "merged_from": [p.name for p in parts],
         "splits": {}, "included": [], "skipped": [],
     }
+    if "audio_rate" in first:
+        merged["audio_rate"] = first["audio_rate"]
     for split in SPLITS:
         files = [name for m in manifests for name in m["splits"][split]["files"]]
-        merged["splits"][split] = {
-            "songs": sum(m["splits"][split]["songs"] for m in manifests),
-            "notes": sum(m["splits"][split]["notes"] for m in manifests),
-            "shards": len(files), "files": files,
-        }
+        counts = {name: round(sum(m["splits"][split][name] for m in manifests), 4)
+                  for name in ("songs", "notes", "audio_seconds") if name in first["splits"][split]}
+        merged["splits"][split] = {**counts, "shards": len(files), "files": files}
     merged["included"] = sorted((e for m in manifests for e in m["included"]), key=lambda e: e["path"])
     merged["skipped"] = sorted((e for m in manifests for e in m["skipped"]), key=lambda e: e["path"])
     _write_json(out / MANIFEST, merged)

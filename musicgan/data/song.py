@@ -35,6 +35,11 @@ class Song:
     time_signatures: [(time_s, numerator, denominator), ...] sorted (may be empty).
     source: where the song came from: path relative to the input root, or a corpus id.
     corpus: name of the corpus (`music21:bach`) or "" for a MIDI folder.
+    audio: the song rendered once by `musicgan prepare --audio-rate` (int16 mono), or None.
+    audio_rate: samples per second of `audio` (0 without audio).
+    duration: seconds, when the song lasts longer than its last note-off (a rendered single
+        note held 3 s of 4 s); None: `end_time`.
+    labels: per-song integers a conditional model reads (a rendered note's pitch, program).
     """
 
     notes: np.ndarray
@@ -42,6 +47,10 @@ class Song:
     time_signatures: list[tuple[float, int, int]] = field(default_factory=list)
     source: str = ""
     corpus: str = ""
+    audio: np.ndarray | None = None
+    audio_rate: int = 0
+    duration: float | None = None
+    labels: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         notes = np.asarray(self.notes, dtype=np.float64)
@@ -106,6 +115,11 @@ class Song:
     def end_time(self) -> float:
         return float(self.offsets.max()) if self.num_notes else 0.0
 
+    @property
+    def length_s(self) -> float:
+        """How long the song lasts: `duration` when set, else the last note-off."""
+        return self.end_time if self.duration is None else float(self.duration)
+
     def pitched(self) -> "Song":
         """The song without drum notes (pitch metrics ignore drums)."""
         return self.replace(notes=self.notes[~self.is_drum])
@@ -154,15 +168,23 @@ class Song:
             "time_signatures": [[float(t), int(n), int(d)] for t, n, d in self.time_signatures],
             "num_notes": self.num_notes,
             "end_time": self.end_time,
+            # Written only when present, so shards without audio keep their exact bytes.
+            **({"audio_rate": int(self.audio_rate)} if self.audio is not None else {}),
+            **({"duration": float(self.duration)} if self.duration is not None else {}),
+            **({"labels": dict(sorted(self.labels.items()))} if self.labels else {}),
         }
 
     @classmethod
-    def from_arrays(cls, notes: np.ndarray, meta: dict) -> "Song":
-        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample."""
+    def from_arrays(cls, notes: np.ndarray, meta: dict, audio: np.ndarray | None = None) -> "Song":
+        """Inverse of (`notes`, `meta()`, `audio`): how the loader rebuilds a song from a shard sample."""
         return cls(
             notes=notes,
             tempos=[(float(t), float(b)) for t, b in meta.get("tempos", [[0.0, DEFAULT_BPM]])],
             time_signatures=[(float(t), int(n), int(d)) for t, n, d in meta.get("time_signatures", [])],
             source=meta.get("source", ""),
             corpus=meta.get("corpus", ""),
+            audio=audio,
+            audio_rate=int(meta.get("audio_rate", 0)) if audio is not None else 0,
+            duration=float(meta["duration"]) if meta.get("duration") is not None else None,
+            labels={str(k): int(v) for k, v in meta.get("labels", {}).items()},
         )
