@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from musicgan.audio import find_soundfont, from_pcm16, render_audio
-from musicgan.data.loader import make_loader
-from musicgan.data.loader import iter_songs
+from musicgan.data.loader import iter_songs, make_loader
 from musicgan.data.note_corpus import note_items, note_song
 from musicgan.data.prepare import prepare_dataset
 from musicgan.data.representations import build_representation, representation_from_state
@@ -156,3 +155,21 @@ def test_the_loader_streams_audio_windows(audio_shards, chorales):
         for row, source in zip(batch.x.numpy(), batch.keys):
             steps = encoded[source]
             assert any(np.array_equal(row, steps[s:s + 6]) for s in range(len(steps) - 5))
+
+
+def test_samples_of_an_audio_representation_are_written_as_wav(chorales, tmp_path):
+    import wave
+
+    from musicgan.training.sampling import decode_all, write_songs
+
+    rep = build_representation("specgram_if", **SMALL_SPECGRAM)
+    rep.fit(chorales[:1])
+    steps = np.stack([rep.encode(song)[:40] for song in chorales[:2]])  # (N, L, F) as a generator emits
+    paths = write_songs(decode_all(rep, steps), tmp_path, png=False) + write_songs([chorales[0]], tmp_path, prefix="x",
+                                                                                   png=False)
+    assert [p.name for p in paths] == ["sample-000.wav", "sample-001.wav", "x-000.mid"]  # notes still give MIDI
+    for path, row in zip(paths[:2], steps):
+        with wave.open(str(path)) as wav:
+            assert wav.getframerate() == RATE and wav.getnchannels() == 1 and wav.getsampwidth() == 2
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        assert np.array_equal(pcm, rep.decode(row).audio)
