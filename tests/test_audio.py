@@ -123,3 +123,19 @@ def test_audio_member_must_be_int16_with_a_rate():
 def test_pcm16_round_trip_is_exact():
     pcm = np.array([-32767, -1, 0, 1, 32767], dtype=np.int16)
     assert np.array_equal(to_pcm16(from_pcm16(pcm)), pcm)
+
+
+def test_partitioned_prepare_with_audio_merges_its_audio_totals(tmp_path):
+    from musicgan.data.prepare import merge_manifests
+
+    for i in range(3):
+        write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=10 + i, num_onsets=6))
+    whole = prepare_dataset(str(tmp_path / "in"), tmp_path / "whole", workers=1, progress=False, audio_rate=RATE)
+    for task in range(2):
+        prepare_dataset(str(tmp_path / "in"), tmp_path / "parts", workers=1, progress=False, audio_rate=RATE,
+                        partition=(task, 2))
+    merged = merge_manifests(tmp_path / "parts")
+    assert merged["audio_rate"] == RATE
+    for split in ("train", "valid", "test"):
+        assert merged["splits"][split]["audio_seconds"] == pytest.approx(whole["splits"][split]["audio_seconds"])
+    assert [e["audio_s"] for e in merged["included"]] == [e["audio_s"] for e in whole["included"]]
