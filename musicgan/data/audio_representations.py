@@ -56,8 +56,13 @@ class AudioRepresentation(Representation):
     def synthesise(self, frames: np.ndarray) -> np.ndarray:  # (T, F) float64 -> (samples,) float64
         raise NotImplementedError
 
-    def statistics(self, frames: list[np.ndarray]) -> dict[str, list[float]]:
-        """Normalisation constants from the unnormalised frames of the training songs."""
+    def accumulate(self, totals: dict | None, frames: np.ndarray) -> dict:
+        """Running totals for the normalisation, updated with one song's unnormalised frames
+        (songs are folded in one at a time: 4 h of chorales are ~5 GB of fft_blocks frames)."""
+        raise NotImplementedError
+
+    def statistics(self, totals: dict) -> dict[str, list[float]]:
+        """Normalisation constants (JSON lists) from the totals over all training songs."""
         raise NotImplementedError
 
     def normalise(self, frames: np.ndarray, stats: dict) -> np.ndarray:
@@ -97,10 +102,12 @@ class AudioRepresentation(Representation):
 
     # -- normalisation state ------------------------------------------------------------------
     def fit(self, songs) -> None:
-        frames = [self.analyse(self.waveform(song)) for song in songs]
-        if not frames:
+        totals = None
+        for song in songs:
+            totals = self.accumulate(totals, self.analyse(self.waveform(song)))
+        if totals is None:
             raise DataError(f"the {self.name} representation needs at least one training song with audio to fit")
-        self.stats = self.statistics(frames)
+        self.stats = self.statistics(totals)
 
     def _fitted_stats(self) -> dict:
         if self.stats is None:
@@ -171,9 +178,15 @@ class FftBlocksRepresentation(AudioRepresentation):
         n = self.options["block_size"]
         return _hann_stft(n, n // 2, self.options["sample_rate"], onesided=self.options["spectrum"] == "rfft")
 
-    def statistics(self, frames: list[np.ndarray]) -> dict[str, list[float]]:
-        stacked = np.concatenate(frames)
-        return {"mean": stacked.mean(axis=0).tolist(), "std": np.maximum(stacked.std(axis=0), STD_FLOOR).tolist()}
+    def accumulate(self, totals: dict | None, frames: np.ndarray) -> dict:
+        totals = totals or {"count": 0, "sum": 0.0, "squares": 0.0}
+        return {"count": totals["count"] + len(frames), "sum": totals["sum"] + frames.sum(axis=0),
+                "squares": totals["squares"] + (frames ** 2).sum(axis=0)}
+
+    def statistics(self, totals: dict) -> dict[str, list[float]]:
+        mean = totals["sum"] / totals["count"]
+        variance = np.maximum(totals["squares"] / totals["count"] - mean ** 2, 0.0)
+        return {"mean": mean.tolist(), "std": np.maximum(np.sqrt(variance), STD_FLOOR).tolist()}
 
     def normalise(self, frames: np.ndarray, stats: dict) -> np.ndarray:
         return (frames - np.asarray(stats["mean"])) / np.asarray(stats["std"])
@@ -249,10 +262,15 @@ class SpecgramIfRepresentation(AudioRepresentation):
         return self._mel_matrices
 
     # -- normalisation: per channel, fitted range -> [-margin, margin] ---------------------------
-    def statistics(self, frames: list[np.ndarray]) -> dict[str, list[float]]:
-        stacked = np.concatenate(frames)
-        channels = (stacked[:, :self.num_bins], stacked[:, self.num_bins:])
-        return {"low": [float(c.min()) for c in channels], "high": [float(c.max()) for c in channels]}
+    def accumulate(self, totals: dict | None, frames: np.ndarray) -> dict:
+        channels = (frames[:, :self.num_bins], frames[:, self.num_bins:])
+        low, high = [float(c.min()) for c in channels], [float(c.max()) for c in channels]
+        if totals is not None:
+            low, high = np.minimum(low, totals["low"]).tolist(), np.maximum(high, totals["high"]).tolist()
+        return {"low": low, "high": high}
+
+    def statistics(self, totals: dict) -> dict[str, list[float]]:
+        return totals
 
     def _affine(self, stats: dict) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature (scale, offset) with normalised = scale * x + offset."""
