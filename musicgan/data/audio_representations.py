@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from musicgan.audio import from_pcm16, to_pcm16
-from musicgan.data.representations import Representation, _finite
+from musicgan.data.representation_base import Representation, finite
 from musicgan.data.song import NUM_NOTE_COLUMNS, Song
 from musicgan.errors import ConfigError, DataError
 
@@ -90,7 +90,7 @@ class AudioRepresentation(Representation):
 
     def decode_audio(self, frames: np.ndarray) -> np.ndarray:
         """(T, F) frames (any values a generator emits) -> float32 waveform."""
-        frames = _finite(frames).reshape(-1, self.num_features)
+        frames = finite(frames).reshape(-1, self.num_features)
         if self.options["normalize"]:
             frames = self.denormalise(frames, self._fitted_stats())
         return np.nan_to_num(self.synthesise(frames), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)

@@ -36,7 +36,7 @@ MAX_NOTE_SECONDS = 20.0
 
 @dataclass(frozen=True)
 class NoteItem:
-    """One note to render (duck-types corpora.SongItem for prepare: `source`, `kind`)."""
+    """One note to render (duck-types corpora.SongItem for prepare: `source`, `kind`, `skip`)."""
 
     source: str
     program: int
@@ -45,6 +45,7 @@ class NoteItem:
     hold_s: float
     seconds: float
     kind: str = "note"
+    skip: str = ""  # never set: every note of the set can be rendered
 
 
 def note_items(spec: str) -> list[NoteItem]:
