@@ -118,6 +118,15 @@ def test_skip_summary_counts_what_the_filters_drop(bach_shards):
     assert skip_summary(build_representation("events"), songs) == {"": len(songs)}
 
 
+def test_ranks_get_equal_batch_counts_of_different_windows_despite_the_filters(bach_shards):
+    urls = split_urls(bach_shards, "train")
+    rep = build_representation("multitrack", steps_per_beat=4, lowest=36, num_pitches=48)
+    ranks = [list(make_loader(urls, rep, seq_len=64, batch_size=3, num_batches=4, seed=2, epoch=0, rank=r,
+                              world_size=2)) for r in (0, 1)]
+    assert [len(batches) for batches in ranks] == [4, 4]  # no rank runs short: DDP would hang
+    assert not all(torch.equal(a.x, b.x) for a, b in zip(*ranks))
+
+
 def test_windows_must_be_whole_bars():
     rep = build_representation("multitrack")
     with pytest.raises(ConfigError, match="not a multiple"):
