@@ -19,12 +19,15 @@ same checks as a MIDI file would (no notes -> skipped with a reason).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from musicgan.data.bounds import checked_span
+from musicgan.data.paths import files_under, utf8_name
 from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import DataError, MidiError
 
@@ -54,6 +57,7 @@ class SongItem:
     path: str  # absolute file path
     kind: str  # "midi" or "music21"
     tune: int | None = None  # ABC reference number (X:) within a multi-tune file
+    skip: str = ""  # why this entry cannot be loaded (a folder not searched, a clashing name)
 
 
 def _music21():
@@ -78,11 +82,24 @@ def list_items(spec: str) -> list[SongItem]:
         raise DataError(f"input does not exist: {spec}")
     if not root.is_dir():
         raise DataError(f"input is not a folder: {spec} (give a folder of MIDI files or music21:NAME)")
-    items = []
-    for path in root.rglob("*"):
-        if path.suffix.lower() in MIDI_SUFFIXES and path.is_file():
-            items.append(SongItem(source=path.relative_to(root).as_posix(), path=str(path.resolve()), kind="midi"))
-    return sorted(items, key=lambda item: item.source)
+    files, folders_skipped = files_under(root, MIDI_SUFFIXES)
+    items = [SongItem(source=name, path=str(root / name), kind="midi", skip=reason)
+             for name, reason in folders_skipped]
+    for path in files:
+        items.append(SongItem(source=utf8_name(path.relative_to(root).as_posix()), path=str(path.resolve()), kind="midi"))
+    return _unique_sources(sorted(items, key=lambda item: item.source))
+
+
+def _unique_sources(items: list[SongItem]) -> list[SongItem]:
+    """Two files whose names read the same once bytes that are not UTF-8 are written as \\xNN
+    would share a key (WebDataset would merge their samples): the second is skipped."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.source in seen and not item.skip:
+            items[i] = dataclasses.replace(item, skip="another file has this name once bytes that are not UTF-8 "
+                                                      "are written as \\xNN: rename one of them")
+        seen.add(item.source)
+    return items
 
 
 def _music21_items(name: str) -> list[SongItem]:
@@ -152,6 +169,8 @@ def _abc_tune_text(path, tune: int) -> str:
 # -- loading (runs in worker processes) ------------------------------------------------------
 def load_item(item: SongItem, corpus: str = "") -> Song:
     """Read one item into a Song; raises MidiError(reason) when it is unusable."""
+    if item.skip:
+        raise MidiError(item.skip)
     if item.kind == "midi":
         from musicgan.data.midi import read_midi
 
@@ -162,12 +181,13 @@ def load_item(item: SongItem, corpus: str = "") -> Song:
 
 def _load_score(item: SongItem, corpus: str) -> Song:
     try:
-        return score_to_song(_parse_score(item), source=item.source, corpus=corpus)
+        song = score_to_song(_parse_score(item), source=item.source, corpus=corpus)
     except MidiError:
         raise
     except Exception as exc:  # music21 raises many exception types on odd scores
         text = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise MidiError(f"music21 could not read the score: {type(exc).__name__}: {text}") from None
+    return checked_span(song)
 
 
 def _parse_score(item: SongItem):

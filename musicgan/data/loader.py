@@ -1,6 +1,6 @@
 """Stream shards into training batches (WebDataset), identically sized on every rank.
 
-The pattern (see shared/spec/distributed-traps.md, WebDataset section): WebDataset's default
+The pattern (docs/distributed-traps.md, WebDataset section): WebDataset's default
 node splitter raises, and `split_by_node` with uneven shards gives ranks different sample
 counts, which deadlocks DDP at the end of an epoch. So:
   - explicit node splitter: rank r resamples from shards r, r+W, ... (all shards when there
@@ -21,8 +21,10 @@ Determinism: two loaders built with the same (urls, representation, seq_len, bat
 seed, epoch, rank, world_size, num_workers) yield identical batches; the trainer resumes
 mid-epoch by rebuilding the loader and discarding the first k batches.
 
-Corrupt data: an unreadable shard (truncated, garbage, missing) or a sample that does not
-decode is skipped with a logged warning naming the shard and sample and the running count;
+Corrupt data: an unreadable shard (truncated, garbage, missing), a sample that does not
+decode or whose meta is bad (`musicgan.data.bounds`: NaN or absurd tempos, a zero
+time-signature denominator, a span of too many beats), or a song too long for the
+representation's grid, is skipped with a logged warning naming the shard and sample and the running count;
 the stream just draws on, so every rank still yields num_batches. `loader.num_skipped`
 (samples) and `loader.num_shard_errors` read counters shared with the worker processes
 (multiprocessing.Value), so they work with num_workers > 0; note that a resampled bad
@@ -33,6 +35,7 @@ stretch (every shard broken), the loader raises DataError instead of spinning fo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import multiprocessing
@@ -44,6 +47,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from musicgan import stop_signals
+from musicgan.data.bounds import GridTooLarge
+from musicgan.data.paths import local_shards
 from musicgan.data.representations import Representation
 from musicgan.data.shards import SampleError, decode_sample
 from musicgan.data.song import Song
@@ -156,16 +162,15 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
             try:
                 song = decode_sample(sample)
-            except SampleError as exc:
+                steps = rep.encode(song)  # (T, F) for the whole song
+            except SongSkipped as exc:
+                self._filtered(song.source or key, str(exc))
+                continue
+            except (SampleError, GridTooLarge) as exc:
                 count = SkipCounters.bump(self.counters.samples)
                 if (url, key) not in self._warned:
                     self._warned.add((url, key))
                     log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", key, url, exc, count)
-                continue
-            try:
-                steps = rep.encode(song)  # (T, F) for the whole song
-            except SongSkipped as exc:
-                self._filtered(song.source or key, str(exc))
                 continue
             if len(steps) == 0:
                 continue  # e.g. a drums-only song for a pitched representation: nothing to learn
@@ -209,7 +214,7 @@ class ShardLoader:
 
     def __init__(self, urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
                  num_workers=0) -> None:
-        urls = [str(u) for u in urls]
+        urls = local_shards(urls)
         if not urls:
             raise DataError("no shards to load")
         if seq_len < 1 or batch_size < 1 or num_batches < 1:
@@ -227,9 +232,16 @@ class ShardLoader:
         return self.num_batches
 
     def __iter__(self) -> Iterator[Batch]:
-        loader = wds.WebLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                               persistent_workers=False).with_epoch(self.num_batches)
-        for x, lengths, keys in loader:
+        # A plain DataLoader iterated here (not WebLoader.with_epoch, which starts its workers
+        # lazily at the first batch), so the workers start inside blocked_while_forking.
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, persistent_workers=False,
+            worker_init_fn=stop_signals.ignore_in_worker if self.num_workers else None)
+        with stop_signals.blocked_while_forking():
+            batches = iter(loader)
+        # The stream is endless (resampled shards): the epoch is its first num_batches batches.
+        # When the consumer stops early, dropping `batches` shuts the workers down.
+        for x, lengths, keys in itertools.islice(batches, self.num_batches):
             yield Batch(x=x, lengths=lengths, keys=list(keys))
 
     @property
@@ -262,9 +274,24 @@ def iter_songs(urls) -> Iterator[Song]:
         log.warning("skipping unreadable shard data: %s", " ".join(str(a) for a in exn.args)[:240])
         return True
 
-    samples = wds.tarfile_to_samples(handler=handler)({"url": str(u)} for u in urls)
+    samples = wds.tarfile_to_samples(handler=handler)({"url": u} for u in local_shards(urls))
+    skipped = 0
     for sample in samples:
         try:
-            yield decode_sample(sample)
+            song = decode_sample(sample)
         except SampleError as exc:
-            log.warning("skipping sample %s in shard %s: %s", sample.get("__key__"), sample.get("__url__"), exc)
+            skipped += 1
+            log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", sample.get("__key__"),
+                        sample.get("__url__"), exc, skipped)
+            continue
+        yield song
+
+
+def iter_encoded(urls, representation: Representation) -> Iterator[tuple[Song, np.ndarray]]:
+    """(song, its whole encoding (T, F)) for every song of `iter_songs(urls)`; a song too long
+    for the representation's grid (`GridTooLarge`) is skipped with a warning, as in training."""
+    for song in iter_songs(urls):
+        try:
+            yield song, representation.encode(song)
+        except GridTooLarge as exc:
+            log.warning("skipping %s: %s", song.source, exc)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgan.data.bounds import MAX_SONG_SECONDS, checked_span  # noqa: F401  (MAX_SONG_SECONDS re-exported)
 from musicgan.data.song import DEFAULT_BPM, IS_DRUM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import MidiError
 
@@ -27,7 +28,6 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # one song; ~1.5M events, ~0.5 GB of mido obje
 MAX_TRACKS = 1024
 MAX_TICK = 10_000_000  # pretty_midi's own sanity limit; ~80 MB tick->time array
 MIN_TEMPO_US = 1_000  # µs per quarter note: faster than 60,000 bpm is corrupt data
-MAX_SONG_SECONDS = 6 * 3600.0
 WRITE_RESOLUTION = 480  # ticks per quarter note in files we write
 
 
@@ -173,10 +173,6 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
         raise MidiError("non-finite note times")
     if not allow_drums_only and (notes[:, IS_DRUM] > 0.5).all():
         raise MidiError("only drum notes (no pitched notes)")
-    end = float((notes[:, 0] + notes[:, 1]).max())
-    if end > MAX_SONG_SECONDS:
-        raise MidiError(f"song lasts {end / 3600:.1f} hours (limit {MAX_SONG_SECONDS / 3600:.0f})")
-
     times, bpms = pm.get_tempo_changes()
     tempos = [(float(t), float(b)) for t, b in zip(times, bpms)]
     if not tempos or tempos[0][0] > 0.0:
@@ -195,8 +191,8 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
     tracks = [Track(" ".join(inst.name.split()), int(inst.program), bool(inst.is_drum)) for inst in pm.instruments]
     # The first time signature marks the first bar line; notes before it are a pickup.
     downbeat_s = signatures[0][0] if signatures else 0.0
-    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source, tracks=tracks,
-                downbeat_s=downbeat_s)
+    return checked_span(Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source,
+                             tracks=tracks, downbeat_s=downbeat_s))
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
 from musicgan.data.melody import MelodyChordRepresentation, MelodyGridRepresentation
 from musicgan.data.multitrack import MultitrackRepresentation
 from musicgan.data.representation_base import Representation, finite
@@ -247,7 +248,8 @@ class PianoRollRepresentation(Representation):
         start = np.maximum(start, 0)
         end = np.maximum(end, start + 1)
         # +1 where a note starts, -1 where it ends, running sum > 0 = sounding (no per-note loop)
-        edges = np.zeros((int(end.max()) + 1, self.NUM_KEYS), dtype=np.int32)
+        num_frames = check_grid(int(end.max()) + 1, self.NUM_KEYS, "piano roll")
+        edges = np.zeros((num_frames, self.NUM_KEYS), dtype=np.int32)
         np.add.at(edges, (start, keys), 1)
         np.add.at(edges, (end, keys), -1)
         return (np.cumsum(edges, axis=0)[:-1] > 0).astype(np.float32)
@@ -272,7 +274,7 @@ class PianoRollRepresentation(Representation):
 
 # =============================================================================================
 class TokenRepresentation(Representation):
-    """Discrete note/chord tokens (the LSTM models of seed 003): one token per onset.
+    """Discrete note/chord tokens (the LSTM models of Nguyen et al. 2018): one token per onset.
 
     A token is the sorted set of pitches starting together: "60" or "60.64.67". The
     vocabulary is learnt by `fit` on the training songs: ids 0 = padding (so the loader's

@@ -1,7 +1,7 @@
 """Set-level comparison of songs: mgeval-style distances, overlapping area, KL, Frechet.
 
 Procedure (Yang & Lerch 2018, "On the evaluation of generative models in music"), with the
-fixes listed in the shared spec `metrics.md`:
+fixes listed in `docs/metrics.md`:
 1. Per-song features (`FEATURES`), computed for every song with at least one pitched note
    (empty songs are counted and left out: their features are undefined).
 2. Both sets are subsampled (seeded) to n = min(|reference|, |generated|) songs.
