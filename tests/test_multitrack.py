@@ -127,13 +127,14 @@ def test_ranks_get_equal_batch_counts_of_different_windows_despite_the_filters(b
     assert not all(torch.equal(a.x, b.x) for a, b in zip(*ranks))
 
 
-def test_windows_must_be_whole_bars():
+def test_windows_must_be_whole_bars(bach_shards):
     rep = build_representation("multitrack")
+    args = dict(batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1)
+    urls = split_urls(bach_shards, "train")
     with pytest.raises(ConfigError, match="not a multiple"):
-        make_loader(["x.tar"], rep, seq_len=50, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1)
+        make_loader(urls, rep, seq_len=50, **args)
     with pytest.raises(ConfigError, match="at least 48"):
-        make_loader(["x.tar"], rep, seq_len=24, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0,
-                    world_size=1)
+        make_loader(urls, rep, seq_len=24, **args)
 
 
 def test_transposition_shifts_pitched_tracks_and_leaves_drums():
