@@ -185,7 +185,7 @@ def test_a_failed_reprepare_deletes_nothing_of_the_existing_dataset(tmp_path, mo
 
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
-    """A real 2 MiB file system (tmpfs), mounted for the test and unmounted after it."""
+    """A real 1 MiB file system (tmpfs), mounted for the test and unmounted after it."""
     import os
     import subprocess
 
@@ -193,7 +193,7 @@ def small_disk(tmp_path) -> Path:
     mount_point.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
@@ -205,8 +205,8 @@ def small_disk(tmp_path) -> Path:
 
 def test_a_full_disk_leaves_the_old_dataset_and_no_temp_shard(tmp_path, small_disk):
     write_song(tmp_path / "small" / "a.mid", make_song(seed=0, num_onsets=20))
-    for i in range(3):  # ~3 MiB of notes (48 bytes each): more than the 2 MiB disk holds
-        write_song(tmp_path / "big" / f"b{i}.mid", make_song(seed=i, num_onsets=22_000, chord_prob=0.0))
+    for i in range(2):  # ~1.1 MiB of notes (48 bytes each): more than the 1 MiB disk holds
+        write_song(tmp_path / "big" / f"b{i}.mid", make_song(seed=i, num_onsets=12_000, chord_prob=0.0))
     out = small_disk / "shards"
     prepare_dataset(str(tmp_path / "small"), out, workers=1, ratios=(1, 0, 0), progress=False)
     before = _files(out)
