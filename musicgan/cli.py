@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs (smoke tests)")
     p.add_argument("--task-index", type=int, default=None, help="SLURM array: this task's slice")
     p.add_argument("--num-tasks", type=int, default=None, help="SLURM array: number of slices")
+    p.add_argument("--audio-rate", type=int, default=None, metavar="HZ",
+                   help="also render each song once with FluidSynth (mono int16 at HZ, e.g. 16000) into the shards")
 
     p = sub.add_parser("merge-manifests", help="merge the per-task manifests of an array prepare")
     p.add_argument("--out", required=True, help="the shard directory the tasks wrote into")
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=10 (repeatable)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a run directory that holds an earlier run: its files move to "
+                            "RUN_DIR/archive/<time>/")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--deepspeed-config", help="DeepSpeed JSON merged over the derived engine configs")
 
@@ -118,6 +124,8 @@ def cmd_prepare(args) -> int:
         kwargs["partition"] = (args.task_index, args.num_tasks)
     if args.limit is not None:
         kwargs["limit"] = args.limit
+    if args.audio_rate is not None:
+        kwargs["audio_rate"] = args.audio_rate
     manifest = prepare_dataset(spec, args.out, workers=args.workers, shard_size=args.shard_size,
                                ratios=args.split_ratios, **kwargs)
     print_manifest_summary(manifest, args.out)
@@ -153,7 +161,9 @@ def cmd_train(args) -> int:
     from musicgan.training.loop import train
 
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    result = train(cfg, args.run_dir, resume=args.resume or restarts > 0, deepspeed_config=args.deepspeed_config)
+    resume = args.resume or restarts > 0  # a torchrun restart continues, never archives again
+    result = train(cfg, args.run_dir, resume=resume, overwrite=args.overwrite and not resume,
+                   deepspeed_config=args.deepspeed_config)
     if int(os.environ.get("RANK", "0") or 0) == 0 and result.finished:
         print(f"[musicgan] finished at step {result.step}: checkpoint {result.checkpoint}, samples in "
               f"{Path(args.run_dir) / 'samples'}")

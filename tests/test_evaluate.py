@@ -167,7 +167,7 @@ def test_bach_shards_real_close_random_far(tmp_path, bach_shards):
 
 
 def test_windowed_calibration_on_bach_shards(tmp_path, bach_shards):
-    """Regression guard for the calibration under the reference window (issue 5): with each
+    """Regression guard for the calibration under the reference window (length-matched excerpts): with each
     real song cropped to N notes and random songs of exactly N notes, note_count is equal
     on both sides, so it is left out of the headline numbers. Figures measured on these 35
     train chorales (random seeds 0-2): random-vs-train 0.37 at N=48 and 0.31-0.32 at

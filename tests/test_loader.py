@@ -109,7 +109,7 @@ def test_batches_per_epoch():
     assert batches_per_epoch(0, 20, 4) == 1
 
 
-# -- corrupt data (issue 10 item 3) ---------------------------------------------------------------------
+# -- corrupt data: unreadable shards and samples are skipped, counted and named --------------------------
 def _corrupt_copy(shards, tmp_path):
     out = tmp_path / "shards"
     shutil.copytree(shards, out)

@@ -9,6 +9,7 @@ Input specs:
     /path/to/folder      every *.mid / *.midi (any letter case), recursive, sorted by path;
                          source = the path relative to the folder, with "/" separators
     music21:NAME         NAME in MUSIC21_CORPORA; source = "music21:<name>/<piece>[/<tune>]"
+    soundfont:notes[?..] one song per (program, pitch) to render (musicgan.data.note_corpus)
 
 music21 scores are converted by walking the score directly (notes, chords, ties joined,
 metronome marks -> tempo map) instead of going through music21's MIDI writer and back:
@@ -28,7 +29,8 @@ import numpy as np
 
 from musicgan.data.bounds import checked_span
 from musicgan.data.paths import files_under, utf8_name
-from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song
+from musicgan.data.note_corpus import SOUNDFONT_PREFIX, note_items, note_song
+from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import DataError, MidiError
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -69,14 +71,16 @@ def _music21():
 
 
 def corpus_name(spec: str) -> str:
-    """"music21:bach" -> "music21:bach"; a folder -> "" (the Song.corpus convention)."""
-    return spec if spec.startswith(MUSIC21_PREFIX) else ""
+    """"music21:bach" -> "music21:bach", "soundfont:notes?..." -> "soundfont:notes"; a folder -> ""."""
+    return spec.partition("?")[0] if spec.startswith((MUSIC21_PREFIX, SOUNDFONT_PREFIX)) else ""
 
 
 def list_items(spec: str) -> list[SongItem]:
     """Every song an input spec holds, in a deterministic order (sorted by source)."""
     if spec.startswith(MUSIC21_PREFIX):
         return _music21_items(spec[len(MUSIC21_PREFIX):])
+    if spec.startswith(SOUNDFONT_PREFIX):
+        return note_items(spec)
     root = Path(spec)
     if not root.exists():
         raise DataError(f"input does not exist: {spec}")
@@ -171,6 +175,8 @@ def load_item(item: SongItem, corpus: str = "") -> Song:
     """Read one item into a Song; raises MidiError(reason) when it is unusable."""
     if item.skip:
         raise MidiError(item.skip)
+    if item.kind == "note":
+        return note_song(item, corpus)
     if item.kind == "midi":
         from musicgan.data.midi import read_midi
 
@@ -180,27 +186,32 @@ def load_item(item: SongItem, corpus: str = "") -> Song:
 
 
 def _load_score(item: SongItem, corpus: str) -> Song:
-    music21 = _music21()
     try:
-        if item.tune is not None:
-            score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
-                                            forceSource=True, storePickle=False)
-        else:
-            score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
-        if isinstance(score, music21.stream.Opus):
-            score = score.scores[0] if score.scores else score
-        if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
-            try:  # play repeats as written, as music21's MIDI writer does
-                score = score.expandRepeats()
-            except Exception:  # badly formed repeat marks: keep the score as notated
-                pass
-        song = score_to_song(score, source=item.source, corpus=corpus)
+        song = score_to_song(_parse_score(item), source=item.source, corpus=corpus)
     except MidiError:
         raise
     except Exception as exc:  # music21 raises many exception types on odd scores
         text = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise MidiError(f"music21 could not read the score: {type(exc).__name__}: {text}") from None
     return checked_span(song)
+
+
+def _parse_score(item: SongItem):
+    """The item's music21 Score, repeats expanded as the song plays them."""
+    music21 = _music21()
+    if item.tune is not None:
+        score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
+                                        forceSource=True, storePickle=False)
+    else:
+        score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
+    if isinstance(score, music21.stream.Opus):
+        score = score.scores[0] if score.scores else score
+    if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
+        try:  # play repeats as written, as music21's MIDI writer does
+            score = score.expandRepeats()
+        except Exception:  # badly formed repeat marks: keep the score as notated
+            pass
+    return score
 
 
 def _has_repeats(music21, score) -> bool:
@@ -211,15 +222,18 @@ def _has_repeats(music21, score) -> bool:
 def score_to_song(score, source: str = "", corpus: str = "") -> Song:
     """A music21 Score (or Part) -> Song: ties joined, grace notes dropped, repeats as given
     (load_item expands them first), tempo from metronome marks (120 bpm when there are none),
-    velocity from the note's volume (90 when unset), program from each part's instrument."""
+    velocity from the note's volume (90 when unset), program from each part's instrument,
+    track = part index in score order, downbeat = start of measure 1 (after any pickup)."""
     music21 = _music21()
     tempos = _tempo_map(score)
     timing = Song(np.zeros((0, NUM_NOTE_COLUMNS)), tempos=tempos)
     parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
-    rows: list[list[float]] = []  # [start_ql, end_ql, pitch, velocity, program]
-    for part in parts:
+    rows: list[list[float]] = []  # [start_ql, end_ql, pitch, velocity, program, track]
+    tracks = []
+    for index, part in enumerate(parts):
         instrument = part.getInstrument(returnDefault=True)
         program = instrument.midiProgram if instrument is not None and instrument.midiProgram is not None else 0
+        tracks.append(Track(_part_name(part, index), int(np.clip(program, 0, 127)), False))
         open_ties: dict[int, int] = {}  # pitch -> row of the note a tie continues
         for element in part.flatten().notes:
             quarter_length = float(element.duration.quarterLength)
@@ -238,7 +252,7 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
                     if kind == "stop":
                         del open_ties[midi]
                     continue
-                rows.append([start, end, float(midi), float(velocity), float(program)])
+                rows.append([start, end, float(midi), float(velocity), float(program), float(index)])
                 if kind in ("start", "continue"):
                     open_ties[midi] = len(rows) - 1
                 else:
@@ -249,13 +263,52 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
     onset = timing.beats_to_seconds(table[:, 0])
     offset = timing.beats_to_seconds(table[:, 1])
     notes = np.stack([onset, offset - onset, np.clip(table[:, 2], 0, 127), np.clip(table[:, 3], 1, 127),
-                      np.clip(table[:, 4], 0, 127), np.zeros(len(table))], axis=1)
+                      np.clip(table[:, 4], 0, 127), np.zeros(len(table)), table[:, 5]], axis=1)
     signatures = []
     for ts in parts[0].flatten().getElementsByClass(music21.meter.TimeSignature):
         entry = (float(timing.beats_to_seconds(float(ts.offset))), int(ts.numerator), int(ts.denominator))
         if not signatures or signatures[-1][1:] != entry[1:]:
             signatures.append(entry)
-    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source, corpus=corpus)
+    downbeat_s = float(timing.beats_to_seconds(_first_downbeat_quarters(music21, parts[0])))
+    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source, corpus=corpus,
+                tracks=tracks, downbeat_s=downbeat_s)
+
+
+def _part_name(part, index: int) -> str:
+    """The part's printed name ("Soprano"), else its id, else "Part N"."""
+    for name in (getattr(part, "partName", None), getattr(part, "id", None)):
+        if isinstance(name, str) and name.strip():
+            return " ".join(name.split())
+    return f"Part {index + 1}"
+
+
+def _first_downbeat_quarters(music21, part) -> float:
+    """Offset in quarter notes of measure 1: after a pickup (measure 0, or a first measure
+    padded on the left) the second measure; 0.0 when the part has no measures."""
+    measures = list(part.getElementsByClass(music21.stream.Measure))
+    if not measures:
+        return 0.0
+    numbered_one = next((m for m in measures if m.number == 1), None)
+    if numbered_one is not None and numbered_one is not measures[0]:
+        return float(numbered_one.offset)
+    if len(measures) > 1 and float(measures[0].paddingLeft or 0.0) > 0.0:
+        return float(measures[1].offset)
+    return float(measures[0].offset)
+
+
+def music21_beat_chords(item: SongItem) -> dict[int, tuple[int, str]]:
+    """music21's own chord analysis of a score, the reference for musicgan.data.chords:
+    {quarter beat: (root pitch class, "major" | "minor")} for every whole beat of the
+    chordified score where the sounding chord is a major or minor triad (other beats left out)."""
+    music21 = _music21()
+    score = _parse_score(item)
+    labels = {}
+    for chord in score.chordify().flatten().getElementsByClass(music21.chord.Chord):
+        start, stop = float(chord.offset), float(chord.offset + chord.duration.quarterLength)
+        for beat in range(int(np.ceil(start)), int(np.ceil(stop))):
+            if chord.isMajorTriad() or chord.isMinorTriad():
+                labels[beat] = (chord.root().pitchClass, "major" if chord.isMajorTriad() else "minor")
+    return labels
 
 
 def _tempo_map(score) -> list[tuple[float, float]]:

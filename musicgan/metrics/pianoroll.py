@@ -1,4 +1,4 @@
-"""Piano-roll likelihood benchmarks for RNN-RBM / LSTM-RBM runs (spec/metrics.md, last part).
+"""Piano-roll likelihood benchmarks for RNN-RBM / LSTM-RBM runs (docs/metrics.md, last part).
 
 Protocol (Boulanger-Lewandowski et al. 2012): 88-key binary frames (MIDI 21-108), songs
 transposed to C major / C minor, one frame per quarter note for chorales -- whatever the

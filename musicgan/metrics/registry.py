@@ -1,7 +1,7 @@
 """Registry of per-song metrics: small pure functions `Song -> float` (NaN when undefined).
 
 Both the training loop (`crnngan_summary`, every epoch) and `musicgan evaluate` read this
-one registry. Definitions and the public references' pitfalls: shared spec `metrics.md`.
+one registry. Definitions and the public references' pitfalls: `docs/metrics.md`.
 
 Conventions
 - Pitch metrics ignore drum notes (`Song.pitched()`); rhythm metrics (empty-beat rate,
@@ -275,7 +275,7 @@ def repetitions_3_compat(song: Song) -> float:
     return float(repetition_count(pitches, 3, skip_last_window=True))
 
 
-# -- MusPy-style metrics (Dong et al. 2020), with the pitfalls of metrics.md fixed ---------
+# -- MusPy-style metrics (Dong et al. 2020), with the pitfalls of docs/metrics.md fixed ----
 @register("pitch_range", ["muspy"], "highest minus lowest pitch (semitones)")
 def pitch_range(song: Song) -> float:
     return tone_span(song)
