@@ -43,7 +43,7 @@ from musicgan.distributed import collectives
 from musicgan.distributed.ddp import OptimizerFactory, TrainBackend, UpdateResult
 from musicgan.distributed.dispatch import MethodDispatch, bf16_autocast_supported
 from musicgan.distributed.env import DistEnv
-from musicgan.errors import ConfigError, UserError
+from musicgan.errors import ConfigError, UserError, first_line
 
 log = logging.getLogger("musicgan")
 
@@ -381,8 +381,8 @@ class DeepSpeedBackend(TrainBackend):
                 engine.save_checkpoint(str(self.engine_dir(directory, name)), tag=tag, save_latest=False,
                                        client_state={"network": name})
             except (OSError, RuntimeError) as exc:  # torch.save: a full disk is a RuntimeError
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                error = f"could not write DeepSpeed checkpoint {self.engine_dir(directory, name) / tag}: {first}"
+                where = self.engine_dir(directory, name) / tag
+                error = f"could not write DeepSpeed checkpoint {where}: {first_line(exc)}"
                 break
         # Every rank learns whether any rank failed, so all raise (or none) at the same point.
         errors = [e for e in collectives.all_gather_object(error, "DeepSpeed checkpoint result") if e]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from musicgan.errors import UserError
+from musicgan.errors import UserError, first_line
 
 log = logging.getLogger("musicgan")
 
@@ -134,11 +134,7 @@ def _nearly_full(directory: Path) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
 
 
 def save_checkpoint(run_dir: str | Path, state: dict, step: int, keep: int) -> Path:
@@ -172,7 +168,7 @@ def save_or_error(run_dir: str | Path, build_state, step: int, keep: int) -> tup
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks as one line
         where = checkpoint_dir(run_dir) / checkpoint_name(step)
-        return None, f"could not write checkpoint {where}: {type(exc).__name__}: {_first_line(exc)}"
+        return None, f"could not write checkpoint {where}: {type(exc).__name__}: {first_line(exc)}"
 
 
 def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> Path | None:
