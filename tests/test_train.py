@@ -86,10 +86,11 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
     def recording(step_fn):
         def step(ctx, batch):
             out = step_fn(ctx, batch)
-            if out.freeze_on:
-                out.freeze_on["generator"] = out.freeze_on["generator"] * (0.8 if rank == 0 else 1.2)
+            if "freeze_on/generator" in out.stats:
+                out.stats["freeze_on/generator"] = out.stats["freeze_on/generator"] * (0.8 if rank == 0 else 1.2)
+            decide = {k.removeprefix("freeze_on/"): v for k, v in out.stats.items() if k.startswith("freeze_on/")}
             records.append({"local": {k: float(v.detach()) for k, v in out.losses.items()},
-                            "decide": {k: float(v) for k, v in (out.freeze_on or out.losses).items()}})
+                            "decide": {k: float(v) for k, v in (decide or out.losses).items()}})
             return out
         return step
 

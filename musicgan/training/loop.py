@@ -310,7 +310,7 @@ class Trainer:
         """True when the run reached its end; False when a stop was agreed (checkpoint written)."""
         while not self._done():
             epoch = self.state.epoch
-            phase, _ = phase_for_epoch(self.phases, epoch)
+            phase, phase_start = phase_for_epoch(self.phases, epoch)
             seq_len = seq_len_for_epoch(self.cfg.curriculum, epoch, grows=phase.curriculum)
             ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len)
             loader = make_loader(
@@ -322,7 +322,7 @@ class Trainer:
             for index, batch in enumerate(loader):
                 if index < self.state.batch_in_epoch:
                     continue  # consumed before the checkpoint we resumed from
-                stop = self._train_step(ctx, phase, batch, seq_len)
+                stop = self._train_step(ctx, phase, phase_start, batch)
                 self.state.batch_in_epoch = index + 1
                 self.state.step += 1
                 if self.state.step % self.cfg.log.interval == 0 or stop:
@@ -385,14 +385,14 @@ class Trainer:
             )
 
 
-    def _train_step(self, ctx: StepContext, phase, batch, seq_len: int) -> bool:
+    def _train_step(self, ctx: StepContext, phase, phase_start: int, batch) -> bool:
         """One optimizer step of `phase`; returns True when all ranks agreed to stop after it."""
         self._reseed(step_seed(self.cfg.train.seed, self.env.rank, self.state.step))
+        ctx.trains = phase.trained_at(self.state.step - phase_start * self.batches_per_epoch)
         out = phase.step(ctx, batch)
         names = list(out.losses)
-        freeze_on = out.freeze_on or {}
-        stat_names = sorted(out.stats) + [f"freeze_on/{k}" for k in sorted(freeze_on)]
-        stat_values = {**out.stats, **{f"freeze_on/{k}": v for k, v in freeze_on.items()}}
+        stat_names = sorted(out.stats)
+        stat_values = out.stats
         local = [out.losses[n].detach().float().reshape(()) for n in names]
         local += [stat_values[k].detach().float().reshape(()).to(local[0].device) for k in stat_names]
         finite_local = all(math.isfinite(float(v)) for v in local)
@@ -423,19 +423,12 @@ class Trainer:
             self._last_losses = {f"loss/{n}": values[n] for n in names}
             return stop
 
-        if phase.freezing and "discriminator" in values and "generator" in values:
-            d_value = values.get("freeze_on/discriminator", values["discriminator"])
-            g_value = values.get("freeze_on/generator", values["generator"])
-            self.state.freeze = decide_freezing(d_value, g_value, self.cfg.train.freeze_d_threshold,
-                                                self.cfg.train.freeze_g_threshold)
-        else:
-            self.state.freeze = FreezeDecision(False, False)
-        frozen = {"discriminator": self.state.freeze.freeze_discriminator,
-                  "generator": self.state.freeze.freeze_generator}
+        held = phase.held({**{f"loss/{n}": values[n] for n in names}, **{k: values[k] for k in stat_names}})
+        self.state.freeze = FreezeDecision("discriminator" in held, "generator" in held)
         refused = []
         self.backend.set_accumulation_boundary(closes_window)
-        for name in phase.updates:
-            if phase.freezing and frozen.get(name, False):
+        for name in phase.networks:
+            if name in held or name not in ctx.trains:
                 result = self.backend.skip_update(name)  # may close a window earlier steps filled
                 if result is not None and not result.applied:
                     refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
