@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from musicgan.errors import ConfigError
+from musicgan.model_names import FAMILY_MODULES
 
 
 @dataclass
@@ -267,8 +268,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"curriculum.start={cfg.curriculum.start} exceeds curriculum.max_len={cfg.curriculum.max_len}")
     if cfg.train.pretrain_epochs > cfg.train.epochs:
         raise ConfigError(f"train.pretrain_epochs={cfg.train.pretrain_epochs} exceeds train.epochs={cfg.train.epochs}")
-    from musicgan.training.families import FAMILIES  # late: families import models
-
-    if cfg.model.name not in FAMILIES:
-        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILIES))}")
+    if cfg.model.name not in FAMILY_MODULES:
+        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILY_MODULES))}")
     return cfg

@@ -47,3 +47,19 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
     path, state = ckpt.find_latest_valid(tmp_path)
     assert path.name == "step-00000001.pt" and state["step"] == 1
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-00000001.pt"]
+
+
+def test_format_2_networks_with_aliases_and_format_1_still_read(tmp_path):
+    states = {"generator": {"w": torch.arange(3.0)}, "critic": {"v": torch.ones(2)}, "generator_ema": {"w": torch.zeros(3)}}
+    packed = ckpt.pack_networks(states)
+    path = ckpt.save_checkpoint(tmp_path, {**packed, "step": 1}, 1, keep=2)
+    state = torch.load(path, weights_only=True)
+    assert state["format_version"] == 2 and sorted(state["networks"]) == ["critic", "generator", "generator_ema"]
+    assert torch.equal(state["generator"]["w"], torch.arange(3.0)) and state["discriminator"] == {}
+    # The alias is the same tensor as networks["generator"] (stored once by torch.save).
+    assert state["generator"]["w"].untyped_storage().data_ptr() == state["networks"]["generator"]["w"].untyped_storage().data_ptr()
+    assert torch.equal(ckpt.network_state(state, "generator_ema")["w"], torch.zeros(3))
+    old = {"generator": {"w": torch.ones(1)}, "discriminator": {"u": torch.ones(2)}, "networks": {}, "step": 3}
+    assert torch.equal(ckpt.network_state(old, "discriminator")["u"], torch.ones(2))
+    with pytest.raises(ckpt.UserError, match="no network 'critic'"):
+        ckpt.network_state(old, "critic")

@@ -80,3 +80,23 @@ def test_cli_dry_run_and_bad_key(capsys):
     assert err.startswith("error: unknown config key 'train.sed'") and "Traceback" not in err
     assert main(["train", "--run-dir", "x", "--preset", "nope", "--dry-run"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_config_validation_does_not_import_the_model_families():
+    """config.validate knows the family names from musicgan/model_names.py, not the registry
+    (which imports every model): checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from musicgan.config import Config, validate; validate(Config()); "
+            "assert 'musicgan.training' not in sys.modules, sorted(m for m in sys.modules if 'musicgan' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_listed_family_registers_under_its_name():
+    from musicgan.model_names import FAMILY_MODULES
+    from musicgan.training.families import FAMILIES, all_network_names
+
+    names = all_network_names()  # imports every family module listed
+    assert set(FAMILY_MODULES) == set(FAMILIES)
+    assert {"generator", "discriminator"} <= names

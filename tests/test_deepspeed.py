@@ -348,3 +348,14 @@ def test_missing_deepspeed_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # what an environment without it raises
     with pytest.raises(UserError, match=r"musicgan\[deepspeed\]"):
         backend.import_deepspeed()
+
+
+def test_user_sections_are_checked_against_the_family_networks():
+    from musicgan.distributed.deepspeed import check_sections
+    from musicgan.training.families import all_network_names
+
+    others = all_network_names() - {"generator"}
+    check_sections({"generator": {"gradient_clipping": 1.0}, "zero_optimization": {"stage": 1}}, "mle",
+                   ("generator",), others)
+    with pytest.raises(ConfigError, match="section 'discriminator' names no network of model mle"):
+        check_sections({"discriminator": {"gradient_clipping": 1.0}}, "mle", ("generator",), others)

@@ -102,7 +102,7 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
         grads = [p.grad.detach().clone().flatten() for p in trainer.backend.module(name).parameters()
                  if p.grad is not None]
         records[-1].setdefault("grads", {})[name] = torch.cat(grads)
-        records[-1]["freeze"] = [trainer.state.freeze.freeze_discriminator, trainer.state.freeze.freeze_generator]
+        records[-1]["freeze"] = ["discriminator" in trainer.state.held, "generator" in trainer.state.held]
         return result
 
     trainer.backend.update = update_and_keep_grads

@@ -1,8 +1,12 @@
 """Plain torch checkpoints, written atomically, the last K kept, the newest valid one found.
 
-A checkpoint is one `.pt` whose top-level dict holds `generator` and `discriminator` state
-dicts (empty for families without a D) plus everything a resume needs: optimizer states,
-step, epoch, position inside the epoch, freezing state, representation state and config.
+A checkpoint is one `.pt` whose top-level dict holds every network's state dict under
+`networks` (format 2; `network_states` still reads format 1, which kept `generator` and
+`discriminator` at the top level) plus everything a resume needs: optimizer states,
+step, epoch, position inside the epoch, held networks, representation state and config.
+`generator` and `discriminator` stay as top-level aliases (empty dict when the family has
+no such network), so `torch.load(path, weights_only=True)["generator"]` keeps working; an
+alias shares its tensors with `networks`, so torch.save stores them once.
 Only tensors, numbers, strings, lists and dicts: it loads with `weights_only=True`.
 RNG states are not needed: the loop reseeds torch from (seed, rank, step) at every step.
 """
@@ -23,6 +27,8 @@ log = logging.getLogger("musicgan")
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+FORMAT_VERSION = 2
+ALIASES = ("generator", "discriminator")  # top-level keys the README promises
 
 
 class CheckpointWriteError(UserError):
@@ -91,6 +97,22 @@ def save_checkpoint(run_dir: str | Path, state: dict, step: int, keep: int) -> P
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint on the CPU with `weights_only=True` (no pickle code execution)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def pack_networks(states: dict[str, dict]) -> dict:
+    """The format-2 network entries of a checkpoint: `networks` plus the top-level aliases."""
+    return {"networks": dict(states), **{name: states.get(name, {}) for name in ALIASES},
+            "format_version": FORMAT_VERSION}
+
+
+def network_state(state: dict, name: str) -> dict:
+    """Network `name`'s state dict from a format-2 or format-1 checkpoint."""
+    if name in state.get("networks", {}):
+        return state["networks"][name]
+    if state.get("format_version", 1) == 1 and name in ALIASES and name in state:
+        return state[name]
+    raise UserError(f"the checkpoint has no network {name!r} (it holds "
+                    f"{', '.join(sorted(set(state.get('networks', {})) | {a for a in ALIASES if state.get(a)}))})")
 
 
 def _is_complete(state: object) -> bool:

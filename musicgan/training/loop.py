@@ -33,8 +33,7 @@ from musicgan.distributed.env import DistEnv, init_distributed, teardown
 from musicgan.errors import UserError
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.curriculum import seq_len_for_epoch
-from musicgan.training.families import get_family
-from musicgan.training.freezing import FreezeDecision, decide_freezing
+from musicgan.training.families import all_network_names, get_family
 from musicgan.training.logger import RunLogger
 from musicgan.training.phases import StepContext, phase_for_epoch
 from musicgan.training import sampling
@@ -58,7 +57,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     lr_scale: float = 1.0  # product of rollback factors
-    freeze: FreezeDecision = field(default_factory=lambda: FreezeDecision(False, False))
+    held: tuple[str, ...] = ()  # networks the phase's `hold` skipped at the last step
+    updates: dict[str, int] = field(default_factory=dict)  # name -> steps at which it trained
     skipped_steps: int = 0
     skipped_samples: int = 0  # corrupt data samples skipped by the loader, all ranks
 
@@ -66,18 +66,18 @@ class TrainState:
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "lr_scale": self.lr_scale, "skipped_steps": self.skipped_steps,
-            "skipped_samples": self.skipped_samples,
-            "freeze": {"discriminator": self.freeze.freeze_discriminator, "generator": self.freeze.freeze_generator},
+            "skipped_samples": self.skipped_samples, "held": list(self.held), "updates": dict(self.updates),
         }
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> "TrainState":
-        freeze = state.get("freeze", {})
+        # Format 1 wrote {"freeze": {name: bool}} instead of "held".
+        held = state.get("held", [name for name, frozen in state.get("freeze", {}).items() if frozen])
         return cls(
             step=int(state["step"]), epoch=int(state["epoch"]), batch_in_epoch=int(state["batch_in_epoch"]),
             lr_scale=float(state.get("lr_scale", 1.0)), skipped_steps=int(state.get("skipped_steps", 0)),
-            skipped_samples=int(state.get("skipped_samples", 0)),
-            freeze=FreezeDecision(bool(freeze.get("discriminator", False)), bool(freeze.get("generator", False))),
+            skipped_samples=int(state.get("skipped_samples", 0)), held=tuple(held),
+            updates={k: int(v) for k, v in state.get("updates", {}).items()},
         )
 
 
@@ -123,11 +123,13 @@ def _stop_signals(flag: _StopFlag):
             signal.signal(sig, handler)
 
 
-def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None):
+def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None,
+                 network_names: tuple[str, ...] = ("generator", "discriminator")):
     if cfg.dist.backend == "deepspeed":
         from musicgan.distributed.deepspeed import DeepSpeedBackend  # the only deepspeed importer
 
-        return DeepSpeedBackend(env, cfg, user_config=deepspeed_config)
+        return DeepSpeedBackend(env, cfg, user_config=deepspeed_config, network_names=network_names,
+                                other_models_networks=all_network_names() - set(network_names))
     from musicgan.distributed.ddp import DDPBackend
 
     return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm,
@@ -158,10 +160,9 @@ class Trainer:
         self._fit_representation()
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         networks = self.family.build_networks(self.representation)
-        self.backend = make_backend(cfg, env, deepspeed_config)
+        self.backend = make_backend(cfg, env, deepspeed_config, self.family.network_names)
         self.backend.setup(networks, self.family.optimizers())
-        self.base_lr = {name: self.backend.get_lr(name) for name in self.family.network_names
-                        if name in self.family.optimizers()}
+        self.base_lr = {name: self.backend.get_lr(name) for name in self.family.learning_rates()}
         self.state = TrainState()
         self._rolled_back_at: set[int] = set()  # steps that triggered a rollback
         self._started = time.monotonic()  # for train.max_minutes (this process's share of the run)
@@ -210,8 +211,7 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
         for name in self.family.network_names:
-            self.backend.module(name).load_state_dict(state[name] if name in ("generator", "discriminator")
-                                                       else state["networks"][name])
+            self.backend.module(name).load_state_dict(ckpt.network_state(state, name))
         self.backend.load_optimizer_state(state.get("optimizers", {}))
         self.backend.load_extra(ckpt.checkpoint_dir(self.run_dir), path.stem)
         if "representation" in state:
@@ -234,17 +234,12 @@ class Trainer:
         error = None
         if self.env.is_main:
             state = {
-                "generator": self.backend.module("generator").state_dict(),
-                "discriminator": (self.backend.module("discriminator").state_dict()
-                                  if "discriminator" in self.family.network_names else {}),
-                "networks": {n: self.backend.module(n).state_dict() for n in self.family.network_names
-                             if n not in ("generator", "discriminator")},
+                **ckpt.pack_networks({n: self.backend.module(n).state_dict() for n in self.family.network_names}),
                 "optimizers": self.backend.optimizer_state(),
                 "representation": self.representation.state_dict(),
                 "config": self.cfg.to_dict(),
                 "world_size": self.env.world_size,
                 "backend": self.backend.name,
-                "format_version": 1,
                 **self.state.to_dict(),
             }
             try:
@@ -424,7 +419,7 @@ class Trainer:
             return stop
 
         held = phase.held({**{f"loss/{n}": values[n] for n in names}, **{k: values[k] for k in stat_names}})
-        self.state.freeze = FreezeDecision("discriminator" in held, "generator" in held)
+        self.state.held = tuple(n for n in phase.networks if n in held)
         refused = []
         self.backend.set_accumulation_boundary(closes_window)
         for name in phase.networks:
@@ -434,6 +429,7 @@ class Trainer:
                     refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
                 continue
             result = self.backend.update(name, out.losses[name])
+            self.state.updates[name] = self.state.updates.get(name, 0) + 1
             values[f"grad_norm/{name}"] = result.grad_norm
             if not result.applied:
                 refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
@@ -514,11 +510,12 @@ class Trainer:
             "train/seq_len": seq_len,
             "train/epoch": self.state.epoch,
             "train/samples_per_s": samples_per_s,
-            "freeze/discriminator": float(self.state.freeze.freeze_discriminator),
-            "freeze/generator": float(self.state.freeze.freeze_generator),
             "train/lr_scale": self.state.lr_scale,
+            **{f"freeze/{n}": float(n in self.state.held) for n in self.base_lr},
+            **{f"updates/{n}": count for n, count in self.state.updates.items()},
         })
-        renamed = {(k if "/" in k else (f"loss/{k}" if k in ("generator", "discriminator") else f"stats/{k}")): v
+        losses = set(self._last_losses)
+        renamed = {(f"loss/{k}" if f"loss/{k}" in losses else (k if "/" in k else f"stats/{k}")): v
                    for k, v in values.items()}
         self.logger.scalars(self.state.step, renamed, phase=phase.name)
 

@@ -132,7 +132,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
         representation.load_state_dict(state["representation"])
     networks = family.build_networks(representation)
     for name, net in networks.items():
-        net.load_state_dict(state[name] if name in ("generator", "discriminator") else state["networks"][name])
+        net.load_state_dict(ckpt.network_state(state, name))
         net.eval()
     return cfg, family, representation, networks, path
 
