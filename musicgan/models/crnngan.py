@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
-from musicgan.models.lstm_stack import WORKSPACE, _Lease, run_lstm_stacks, script_or_plain
+from musicgan.models.lstm_stack import WORKSPACE, _Lease, first_order_only, run_lstm_stacks, script_or_plain
 
 DISCRIMINATOR_LAYOUTS = ("separate", "interleaved")
 
@@ -440,6 +440,7 @@ class _FreeRunningLoop(torch.autograd.Function):
         return outputs
 
     @staticmethod
+    @first_order_only("the C-RNN-GAN generator's free-running kernel (models/crnngan.py)")
     def backward(ctx, grad_outputs):
         initial, masks, prev_weight, out_weight, outputs, *weights = ctx.saved_tensors
         inputs, gates, cells, tanh_cells, top, pre_relu = ctx.arrays
