@@ -32,7 +32,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a registered model family: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp
     g_hidden: int = 350
     g_layers: int = 2
     g_dropout: float = 0.5
@@ -51,6 +51,7 @@ class ModelConfig:
     latent_dim: int = 1000  # MLP-GAN latent size
     embedding_dim: int = 64
     bidirectional: bool = False
+    ema_decay: float = 0.999  # WGAN-GP: the sampled generator is an EMA of the trained one
 
 
 @dataclass
@@ -90,6 +91,10 @@ class TrainConfig:
     nonfinite: str = "stop"  # stop | skip | rollback  (what a NaN/inf loss does)
     rollback_lr_factor: float = 0.5  # rollback: learning rates multiplied by this
     max_grad_norm: float = 1e6  # a gradient norm above this counts as divergence
+    # WGAN-GP (model.name=wgan-gp): critic steps per generator step, penalty weight λ, drift ε.
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    drift_penalty: float = 0.0
 
 
 @dataclass
@@ -150,15 +155,15 @@ POSITIVE = (
     "data.batch_size", "data.tones_per_step", "data.frames_per_beat", "model.g_hidden",
     "model.g_layers", "model.d_hidden", "model.d_layers", "curriculum.start", "curriculum.max_len",
     "dist.grad_accum", "log.interval", "log.keep", "model.rbm_hidden", "model.gibbs_steps",
-    "dist.timeout_s",
+    "dist.timeout_s", "train.n_critic",
 )
 NON_NEGATIVE = (
     "train.epochs", "train.pretrain_epochs", "train.max_steps", "train.max_minutes", "curriculum.growth",
     "optim.g_lr", "optim.d_lr", "optim.l2", "optim.grad_clip", "train.freeze_d_threshold",
     "train.freeze_g_threshold", "data.num_workers", "log.checkpoint_every", "log.sample_every",
-    "log.num_samples", "log.metric_samples", "log.metric_songs",
+    "log.num_samples", "log.metric_samples", "log.metric_songs", "train.gp_weight", "train.drift_penalty",
 )
-UNIT_INTERVAL = ("model.g_dropout", "model.d_dropout", "train.label_smoothing")
+UNIT_INTERVAL = ("model.g_dropout", "model.d_dropout", "train.label_smoothing", "model.ema_decay")
 
 
 def _sections(cfg: Config) -> dict[str, Any]:

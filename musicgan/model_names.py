@@ -12,4 +12,5 @@ FAMILY_MODULES: dict[str, str] = {
     "lstmrbm": "musicgan.training.families.rbm",
     "note-lstm": "musicgan.training.families.notes",
     "note-mlpgan": "musicgan.training.families.notes",
+    "wgan-gp": "musicgan.training.families.wgan",
 }

@@ -48,6 +48,12 @@ class TrainBackend:
         """The plain network (frozen forwards, sampling, state dicts)."""
         raise NotImplementedError
 
+    def penalty_module(self, name: str) -> nn.Module:
+        """Like `train_module`, for a forward whose loss is differentiated twice (a gradient
+        penalty). DDP: the wrapper itself, run ONCE per backward on cat(real, fake, x̂)
+        (exact; never static_graph, which is silently wrong with a penalty)."""
+        return self.train_module(name)
+
     def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
         raise NotImplementedError
 

@@ -305,6 +305,12 @@ class DeepSpeedBackend(TrainBackend):
     def module(self, name: str) -> nn.Module:
         return self.networks[name]
 
+    def penalty_module(self, name: str) -> nn.Module:
+        """The engine's own module, not the engine: a double backward through the engine's
+        forward fails at ZeRO 0/1/2 (docs/distributed-traps.md); `engine.backward(loss)`
+        still reduces the gradients, so ranks agree."""
+        return self.engines[name].module if name in self.engines else self.plain[name]
+
     # -- updates -------------------------------------------------------------------------------
     def set_accumulation_boundary(self, boundary: bool) -> None:
         self._boundary = bool(boundary)

@@ -496,7 +496,7 @@ class Trainer:
             "train/samples_per_s": samples_per_s,
             "train/lr_scale": self.state.lr_scale,
             **{f"freeze/{n}": float(n in self.state.held) for n in self.base_lr},
-            **{f"updates/{n}": count for n, count in self.state.updates.items()},
+            **{f"updates/{n}": self.state.updates.get(n, 0) for n in self.base_lr},
         })
         renamed = {(k if "/" in k else f"stats/{k}"): v for k, v in values.items()}
         self.logger.scalars(self.state.step, renamed, phase=phase.name)

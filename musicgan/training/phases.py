@@ -26,7 +26,8 @@ How a family declares its training (the generic engine knows no network name):
 - **step(ctx, batch) -> StepOutput**: computes one loss per name in `ctx.trains` (and only
   those: skip forwards nobody needs) plus detached stats. `ctx.run(name, method, ...)`
   forwards through the training wrapper (gradients flow to `name`), `ctx.frozen(name)`
-  gives the plain module with its parameters frozen (D inside G's step).
+  gives the plain module with its parameters frozen (D inside G's step), and
+  `ctx.run_for_penalty(...)` is the forward for a loss differentiated twice (WGAN-GP).
 - **Progress**: `ctx.step` (step within the phase), `ctx.global_step`, `ctx.progress`
   (fraction of the run's steps done, in [0, 1]) for schedules such as learning-rate decay
   or progressive growing; all identical on every rank.
@@ -63,6 +64,11 @@ class StepContext:
     def run(self, name: str, method: str, *args, **kwargs):
         """Forward through the training wrapper of `name` (DDP / engine): gradients flow to it."""
         return self.backend.train_module(name)(method, *args, **kwargs)
+
+    def run_for_penalty(self, name: str, method: str, *args, **kwargs):
+        """`run` for a loss that is differentiated twice (a gradient penalty): each backend
+        picks the forward that double backward works through (DDP wrapper / engine.module)."""
+        return self.backend.penalty_module(name)(method, *args, **kwargs)
 
     def module(self, name: str) -> torch.nn.Module:
         """The plain network: for frozen forwards (D inside G's step) and parameters."""
