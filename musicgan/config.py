@@ -70,7 +70,7 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens
+    representation: str = "events"  # events | pianoroll | tokens | melody_grid
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
@@ -82,7 +82,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -102,6 +102,15 @@ class ModelConfig:
     embedding_dim: int = positive(64)
     bidirectional: bool = False
     ema_decay: float = fraction(0.999)  # WGAN-GP: the sampled generator is an EMA of the trained one
+    # SeqGAN (model.name=seqgan; training/families/seqgan.py): D objective, K rollouts per
+    # prefix, the rollout copy's delay (0 = an exact copy of G), D's embedding, filter table
+    # and L2 weight on its output layer.
+    seqgan_d_loss: str = "ce"  # ce (2-way softmax) | lsgan (least-squares score; reward sigmoid(score))
+    seqgan_rollouts: int = positive(16)
+    seqgan_rollout_update_rate: float = fraction(0.8)
+    seqgan_d_embedding: int = positive(64)
+    seqgan_d_filters: str = "seqgan"  # seqgan | polyphonic | tiny (models/seqgan.py FILTER_TABLES)
+    seqgan_d_l2: float = non_negative(0.2)
 
 
 @dataclass
@@ -131,6 +140,7 @@ class TrainConfig:
     seed: int = non_negative(0)
     epochs: int = non_negative(100)  # total, pretraining included
     pretrain_epochs: int = non_negative(6)
+    pretrain_d_epochs: int = non_negative(0)  # SeqGAN: D-only epochs after the MLE pretraining
     max_steps: int = non_negative(0)  # stop after this many optimizer steps (0: run all epochs)
     max_minutes: float = non_negative(0.0)  # wall-clock budget of this invocation; the run then ends normally (0: none)
     freeze_d_threshold: float = non_negative(0.7)  # D skips its update while d_loss < θ_D * g_loss (0: never)
@@ -142,7 +152,7 @@ class TrainConfig:
     rollback_lr_factor: float = between(0.5, 0, 1, low_open=True)  # rollback: learning rates multiplied by this
     max_grad_norm: float = positive(1e6)  # a gradient norm above this counts as divergence
     # WGAN-GP (model.name=wgan-gp): critic steps per generator step, penalty weight λ, drift ε.
-    n_critic: int = positive(5)
+    n_critic: int = positive(5)  # also SeqGAN's D minibatches per G update in its adversarial phase
     gp_weight: float = non_negative(10.0)
     drift_penalty: float = non_negative(0.0)
 
@@ -188,12 +198,14 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens"),
+    "data.representation": ("events", "pianoroll", "tokens", "melody_grid"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),
     "model.d_layout": ("separate", "interleaved"),
     "model.rbm_generation": ("sample", "top1"),
+    "model.seqgan_d_loss": ("ce", "lsgan"),
+    "model.seqgan_d_filters": ("seqgan", "polyphonic", "tiny"),
     "optim.optimizer": ("sgd", "adam"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),

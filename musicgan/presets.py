@@ -317,3 +317,125 @@ def wgan_gp_debug() -> Config:
     cfg.log.metric_songs = 8
     cfg.dist.timeout_s = 60.0
     return cfg
+
+
+# SeqGAN (Yu et al. 2017, "SeqGAN: Sequence Generative Adversarial Nets with Policy Gradient")
+# and Polyphonic SeqGAN (Lee et al. 2017, "Polyphonic Music Generation with Sequence Generative
+# Adversarial Networks"): training/families/seqgan.py.
+@preset("seqgan-paper")
+def seqgan_paper() -> Config:
+    """SeqGAN's music setup on `melody_grid` tokens (rest + 88 pitches, 16ths), length 32:
+    G LSTM embedding 32 / hidden 32, Adam 0.01 with global-norm clip 5; D the CNN + highway
+    with the reference's 12 widths, embedding 64, dropout 0.25 (keep 0.75), L2 0.2, Adam 1e-4;
+    K = 16 rollouts, rollout delay 0.8; 120 MLE epochs, 150 D epochs (50 rounds x 3), then
+    the adversarial phase with the reference's ~4,700 D minibatches per G update. The folk
+    corpora stand in for Nottingham (not bundled). Batch 64."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "seqgan"
+    cfg.data.representation = "melody_grid"
+    cfg.data.batch_size = 64
+    cfg.model.embedding_dim = 32
+    cfg.model.g_hidden = 32
+    cfg.model.d_dropout = 0.25
+    cfg.model.seqgan_d_loss = "ce"
+    cfg.model.seqgan_rollouts = 16
+    cfg.model.seqgan_rollout_update_rate = 0.8
+    cfg.model.seqgan_d_embedding = 64
+    cfg.model.seqgan_d_filters = "seqgan"
+    cfg.model.seqgan_d_l2 = 0.2
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 0.01
+    cfg.optim.d_lr = 1e-4
+    cfg.optim.grad_clip = 5.0
+    cfg.curriculum.start = 32
+    cfg.curriculum.max_len = 32
+    cfg.train.pretrain_epochs = 120
+    cfg.train.pretrain_d_epochs = 150
+    cfg.train.n_critic = 4700
+    cfg.train.epochs = 1000
+    cfg.log.interval = 20
+    cfg.log.sample_every = 50
+    return cfg
+
+
+@preset("seqgan-folk")
+def seqgan_folk() -> Config:
+    """The paper's networks on folk melodies (`musicgan prepare --corpus music21:essen`) at a
+    CPU-sized schedule: 10 MLE epochs, 3 D epochs, then 5 D minibatches per G update."""
+    cfg = seqgan_paper()
+    cfg.train.pretrain_epochs = 10
+    cfg.train.pretrain_d_epochs = 3
+    cfg.train.n_critic = 5
+    cfg.train.epochs = 40
+    cfg.log.sample_every = 10
+    return cfg
+
+
+@preset("seqgan-debug")
+def seqgan_debug() -> Config:
+    """SeqGAN at toy sizes (seconds): length 8, batch 16, K 2, tiny D; one epoch of each
+    pretraining phase, then D twice per G update, so a 20-step run on a 200-song folk set
+    (2 ranks: 6 steps an epoch) passes through all three phases."""
+    cfg = seqgan_folk()
+    cfg.data.batch_size = 16
+    cfg.model.embedding_dim = 8
+    cfg.model.g_hidden = 16
+    cfg.model.seqgan_d_embedding = 8
+    cfg.model.seqgan_d_filters = "tiny"
+    cfg.model.seqgan_rollouts = 2
+    cfg.curriculum.start = 8
+    cfg.curriculum.max_len = 8
+    cfg.train.pretrain_epochs = 1
+    cfg.train.pretrain_d_epochs = 1
+    cfg.train.n_critic = 2
+    cfg.train.epochs = 6
+    cfg.optim.d_lr = 1e-3
+    cfg.log.interval = 5
+    cfg.log.sample_every = 0
+    cfg.log.num_samples = 2
+    cfg.log.metric_samples = 4
+    cfg.log.metric_songs = 8
+    cfg.dist.timeout_s = 60.0
+    return cfg
+
+
+@preset("polyseqgan-paper")
+def polyseqgan_paper() -> Config:
+    """Polyphonic SeqGAN as published, on `tokens` (note/chord words of the chorales' parts):
+    G embedding 32, hidden 512, length 100, batch 32, lr 1e-3; rollout delay 0.9, K 32; D
+    embedding 32, widths 5/10/15/20 x 400 filters, least squares, L2 0.2, lr 1e-4; 100 MLE
+    and 100 D epochs. (Their x10 G rate in the adversarial phase is not applied: one
+    optim.g_lr per run.)"""
+    cfg = seqgan_paper()
+    cfg.data.representation = "tokens"
+    cfg.data.batch_size = 32
+    cfg.model.g_hidden = 512
+    cfg.model.seqgan_d_embedding = 32
+    cfg.model.seqgan_d_filters = "polyphonic"
+    cfg.model.seqgan_d_loss = "lsgan"
+    cfg.model.seqgan_rollouts = 32
+    cfg.model.seqgan_rollout_update_rate = 0.9
+    cfg.optim.g_lr = 1e-3
+    cfg.curriculum.start = 100
+    cfg.curriculum.max_len = 100
+    cfg.train.pretrain_epochs = 100
+    cfg.train.pretrain_d_epochs = 100
+    cfg.train.n_critic = 5
+    cfg.train.epochs = 700
+    return cfg
+
+
+@preset("polyseqgan-chorales")
+def polyseqgan_chorales() -> Config:
+    """Polyphonic SeqGAN's small config on the Bach chorales: hidden 128, length 32, K 8,
+    20 MLE epochs, 5 D epochs, 5 D minibatches per G update."""
+    cfg = polyseqgan_paper()
+    cfg.model.g_hidden = 128
+    cfg.model.seqgan_rollouts = 8
+    cfg.curriculum.start = 32
+    cfg.curriculum.max_len = 32
+    cfg.train.pretrain_epochs = 20
+    cfg.train.pretrain_d_epochs = 5
+    cfg.train.epochs = 60
+    cfg.log.sample_every = 10
+    return cfg

@@ -29,7 +29,8 @@ from torch import nn
 SEQGAN_FILTERS = ((1, 100), (2, 200), (3, 200), (4, 200), (5, 200), (6, 100), (7, 100), (8, 100), (9, 100),
                   (10, 100), (15, 160), (20, 160))
 POLYPHONIC_FILTERS = ((5, 400), (10, 400), (15, 400), (20, 400))
-FILTER_TABLES = {"seqgan": SEQGAN_FILTERS, "polyphonic": POLYPHONIC_FILTERS}
+TINY_FILTERS = ((1, 4), (2, 4), (3, 4), (4, 4))  # tests and smoke runs
+FILTER_TABLES = {"seqgan": SEQGAN_FILTERS, "polyphonic": POLYPHONIC_FILTERS, "tiny": TINY_FILTERS}
 
 
 def sample_inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
