@@ -197,6 +197,13 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
     assert torch.equal(rollout["embedding.weight"], gen["embedding.weight"])
     assert not torch.equal(rollout["head.weight"], gen["head.weight"])  # delayed, not a copy
 
+    from musicgan.metrics.evaluate import run_evaluate
+
+    result = run_evaluate(run=str(tmp_path / "run"), reference=str(bach_shards), out=str(tmp_path / "eval"),
+                          calibrate=False, report=False, audio=0, echo=lambda line: None)
+    (summary,) = result["summary"].values()
+    assert 0.0 < summary["bleu4"] <= summary["bleu3"] <= summary["bleu2"] <= 1.0
+
 
 def _worker(rank, world_size, port, data, root):
     init_rank(rank, world_size, port)

@@ -50,6 +50,7 @@ from musicgan.data.paths import files_under, printable, resolve_data_dir
 from musicgan.data.song import Song
 from musicgan.errors import DataError, MidiError, UserError
 from musicgan.metrics import cache
+from musicgan.metrics.bleu import bleu_set_metric
 from musicgan.metrics.distributions import (
     FEATURES,
     FRECHET_LABEL,
@@ -110,6 +111,7 @@ def _pianoroll_likelihood(context: SetContext) -> dict[str, float]:
 
 
 register_set_metric("pianoroll_likelihood", _pianoroll_likelihood)
+register_set_metric("token_bleu", bleu_set_metric)  # SeqGAN's BLEU-n for melody_grid / tokens runs
 
 
 # -- inputs --------------------------------------------------------------------------------------
