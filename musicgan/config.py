@@ -111,6 +111,8 @@ class ModelConfig:
     seqgan_d_embedding: int = positive(64)
     seqgan_d_filters: str = "seqgan"  # seqgan | polyphonic | tiny (models/seqgan.py FILTER_TABLES)
     seqgan_d_l2: float = non_negative(0.2)
+    seqgan_oracle_vocab: int = between(500, 2, 1_000_000)  # `musicgan oracle`: the oracle LSTM's vocabulary
+    seqgan_oracle_samples: int = positive(10_000)  # its training set, and the samples each score averages
 
 
 @dataclass

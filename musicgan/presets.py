@@ -439,3 +439,57 @@ def polyseqgan_chorales() -> Config:
     cfg.train.epochs = 60
     cfg.log.sample_every = 10
     return cfg
+
+
+@preset("seqgan-oracle")
+def seqgan_oracle() -> Config:
+    """SeqGAN's synthetic experiment, small (`musicgan oracle`): a random oracle LSTM (N(0, 1)
+    weights, hidden 32) over 500 tokens samples 10,000 sequences of 20; G and D as the paper,
+    10 MLE epochs, 1 D epoch, then 3 adversarial epochs of 5 D minibatches per G update
+    (~94 G updates at batch 64). The MLE model gets the same 14 epochs."""
+    cfg = seqgan_paper()
+    cfg.model.seqgan_oracle_vocab = 500
+    cfg.model.seqgan_oracle_samples = 10_000
+    cfg.curriculum.start = 20
+    cfg.curriculum.max_len = 20
+    cfg.train.pretrain_epochs = 10
+    cfg.train.pretrain_d_epochs = 1
+    cfg.train.n_critic = 5
+    cfg.train.epochs = 14
+    return cfg
+
+
+@preset("seqgan-oracle-paper")
+def seqgan_oracle_paper() -> Config:
+    """The paper's oracle: vocabulary 5,000, length 20, 10,000 samples, 120 MLE epochs, 150 D
+    epochs, then the adversarial phase (its D-to-G ratio as `seqgan-paper`)."""
+    cfg = seqgan_oracle()
+    cfg.model.seqgan_oracle_vocab = 5000
+    cfg.train.pretrain_epochs = 120
+    cfg.train.pretrain_d_epochs = 150
+    cfg.train.n_critic = 4700
+    cfg.train.epochs = 1000
+    return cfg
+
+
+@preset("seqgan-oracle-debug")
+def seqgan_oracle_debug() -> Config:
+    """The oracle experiment in seconds: vocabulary 12, length 6, 128 samples, batch 16, toy
+    networks; 4 MLE epochs, 1 D epoch, 2 adversarial epochs."""
+    cfg = seqgan_oracle()
+    cfg.model.seqgan_oracle_vocab = 12
+    cfg.model.seqgan_oracle_samples = 128
+    cfg.data.batch_size = 16
+    cfg.model.embedding_dim = 8
+    cfg.model.g_hidden = 16
+    cfg.model.seqgan_d_embedding = 8
+    cfg.model.seqgan_d_filters = "tiny"
+    cfg.model.seqgan_rollouts = 2
+    cfg.curriculum.start = 6
+    cfg.curriculum.max_len = 6
+    cfg.train.pretrain_epochs = 4
+    cfg.train.pretrain_d_epochs = 1
+    cfg.train.n_critic = 2
+    cfg.train.epochs = 7
+    cfg.optim.d_lr = 1e-3
+    return cfg
