@@ -1,12 +1,25 @@
-"""SeqGAN networks: shapes, the batched rollout against per-prefix rollouts, the
-discriminator's width rule and its two heads."""
+"""SeqGAN: the networks (shapes, the batched rollout against per-prefix rollouts, the
+discriminator's width rule and heads), the family (rewards, policy gradient, the rollout
+copy, the three phases, two ranks and exact resume, BLEU in evaluate) and the oracle
+experiment."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from dist_helpers import final_weights, init_rank, musicgan, spawn
 
-from musicgan.models.seqgan import SEQGAN_FILTERS, CNNDiscriminator, SeqGenerator, sample_inverse_cdf
+from musicgan.config import apply_overrides
+from musicgan.models.seqgan import (
+    SEQGAN_FILTERS,
+    CNNDiscriminator,
+    SeqGenerator,
+    sample_inverse_cdf,
+)
+from musicgan.presets import get_preset
 
 V, T, B, K = 7, 6, 3, 4
 
@@ -89,13 +102,6 @@ def test_discriminator_drops_widths_above_the_length_and_has_two_heads():
 
 
 # -- the family: rewards, the rollout copy, the phases, two ranks and exact resume -------------
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from dist_helpers import final_weights, init_rank, spawn  # noqa: E402
-from musicgan.config import apply_overrides  # noqa: E402
-from musicgan.presets import get_preset  # noqa: E402
-
 STEPS = 12  # 2 ranks, batch 6 on 35 train chorales: 3 steps an epoch; adversarial from step 7
 RESUME_AT = 9  # inside the adversarial phase, between two G updates (steps 8 and 10)
 
@@ -260,8 +266,6 @@ def test_oracle_experiment_scores_trained_generators_below_the_random_floor():
 
 
 def test_oracle_cli_refuses_bad_input():
-    from dist_helpers import musicgan
-
     proc = musicgan(["oracle", "--preset", "seqgan-oracle-debug", "--seeds", "0,x"], check=False)
     assert proc.returncode == 2 and "comma-separated integers" in proc.stderr
     proc = musicgan(["oracle", "--preset", "debug", "--seeds", "0"], check=False)

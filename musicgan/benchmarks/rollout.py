@@ -17,8 +17,8 @@ from musicgan.benchmarks.timing import median, time_call
 from musicgan.models.seqgan import SeqGenerator
 
 CONFIGS = {
-    "seqgan-music": dict(vocab=89, embedding=32, hidden=32, length=32, batch=64, rollouts=16),
-    "polyseqgan-small": dict(vocab=400, embedding=32, hidden=128, length=32, batch=32, rollouts=8),
+    "seqgan-music": {"vocab": 89, "embedding": 32, "hidden": 32, "length": 32, "batch": 64, "rollouts": 16},
+    "polyseqgan-small": {"vocab": 400, "embedding": 32, "hidden": 128, "length": 32, "batch": 32, "rollouts": 8},
 }
 
 

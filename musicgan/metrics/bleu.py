@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 SMOOTHING = "chen-cherry-1 (epsilon 0.1)"
 EPSILON = 0.1
@@ -45,8 +45,7 @@ class References:
             for k in range(1, max_n + 1):
                 best = self.max_counts[k - 1]
                 for gram, count in ngrams(reference, k).items():
-                    if count > best[gram]:
-                        best[gram] = count
+                    best[gram] = max(best[gram], count)
 
     def closest_length(self, length: int) -> int:
         return min(self.lengths, key=lambda r: (abs(r - length), r))

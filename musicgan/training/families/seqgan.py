@@ -23,7 +23,8 @@ model.seqgan_d_l2 * sum(w^2)/2 over the output layer.
 
 Config read: model.embedding_dim, g_hidden (G), seqgan_* (D, rollouts), d_dropout (1 - keep
 probability); train.pretrain_epochs, pretrain_d_epochs, n_critic; curriculum.max_len (T:
-the phases ignore the curriculum); optim.g_lr, d_lr, grad_clip.
+the phases ignore the curriculum); optim.g_lr, d_lr, grad_clip (the reference clips G's
+gradient at 5.0 and not D's; here the backend's one key clips both networks).
 """
 
 from __future__ import annotations
