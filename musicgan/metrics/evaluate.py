@@ -57,7 +57,7 @@ from musicgan.metrics.distributions import (
     compute_statistics,
     frechet_distance,
 )
-from musicgan.metrics.registry import METRICS, summarize
+from musicgan.metrics.registry import metric_names, summarize
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ def comparison_table(reference: dict, sets: dict) -> dict:
     excluded = reference.get("excluded_features") or {}
     table = {}
     names = list(sets)
-    for metric in METRICS:
+    for metric in metric_names("all"):
         ref_mean = reference["metrics"][metric]["mean"]
         values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
         gaps = {n: abs(v - ref_mean) for n, v in values.items()}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from musicgan.metrics.distributions import FEATURES
-from musicgan.metrics.registry import METRICS, metric_names
+from musicgan.metrics.registry import metric_names
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
 
     parts.append("<h2>Metrics per song: real vs generated (mean &plusmn; std)</h2>")
     rows = []
-    for metric in METRICS:
+    for metric in metric_names("all"):
         r = reference["metrics"][metric]
         cells = [html.escape(metric), f"{_fmt(r['mean'])} &plusmn; {_fmt(r['std'])}"]
         cells += [f"{_fmt(result['sets'][n]['metrics'][metric]['mean'])} &plusmn; {_fmt(result['sets'][n]['metrics'][metric]['std'])}"

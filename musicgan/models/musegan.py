@@ -314,7 +314,7 @@ class V3Critic(nn.Module):
 
     def chroma_input(self, x: torch.Tensor) -> torch.Tensor:
         """(B, K, N, beats, 12): per beat, how many steps each pitch class sounds."""
-        b, k, n, s, p = x.shape
+        b, k, n, _, p = x.shape
         on = (x + 1) / 2  # [-1, 1] -> [0, 1]: counts of sounding steps, not of -1s
         per_beat = on.reshape(b, k, n, self.geometry.beats_per_bar, -1, p).sum(4)
         return per_beat @ self.pitch_classes.to(x.dtype)
