@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
@@ -14,6 +15,8 @@ from musicgan.models.musegan import (
     MODES,
     MuseGANGeometry,
     PaperCritic,
+    PatchConv3d,
+    PatchConvTranspose3d,
     V3Critic,
     build_musegan,
     interleave_groups,
@@ -238,3 +241,23 @@ def test_state_dict_keeps_the_track_order():
     with pytest.raises(ConfigError, match="2 track names for 3 tracks"):
         PaperCritic(MuseGANGeometry(num_tracks=3, num_bars=2, steps_per_bar=48, num_pitches=24,
                                     paper_time_factors=(2, 2, 2, 3), paper_pitch_factors=(2, 12)), ["a", "b"])
+
+
+@pytest.mark.parametrize(("kernel", "stride", "groups"), [
+    ((1, 1, 12), (1, 1, 12), 2), ((1, 3, 1), (1, 3, 1), 2), ((2, 4, 2), (2, 4, 2), 1),
+    ((1, 4, 3), (1, 4, 2), 2),  # overlapping: falls back to nn.Conv3d
+])
+def test_patch_convolutions_equal_atens_in_values_and_gradients(kernel, stride, groups):
+    torch.manual_seed(0)
+    conv = PatchConv3d(2 * groups, 3 * groups, kernel, stride, groups=groups).double()
+    up = PatchConvTranspose3d(2 * groups, 3 * groups, kernel, stride, groups=groups).double()
+    x = torch.randn(2, 2 * groups, 4, 24, 24, dtype=torch.float64, requires_grad=True)
+    for layer, reference in ((conv, F.conv3d), (up, F.conv_transpose3d)):
+        ours = layer(x)
+        theirs = reference(x, layer.weight, layer.bias, stride, groups=groups)
+        torch.testing.assert_close(ours, theirs)
+        upstream = torch.randn_like(ours)
+        grads = torch.autograd.grad((ours * upstream).sum(), (x, layer.weight, layer.bias))
+        expected = torch.autograd.grad((theirs * upstream).sum(), (x, layer.weight, layer.bias))
+        for got, want in zip(grads, expected):
+            torch.testing.assert_close(got, want)

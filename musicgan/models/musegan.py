@@ -185,9 +185,47 @@ def split_latent(z: torch.Tensor, layout: LatentLayout) -> tuple[torch.Tensor, .
 
 
 # -- building blocks ---------------------------------------------------------------------------
+def _is_patchwise(conv: nn.modules.conv._ConvNd, spatial) -> bool:
+    """Kernel == stride, no padding or dilation, sizes divisible: non-overlapping patches."""
+    plain = all(p == 0 for p in conv.padding) and all(d == 1 for d in conv.dilation)
+    plain = plain and all(p == 0 for p in getattr(conv, "output_padding", (0,)))
+    divisible = all(size % k == 0 for size, k in zip(spatial, conv.kernel_size))
+    return plain and tuple(conv.kernel_size) == tuple(conv.stride) and divisible
+
+
+class PatchConv3d(nn.Conv3d):
+    """nn.Conv3d that computes a kernel == stride convolution as one einsum (a batched
+    matrix product per group over non-overlapping patches); any other shape goes to
+    nn.Conv3d. MuseGAN's factorised layers are all of this kind: on CPU, ATen's grouped
+    3-D convolution runs them several times slower than the matrix product (BENCHMARKS.md).
+    Same parameters, initialisation and results (tests compare with F.conv3d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _is_patchwise(self, x.shape[2:]):
+            return super().forward(x)
+        (b, c, n, s, p), (kn, ks, kp), g = x.shape, self.kernel_size, self.groups
+        patches = x.reshape(b, g, c // g, n // kn, kn, s // ks, ks, p // kp, kp)
+        weight = self.weight.view(g, self.out_channels // g, c // g, kn, ks, kp)
+        y = torch.einsum("bginxsypz,goixyz->bgonsp", patches, weight)
+        return y.reshape(b, self.out_channels, n // kn, s // ks, p // kp) + self.bias.view(1, -1, 1, 1, 1)
+
+
+class PatchConvTranspose3d(nn.ConvTranspose3d):
+    """nn.ConvTranspose3d computed as one einsum when kernel == stride (each input cell
+    writes its own output patch); see PatchConv3d."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if output_size is not None or not _is_patchwise(self, ()):
+            return super().forward(x, output_size)
+        (b, c, n, s, p), (kn, ks, kp), g = x.shape, self.kernel_size, self.groups
+        weight = self.weight.view(g, c // g, self.out_channels // g, kn, ks, kp)
+        y = torch.einsum("bginsp,gioxyz->bgonxsypz", x.reshape(b, g, c // g, n, s, p), weight)
+        return y.reshape(b, self.out_channels, n * kn, s * ks, p * kp) + self.bias.view(1, -1, 1, 1, 1)
+
+
 def _up3d(c_in: int, c_out: int, kernel, stride, groups: int = 1) -> list[nn.Module]:
     """Transposed 3-D conv + batch norm + ReLU (every hidden G layer of v3)."""
-    return [nn.ConvTranspose3d(c_in, c_out, kernel, stride, groups=groups), nn.BatchNorm3d(c_out), nn.ReLU()]
+    return [PatchConvTranspose3d(c_in, c_out, kernel, stride, groups=groups), nn.BatchNorm3d(c_out), nn.ReLU()]
 
 
 def _up2d(c_in: int, c_out: int, kernel, stride, groups: int = 1) -> list[nn.Module]:
@@ -196,7 +234,7 @@ def _up2d(c_in: int, c_out: int, kernel, stride, groups: int = 1) -> list[nn.Mod
 
 def _down3d(c_in: int, c_out: int, kernel, stride=1, groups: int = 1) -> list[nn.Module]:
     """3-D conv + LeakyReLU, no normalisation (every hidden critic layer of v3)."""
-    return [nn.Conv3d(c_in, c_out, kernel, stride, groups=groups), nn.LeakyReLU(LEAK)]
+    return [PatchConv3d(c_in, c_out, kernel, stride, groups=groups), nn.LeakyReLU(LEAK)]
 
 
 def _down2d(c_in: int, c_out: int, kernel, stride) -> list[nn.Module]:
@@ -264,7 +302,7 @@ class V3Generator(nn.Module):
                                         *_up3d(k * w32, k * w16, (1, t3, 1), (1, t3, 1), k))
         self.time_pitch = nn.Sequential(*_up3d(k * w128, k * w32, (1, t3, 1), (1, t3, 1), k),
                                         *_up3d(k * w32, k * w16, octave, octave, k))
-        self.merge = nn.Sequential(nn.ConvTranspose3d(2 * k * w16, k, 1, groups=k), nn.BatchNorm3d(k))
+        self.merge = nn.Sequential(PatchConvTranspose3d(2 * k * w16, k, 1, groups=k), nn.BatchNorm3d(k))
 
     @property
     def latent_dim(self) -> int:
