@@ -19,9 +19,12 @@ from musicgan.models.musegan import (
     PatchConvTranspose3d,
     V3Critic,
     build_musegan,
+    draw_latent,
     interleave_groups,
     latent_layout,
+    phrases_from_steps,
     split_latent,
+    steps_from_phrases,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -261,3 +264,21 @@ def test_patch_convolutions_equal_atens_in_values_and_gradients(kernel, stride, 
         expected = torch.autograd.grad((theirs * upstream).sum(), (x, layer.weight, layer.bias))
         for got, want in zip(grads, expected):
             torch.testing.assert_close(got, want)
+
+
+def test_phrases_and_multitrack_windows_convert_both_ways():
+    geometry = TOY["v3"]
+    k, n, s, p = geometry.phrase_shape
+    steps = torch.randn(3, n * s, k * p)
+    phrases = phrases_from_steps(steps, geometry)
+    # Window step t = bar * S + step; feature f = track * P + pitch (track-major).
+    assert phrases[1, 1, 1, 5, 7] == steps[1, s + 5, p + 7]
+    torch.testing.assert_close(steps_from_phrases(phrases), steps)
+
+
+def test_latents_are_reproducible_and_truncated_ones_stay_within_two_std():
+    draws = [draw_latent(500, 8, 0.1, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])
+    assert 0.09 < draws[0].std() < 0.11
+    truncated = draw_latent(4000, 8, truncated=True, generator=torch.Generator().manual_seed(2))
+    assert truncated.abs().max() <= 2.0 and truncated.abs().max() > 1.9

@@ -184,6 +184,30 @@ def split_latent(z: torch.Tensor, layout: LatentLayout) -> tuple[torch.Tensor, .
     return z[:, :s], z[:, s:s + t], private_static, private_temporal
 
 
+def draw_latent(num: int, latent_dim: int, std: float = 1.0, truncated: bool = False,
+                generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(num, latent_dim) z ~ N(0, std^2); truncated: resampled beyond 2 std (the v3 code's
+    truncated normal; the paper draws N(0, 0.1^2))."""
+    z = torch.empty(num, latent_dim, device=device)
+    if truncated:
+        return nn.init.trunc_normal_(z, 0.0, std, -2.0 * std, 2.0 * std, generator=generator)
+    return z.normal_(0.0, std, generator=generator)
+
+
+def phrases_from_steps(steps: torch.Tensor, geometry: MuseGANGeometry) -> torch.Tensor:
+    """(B, N * S, K * P) windows, track-major features (the `multitrack` layout) ->
+    (B, K, N, S, P) phrases."""
+    g = geometry
+    b = steps.shape[0]
+    return steps.reshape(b, g.num_bars, g.steps_per_bar, g.num_tracks, g.num_pitches).permute(0, 3, 1, 2, 4)
+
+
+def steps_from_phrases(phrases: torch.Tensor) -> torch.Tensor:
+    """Inverse of `phrases_from_steps`: (B, K, N, S, P) -> (B, N * S, K * P)."""
+    b, k, n, s, p = phrases.shape
+    return phrases.permute(0, 2, 3, 1, 4).reshape(b, n * s, k * p)
+
+
 # -- building blocks ---------------------------------------------------------------------------
 def _is_patchwise(conv: nn.modules.conv._ConvNd, spatial) -> bool:
     """Kernel == stride, no padding or dilation, sizes divisible: non-overlapping patches."""
