@@ -165,9 +165,8 @@ def latent_layout(arch: str, mode: str, num_tracks: int) -> LatentLayout:
     generator, hybrid half shared, half private."""
     _require(mode in MODES, f"model.musegan_mode must be one of {', '.join(MODES)} (got {mode!r})")
     k = 1 if mode == "composer" else num_tracks
-    if arch == "paper":
-        part = 32 if mode == "hybrid" else 64
-        shared, private = (part, 0) if mode == "composer" else ((part, part) if mode == "hybrid" else (0, part))
+    if arch == "paper":  # each part is a static vector and a temporal seed of that size
+        shared, private = {"composer": (64, 0), "jamming": (0, 64), "hybrid": (32, 32)}[mode]
         return LatentLayout(k, shared, shared, private, private)
     shared, private = {"composer": (128, 0), "jamming": (0, 128), "hybrid": (64, 64)}[mode]
     return LatentLayout(k, shared, 0, private, 0)
@@ -179,8 +178,8 @@ def split_latent(z: torch.Tensor, layout: LatentLayout) -> tuple[torch.Tensor, .
     if z.dim() != 2 or z.shape[1] != layout.latent_dim:
         raise ValueError(f"latent must be (B, {layout.latent_dim}), got {tuple(z.shape)}")
     s, t, g = layout.shared_static, layout.shared_temporal, layout.num_generators
-    private_static, private_temporal = z[:, s + t:].reshape(z.shape[0], g, layout.private_static + layout.private_temporal).split(
-        [layout.private_static, layout.private_temporal], dim=2)
+    private = z[:, s + t:].reshape(z.shape[0], g, layout.private_static + layout.private_temporal)
+    private_static, private_temporal = private.split([layout.private_static, layout.private_temporal], dim=2)
     return z[:, :s], z[:, s:s + t], private_static, private_temporal
 
 
@@ -451,6 +450,10 @@ def paper_time_widths(num_layers: int) -> tuple[int, ...]:
     return widths[len(widths) - num_layers:]
 
 
+def _temporal_or_none(seed_dim: int, num_bars: int, groups: int, hidden: int) -> TemporalGenerator | None:
+    return TemporalGenerator(seed_dim, num_bars, groups, hidden) if seed_dim else None
+
+
 class PaperGenerator(nn.Module):
     """v1 generator: latent (B, latent_dim) -> phrase (B, K, N, S, P).
 
@@ -466,8 +469,8 @@ class PaperGenerator(nn.Module):
         self.layout = layout = latent_layout("paper", mode, k)
         self.order = _TrackOrder(_default_tracks(g, track_names))
         hidden, n = g.width(1024), layout.num_generators
-        self.shared_temporal = TemporalGenerator(layout.shared_temporal, g.num_bars, 1, hidden) if layout.shared_temporal else None
-        self.private_temporal = TemporalGenerator(layout.private_temporal, g.num_bars, n, hidden) if layout.private_temporal else None
+        self.shared_temporal = _temporal_or_none(layout.shared_temporal, g.num_bars, 1, hidden)
+        self.private_temporal = _temporal_or_none(layout.private_temporal, g.num_bars, n, hidden)
         self.bars = PaperBarGenerator(g, layout.bar_input_dim, n, k // n)
 
     @property
