@@ -18,6 +18,8 @@ from musicgan.models.musegan import (
     PatchConv3d,
     PatchConvTranspose3d,
     V3Critic,
+    WindowCritic,
+    WindowGenerator,
     build_musegan,
     draw_latent,
     interleave_groups,
@@ -282,3 +284,17 @@ def test_latents_are_reproducible_and_truncated_ones_stay_within_two_std():
     assert 0.09 < draws[0].std() < 0.11
     truncated = draw_latent(4000, 8, truncated=True, generator=torch.Generator().manual_seed(2))
     assert truncated.abs().max() <= 2.0 and truncated.abs().max() > 1.9
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_window_wrappers_speak_the_multitrack_layout(arch):
+    generator, critic = _toy(arch, "composer")
+    window_g, window_d = WindowGenerator(generator, 0.1), WindowCritic(critic)
+    k, n, s, p = TOY[arch].phrase_shape
+    torch.manual_seed(3)
+    steps = window_g(2)
+    assert steps.shape == (2, n * s, k * p)
+    torch.manual_seed(3)
+    z = draw_latent(2, generator.latent_dim, 0.1)
+    torch.testing.assert_close(steps, steps_from_phrases(generator(z)))  # same draw, same phrase
+    torch.testing.assert_close(window_d(steps), critic(phrases_from_steps(steps, TOY[arch])))

@@ -539,6 +539,38 @@ class PaperCritic(nn.Module):
         return bar_scores + self.phrase(features.transpose(1, 2)).squeeze(1)  # (B,)
 
 
+# -- the multitrack window layout ---------------------------------------------------------------
+class WindowGenerator(nn.Module):
+    """A MuseGAN generator that draws its own latent and writes `multitrack` windows:
+    forward(batch_size) -> (B, N * S, K * P), the layout the loader serves (as CRNNGenerator
+    takes a batch size), so a WGAN-GP step needs no MuseGAN-specific code. The latent is
+    N(0, std^2), truncated at 2 std when `truncated` (`draw_latent`), from the torch RNG."""
+
+    def __init__(self, net: nn.Module, latent_std: float = 1.0, truncated: bool = False) -> None:
+        super().__init__()
+        self.net, self.latent_std, self.truncated = net, latent_std, truncated
+
+    @property
+    def geometry(self) -> MuseGANGeometry:
+        return self.net.geometry
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        z = draw_latent(batch_size, self.net.latent_dim, self.latent_std, self.truncated, device=device)
+        return steps_from_phrases(self.net(z))
+
+
+class WindowCritic(nn.Module):
+    """A MuseGAN critic reading `multitrack` windows (B, N * S, K * P) -> (B,)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, steps: torch.Tensor) -> torch.Tensor:
+        return self.net(phrases_from_steps(steps, self.net.geometry))
+
+
 GENERATORS = {"v3": V3Generator, "paper": PaperGenerator}
 CRITICS = {"v3": V3Critic, "paper": PaperCritic}
 
