@@ -212,3 +212,16 @@ def multitrack_png(roll: np.ndarray, track_names: Sequence[str], steps_per_bar: 
         ax.set_title(title, fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.9 if title else 0.97, bottom=0.15)
     return _save(fig, path)
+
+
+def song_multitrack_png(song: Song, path, title: str | None = None, steps_per_beat: int = 12) -> str:
+    """`multitrack_png` of a song's tracks (parts or instruments, `song_tracks`) on its bar
+    grid, pitch rows cropped to the used range (+2 semitones)."""
+    from musicgan.metrics.musegan import song_bars, song_tracks
+
+    tracks = song_tracks(song)
+    bars = [song_bars(song, notes, steps_per_beat) for notes, _, _ in tracks]  # (N, S, 128) each
+    roll = np.stack([b.reshape(-1, b.shape[2]) for b in bars], axis=1)  # (T, K, 128)
+    used = np.nonzero(roll.any(axis=(0, 1)))[0]
+    low, high = (max(int(used.min()) - 2, 0), min(int(used.max()) + 2, 127)) if len(used) else (48, 72)
+    return multitrack_png(roll[:, :, low:high + 1], [name for _, _, name in tracks], bars[0].shape[1], path, title)

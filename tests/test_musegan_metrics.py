@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from musicgan.data.song import Song
+from musicgan.data.song import Song, Track
 from musicgan.metrics import METRICS, metric_names
 from musicgan.metrics.musegan import (
     drum_pattern,
@@ -158,12 +158,29 @@ def test_song_bars_cut_on_the_beat_grid_and_keep_repeated_notes_apart():
     assert roll[1, 6:12, 50].all() and roll[1].sum() == 6
 
 
-def test_song_tracks_are_instruments_in_order_of_appearance():
+def test_song_tracks_without_identity_are_instruments_in_order_of_appearance():
     # Notes are sorted by (onset, pitch), so the drum note (pitch 36) comes first.
     song = _song([(0.0, 1.0, 60, 0, 0), (0.0, 1.0, 36, 0, 1), (0.5, 1.0, 40, 33, 0), (1.0, 1.0, 62, 0, 0)])
     tracks = song_tracks(song)
-    assert [(len(notes), drum) for notes, drum in tracks] == [(1, True), (2, False), (1, False)]
-    assert [notes[:, 2].tolist() for notes, _ in tracks] == [[36], [60, 62], [40]]
+    assert [(len(notes), drum) for notes, drum, _ in tracks] == [(1, True), (2, False), (1, False)]
+    assert [notes[:, 2].tolist() for notes, _, _ in tracks] == [[36], [60, 62], [40]]
+
+
+def test_song_tracks_follow_the_songs_parts():
+    # Two voices on the same program stay two tracks when the song knows its parts.
+    song = Song.from_columns([0.0, 0.0, 0.5], [0.5, 0.5, 0.5], [72, 48, 74], track=[0, 1, 0],
+                             tracks=[Track("Soprano"), Track("Bass")])
+    tracks = song_tracks(song)
+    assert [(name, notes[:, 2].tolist()) for notes, _, name in tracks] == [("Soprano", [72, 74]), ("Bass", [48])]
+
+
+def test_song_bars_start_at_the_downbeat_after_a_pickup():
+    # A one-beat pickup (0.5 s at 120 bpm) before the first bar line: the pickup sits in the
+    # last beat of bar 0, the downbeat note at the start of bar 1.
+    song = _song([(0.0, 0.5, 60, 0, 0), (0.5, 0.5, 62, 0, 0)], time_signatures=[(0.0, 4, 4)], downbeat_s=0.5)
+    roll = song_bars(song, song.notes)
+    assert roll.shape == (2, 48, 128)
+    assert roll[0, 36:48, 60].all() and roll[1, 0:12, 62].all() and roll.sum() == 24
 
 
 def test_registered_song_metrics_pool_bars_and_tracks():

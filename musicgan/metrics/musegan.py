@@ -25,8 +25,9 @@ TD  tonal distance of two tracks: per beat, each track's chroma (sounding steps 
     sound (NaN when there is none).
 
 `phrase_metrics` applies them to phrases (B, K, N, S, P) of named tracks: what
-`musicgan evaluate` shows per track and per track pair; `song_bars` cuts a `Song` into such
-bars so the registry (group "musegan") can score any song.
+`musicgan evaluate` shows per track and per track pair; `song_tracks` and `song_bars` cut a
+`Song` into tracks and bars (its parts or instruments, its own bar grid) so the registry
+(group "musegan") can score any song.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ import itertools
 
 import numpy as np
 
-from musicgan.data.song import IS_DRUM, PROGRAM, Song
-from musicgan.metrics.registry import DEFAULT_BAR_BEATS, NAN, STEPS_PER_BEAT, register
+from musicgan.data.song import DURATION, IS_DRUM, ONSET, PITCH, PROGRAM, Song
+from musicgan.metrics.registry import NAN, STEPS_PER_BEAT, register
 
 QN_MIN_STEPS = 3  # the paper's threshold (in steps of its 96-per-bar grid)
 DP_GRID_PER_BAR = 16  # sixteenth notes in a 4/4 bar
@@ -207,38 +208,41 @@ def nan_mean(values: np.ndarray) -> float:
 
 
 # -- songs (the registry's view) ---------------------------------------------------------------
-def song_tracks(song: Song) -> list[tuple[np.ndarray, bool]]:
-    """(notes, is_drum) per track: notes grouped by instrument (program, drum flag), the
-    identity a MIDI file keeps, in order of first appearance."""
+def song_tracks(song: Song) -> list[tuple[np.ndarray, bool, str]]:
+    """(notes, is_drum, name) per track: the song's own tracks (parts, MIDI instruments)
+    when every note has one, else notes grouped by instrument (program, drum flag) in order
+    of first appearance."""
+    ids = song.track_ids
+    if song.tracks and len(ids) and ids.min() >= 0:
+        return [(song.notes[ids == i], t.is_drum, t.name) for i, t in enumerate(song.tracks) if (ids == i).any()]
     keys = song.notes[:, [PROGRAM, IS_DRUM]]
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    return [(song.notes[inverse == t], bool(keys[first[t], 1] > 0.5)) for t in np.argsort(first)]
+    return [(song.notes[inverse == t], bool(keys[first[t], 1] > 0.5), f"program {int(keys[first[t], 0])}")
+            for t in np.argsort(first)]
 
 
 def song_bars(song: Song, notes: np.ndarray, steps_per_beat: int = STEPS_PER_BEAT) -> np.ndarray:
-    """(num_bars, S, 128) bool roll of `notes` (rows of `song.notes`) cut into bars from
-    beat 0; the song's first time signature gives the bar length (else 4 beats). A note
-    covers steps [round(onset), round(offset)), at least one; its last step is dropped
-    when the same pitch starts again there, so repeated notes stay apart (as in the
-    paper's encoding)."""
-    bar_beats = song.bar_length_beats() or DEFAULT_BAR_BEATS
-    steps_per_bar = int(round(bar_beats * steps_per_beat))
-    end = float(song.seconds_to_beats(song.end_time)) if song.num_notes else 0.0
-    num_bars = max(1, int(np.ceil(end / bar_beats - 1e-9)))
+    """(num_bars, S, 128) bool roll of `notes` (rows of `song.notes`) on the song's bar grid
+    (`Song.grid_steps`: bar lines from its downbeat and first metre). A note covers steps
+    [onset, offset), at least one; its last step is dropped when the same pitch starts again
+    there, so repeated notes stay apart (as in the paper's encoding)."""
+    steps_per_bar = round(song.bar_beats() * steps_per_beat)
+    on = song.grid_steps(notes[:, ONSET], steps_per_beat)
+    off = np.maximum(song.grid_steps(notes[:, ONSET] + notes[:, DURATION], steps_per_beat), on + 1)
+    end = int(song.grid_steps(song.end_time, steps_per_beat)) if song.num_notes else 0
+    num_bars = max(1, -(-end // steps_per_bar))
     roll = np.zeros((num_bars * steps_per_bar + 1, NUM_MIDI_PITCHES), dtype=bool)
-    on = np.rint(song.seconds_to_beats(notes[:, 0]) * steps_per_beat).astype(np.int64)
-    off = np.maximum(np.rint(song.seconds_to_beats(notes[:, 0] + notes[:, 1]) * steps_per_beat).astype(np.int64), on + 1)
-    pitch = notes[:, 2].astype(np.int64)
+    pitch = notes[:, PITCH].astype(np.int64)
     starts = set(zip(on.tolist(), pitch.tolist()))
     for o, f, q in zip(on, off, pitch):
         last = f - 1 if (f, q) in starts and f - 1 > o else f
-        roll[o:last, q] = True
+        roll[max(o, 0):last, q] = True
     return roll[:-1].reshape(num_bars, steps_per_bar, NUM_MIDI_PITCHES)
 
 
 def _song_track_bars(song: Song) -> list[tuple[np.ndarray, bool]]:
-    return [(song_bars(song, notes), drum) for notes, drum in song_tracks(song)] if song.num_notes else []
+    return [(song_bars(song, notes), drum) for notes, drum, _ in song_tracks(song)] if song.num_notes else []
 
 
 def _pooled(song: Song, fn, drums: bool = False) -> float:
@@ -246,7 +250,7 @@ def _pooled(song: Song, fn, drums: bool = False) -> float:
     return nan_mean(np.concatenate(values)) if values else NAN
 
 
-@register("musegan_empty_bars", ["musegan"], "% of (track, bar) cells where the track is silent (MuseGAN EB; tracks = instruments)")
+@register("musegan_empty_bars", ["musegan"], "% of (track, bar) cells where the track is silent (MuseGAN EB; tracks = parts or instruments)")
 def musegan_empty_bars(song: Song) -> float:
     values = [empty_bars(bars) for bars, _ in _song_track_bars(song)]
     return nan_mean(np.concatenate(values)) if values else NAN
@@ -277,10 +281,111 @@ def musegan_tonal_distance(song: Song) -> float:
 
 
 def _steps_per_bar(song: Song) -> int:
-    return int(round((song.bar_length_beats() or DEFAULT_BAR_BEATS) * STEPS_PER_BEAT))
+    return round(song.bar_beats() * STEPS_PER_BEAT)
 
 
 def _beats_per_bar(song: Song) -> int:
     """Quarter-note beats per bar; 1 (the whole bar) when the bar is not whole beats (7/8)."""
-    bar_beats = song.bar_length_beats() or DEFAULT_BAR_BEATS
+    bar_beats = song.bar_beats()
     return int(bar_beats) if float(bar_beats).is_integer() else 1
+
+
+# -- `musicgan evaluate` ------------------------------------------------------------------------
+EVALUATE_BARS = 20_000  # generated bars per model, as the paper
+EVALUATE_BATCH = 256  # phrases per generator call
+SHUFFLE_SEED = 0
+
+
+def steps_to_phrases(steps: np.ndarray, num_tracks: int, steps_per_bar: int) -> np.ndarray:
+    """(B, N * S, K * P) multitrack windows -> (B, K, N, S, P) bool (on where > 0)."""
+    b, t, f = steps.shape
+    shaped = steps.reshape(b, t // steps_per_bar, steps_per_bar, num_tracks, f // num_tracks)
+    return shaped.transpose(0, 3, 1, 2, 4) > 0
+
+
+def real_phrases(urls, representation, bars_per_phrase: int) -> np.ndarray:
+    """Every whole phrase of each song of `urls` the representation takes, back to back,
+    as (M, K, N, S, P) bool."""
+    from musicgan.data.loader import iter_encoded
+
+    length = bars_per_phrase * representation.window_align
+    windows = [steps[i:i + length] for _, steps in iter_encoded(urls, representation)
+               for i in range(0, len(steps) - length + 1, length)]
+    if not windows:
+        return np.zeros((0, len(representation.tracks), bars_per_phrase, representation.window_align,
+                         representation.options["num_pitches"]), dtype=bool)
+    return steps_to_phrases(np.stack(windows), len(representation.tracks), representation.window_align)
+
+
+def phrase_means(phrases: np.ndarray, representation, shuffle: bool) -> dict[str, float]:
+    """{"EB/<track>": mean, ..., "num_bars": n} of `phrase_metrics` over these phrases."""
+    tracks = representation.tracks
+    values = phrase_metrics(phrases, [t.name for t in tracks], [t.name for t in tracks if t.is_drum],
+                            representation.options["lowest"], shuffle_seed=SHUFFLE_SEED if shuffle else None)
+    return {name: nan_mean(v) for name, v in values.items()} | {"num_bars": float(phrases.shape[0] * phrases.shape[2])}
+
+
+def generated_phrases(family, networks, representation, num_bars: int, bars_per_phrase: int, seed: int) -> np.ndarray:
+    import torch
+
+    torch.manual_seed(seed)
+    num, chunks = -(-num_bars // bars_per_phrase), []
+    for start in range(0, num, EVALUATE_BATCH):
+        steps = family.generate(networks, min(EVALUATE_BATCH, num - start), bars_per_phrase * representation.window_align)
+        chunks.append(steps_to_phrases(steps, len(representation.tracks), representation.window_align))
+    return np.concatenate(chunks)
+
+
+def musegan_set_metric(context, num_bars: int = EVALUATE_BARS, seed: int = 0) -> dict[str, float]:
+    """`musicgan evaluate` hook for MuseGAN runs ({} for anything else): per-track means of
+    the metrics above for `num_bars` bars freshly generated from the run's checkpoint
+    (seeded), for the reference split and its train split (encoded by the run's own
+    representation, every whole phrase), and the split's shuffled-pairs TD. Keys:
+    musegan/<row>/<metric>/<track>, rows generated, real_<split>, real_train."""
+    from musicgan.metrics.pianoroll import run_model_name
+
+    if context.kind != "run" or context.reference_kind != "shards" or run_model_name(context.path) != "musegan":
+        return {}
+    from musicgan.data.shards import split_urls
+    from musicgan.training.sampling import load_run  # loads any family: imported on call
+
+    cfg, family, representation, networks, _ = load_run(context.path)
+    bars_per_phrase = cfg.curriculum.max_len // representation.window_align
+    rows = {"generated": (generated_phrases(family, networks, representation, num_bars, bars_per_phrase, seed), False)}
+    for split in dict.fromkeys((context.split, "train")):
+        phrases = real_phrases(split_urls(context.reference, split), representation, bars_per_phrase)
+        rows[f"real_{split}"] = (phrases, split == context.split)
+    return {f"musegan/{row}/{name}": value for row, (phrases, shuffle) in rows.items()
+            for name, value in phrase_means(phrases, representation, shuffle).items()}
+
+
+def musegan_summary_lines(extra: dict[str, float]) -> list[str]:
+    """One line per row of a set's MuseGAN metrics: each metric's mean over tracks (pairs)."""
+    lines = []
+    rows = dict.fromkeys(key.split("/")[1] for key in extra if key.startswith("musegan/"))
+    for row in rows:
+        means = {}
+        for metric in ("EB", "UPC", "QN", "DP", "TD", "TD_shuffled"):
+            values = [v for k, v in extra.items() if k.startswith(f"musegan/{row}/{metric}/")]
+            if values:
+                means[metric] = nan_mean(np.array(values))
+        lines.append(f"musegan {row}: " + " ".join(f"{m}={v:.3g}" for m, v in means.items())
+                     + f" ({int(extra.get(f'musegan/{row}/num_bars', 0))} bars)")
+    return lines
+
+
+# The paper's Tables (Dong et al. 2018), LPD-5 rock at 96 steps per bar: another corpus,
+# shown for the trend only. Columns per track B(ass) D(rums) G(uitar) P(iano) S(trings).
+PUBLISHED_CORPUS = "published (paper, LPD-5 rock, 96 steps per bar; another corpus: trends only)"
+PUBLISHED_COLUMNS = ("EB B/D/G/P/S %", "UPC B/G/P/S", "QN B/G/P/S %", "DP %", "TD B-G B-S B-P G-S G-P S-P")
+PUBLISHED_ROWS = {
+    "training data": ("8.06/8.06/19.4/24.8/10.1", "1.71/3.08/3.28/3.38", "90.0/81.9/88.4/89.6", "88.6",
+                      "1.57 1.58 1.51 1.10 1.02 1.04"),
+    "shuffled pairs": ("", "", "", "", "1.59 1.59 1.56 1.14 1.12 1.13"),
+    "jamming": ("6.59/2.33/18.3/22.6/6.10", "1.53/3.69/4.13/4.09", "71.5/56.6/62.2/63.1", "93.2",
+                "1.56 1.60 1.54 1.05 0.99 1.05"),
+    "composer": ("0.01/28.9/1.34/0.02/0.01", "2.51/4.20/4.89/5.19", "49.5/47.4/49.9/52.5", "75.3",
+                 "1.37 1.36 1.30 0.95 0.98 0.91"),
+    "hybrid": ("2.14/29.7/11.7/17.8/6.04", "2.35/4.76/5.45/5.24", "44.6/43.2/45.5/52.0", "71.3",
+               "1.34 1.35 1.32 0.85 0.85 0.83"),
+}

@@ -42,6 +42,27 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _musegan_section(result: dict, names: list[str]) -> list[str]:
+    """MuseGAN's per-track metrics (`musegan/<row>/<metric>/<track>` extras) per set, and the
+    paper's published rows labelled as another corpus."""
+    from musicgan.metrics.musegan import PUBLISHED_COLUMNS, PUBLISHED_CORPUS, PUBLISHED_ROWS
+
+    parts = []
+    for name in names:
+        extra = {k: v for k, v in result["sets"][name]["extra"].items() if k.startswith("musegan/")}
+        if not extra:
+            continue
+        rows = list(dict.fromkeys(k.split("/")[1] for k in extra))
+        columns = list(dict.fromkeys("/".join(k.split("/")[2:]) for k in extra))
+        parts.append(f"<h2>MuseGAN metrics: {html.escape(name)} (per bar, mean over bars)</h2>")
+        parts.append(_table(["row"] + columns, [[html.escape(r)] + [_fmt(extra.get(f"musegan/{r}/{c}")) for c in columns]
+                                                for r in rows]))
+    if parts:
+        parts.append(f"<h3>{html.escape(PUBLISHED_CORPUS)}</h3>")
+        parts.append(_table(["row", *PUBLISHED_COLUMNS], [[r, *cells] for r, cells in PUBLISHED_ROWS.items()]))
+    return parts
+
+
 def _table(header: list[str], rows: list[list[str]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -165,7 +186,8 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
     parts.append("<p class='note'>" + "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}"
                                                  for k, v in result["definitions"].items()) + "</p>")
 
-    extra_names = sorted({k for s in result["sets"].values() for k in s["extra"]})
+    parts += _musegan_section(result, names)
+    extra_names = sorted({k for s in result["sets"].values() for k in s["extra"] if not k.startswith("musegan/")})
     if extra_names:
         parts.append("<h2>Piano-roll likelihood and other set-level metrics</h2>")
         rows = [[html.escape(n)] + [_fmt(result["sets"][n]["extra"].get(k)) for k in extra_names] for n in names]
