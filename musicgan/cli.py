@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs (smoke tests)")
     p.add_argument("--task-index", type=int, default=None, help="SLURM array: this task's slice")
     p.add_argument("--num-tasks", type=int, default=None, help="SLURM array: number of slices")
+    p.add_argument("--audio-rate", type=int, default=None, metavar="HZ",
+                   help="also render each song once with FluidSynth (mono int16 at HZ, e.g. 16000) into the shards")
 
     p = sub.add_parser("merge-manifests", help="merge the per-task manifests of an array prepare")
     p.add_argument("--out", required=True, help="the shard directory the tasks wrote into")
@@ -122,6 +124,8 @@ def cmd_prepare(args) -> int:
         kwargs["partition"] = (args.task_index, args.num_tasks)
     if args.limit is not None:
         kwargs["limit"] = args.limit
+    if args.audio_rate is not None:
+        kwargs["audio_rate"] = args.audio_rate
     manifest = prepare_dataset(spec, args.out, workers=args.workers, shard_size=args.shard_size,
                                ratios=args.split_ratios, **kwargs)
     print_manifest_summary(manifest, args.out)

@@ -121,9 +121,9 @@ def test_skip_summary_counts_what_the_filters_drop(bach_shards):
 def test_windows_must_be_whole_bars():
     rep = build_representation("multitrack")
     with pytest.raises(ConfigError, match="not a multiple"):
-        make_loader(["x.tar"], rep, seq_len=50, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1)
+        make_loader(["/nonexistent/x.tar"], rep, seq_len=50, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1)
     with pytest.raises(ConfigError, match="at least 48"):
-        make_loader(["x.tar"], rep, seq_len=24, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0,
+        make_loader(["/nonexistent/x.tar"], rep, seq_len=24, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0,
                     world_size=1)
 
 

@@ -133,8 +133,8 @@ def test_unusable_inputs_raise_one_line_data_errors(tmp_path):
 def _interrupt_after(monkeypatch, count: int) -> None:
     real_results = prepare_module._results
 
-    def interrupted(items, corpus, workers):
-        for index, result in enumerate(real_results(items, corpus, workers)):
+    def interrupted(items, corpus, workers, load=None):
+        for index, result in enumerate(real_results(items, corpus, workers, load)):
             if index == count:
                 raise KeyboardInterrupt
             yield result

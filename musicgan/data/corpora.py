@@ -9,6 +9,7 @@ Input specs:
     /path/to/folder      every *.mid / *.midi (any letter case), recursive, sorted by path;
                          source = the path relative to the folder, with "/" separators
     music21:NAME         NAME in MUSIC21_CORPORA; source = "music21:<name>/<piece>[/<tune>]"
+    soundfont:notes[?..] one song per (program, pitch) to render (musicgan.data.note_corpus)
 
 music21 scores are converted by walking the score directly (notes, chords, ties joined,
 metronome marks -> tempo map) instead of going through music21's MIDI writer and back:
@@ -28,6 +29,7 @@ import numpy as np
 
 from musicgan.data.bounds import checked_span
 from musicgan.data.paths import files_under, utf8_name
+from musicgan.data.note_corpus import SOUNDFONT_PREFIX, note_items, note_song
 from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import DataError, MidiError
 
@@ -69,14 +71,16 @@ def _music21():
 
 
 def corpus_name(spec: str) -> str:
-    """"music21:bach" -> "music21:bach"; a folder -> "" (the Song.corpus convention)."""
-    return spec if spec.startswith(MUSIC21_PREFIX) else ""
+    """"music21:bach" -> "music21:bach", "soundfont:notes?..." -> "soundfont:notes"; a folder -> ""."""
+    return spec.partition("?")[0] if spec.startswith((MUSIC21_PREFIX, SOUNDFONT_PREFIX)) else ""
 
 
 def list_items(spec: str) -> list[SongItem]:
     """Every song an input spec holds, in a deterministic order (sorted by source)."""
     if spec.startswith(MUSIC21_PREFIX):
         return _music21_items(spec[len(MUSIC21_PREFIX):])
+    if spec.startswith(SOUNDFONT_PREFIX):
+        return note_items(spec)
     root = Path(spec)
     if not root.exists():
         raise DataError(f"input does not exist: {spec}")
@@ -171,6 +175,8 @@ def load_item(item: SongItem, corpus: str = "") -> Song:
     """Read one item into a Song; raises MidiError(reason) when it is unusable."""
     if item.skip:
         raise MidiError(item.skip)
+    if item.kind == "note":
+        return note_song(item, corpus)
     if item.kind == "midi":
         from musicgan.data.midi import read_midi
 

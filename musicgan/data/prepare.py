@@ -24,6 +24,7 @@ import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
 
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
@@ -38,6 +39,7 @@ SPLITS = ("train", "valid", "test")
 FORMAT = "musicgan-shards/2"  # 2: note column `track`, meta `tracks` and `downbeat_s` (shards/README.md)
 STAGING_PREFIX = ".prepare-"  # staging folders of runs in progress, inside the output folder
 log = logging.getLogger(__name__)
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 8000, 96000  # FluidSynth's synth.sample-rate bounds
 _SHARD_NAME = re.compile(r"^(train|valid|test)-(p\d{4}-)?\d{6}\.tar$")
 
 
@@ -63,15 +65,33 @@ def assign_split(source: str, ratios) -> str:
 def _load(args: tuple[SongItem, str]):
     """Worker: item -> ("ok", source, members-less song) or ("skip", source, reason). Never raises."""
     item, corpus = args
+    return _guarded(item.source, lambda: load_item(item, corpus))
+
+
+def _load_with_audio(args: tuple[SongItem, str], audio_rate: int):
+    """Worker: _load, then the song rendered once at `audio_rate` (a render failure skips it)."""
+    from musicgan.audio import render_audio
+
+    item, corpus = args
+
+    def load_and_render():
+        song = load_item(item, corpus)
+        return song.replace(audio=render_audio(song, audio_rate), audio_rate=audio_rate)
+
+    return _guarded(item.source, load_and_render)
+
+
+def _guarded(source: str, make_song):
+    """("ok", source, make_song()) or ("skip", source, one-line reason); never raises."""
     try:
-        return ("ok", item.source, load_item(item, corpus))
+        return ("ok", source, make_song())
     except MidiError as exc:
-        return ("skip", item.source, str(exc))
+        return ("skip", source, str(exc))
     except MemoryError:
-        return ("skip", item.source, "out of memory while parsing")
+        return ("skip", source, "out of memory while parsing")
     except Exception as exc:  # a bug in a parser must not stop the whole run
         text = " ".join(str(exc).split())[:160]
-        return ("skip", item.source, f"unexpected error: {type(exc).__name__}: {text}")
+        return ("skip", source, f"unexpected error: {type(exc).__name__}: {text}")
 
 
 def _start_method() -> str:
@@ -124,11 +144,13 @@ def _load_alone(load, job, context):
 # -- the run -----------------------------------------------------------------------------------
 def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, shard_size: int = 200,
                     ratios=(0.9, 0.05, 0.05), progress: bool = True, limit: int | None = None,
-                    partition: tuple[int, int] | None = None) -> dict:
+                    partition: tuple[int, int] | None = None, audio_rate: int | None = None) -> dict:
     """Prepare shards from a MIDI folder or `music21:NAME`; returns the manifest (also written).
 
     limit: only the first N items (sorted order), for tests and quick looks.
     partition: (i, n) to prepare only items i, i+n, i+2n, ... (SLURM array task i of n).
+    audio_rate: also render each song once (FluidSynth, mono int16 at this rate) into the
+        optional `<key>.audio.npy` member; a song that fails to render is skipped with its reason.
     Raises DataError when the input does not exist or no song was included.
     Workers are forked, or spawned when torch is loaded or threads run: a script that
     imports torch and calls this with workers > 1 needs the usual `if __name__ == "__main__":`
@@ -138,6 +160,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     ratios = _check_ratios(ratios)
     if shard_size < 1:
         raise DataError(f"shard size must be >= 1, got {shard_size}")
+    load = _audio_loader(audio_rate)
     items = list_items(input_spec)
     if not items:
         raise DataError(f"no MIDI files (.mid/.midi) found in {input_spec}")
@@ -166,9 +189,11 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     except OSError as exc:
         raise _write_error(out, exc) from None
     try:
-        shard_names, included, skipped, stats = _write_splits(items, corpus, workers, staging, tag, shard_size,
-                                                              ratios, _progress_bar(len(items), input_spec, progress))
-        manifest = _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped)
+        bar = _progress_bar(len(items), input_spec, progress)
+        shard_names, included, skipped, stats = _write_splits(items, corpus, workers, load, staging, tag, shard_size,
+                                                              ratios, bar, audio_rate)
+        manifest = _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped,
+                             audio_rate)
         _write_json(staging / manifest_path.name, manifest)
         if not included:
             raise _no_song_error(input_spec, skipped, staging, manifest_path)
@@ -185,21 +210,24 @@ def _write_error(out: Path, exc: OSError) -> DataError:
                      "there was changed")
 
 
-def _write_splits(items, corpus, workers, staging: Path, tag: str, shard_size: int, ratios, bar):
-    """Parse `items` and write each song into its split's shards under `staging`; returns
-    ({split: shard names}, included, skipped, {split: counts})."""
+def _write_splits(items, corpus, workers, load, staging: Path, tag: str, shard_size: int, ratios, bar, audio_rate):
+    """Parse (and render, per `load`) `items` and write each song into its split's shards
+    under `staging`; returns ({split: shard names}, included, skipped, {split: counts})."""
     writers = {split: ShardWriter(staging, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
-    stats = {split: {"songs": 0, "notes": 0} for split in SPLITS}
+    stats = {split: {"songs": 0, "notes": 0, **({"audio_seconds": 0.0} if audio_rate else {})} for split in SPLITS}
     included, skipped = [], []
     try:
-        for status, source, payload in _results(items, corpus, workers):
+        for status, source, payload in _results(items, corpus, workers, load):
             if status == "ok":
                 split = assign_split(source, ratios)
                 key = song_key(source)
                 shard = writers[split].write(key, encode_sample(payload, key, split))
-                included.append({"path": source, "split": split, "key": key, "shard": shard, "notes": payload.num_notes})
+                entry = {"path": source, "split": split, "key": key, "shard": shard, "notes": payload.num_notes}
+                included.append(dict(entry, **_audio_entry(payload)))
                 stats[split]["songs"] += 1
                 stats[split]["notes"] += payload.num_notes
+                if audio_rate:
+                    stats[split]["audio_seconds"] = round(stats[split]["audio_seconds"] + included[-1]["audio_s"], 4)
             else:
                 skipped.append({"path": source, "reason": payload})
             if bar is not None:
@@ -215,7 +243,8 @@ def _write_splits(items, corpus, workers, staging: Path, tag: str, shard_size: i
             bar.close()
 
 
-def _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped) -> dict:
+def _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped,
+              audio_rate) -> dict:
     return {
         "format": FORMAT,
         "input": input_spec,
@@ -224,12 +253,12 @@ def _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, st
         "shard_size": shard_size,
         "partition": list(partition) if partition is not None else None,
         "splits": {
-            split: {"songs": stats[split]["songs"], "notes": stats[split]["notes"],
-                    "shards": len(shard_names[split]), "files": shard_names[split]}
+            split: {**stats[split], "shards": len(shard_names[split]), "files": shard_names[split]}
             for split in SPLITS
         },
         "included": included,
         "skipped": skipped,
+        **({"audio_rate": int(audio_rate)} if audio_rate else {}),
     }
 
 
@@ -263,6 +292,25 @@ def _note_older_schema(manifest_path: Path) -> None:
         return
     if isinstance(old, str) and old != FORMAT:
         log.info("re-writing %s shards in %s as %s", old, manifest_path.parent, FORMAT)
+
+
+def _audio_loader(audio_rate: int | None):
+    """The worker function for this run: plain parsing, or parsing + rendering (checked here
+    first, so a missing FluidSynth is one clear error instead of a skip per song)."""
+    if audio_rate is None:
+        return _load
+    if not isinstance(audio_rate, int) or not MIN_AUDIO_RATE <= audio_rate <= MAX_AUDIO_RATE:
+        raise DataError(f"audio rate must be a whole number of Hz in {MIN_AUDIO_RATE}-{MAX_AUDIO_RATE} "
+                        f"(FluidSynth's range), got {audio_rate!r}")
+    from musicgan.audio import require_fluidsynth
+
+    require_fluidsynth()
+    return partial(_load_with_audio, audio_rate=audio_rate)
+
+
+def _audio_entry(song) -> dict:
+    """{"audio_s": seconds} for a song with audio (manifest bookkeeping), else {}."""
+    return {"audio_s": round(len(song.audio) / song.audio_rate, 4)} if song.audio is not None else {}
 
 
 def _progress_bar(total: int, label: str, enabled: bool):
@@ -330,13 +378,13 @@ def merge_manifests(out_dir) -> dict:
         "shard_size": first["shard_size"], "partition": None, "merged_from": [p.name for p in parts],
         "splits": {}, "included": [], "skipped": [],
     }
+    if "audio_rate" in first:
+        merged["audio_rate"] = first["audio_rate"]
     for split in SPLITS:
         files = [name for m in manifests for name in m["splits"][split]["files"]]
-        merged["splits"][split] = {
-            "songs": sum(m["splits"][split]["songs"] for m in manifests),
-            "notes": sum(m["splits"][split]["notes"] for m in manifests),
-            "shards": len(files), "files": files,
-        }
+        counts = {name: round(sum(m["splits"][split][name] for m in manifests), 4)
+                  for name in ("songs", "notes", "audio_seconds") if name in first["splits"][split]}
+        merged["splits"][split] = {**counts, "shards": len(files), "files": files}
     merged["included"] = sorted((e for m in manifests for e in m["included"]), key=lambda e: e["path"])
     merged["skipped"] = sorted((e for m in manifests for e in m["skipped"]), key=lambda e: e["path"])
     _write_json(out / MANIFEST, merged)

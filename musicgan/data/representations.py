@@ -10,7 +10,8 @@ Registry names: "events" (C-RNN-GAN, K tones per step), "pianoroll" (88 keys), "
 (note/chord vocabulary), "multitrack" (MuseGAN, musicgan/data/multitrack.py),
 "melody_chord" (MidiNet) and "melody_grid" (SeqGAN) (musicgan/data/melody.py). The base
 class and the loader contract (window_align, min_window, augment, SongSkipped) are in
-musicgan/data/representation_base.py. Drums are left out by every representation (they have no pitch
+musicgan/data/representation_base.py. "fft_blocks" and "specgram_if" encode the song's rendered audio
+(musicgan.data.audio_representations). Drums are left out by every representation (they have no pitch
 in the musical sense); `include_drums=True` keeps them in "events".
 """
 
@@ -371,12 +372,21 @@ REPRESENTATIONS = {
 }
 
 
+def all_representations() -> dict[str, type]:
+    """Every registered representation: the symbolic ones above and the audio ones. The audio
+    module subclasses Representation, so it is imported here when asked for, not at load."""
+    from musicgan.data.audio_representations import AUDIO_REPRESENTATIONS
+
+    return {**REPRESENTATIONS, **AUDIO_REPRESENTATIONS}
+
+
 def build_representation(name: str, **options) -> Representation:
     """Instantiate a representation by registry name with its options."""
+    registry = all_representations()
     try:
-        cls = REPRESENTATIONS[name]
+        cls = registry[name]
     except KeyError:
-        raise ConfigError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}") from None
+        raise ConfigError(f"unknown representation {name!r}; choose one of {', '.join(registry)}") from None
     try:
         return cls(**options)
     except TypeError as exc:

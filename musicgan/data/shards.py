@@ -1,9 +1,10 @@
 """The shard format: one tar sample per song, written deterministically and atomically.
 
-A sample is two tar members sharing a key (see shards/README.md for the full schema):
+A sample is two or three tar members sharing a key (see shards/README.md for the full schema):
     <key>.notes.npy   Song.notes, float64 (n, 7), written by np.save (never pickle); schema-1
                       shards hold (n, 6) and load with track = -1
     <key>.json        Song.meta() plus "key" and "split"
+    <key>.audio.npy   optional: Song.audio, int16 mono at meta["audio_rate"] (np.save, no pickle)
 The key is a hash of the song's source (WebDataset cuts keys at the first dot, and sources
 such as "music21:bach/bwv66.6" or "a/b.mid" contain dots and slashes).
 
@@ -30,6 +31,7 @@ from musicgan.errors import DataError
 
 NOTES_SUFFIX = "notes.npy"
 META_SUFFIX = "json"
+AUDIO_SUFFIX = "audio.npy"
 TMP_MARKER = ".tmp-"
 MANIFEST = "manifest.json"
 
@@ -49,13 +51,21 @@ def split_fraction(source: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def encode_sample(song: Song, key: str, split: str) -> dict[str, bytes]:
-    """{member suffix: bytes} for one song."""
+def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(song.notes, dtype=np.float64), allow_pickle=False)
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_sample(song: Song, key: str, split: str) -> dict[str, bytes]:
+    """{member suffix: bytes} for one song (the audio member only when the song has audio)."""
     meta = dict(song.meta(), key=key, split=split)
     text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return {NOTES_SUFFIX: buffer.getvalue(), META_SUFFIX: text.encode("utf-8")}
+    members = {NOTES_SUFFIX: _npy_bytes(np.ascontiguousarray(song.notes, dtype=np.float64)),
+               META_SUFFIX: text.encode("utf-8")}
+    if song.audio is not None:
+        members[AUDIO_SUFFIX] = _npy_bytes(np.ascontiguousarray(song.audio, dtype="<i2"))
+    return members
 
 
 def decode_sample(sample: dict) -> Song:
@@ -79,13 +89,28 @@ def decode_sample(sample: dict) -> Song:
     if problem:
         raise SampleError(f"bad meta: {problem}")
     try:
-        song = Song.from_arrays(notes, meta)
+        song = Song.from_arrays(notes, meta, _decode_audio(sample, meta))
     except (KeyError, TypeError, ValueError) as exc:
         raise SampleError(f"malformed meta: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
     problem = span_problem(song)
     if problem:
         raise SampleError(problem)
     return song
+
+
+def _decode_audio(sample: dict, meta: dict) -> np.ndarray | None:
+    """The optional audio member: int16 mono with a positive `audio_rate`; SampleError otherwise."""
+    if AUDIO_SUFFIX not in sample:
+        return None
+    try:
+        audio = np.load(io.BytesIO(sample[AUDIO_SUFFIX]), allow_pickle=False)
+    except Exception as exc:
+        raise SampleError(f"undecodable audio member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
+    if audio.ndim != 1 or audio.dtype != np.int16:
+        raise SampleError(f"audio array has shape {audio.shape} and dtype {audio.dtype}, expected (samples,) int16")
+    if not isinstance(meta.get("audio_rate"), int) or meta["audio_rate"] <= 0:
+        raise SampleError(f"audio member without a positive integer audio_rate in the meta (got {meta.get('audio_rate')!r})")
+    return audio
 
 
 def _tar_member(name: str, size: int) -> tarfile.TarInfo:

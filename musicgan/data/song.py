@@ -57,6 +57,11 @@ class Song:
     corpus: name of the corpus (`music21:bach`) or "" for a MIDI folder.
     tracks: the parts in score order / instruments in file order ([] when unknown).
     downbeat_s: time of the first bar line after any pickup (0.0 when the song starts on one).
+    audio: the song rendered once by `musicgan prepare --audio-rate` (int16 mono), or None.
+    audio_rate: samples per second of `audio` (0 without audio).
+    duration: seconds, when the song lasts longer than its last note-off (a rendered single
+        note held 3 s of 4 s); None: `end_time`.
+    labels: per-song integers a conditional model reads (a rendered note's pitch, program).
     """
 
     notes: np.ndarray
@@ -66,6 +71,10 @@ class Song:
     corpus: str = ""
     tracks: list[Track] = field(default_factory=list)
     downbeat_s: float = 0.0
+    audio: np.ndarray | None = None
+    audio_rate: int = 0
+    duration: float | None = None
+    labels: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         notes = np.asarray(self.notes, dtype=np.float64)
@@ -137,6 +146,11 @@ class Song:
     @property
     def end_time(self) -> float:
         return float(self.offsets.max()) if self.num_notes else 0.0
+
+    @property
+    def length_s(self) -> float:
+        """How long the song lasts: `duration` when set, else the last note-off."""
+        return self.end_time if self.duration is None else float(self.duration)
 
     def pitched(self) -> "Song":
         """The song without drum notes (pitch metrics ignore drums)."""
@@ -217,11 +231,15 @@ class Song:
             "end_time": self.end_time,
             "tracks": [track.meta() for track in self.tracks],
             "downbeat_s": float(self.downbeat_s),
+            # Written only when present, so shards without audio keep their exact bytes.
+            **({"audio_rate": int(self.audio_rate)} if self.audio is not None else {}),
+            **({"duration": float(self.duration)} if self.duration is not None else {}),
+            **({"labels": dict(sorted(self.labels.items()))} if self.labels else {}),
         }
 
     @classmethod
-    def from_arrays(cls, notes: np.ndarray, meta: dict) -> "Song":
-        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample.
+    def from_arrays(cls, notes: np.ndarray, meta: dict, audio: np.ndarray | None = None) -> "Song":
+        """Inverse of (`notes`, `meta()`, `audio`): how the loader rebuilds a song from a shard sample.
         ValueError / KeyError / TypeError on malformed meta (the loader skips such a sample)."""
         downbeat_s = float(meta.get("downbeat_s", 0.0))
         if not (np.isfinite(downbeat_s) and downbeat_s >= 0.0):
@@ -234,4 +252,8 @@ class Song:
             corpus=meta.get("corpus", ""),
             tracks=[Track(str(t["name"]), int(t["program"]), bool(t["is_drum"])) for t in meta.get("tracks", [])],
             downbeat_s=downbeat_s,
+            audio=audio,
+            audio_rate=int(meta.get("audio_rate", 0)) if audio is not None else 0,
+            duration=float(meta["duration"]) if meta.get("duration") is not None else None,
+            labels={str(k): int(v) for k, v in meta.get("labels", {}).items()},
         )

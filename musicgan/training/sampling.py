@@ -34,11 +34,15 @@ def decode_all(representation, steps: np.ndarray) -> list[Song]:
 def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png: bool = True,
                 audio: bool = False) -> list[Path]:
     """sample-000.mid (+ .png piano roll, one panel per track for multi-track songs, + .wav
-    where requested) per song."""
+    where requested) per song; a song decoded by an audio representation (it carries audio,
+    no notes) is written as sample-000.wav only."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, song in enumerate(songs):
         path = out_dir / f"{prefix}-{index:03d}.mid"
+        if song.audio is not None and not song.num_notes:
+            paths.append(_write_decoded_audio(song, path.with_suffix(".wav")))
+            continue
         write_midi(song, path)
         if png:
             from musicgan.plots import piano_roll_png, song_multitrack_png
@@ -51,6 +55,13 @@ def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png
             render_wav(song, path.with_suffix(".wav"))
         paths.append(path)
     return paths
+
+
+def _write_decoded_audio(song: Song, path: Path) -> Path:
+    from musicgan.audio import write_wav
+
+    write_wav(song.audio, path, song.audio_rate)
+    return path
 
 
 def _summary(songs: list[Song]) -> dict[str, float]:
@@ -143,7 +154,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
                checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = ()) -> list[Path]:
-    """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint."""
+    """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint; N WAVs
+    when the run's representation is an audio one."""
     if num < 1 or length < 1:
         raise UserError("--num and --length must be at least 1")
     _, family, representation, networks, path = load_run(run_dir, checkpoint, overrides)
