@@ -293,11 +293,11 @@ def iter_songs(urls) -> Iterator[Song]:
 def iter_encoded(urls, representation: Representation) -> Iterator[tuple[Song, np.ndarray]]:
     """(song, its whole encoding (T, F)) for every song of `iter_songs(urls)`; a song too long
     for the representation's grid (`GridTooLarge`) is skipped with a warning, one the
-    representation does not take (`SongSkipped`: metre, parts) quietly, as in training."""
+    representation does not take (`SongSkipped`: metre, parts) with an INFO line, as in training."""
     for song in iter_songs(urls):
         try:
             yield song, representation.encode(song)
+        except SongSkipped as exc:
+            log.info("representation %s skips song %s: %s", representation.name, song.source, exc)
         except GridTooLarge as exc:
             log.warning("skipping %s: %s", song.source, exc)
-        except SongSkipped as exc:
-            log.debug("representation %s skips %s: %s", representation.name, song.source, exc)
