@@ -1,5 +1,15 @@
-"""MuseGAN (Dong et al. 2018) training schedule: WGAN-GP critic runs and learning-rate decay.
+"""MuseGAN (Dong et al. 2018, "MuseGAN: Multi-track Sequential Generative Adversarial
+Networks for Symbolic Music Generation and Accompaniment") as a model family.
 
+Networks: `model.musegan_arch` (v3 | paper) in `model.musegan_mode` (jamming | composer |
+hybrid), musicgan/models/musegan.py and docs/musegan.md. Data: the `multitrack`
+representation (`data.track_grouping` parts | lpd5, `data.lowest_pitch`, `data.num_pitches`,
+`data.frames_per_beat` steps per beat, `data.transpose_range`); a phrase is
+`curriculum.max_len` steps of whole bars. Training: the `wgan-gp` family's step (WGAN-GP,
+`train.gp_weight`, real + fake + interpolates through one critic forward) on the critic
+schedule below, Adam from `optim.*`, optional linear learning-rate decay.
+
+Schedule:
 Both the paper and the authors' v3 code train the critic `n_critic` times per generator
 step (5), with longer critic runs early on: the paper 100 critic steps for each of the first
 25 generator steps and for every 500th; the v3 code 50 for each of the first 10. The v3 code
@@ -13,7 +23,14 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
+import torch
+
 from musicgan.errors import ConfigError
+from musicgan.models.musegan import PITCHES_PER_OCTAVE, MuseGANGeometry, WindowCritic, WindowGenerator, build_musegan
+from musicgan.training.families import ModelFamily, register
+from musicgan.training.families.wgan import NETWORKS, wgan_gp_step
+from musicgan.training.phases import Phase, StepContext, StepOutput
 
 
 class CriticSchedule:
@@ -58,3 +75,103 @@ def linear_decay(g_step: int, start: int, end: int) -> float:
     if end <= start or g_step <= start:
         return 1.0
     return max(0.0, 1.0 - (g_step - start) / (end - start))
+
+
+# -- the family -----------------------------------------------------------------------------------
+# Latent per architecture: the paper draws N(0, 0.1^2), the v3 code a truncated N(0, 1).
+LATENTS = {"paper": (0.1, False), "v3": (1.0, True)}
+# The v3 trunk's two pitch (kernel, stride) pairs per octave count (then x12 per track):
+# 7 octaves (84 rows) as the v3 code, 4 (48 rows) as the small config.
+V3_PITCH_LAYERS = {7: ((3, 3), (3, 2)), 4: ((2, 2), (2, 2)), 6: ((2, 2), (3, 3)), 5: ((1, 1), (5, 5)),
+                   3: ((1, 1), (3, 3)), 2: ((1, 1), (2, 2))}
+BEATS_PER_BAR = 4  # 4/4 only, as MuseGAN
+
+
+def parse_transpose(text: str) -> tuple[int, int] | None:
+    """"-5,6" -> (-5, 6); "" -> None."""
+    if not text.strip():
+        return None
+    try:
+        low, high = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"data.transpose_range must look like -5,6 (got {text!r})") from None
+    return low, high
+
+
+def geometry_for(cfg, representation) -> MuseGANGeometry:
+    """The phrase a run trains on: its tracks, `curriculum.max_len` steps of whole bars."""
+    steps_per_bar, pitches = representation.window_align, cfg.data.num_pitches
+    if cfg.curriculum.max_len % steps_per_bar or cfg.curriculum.max_len < 2 * steps_per_bar:
+        raise ConfigError(f"curriculum.max_len={cfg.curriculum.max_len} must be >= 2 whole bars of {steps_per_bar} steps")
+    if pitches % PITCHES_PER_OCTAVE or pitches // PITCHES_PER_OCTAVE not in V3_PITCH_LAYERS:
+        raise ConfigError(f"data.num_pitches={pitches}: MuseGAN needs 2-7 whole octaves (a multiple of 12)")
+    octaves = pitches // PITCHES_PER_OCTAVE
+    return MuseGANGeometry(num_tracks=len(representation.track_names), num_bars=cfg.curriculum.max_len // steps_per_bar,
+                           steps_per_bar=steps_per_bar, num_pitches=pitches, beats_per_bar=BEATS_PER_BAR,
+                           lowest_pitch=cfg.data.lowest_pitch, width_scale=cfg.model.musegan_width_scale,
+                           v3_time_factors=(4, 4, steps_per_bar // 16), v3_pitch_layers=V3_PITCH_LAYERS[octaves],
+                           paper_time_factors=_paper_time_factors(steps_per_bar),
+                           paper_pitch_factors=(octaves, PITCHES_PER_OCTAVE))
+
+
+def _paper_time_factors(steps_per_bar: int) -> tuple[int, ...]:
+    """The v1 bar generator's time upsampling after its first 2 steps: 2s, then the rest
+    (96 -> 2, 2, 2, 2, 3 as the paper; 48 -> 2, 2, 2, 3)."""
+    factors, rest = [], steps_per_bar // 2
+    while rest % 2 == 0 and rest > 3:
+        factors.append(2)
+        rest //= 2
+    return tuple(factors + ([rest] if rest > 1 else []))
+
+
+def decayed_step(schedule: CriticSchedule):
+    """wgan_gp_step with both learning rates set for this step first: `linear_decay` of the
+    config's rates by generator steps done (a pure function of the step: resume-exact)."""
+
+    def step(ctx: StepContext, batch) -> StepOutput:
+        o = ctx.cfg.optim
+        if o.lr_decay_end > o.lr_decay_start:
+            factor = linear_decay(schedule.generator_steps_before(ctx.global_step), o.lr_decay_start, o.lr_decay_end)
+            for name, lr in (("generator", o.g_lr), ("critic", o.d_lr)):
+                ctx.backend.set_lr(name, lr * factor)
+        return wgan_gp_step(ctx, batch)
+
+    return step
+
+
+@register("musegan")
+class MuseGAN(ModelFamily):
+    """MuseGAN: `model.musegan_arch` networks in `model.musegan_mode` on `multitrack` phrases,
+    trained by WGAN-GP (the `wgan-gp` family's step) on `CriticSchedule`."""
+
+    network_names = NETWORKS
+    learning_rate_keys = {"generator": "optim.g_lr", "critic": "optim.d_lr"}
+
+    def build_representation(self):
+        from musicgan.data.representations import build_representation
+
+        d = self.cfg.data
+        if d.representation != "multitrack":
+            raise ConfigError(f"model.name=musegan needs data.representation=multitrack, got {d.representation!r}")
+        return build_representation("multitrack", grouping=d.track_grouping, steps_per_beat=d.frames_per_beat,
+                                    lowest=d.lowest_pitch, num_pitches=d.num_pitches,
+                                    transpose=parse_transpose(d.transpose_range))
+
+    def build_networks(self, representation):
+        m = self.cfg.model
+        generator, critic = build_musegan(geometry_for(self.cfg, representation), m.musegan_arch, m.musegan_mode,
+                                          representation.track_names)
+        return {"generator": WindowGenerator(generator, *LATENTS[m.musegan_arch]), "critic": WindowCritic(critic)}
+
+    def schedule(self) -> CriticSchedule:
+        t = self.cfg.train
+        return CriticSchedule(t.n_critic, t.critic_warmup, t.critic_warmup_g_steps, t.critic_warmup_every)
+
+    def phases(self) -> list[Phase]:
+        schedule = self.schedule()
+        return [Phase("wgan-gp", None, NETWORKS, decayed_step(schedule), trains=schedule, curriculum=False)]
+
+    @torch.no_grad()
+    def generate(self, networks, num: int, length: int) -> np.ndarray:
+        """(num, N * S, K * P) phrases; `length` is fixed by the networks and ignored."""
+        return networks["generator"](num).float().cpu().numpy()
