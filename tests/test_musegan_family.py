@@ -117,3 +117,15 @@ def test_two_ranks_resume_in_a_critic_run_equals_straight_run(bach_shards, tmp_p
     assert straight["step"] == resumed["step"] == STEPS and straight["updates"] == {"critic": 14, "generator": 3}
     assert resumed["updates"] == straight["updates"]
     assert_same_networks(straight, resumed)
+
+
+def test_linear_lr_decay_follows_generator_steps(bach_shards, tmp_path):
+    from musicgan.training.loop import train
+
+    # Generator steps at trainer steps 2 and 7 (1-based); the 8th step sets lr for 2 G steps
+    # done of a decay over G steps 0 -> 4: half the configured rate.
+    result = train(musegan_cfg(bach_shards, "train.max_steps=8", "optim.lr_decay_start=0", "optim.lr_decay_end=4",
+                               "log.num_samples=0"), tmp_path / "run")
+    state = torch.load(result.checkpoint, weights_only=True)
+    for name in ("generator", "critic"):
+        assert state["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(0.5e-3), name
