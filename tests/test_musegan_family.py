@@ -129,3 +129,17 @@ def test_linear_lr_decay_follows_generator_steps(bach_shards, tmp_path):
     state = torch.load(result.checkpoint, weights_only=True)
     for name in ("generator", "critic"):
         assert state["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(0.5e-3), name
+
+
+def test_shards_without_part_identity_are_refused_at_once(bach_shards, tmp_path):
+    import shutil
+
+    from musicgan.errors import DataError
+    from musicgan.training.loop import train
+
+    old = tmp_path / "schema1"
+    shutil.copytree(bach_shards, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": "musicgan-shards/1"}))
+    with pytest.raises(DataError, match="without part identity"):
+        train(musegan_cfg(old), tmp_path / "run")

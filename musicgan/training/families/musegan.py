@@ -22,11 +22,14 @@ resume (also one in the middle of a critic run) agree on who trains when.
 from __future__ import annotations
 
 import bisect
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from musicgan.errors import ConfigError
+from musicgan.data.prepare import FORMAT
+from musicgan.data.shards import MANIFEST, read_manifest
+from musicgan.errors import ConfigError, DataError
 from musicgan.models.musegan import PITCHES_PER_OCTAVE, MuseGANGeometry, WindowCritic, WindowGenerator, build_musegan
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.families.wgan import NETWORKS, wgan_gp_step
@@ -98,6 +101,19 @@ def parse_transpose(text: str) -> tuple[int, int] | None:
     return low, high
 
 
+def check_part_identity(data_path: str) -> None:
+    """DataError at once (not after the loader found no usable window) when the shards
+    predate part identity, which the `parts` grouping needs. No manifest: nothing to check
+    (sampling from a run whose shards moved)."""
+    manifest = Path(data_path) / MANIFEST if data_path else None
+    if manifest is None or not manifest.is_file():
+        return
+    written = read_manifest(manifest).get("format")
+    if written != FORMAT:
+        raise DataError(f"{data_path} holds {written} shards without part identity, which "
+                        f"data.track_grouping=parts needs: prepare them again (`musicgan prepare ... --out DIR`)")
+
+
 def geometry_for(cfg, representation) -> MuseGANGeometry:
     """The phrase a run trains on: its tracks, `curriculum.max_len` steps of whole bars."""
     steps_per_bar, pitches = representation.window_align, cfg.data.num_pitches
@@ -153,6 +169,8 @@ class MuseGAN(ModelFamily):
         d = self.cfg.data
         if d.representation != "multitrack":
             raise ConfigError(f"model.name=musegan needs data.representation=multitrack, got {d.representation!r}")
+        if d.track_grouping == "parts":
+            check_part_identity(d.path)
         return build_representation("multitrack", grouping=d.track_grouping, steps_per_beat=d.frames_per_beat,
                                     lowest=d.lowest_pitch, num_pitches=d.num_pitches,
                                     transpose=parse_transpose(d.transpose_range))
