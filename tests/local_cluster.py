@@ -1,15 +1,17 @@
 """A real multi-node SLURM cluster on one machine: one network + UTS namespace per node.
 
 Each node `NAME-nodeI` is a network namespace with its own hostname (a UTS namespace) and
-one address, 10.X.Y.(10+I), on a private bridge whose host end, 10.X.Y.1, is the only address
-of that subnet outside the namespaces. The namespaces have no default route and an empty
-resolv.conf, so nothing they send leaves the bridge or their loopback; every node sees the
-same /etc/hosts of node names (bind-mounted from the state folder into the node's own mount
-namespace, the host's file is untouched). munged and slurmctld run on the host (the munge
-socket is a file, reachable from every namespace); one slurmd runs in each node. Debian's
-slurmd is not built for several daemons per host (no --enable-multiple-slurmd), but in its
-own namespaces each slurmd has the host to itself: same port, its own hostname. Everything
-lives in the state folder (slurm.conf, spool, logs, munge key), never in /etc/slurm.
+one address, 10.X.Y.(2+I), on a private bridge; slurmctld runs the same way in `NAME-ctl`
+(10.X.Y.2), and the bridge's host end, 10.X.Y.1, is the only address of that subnet outside
+the namespaces (host-side clients such as sbatch reach slurmctld through it). Nothing of the
+cluster listens on the host's own interfaces. The namespaces have no default route, no IPv6
+and an empty resolv.conf, so nothing they send leaves the bridge or their loopback; they all
+see the same /etc/hosts of cluster names (bind-mounted from the state folder into their own
+mount namespace; the host's file is untouched). munged runs on the host: its socket is a
+file, reachable from every namespace. Debian's slurmd is not built for several daemons per
+host (no --enable-multiple-slurmd), but in its own namespaces each slurmd has the host to
+itself: the same port, its own hostname. Everything lives in the state folder (slurm.conf,
+spool, logs, munge key), never in /etc/slurm.
 
     up(nodes, name, state_dir)  ->  LocalCluster (a SlurmCluster: sbatch, wait_for_job, ...)
     down(name, state_dir)           removes every process, namespace, link and file of it
@@ -26,7 +28,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -101,7 +102,7 @@ class Layout:
 
     name: str
     root: Path
-    subnet: str                    # "10.X.Y": the nodes are .11, .12, ...; the host end .1
+    subnet: str                    # "10.X.Y": host end .1, controller .2, nodes .3, .4, ...
     nodes: int
     cpus_per_node: int
 
@@ -113,14 +114,25 @@ class Layout:
     def host_addr(self) -> str:
         return f"{self.subnet}.1"
 
+    @property
+    def ctl_name(self) -> str:
+        return f"{self.name}-ctl"
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.ctl_name, *self.node_names]
+
+    def addr_of(self, namespace: str) -> str:
+        return f"{self.subnet}.{2 + self.namespaces.index(namespace)}"   # ctl .2, nodeI .(2+I)
+
+    def link_of(self, namespace: str) -> str:
+        return f"{self.name}-v{self.namespaces.index(namespace)}"     # the host end of its veth pair
+
     def node_name(self, index: int) -> str:
         return f"{self.name}-node{index}"
 
     def node_addr(self, index: int) -> str:
-        return f"{self.subnet}.{10 + index}"
-
-    def host_link(self, index: int) -> str:
-        return f"{self.name}-v{index}"
+        return self.addr_of(self.node_name(index))
 
     @property
     def node_names(self) -> list[str]:
@@ -174,7 +186,7 @@ class LocalCluster(SlurmCluster):
         return "\n".join(parts)
 
     def _check_daemons_alive(self) -> None:
-        expected = 2 + len(self.node_names)   # munged, slurmctld, a slurmd per node
+        expected = 2 + len(self.node_names)   # munged, slurmctld, a slurmd per node (as in _is_running)
         if len(_daemon_pids(self.root)) < expected:
             raise ClusterError("a daemon of the cluster exited\n" + self.logs())
 
@@ -201,8 +213,12 @@ def _in_netns(node: str, *cmd: str) -> subprocess.CompletedProcess:
     return _sh("ip", "-n", node, *cmd)
 
 
+def _netns_list() -> list[str]:
+    return _sh("ip", "netns", "list", check=False).stdout.split()
+
+
 def _netns_exists(node: str) -> bool:
-    return node in _sh("ip", "netns", "list", check=False).stdout.split()
+    return node in _netns_list()
 
 
 def _link_exists(link: str) -> bool:
@@ -239,8 +255,7 @@ def _check_name(name: str) -> None:
 
 
 def _hosts_file(layout: Layout) -> str:
-    lines = ["127.0.0.1\tlocalhost", f"{layout.host_addr}\t{socket.gethostname()}"]
-    lines += [f"{layout.node_addr(i)}\t{layout.node_name(i)}" for i in range(1, layout.nodes + 1)]
+    lines = ["127.0.0.1\tlocalhost"] + [f"{layout.addr_of(ns)}\t{ns}" for ns in layout.namespaces]
     return "\n".join(lines) + "\n"
 
 
@@ -249,8 +264,8 @@ def _write_conf(layout: Layout) -> None:
         f"NodeName={layout.node_name(i)} NodeHostname={layout.node_name(i)} NodeAddr={layout.node_addr(i)} "
         f"CPUs={layout.cpus_per_node} State=UNKNOWN" for i in range(1, layout.nodes + 1))
     layout.conf.write_text(CONF_TEMPLATE.format(
-        nodes=layout.nodes, name=layout.name, ctld_host=socket.gethostname().split(".")[0],
-        ctld_addr=layout.host_addr, ctld_port=free_port(), slurmd_port=SLURMD_PORT, root=layout.root,
+        nodes=layout.nodes, name=layout.name, ctld_host=layout.ctl_name,
+        ctld_addr=layout.addr_of(layout.ctl_name), ctld_port=free_port(), slurmd_port=SLURMD_PORT, root=layout.root,
         cred_expire=REQUEUE_DELAY_S, first_job_id=random.randint(1_000, 1_000_000),
         node_lines=node_lines, node_list=",".join(layout.node_names)))
 
@@ -273,8 +288,8 @@ def _make_network(layout: Layout) -> None:
     _disable_ipv6(layout.bridge)
     _sh("ip", "addr", "add", f"{layout.host_addr}/24", "dev", layout.bridge)
     _sh("ip", "link", "set", layout.bridge, "up")
-    for i in range(1, layout.nodes + 1):
-        node, link = layout.node_name(i), layout.host_link(i)
+    for node in layout.namespaces:
+        link = layout.link_of(node)
         _sh("ip", "netns", "add", node)
         _in_netns(node, "link", "set", "lo", "up")
         for scope in ("all", "default"):   # before eth0 exists, so it never gets an IPv6 address
@@ -283,7 +298,7 @@ def _make_network(layout: Layout) -> None:
         _sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", node)
         _disable_ipv6(link)
         _sh("ip", "link", "set", link, "master", layout.bridge, "up")
-        _in_netns(node, "addr", "add", f"{layout.node_addr(i)}/24", "dev", "eth0")
+        _in_netns(node, "addr", "add", f"{layout.addr_of(node)}/24", "dev", "eth0")
         _in_netns(node, "link", "set", "eth0", "up")
 
 
@@ -311,15 +326,15 @@ def _spawn(layout: Layout, name: str, cmd: list[str]) -> int:
     return proc.pid
 
 
-def _node_command(layout: Layout, index: int, *cmd: str) -> list[str]:
-    """`cmd` inside node `index`: its network namespace, a UTS namespace with its hostname,
-    and a mount namespace where /etc/hosts and /etc/resolv.conf are the cluster's."""
+def _in_namespace(layout: Layout, namespace: str, *cmd: str) -> list[str]:
+    """`cmd` inside `namespace` (a node or the controller): its network namespace, a UTS
+    namespace with its hostname, a mount namespace where /etc/hosts and resolv.conf are ours."""
     etc = layout.root / "etc"
-    script = (f"hostname {layout.node_name(index)} && mount --bind {etc}/hosts /etc/hosts && "
+    script = (f"hostname {namespace} && mount --bind {etc}/hosts /etc/hosts && "
               f"mount --bind {etc}/resolv.conf /etc/resolv.conf && exec \"$@\"")
     # (nsenter, not `ip netns exec`: that one mounts a fresh /sys without the cgroup tree
     # slurmd needs even with proctrack/linuxproc)
-    return ["nsenter", f"--net=/run/netns/{layout.node_name(index)}", "unshare", "--uts", "--mount",
+    return ["nsenter", f"--net=/run/netns/{namespace}", "unshare", "--uts", "--mount",
             "--propagation", "private", "sh", "-c", script, "node", *cmd]
 
 
@@ -329,13 +344,13 @@ def _start_daemons(layout: Layout, cluster: LocalCluster, timeout_s: float) -> N
                               f"--key-file={munge_dir}/munge.key", f"--pid-file={root}/run/munged.pid",
                               f"--log-file={root}/log/munged.log", f"--seed-file={munge_dir}/munged.seed"])
     _wait(lambda: (munge_dir / "munge.socket").exists(), timeout_s, "the munge socket", cluster)
-    _spawn(layout, "slurmctld", [_sbin("slurmctld"), "-D", "-c", "-i", "-f", str(layout.conf)])
+    _spawn(layout, "slurmctld", _in_namespace(layout, layout.ctl_name, _sbin("slurmctld"), "-D", "-c", "-i",
+                                              "-f", str(layout.conf)))
     _wait(lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
           timeout_s, "slurmctld to answer", cluster)
-    for i in range(1, layout.nodes + 1):
-        node = layout.node_name(i)
+    for node in layout.node_names:
         (root / "spool" / node).mkdir(exist_ok=True)
-        _spawn(layout, f"slurmd-{node}", _node_command(layout, i, _sbin("slurmd"), "-D", "-f", str(layout.conf),
+        _spawn(layout, f"slurmd-{node}", _in_namespace(layout, node, _sbin("slurmd"), "-D", "-f", str(layout.conf),
                                                        "-N", node))
     cluster.wait_until_idle(timeout_s=timeout_s)
 
@@ -381,7 +396,7 @@ def _is_alive(pid: int) -> bool:
 
 def _is_running(layout: Layout) -> bool:
     expected = 2 + layout.nodes   # munged, slurmctld, a slurmd per node
-    return len(_daemon_pids(layout.root)) >= expected and all(_netns_exists(n) for n in layout.node_names)
+    return len(_daemon_pids(layout.root)) >= expected and all(_netns_exists(n) for n in layout.namespaces)
 
 
 def up(nodes: int = 2, name: str = DEFAULT_NAME, state_dir: str | Path | None = None,
@@ -442,7 +457,7 @@ def _layout_for_down(name: str, root: Path) -> Layout:
     saved = Layout.load(root)
     if saved:
         return saved
-    count = sum(1 for ns in _sh("ip", "netns", "list", check=False).stdout.split()
+    count = sum(1 for ns in _netns_list()
                 if re.fullmatch(rf"{re.escape(name)}-node\d+", ns))
     return Layout(name=name, root=root, subnet="", nodes=count, cpus_per_node=1)
 
@@ -457,14 +472,15 @@ def down(name: str = DEFAULT_NAME, state_dir: str | Path | None = None) -> None:
         cluster.run("scancel", "--full", "--quiet", check=False, timeout=10)
     node_pids = [pid for node in layout.node_names for pid in _netns_pids(node)]
     _terminate(node_pids)   # slurmd, its steps and every job process on the nodes
+    _terminate(_netns_pids(layout.ctl_name))
     marker = f"SLURM_CONF={layout.conf}".encode()
-    _terminate(_daemon_pids(root) + _pids_with_environ(marker))   # slurmctld, munged, host-side clients
+    _terminate(_daemon_pids(root) + _pids_with_environ(marker))   # munged, host-side clients
     # A veth pair goes with either end: the host ends first, then the bridge and namespaces
     # (deleting a namespace first would remove the host ends in the background, racing us).
-    for link in [layout.host_link(i) for i in range(1, layout.nodes + 1)] + [layout.bridge]:
+    for link in [layout.link_of(ns) for ns in layout.namespaces] + [layout.bridge]:
         if _link_exists(link):
             _sh("ip", "link", "delete", link)
-    for node in layout.node_names:
+    for node in layout.namespaces:
         if _netns_exists(node):
             _sh("ip", "netns", "delete", node)
     shutil.rmtree(root, ignore_errors=True)
@@ -486,10 +502,9 @@ def _pids_with_environ(marker: bytes) -> list[int]:
 def leftovers(name: str, state_dir: str | Path | None = None) -> list[str]:
     """What of the cluster NAME still exists on this machine (empty after `down`)."""
     root = Path(state_dir or default_state_dir(name)).resolve()
-    found = [f"namespace {ns}" for ns in _sh("ip", "netns", "list", check=False).stdout.split()
-             if ns.startswith(f"{name}-node")]
+    found = [f"namespace {ns}" for ns in _netns_list() if re.fullmatch(rf"{re.escape(name)}-(ctl|node\d+)", ns)]
     links = _sh("ip", "-o", "link", "show", check=False).stdout
-    found += [f"link {m}" for m in re.findall(rf"^\d+: ({re.escape(name)}-(?:br|v\d+))[@:]", links, re.M)]
+    found += [f"link {m}" for m in re.findall(rf"^\d+: ({re.escape(name)}-(?:br|v\d+))[@:]", links, re.MULTILINE)]
     found += [f"process {pid}" for pid in _pids_with_environ(f"SLURM_CONF={root / 'slurm.conf'}".encode())]
     if root.exists():
         found.append(f"folder {root}")

@@ -71,6 +71,33 @@ def cluster(tmp_path_factory):
         assert not left, f"cluster {name} left behind: {left}"
 
 
+def test_up_again_is_a_no_op_and_refuses_another_size(cluster):
+    daemons = sorted(local_cluster._daemon_pids(cluster.root))
+    again = subprocess.run([str(ROOT / "launch" / "local-cluster"), "up", "--nodes", "2", "--cpus-per-node", "1",
+                            "--name", cluster.layout.name, "--state", str(cluster.root)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == f"export SLURM_CONF={cluster.conf}\n", again
+    assert sorted(local_cluster._daemon_pids(cluster.root)) == daemons   # nothing restarted
+    with pytest.raises(local_cluster.ClusterError, match="already up with 2 node"):
+        local_cluster.up(nodes=3, name=cluster.layout.name, state_dir=cluster.root, cpus_per_node=1)
+
+
+def test_nodes_have_their_own_hostnames_and_no_way_out(cluster):
+    """Inside a node: its own hostname, the others by their cluster address, no default route,
+    no DNS server, and a send to an outside address fails before any packet leaves."""
+    first, second = cluster.node_names
+    probe = ("hostname; getent hosts " + first + "; ip -4 route show default | wc -l; "
+             "grep -c nameserver /etc/resolv.conf || true; "
+             f"{sys.executable} -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+             "s.connect(('192.0.2.1', 9))\" 2>&1 | tail -n1")
+    result = cluster.run("srun", "--nodes=1", f"--nodelist={second}", "bash", "-c", probe, timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[0] == second, lines
+    assert lines[1].split() == [cluster.layout.addr_of(first), first], lines
+    assert lines[2:4] == ["0", "0"], lines
+    assert "Network is unreachable" in lines[4], lines
+
+
 def _train_args(shards: Path, run_dir: Path) -> list[str]:
     return ["--preset", "debug", "--data", str(shards), "--run-dir", str(run_dir),
             "--max-steps", str(TRAIN_STEPS), "--set", "train.epochs=1000", "--set", "log.sample_every=0",
