@@ -7,8 +7,9 @@ the namespaces (host-side clients such as sbatch reach slurmctld through it). No
 cluster listens on the host's own interfaces. The namespaces have no default route, no IPv6
 and an empty resolv.conf, so nothing they send leaves the bridge or their loopback; they all
 see the same /etc/hosts of cluster names (bind-mounted from the state folder into their own
-mount namespace; the host's file is untouched). munged runs on the host: its socket is a
-file, reachable from every namespace. Debian's slurmd is not built for several daemons per
+mount namespace; the host's file is untouched). munged runs in `NAME-ctl` too: its socket is
+a file, reachable from every namespace, so every process of the cluster lives in one of its
+namespaces and `down` finds them all by the cluster's name alone. Debian's slurmd is not built for several daemons per
 host (no --enable-multiple-slurmd), but in its own namespaces each slurmd has the host to
 itself: the same port, its own hostname. Everything lives in the state folder (slurm.conf,
 spool, logs, munge key), never in /etc/slurm.
@@ -22,6 +23,7 @@ Command line: launch/local-cluster (up | down | status) [--nodes N] [--name NAME
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import random
@@ -41,7 +43,7 @@ from slurm_cluster import (REQUEUE_DELAY_S, SlurmCluster, SlurmUnavailable,  # n
                            ensure_slurm_installed, free_port)
 
 DEFAULT_NAME = "mgc"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")   # interface names are at most 15 bytes
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,9}$")   # "NAME-v12" and "NAME-br" fit the 15-byte interface names
 SLURMD_PORT = 6818   # the same in every node: each slurmd has a network stack of its own
 LAYOUT_FILE = "cluster.json"
 
@@ -231,27 +233,29 @@ def _netns_pids(node: str) -> list[int]:
     return [int(pid) for pid in _sh("ip", "netns", "pids", node, check=False).stdout.split()]
 
 
-def _used_prefixes() -> set[str]:
-    """The "a.b.c" of every IPv4 route and address on the host, to pick a subnet nobody uses."""
-    text = _sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
+def _used_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network the host routes or has an address in, to pick a subnet nobody uses."""
+    text = _sh("ip", "-4", "-o", "route", "show", "table", "all", check=False).stdout
     text += _sh("ip", "-4", "-o", "addr", "show", check=False).stdout
-    return set(re.findall(r"\b(\d+\.\d+\.\d+)\.\d+", text))
+    return [ipaddress.ip_network(token, strict=False)
+            for token in re.findall(r"\b\d+\.\d+\.\d+\.\d+(?:/\d+)?", text)]
 
 
 def _free_subnet(name: str) -> str:
-    used = _used_prefixes()
+    """A 10.X.Y.0/24 (X in 200-249) that overlaps nothing on the host, found from the name."""
+    used = _used_networks()
     start = zlib.crc32(name.encode())
-    for offset in range(4096):
-        value = (start + offset) % 4096
-        subnet = f"10.{200 + value // 256 % 50}.{value % 256}"
-        if subnet not in used:
+    for offset in range(50 * 256):
+        value = (start + offset) % (50 * 256)
+        subnet = f"10.{200 + value // 256}.{value % 256}"
+        if not any(ipaddress.ip_network(f"{subnet}.0/24").overlaps(net) for net in used):
             return subnet
     raise ClusterError("no free 10.x.y.0/24 subnet for the cluster's bridge")
 
 
 def _check_name(name: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise ClusterError(f"cluster name {name!r}: 1-8 lowercase letters or digits, starting with a letter")
+        raise ClusterError(f"cluster name {name!r}: 1-10 lowercase letters or digits, starting with a letter")
 
 
 def _hosts_file(layout: Layout) -> str:
@@ -318,7 +322,7 @@ def _daemon_env() -> dict[str, str]:
 
 
 def _spawn(layout: Layout, name: str, cmd: list[str]) -> int:
-    """Start a daemon detached from us (it outlives `up`); its pid is kept in run/NAME.pid."""
+    """Start a daemon detached from us (it outlives `up`); its pid is kept in run/NAME.daemon."""
     with open(layout.root / "log" / f"{name}.out", "ab") as log:
         proc = subprocess.Popen(cmd, env=_daemon_env(), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -340,9 +344,10 @@ def _in_namespace(layout: Layout, namespace: str, *cmd: str) -> list[str]:
 
 def _start_daemons(layout: Layout, cluster: LocalCluster, timeout_s: float) -> None:
     root, munge_dir = layout.root, layout.root / "munge"
-    _spawn(layout, "munged", [_sbin("munged"), "--foreground", "--force", f"--socket={munge_dir}/munge.socket",
-                              f"--key-file={munge_dir}/munge.key", f"--pid-file={root}/run/munged.pid",
-                              f"--log-file={root}/log/munged.log", f"--seed-file={munge_dir}/munged.seed"])
+    _spawn(layout, "munged", _in_namespace(
+        layout, layout.ctl_name, _sbin("munged"), "--foreground", "--force", f"--socket={munge_dir}/munge.socket",
+        f"--key-file={munge_dir}/munge.key", f"--pid-file={root}/run/munged.pid",
+        f"--log-file={root}/log/munged.log", f"--seed-file={munge_dir}/munged.seed"))
     _wait(lambda: (munge_dir / "munge.socket").exists(), timeout_s, "the munge socket", cluster)
     _spawn(layout, "slurmctld", _in_namespace(layout, layout.ctl_name, _sbin("slurmctld"), "-D", "-c", "-i",
                                               "-f", str(layout.conf)))
@@ -399,18 +404,23 @@ def _is_running(layout: Layout) -> bool:
     return len(_daemon_pids(layout.root)) >= expected and all(_netns_exists(n) for n in layout.namespaces)
 
 
+def _check_can_run() -> None:
+    """Root, the namespace tools and SLURM (installed here when missing); else SlurmUnavailable."""
+    if os.geteuid() != 0:
+        raise SlurmUnavailable("a cluster in network namespaces needs root (ip netns, slurmd)")
+    for tool in ("ip", "nsenter", "unshare", "mount"):
+        if shutil.which(tool) is None:
+            raise SlurmUnavailable(f"{tool} is missing (Debian packages iproute2, util-linux, mount)")
+    ensure_slurm_installed()
+
+
 def up(nodes: int = 2, name: str = DEFAULT_NAME, state_dir: str | Path | None = None,
        cpus_per_node: int | None = None, timeout_s: float = 60) -> LocalCluster:
     """Start (or find running) the cluster NAME with `nodes` nodes; return it once all are idle."""
     _check_name(name)
-    if os.geteuid() != 0:
-        raise SlurmUnavailable("a cluster in network namespaces needs root (ip netns, slurmd)")
     if nodes < 1:
         raise ClusterError(f"--nodes must be at least 1 (got {nodes})")
-    for tool in ("ip", "unshare", "mount"):
-        if shutil.which(tool) is None:
-            raise SlurmUnavailable(f"{tool} is missing (Debian packages iproute2, util-linux, mount)")
-    ensure_slurm_installed()
+    _check_can_run()
     root = Path(state_dir or default_state_dir(name)).resolve()
     existing = Layout.load(root)
     cpus_per_node = cpus_per_node or max(1, (os.cpu_count() or 1) // nodes)
@@ -472,9 +482,9 @@ def down(name: str = DEFAULT_NAME, state_dir: str | Path | None = None) -> None:
         cluster.run("scancel", "--full", "--quiet", check=False, timeout=10)
     node_pids = [pid for node in layout.node_names for pid in _netns_pids(node)]
     _terminate(node_pids)   # slurmd, its steps and every job process on the nodes
-    _terminate(_netns_pids(layout.ctl_name))
+    _terminate(_netns_pids(layout.ctl_name))   # slurmctld, munged
     marker = f"SLURM_CONF={layout.conf}".encode()
-    _terminate(_daemon_pids(root) + _pids_with_environ(marker))   # munged, host-side clients
+    _terminate(_daemon_pids(root) + _pids_with_environ(marker))   # host-side clients (sbatch, srun)
     # A veth pair goes with either end: the host ends first, then the bridge and namespaces
     # (deleting a namespace first would remove the host ends in the background, racing us).
     for link in [layout.link_of(ns) for ns in layout.namespaces] + [layout.bridge]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from test_slurm import (PREPARE_ARGS, ROOT, _describe, _final_checkpoint, _job_e
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TRAIN_STEPS = 200       # ~7 s of steps on 2 nodes x 1 CPU: room to interrupt mid-run
+TRAIN_STEPS = 100       # 4-7 s of steps on 2 nodes x 1 CPU: room to interrupt mid-run
 CHECKPOINT_EVERY = 20
 SIGNAL_AFTER_STEP = 10
 KILL_AFTER_STEP = CHECKPOINT_EVERY + 5
@@ -52,10 +53,20 @@ def _assert_same_weights(run_dir: Path, reference_dir: Path) -> None:
             assert ours[network][name].equal(tensor), f"{network}.{name} differs from the reference run"
 
 
+def _remove_clusters_of_dead_sessions() -> None:
+    """A session killed outright (SIGKILL) cannot tear its cluster down: the next one does."""
+    for namespace in local_cluster._netns_list():
+        match = re.fullmatch(r"(mgt(\d+))-ctl", namespace)
+        if match and not local_cluster._is_alive(int(match.group(2))):
+            local_cluster.down(match.group(1))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Two nodes x 1 CPU under a name of this session's own (namespaces and links are global)."""
-    name = f"mgt{os.getpid() % 100_000}"
+    if os.geteuid() == 0:
+        _remove_clusters_of_dead_sessions()
+    name = f"mgt{os.getpid()}"
     state = tmp_path_factory.mktemp("cluster") / "state"
     started = time.monotonic()
     try:
