@@ -10,6 +10,8 @@ one network + UTS namespace per node, 1 CPU each), started once for this module.
 (d) tune.sbatch runs its trials on both nodes and writes best_config.json;
 (e) a 2-task array prepare whose tasks run on different nodes merges into the shards of a
     one-process prepare.
+Besides: a second `up` changes nothing, the nodes reach nothing outside the cluster, `down`
+also removes a half-made cluster, and a bad name is a one-line CLI error.
 Skipped, with the reason, unless root with ip/unshare/nsenter and installable SLURM.
 """
 
@@ -107,6 +109,32 @@ def test_nodes_have_their_own_hostnames_and_no_way_out(cluster):
     assert lines[1].split() == [cluster.layout.addr_of(first), first], lines
     assert lines[2:4] == ["0", "0"], lines
     assert "Network is unreachable" in lines[4], lines
+
+
+def test_bad_cluster_name_is_a_one_line_error():
+    result = subprocess.run([str(ROOT / "launch" / "local-cluster"), "up", "--name", "Bad_Name"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: cluster name 'Bad_Name'") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_down_removes_a_half_made_cluster(tmp_path):
+    """What a crash in the middle of `up` leaves (network and munged, no slurmctld), `down` removes."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    layout = local_cluster.Layout(name=f"mgh{os.getpid()}", root=tmp_path / "state",
+                                  subnet=local_cluster._free_subnet("half"), nodes=2, cpus_per_node=1)
+    try:
+        local_cluster._make_folders(layout)
+        layout.save()
+        local_cluster._make_network(layout)
+        inside = local_cluster._spawn(layout, "munged", local_cluster._in_namespace(
+            layout, layout.ctl_name, "sleep", "600"))   # a process inside, as munged would be
+        assert len(local_cluster.leftovers(layout.name, layout.root)) >= 4   # namespaces, links, folder
+    finally:
+        local_cluster.down(layout.name, layout.root)
+    assert local_cluster.leftovers(layout.name, layout.root) == []
+    assert not local_cluster._is_alive(inside)
 
 
 def _train_args(shards: Path, run_dir: Path) -> list[str]:
