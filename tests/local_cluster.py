@@ -411,6 +411,9 @@ def _check_can_run() -> None:
     for tool in ("ip", "nsenter", "unshare", "mount"):
         if shutil.which(tool) is None:
             raise SlurmUnavailable(f"{tool} is missing (Debian packages iproute2, util-linux, mount)")
+    probe = _sh("unshare", "--net", "--uts", "--mount", "true", check=False)
+    if probe.returncode != 0:   # e.g. a container without CAP_SYS_ADMIN
+        raise SlurmUnavailable(f"cannot create network namespaces here: {probe.stderr.strip()}")
     ensure_slurm_installed()
 
 
