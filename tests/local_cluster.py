@@ -9,9 +9,9 @@ and an empty resolv.conf, so nothing they send leaves the bridge or their loopba
 see the same /etc/hosts of cluster names (bind-mounted from the state folder into their own
 mount namespace; the host's file is untouched). munged runs in `NAME-ctl` too: its socket is
 a file, reachable from every namespace, so every process of the cluster lives in one of its
-namespaces and `down` finds them all by the cluster's name alone. Debian's slurmd is not built for several daemons per
-host (no --enable-multiple-slurmd), but in its own namespaces each slurmd has the host to
-itself: the same port, its own hostname. Everything lives in the state folder (slurm.conf,
+namespaces and `down` finds them all by the cluster's name alone. Debian's slurmd is not
+built for several daemons per host (no --enable-multiple-slurmd), but in its own namespaces
+each slurmd has the host to itself: the same port, its own hostname. Everything lives in the state folder (slurm.conf,
 spool, logs, munge key), never in /etc/slurm.
 
     up(nodes, name, state_dir)  ->  LocalCluster (a SlurmCluster: sbatch, wait_for_job, ...)
@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from slurm_cluster import (REQUEUE_DELAY_S, SlurmCluster, SlurmUnavailable,  # noqa: E402
-                           ensure_slurm_installed, free_port)
+                           _is_zombie, _wait_for, _which, ensure_slurm_installed, free_port)
 
 DEFAULT_NAME = "mgc"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,9}$")   # "NAME-v12" and "NAME-br" fit the 15-byte interface names
@@ -188,9 +188,10 @@ class LocalCluster(SlurmCluster):
         return "\n".join(parts)
 
     def _check_daemons_alive(self) -> None:
-        expected = 2 + len(self.node_names)   # munged, slurmctld, a slurmd per node (as in _is_running)
-        if len(_daemon_pids(self.root)) < expected:
-            raise ClusterError("a daemon of the cluster exited\n" + self.logs())
+        """Every daemon started so far still runs (else the error, with the logs)."""
+        for path in (self.root / "run").glob("*.daemon"):
+            if not _is_alive(int(path.read_text().split()[0])):
+                raise ClusterError(f"{path.stem} exited\n" + self.logs())
 
     def stop(self) -> None:
         down(self.layout.name, self.root)
@@ -345,35 +346,26 @@ def _in_namespace(layout: Layout, namespace: str, *cmd: str) -> list[str]:
 def _start_daemons(layout: Layout, cluster: LocalCluster, timeout_s: float) -> None:
     root, munge_dir = layout.root, layout.root / "munge"
     _spawn(layout, "munged", _in_namespace(
-        layout, layout.ctl_name, _sbin("munged"), "--foreground", "--force", f"--socket={munge_dir}/munge.socket",
+        layout, layout.ctl_name, _sbin_path("munged"), "--foreground", "--force", f"--socket={munge_dir}/munge.socket",
         f"--key-file={munge_dir}/munge.key", f"--pid-file={root}/run/munged.pid",
         f"--log-file={root}/log/munged.log", f"--seed-file={munge_dir}/munged.seed"))
-    _wait(lambda: (munge_dir / "munge.socket").exists(), timeout_s, "the munge socket", cluster)
-    _spawn(layout, "slurmctld", _in_namespace(layout, layout.ctl_name, _sbin("slurmctld"), "-D", "-c", "-i",
+    _wait_for(lambda: (munge_dir / "munge.socket").exists(), timeout_s=timeout_s, what="the munge socket", cluster=cluster)
+    _spawn(layout, "slurmctld", _in_namespace(layout, layout.ctl_name, _sbin_path("slurmctld"), "-D", "-c", "-i",
                                               "-f", str(layout.conf)))
-    _wait(lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
-          timeout_s, "slurmctld to answer", cluster)
+    _wait_for(lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
+              timeout_s=timeout_s, what="slurmctld to answer", cluster=cluster)
     for node in layout.node_names:
         (root / "spool" / node).mkdir(exist_ok=True)
-        _spawn(layout, f"slurmd-{node}", _in_namespace(layout, node, _sbin("slurmd"), "-D", "-f", str(layout.conf),
+        _spawn(layout, f"slurmd-{node}", _in_namespace(layout, node, _sbin_path("slurmd"), "-D", "-f", str(layout.conf),
                                                        "-N", node))
     cluster.wait_until_idle(timeout_s=timeout_s)
 
 
-def _sbin(name: str) -> str:
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+def _sbin_path(name: str) -> str:
+    path = _which(name)
     if path is None:
         raise ClusterError(f"{name} not found")
     return path
-
-
-def _wait(predicate, timeout_s: float, what: str, cluster: LocalCluster) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}\n" + cluster.logs())
 
 
 def _cluster(layout: Layout) -> LocalCluster:
@@ -392,11 +384,7 @@ def _daemon_pids(root: Path) -> list[int]:
 
 
 def _is_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return not _is_zombie(Path(f"/proc/{pid}"))   # (gone counts as a zombie there)
 
 
 def _is_running(layout: Layout) -> bool:
@@ -486,8 +474,8 @@ def down(name: str = DEFAULT_NAME, state_dir: str | Path | None = None) -> None:
     node_pids = [pid for node in layout.node_names for pid in _netns_pids(node)]
     _terminate(node_pids)   # slurmd, its steps and every job process on the nodes
     _terminate(_netns_pids(layout.ctl_name))   # slurmctld, munged
-    marker = f"SLURM_CONF={layout.conf}".encode()
-    _terminate(_daemon_pids(root) + _pids_with_environ(marker))   # host-side clients (sbatch, srun)
+    # host-side clients (sbatch, srun) and anything else carrying our SLURM_CONF
+    _terminate(_daemon_pids(root) + _cluster(layout).leftover_pids())
     # A veth pair goes with either end: the host ends first, then the bridge and namespaces
     # (deleting a namespace first would remove the host ends in the background, racing us).
     for link in [layout.link_of(ns) for ns in layout.namespaces] + [layout.bridge]:
@@ -499,26 +487,13 @@ def down(name: str = DEFAULT_NAME, state_dir: str | Path | None = None) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _pids_with_environ(marker: bytes) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 def leftovers(name: str, state_dir: str | Path | None = None) -> list[str]:
     """What of the cluster NAME still exists on this machine (empty after `down`)."""
     root = Path(state_dir or default_state_dir(name)).resolve()
     found = [f"namespace {ns}" for ns in _netns_list() if re.fullmatch(rf"{re.escape(name)}-(ctl|node\d+)", ns)]
     links = _sh("ip", "-o", "link", "show", check=False).stdout
     found += [f"link {m}" for m in re.findall(rf"^\d+: ({re.escape(name)}-(?:br|v\d+))[@:]", links, re.MULTILINE)]
-    found += [f"process {pid}" for pid in _pids_with_environ(f"SLURM_CONF={root / 'slurm.conf'}".encode())]
+    found += [f"process {pid}" for pid in _cluster(_layout_for_down(name, root)).leftover_pids()]
     if root.exists():
         found.append(f"folder {root}")
     return found
@@ -536,7 +511,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ClusterError, SlurmUnavailable) as exc:
+    except RuntimeError as exc:   # ClusterError, SlurmUnavailable, a daemon that did not start
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
