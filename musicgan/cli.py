@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=10 (repeatable)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a run directory that holds an earlier run: its files move to "
+                            "RUN_DIR/archive/<time>/")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--deepspeed-config", help="DeepSpeed JSON merged over the derived engine configs")
 
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace):
     from musicgan.config import apply_overrides, load_config_file, validate
+    from musicgan.data.paths import resolve_data_dir
     from musicgan.presets import get_preset
 
     cfg = get_preset(args.preset)
@@ -98,7 +103,9 @@ def resolve_config(args: argparse.Namespace):
         load_config_file(cfg, args.config)
     apply_overrides(cfg, args.overrides)
     if args.data:
-        cfg.data.path = str(Path(args.data).resolve())  # absolute: Ray trials chdir
+        cfg.data.path = args.data
+    if cfg.data.path:  # --data, --set data.path or --config: one resolver (absolute: Ray trials chdir)
+        cfg.data.path = str(resolve_data_dir(cfg.data.path))
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
     return validate(cfg)
@@ -127,8 +134,10 @@ def print_manifest_summary(manifest: dict, out: str) -> None:
              for name, info in splits.items()]
     print(f"[musicgan] {out}: " + "; ".join(parts))
     print(f"[musicgan] included {len(manifest.get('included', []))}, skipped {len(manifest.get('skipped', []))}")
+    from musicgan.data.paths import printable
+
     for item in manifest.get("skipped", [])[:10]:
-        print(f"  skipped {item['path']}: {item['reason']}")
+        print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}")
 
 
 def cmd_merge(args) -> int:
@@ -148,7 +157,9 @@ def cmd_train(args) -> int:
     from musicgan.training.loop import train
 
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    result = train(cfg, args.run_dir, resume=args.resume or restarts > 0, deepspeed_config=args.deepspeed_config)
+    resume = args.resume or restarts > 0  # a torchrun restart continues, never archives again
+    result = train(cfg, args.run_dir, resume=resume, overwrite=args.overwrite and not resume,
+                   deepspeed_config=args.deepspeed_config)
     if int(os.environ.get("RANK", "0") or 0) == 0 and result.finished:
         print(f"[musicgan] finished at step {result.step}: checkpoint {result.checkpoint}, samples in "
               f"{Path(args.run_dir) / 'samples'}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -16,99 +17,148 @@ from typing import Any, get_type_hints
 from musicgan.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of one numeric field. NaN and infinity are never valid (they pass
+    every comparison-free check and then poison a run), so every range is finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}" if self.high is not None else "finite"
+
+
+def _ranged(default, valid: Range):
+    return field(default=default, metadata={"range": valid})
+
+
+def positive(default):
+    """A field whose value must be > 0."""
+    return _ranged(default, Range(0, low_open=True))
+
+
+def non_negative(default):
+    """A field whose value must be >= 0."""
+    return _ranged(default, Range(0))
+
+
+def fraction(default):
+    """A field in [0, 1): dropout rates, label smoothing, momentum and Adam's betas."""
+    return _ranged(default, Range(0, 1, high_open=True))
+
+
+def between(default, low: float, high: float, *, low_open: bool = False):
+    """A field in [low, high] (or (low, high] with low_open)."""
+    return _ranged(default, Range(low, high, low_open=low_open))
+
+
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
     representation: str = "events"  # events | pianoroll | tokens
-    tones_per_step: int = 1  # K of C-RNN-GAN-K (events only)
+    tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
-    frames_per_beat: int = 1  # piano roll resolution (quarter-note frames for chorales)
+    frames_per_beat: int = positive(1)  # piano roll resolution (quarter-note frames for chorales)
     transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
-    batch_size: int = 20  # per rank (per micro step)
-    num_workers: int = 0  # loader worker processes per rank
+    batch_size: int = positive(20)  # per rank (per micro step)
+    num_workers: int = non_negative(0)  # loader worker processes per rank
 
 
 @dataclass
 class ModelConfig:
     name: str = "crnngan"  # a registered model family: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan
-    g_hidden: int = 350
-    g_layers: int = 2
-    g_dropout: float = 0.5
-    d_hidden: int = 350
-    d_layers: int = 2
-    d_dropout: float = 0.5
+    g_hidden: int = positive(350)
+    g_layers: int = positive(2)
+    g_dropout: float = fraction(0.5)
+    d_hidden: int = positive(350)
+    d_layers: int = positive(2)
+    d_dropout: float = fraction(0.5)
     d_layout: str = "separate"  # separate (reference: one stack per direction) | interleaved (torch)
     # C-RNN-GAN / MLE sampling with the generator's dropout active (the reference does; the
     # generator learns to ignore its noise, so eval-mode samples collapse to a few pitches).
     sample_dropout: bool = True
     # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.
-    rbm_hidden: int = 150
-    gibbs_steps: int = 15  # k of CD-k during training
-    sample_gibbs_steps: int = 25  # the seed generates with k = 25
-    rbm_generation: str = "sample"  # sample (Gibbs) | top1 (the seed's most probable note per frame)
-    latent_dim: int = 1000  # MLP-GAN latent size
-    embedding_dim: int = 64
+    rbm_hidden: int = positive(150)
+    gibbs_steps: int = positive(15)  # k of CD-k during training
+    sample_gibbs_steps: int = positive(25)  # the RNN-RBM Theano reference code generates with k = 25
+    rbm_generation: str = "sample"  # sample (Gibbs) | top1 (LSTM-RBM write-up: most probable key per frame)
+    latent_dim: int = positive(1000)  # MLP-GAN latent size
+    embedding_dim: int = positive(64)
     bidirectional: bool = False
 
 
 @dataclass
 class OptimConfig:
     optimizer: str = "sgd"  # sgd | adam
-    g_lr: float = 0.1
-    d_lr: float = 0.05  # the reference's D uses half of G's rate
-    momentum: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    l2: float = 0.1  # L2 penalty scale: l2 * sum(w^2) / 2 added to every loss (the paper)
-    grad_clip: float = 5.0  # global-norm clipping; 0 disables
+    g_lr: float = non_negative(0.1)
+    d_lr: float = non_negative(0.05)  # the reference's D uses half of G's rate
+    momentum: float = fraction(0.0)
+    beta1: float = fraction(0.9)
+    beta2: float = fraction(0.999)
+    l2: float = non_negative(0.1)  # L2 penalty scale: l2 * sum(w^2) / 2 added to every loss (the paper)
+    grad_clip: float = non_negative(5.0)  # global-norm clipping; 0 disables
 
 
 @dataclass
 class CurriculumConfig:
     """seq_len(epoch) = min(start + growth * epoch, max_len); the paper: 4, 4, 100."""
 
-    start: int = 4
-    growth: int = 4
-    max_len: int = 100
+    start: int = positive(4)
+    growth: int = non_negative(4)
+    max_len: int = positive(100)
     continue_adversarial: bool = True  # keep growing in the adversarial phase (else: max_len there)
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
-    epochs: int = 100  # total, pretraining included
-    pretrain_epochs: int = 6
-    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
-    max_minutes: float = 0.0  # wall-clock budget of this invocation; the run then ends normally (0: none)
-    freeze_d_threshold: float = 0.7  # D skips its update while d_loss < θ_D * g_loss (0: never)
-    freeze_g_threshold: float = 0.7  # G skips its update while g_loss < θ_G * d_loss (0: never)
+    seed: int = non_negative(0)
+    epochs: int = non_negative(100)  # total, pretraining included
+    pretrain_epochs: int = non_negative(6)
+    max_steps: int = non_negative(0)  # stop after this many optimizer steps (0: run all epochs)
+    max_minutes: float = non_negative(0.0)  # wall-clock budget of this invocation; the run then ends normally (0: none)
+    freeze_d_threshold: float = non_negative(0.7)  # D skips its update while d_loss < θ_D * g_loss (0: never)
+    freeze_g_threshold: float = non_negative(0.7)  # G skips its update while g_loss < θ_G * d_loss (0: never)
     feature_matching: bool = True
     feature_matching_mode: str = "batch_mean"  # batch_mean (Salimans) | paired (the reference)
-    label_smoothing: float = 0.0  # one-sided: real target 1 - s
+    label_smoothing: float = fraction(0.0)  # one-sided: real target 1 - s
     nonfinite: str = "stop"  # stop | skip | rollback  (what a NaN/inf loss does)
-    rollback_lr_factor: float = 0.5  # rollback: learning rates multiplied by this
-    max_grad_norm: float = 1e6  # a gradient norm above this counts as divergence
+    rollback_lr_factor: float = between(0.5, 0, 1, low_open=True)  # rollback: learning rates multiplied by this
+    max_grad_norm: float = positive(1e6)  # a gradient norm above this counts as divergence
 
 
 @dataclass
 class DistConfig:
     backend: str = "ddp"  # ddp | deepspeed
-    zero_stage: int = 0  # deepspeed only: 0 | 1 | 2
-    grad_accum: int = 1  # gradient accumulation (both backends): optimizers step every N trainer steps
+    zero_stage: int = between(0, 0, 2)  # deepspeed only: 0 | 1 | 2
+    grad_accum: int = positive(1)  # gradient accumulation (both backends): optimizers step every N trainer steps
     precision: str = "fp32"  # fp32 | bf16 (bf16 where supported)
-    timeout_s: float = 600.0  # collective timeout: a dead or stalled rank becomes an error
+    timeout_s: float = positive(600.0)  # collective timeout: a dead or stalled rank becomes an error
 
 
 @dataclass
 class LogConfig:
-    interval: int = 10  # steps between scalar logs
-    checkpoint_every: int = 0  # steps between checkpoints (0: at every epoch end)
-    keep: int = 3  # checkpoints kept
-    sample_every: int = 1  # epochs between sample/metric rounds (0: only at the end)
-    num_samples: int = 8  # MIDI samples written per round
-    metric_samples: int = 32  # generated songs scored per round
-    metric_songs: int = 64  # real valid songs scored once
+    interval: int = positive(10)  # steps between scalar logs
+    checkpoint_every: int = non_negative(0)  # steps between checkpoints (0: at every epoch end)
+    keep: int = positive(3)  # checkpoints kept
+    sample_every: int = non_negative(1)  # epochs between sample/metric rounds (0: only at the end)
+    num_samples: int = non_negative(8)  # MIDI samples written per round
+    metric_samples: int = non_negative(32)  # generated songs scored per round
+    metric_songs: int = non_negative(64)  # real valid songs scored once
     tensorboard: bool = True
     progress: bool = True
 
@@ -145,23 +195,18 @@ CHOICES = {
     "dist.zero_stage": (0, 1, 2),
     "dist.precision": ("fp32", "bf16"),
 }
-POSITIVE = (
-    "data.batch_size", "data.tones_per_step", "data.frames_per_beat", "model.g_hidden",
-    "model.g_layers", "model.d_hidden", "model.d_layers", "curriculum.start", "curriculum.max_len",
-    "dist.grad_accum", "log.interval", "log.keep", "model.rbm_hidden", "model.gibbs_steps",
-    "dist.timeout_s",
-)
-NON_NEGATIVE = (
-    "train.epochs", "train.pretrain_epochs", "train.max_steps", "train.max_minutes", "curriculum.growth",
-    "optim.g_lr", "optim.d_lr", "optim.l2", "optim.grad_clip", "train.freeze_d_threshold",
-    "train.freeze_g_threshold", "data.num_workers", "log.checkpoint_every", "log.sample_every",
-    "log.num_samples", "log.metric_samples", "log.metric_songs",
-)
-UNIT_INTERVAL = ("model.g_dropout", "model.d_dropout", "train.label_smoothing")
 
 
 def _sections(cfg: Config) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
+
+
+def numeric_fields(cfg: Config):
+    """(key, Range, value) of every field that declares a valid range (all numeric ones)."""
+    for section_name, section in _sections(cfg).items():
+        for item in dataclasses.fields(section):
+            if "range" in item.metadata:
+                yield f"{section_name}.{item.name}", item.metadata["range"], getattr(section, item.name)
 
 
 def get_value(cfg: Config, key: str) -> Any:
@@ -180,6 +225,8 @@ def _coerce(key: str, raw: Any, typ: type) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{key}: expected true/false, got {raw!r}")
+    if isinstance(raw, bool) and typ in (int, float):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {raw!r}")
     try:
         if typ is int:
             if isinstance(raw, float) and not raw.is_integer():
@@ -233,10 +280,15 @@ def apply_dict(cfg: Config, data: dict, prefix: str = "") -> Config:
 
 def load_config_file(cfg: Config, path: str | Path) -> Config:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory: --config takes a JSON file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(data, dict):
@@ -254,15 +306,9 @@ def validate(cfg: Config) -> Config:
     for key, allowed in CHOICES.items():
         if get_value(cfg, key) not in allowed:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} is not one of {', '.join(map(str, allowed))}")
-    for key in POSITIVE:
-        if not get_value(cfg, key) > 0:
-            raise ConfigError(f"{key} must be > 0, got {get_value(cfg, key)!r}")
-    for key in NON_NEGATIVE:
-        if get_value(cfg, key) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {get_value(cfg, key)!r}")
-    for key in UNIT_INTERVAL:
-        if not 0.0 <= get_value(cfg, key) < 1.0:
-            raise ConfigError(f"{key} must be in [0, 1), got {get_value(cfg, key)!r}")
+    for key, valid, value in numeric_fields(cfg):
+        if not valid.admits(value):
+            raise ConfigError(f"{key} must be a finite number {valid.describe()}, got {value!r}")
     if cfg.curriculum.start > cfg.curriculum.max_len:
         raise ConfigError(f"curriculum.start={cfg.curriculum.start} exceeds curriculum.max_len={cfg.curriculum.max_len}")
     if cfg.train.pretrain_epochs > cfg.train.epochs:

@@ -19,3 +19,8 @@ class DataError(UserError):
 
 class MidiError(DataError):
     """A MIDI file that cannot be used; the message is the one-line reason for `skipped`."""
+
+
+class SongSkipped(DataError):
+    """A song a representation cannot encode (wrong metre, wrong number of parts...); the
+    message is the one-line reason the loader counts and logs. Other songs still load."""

@@ -58,7 +58,7 @@ def piano_roll_image(song: Song, max_width: int = 1024, columns_per_second: floa
         high = low + 24
     rows = high - low + 1
     image = np.full((rows * row_height, width, 3), 255, dtype=np.uint8)
-    for onset, duration, pitch, velocity, _program, is_drum in notes:
+    for onset, duration, pitch, velocity, _program, is_drum, _track in notes:
         x0 = int(onset * scale)
         x1 = max(x0 + 1, int(np.ceil((onset + duration) * scale)))
         y0 = (high - int(pitch)) * row_height

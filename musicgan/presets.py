@@ -127,8 +127,10 @@ def lstm_baseline_demo() -> Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# Seed models beyond C-RNN-GAN (issue 9): RNN-RBM / LSTM-RBM (seed 004) and the discrete-note
-# LSTM and MLP-GAN (seed 003). Each has a `-debug` twin at toy sizes for tests.
+# Models beyond C-RNN-GAN: RNN-RBM / LSTM-RBM (Boulanger-Lewandowski et al. 2012, and the
+# LSTM-RBM write-up described in models/rbm.py) and the discrete-note LSTM and MLP-GAN of
+# Nguyen et al. 2018, "Generating Pokemon-Inspired Music from Neural Networks".
+# Each has a `-debug` twin at toy sizes for tests.
 def _non_adversarial(cfg: Config) -> Config:
     """No pretraining phase, no freezing, no L2 (the families' own losses only)."""
     cfg.train.pretrain_epochs = 0
@@ -141,7 +143,7 @@ def _non_adversarial(cfg: Config) -> Config:
 
 @preset("rnnrbm")
 def rnnrbm() -> Config:
-    """RNN-RBM (Boulanger-Lewandowski 2012) at the seed's sizes: 88-key roll, one frame per
+    """RNN-RBM (Boulanger-Lewandowski 2012) at the LSTM-RBM write-up's sizes: 88-key roll, one frame per
     quarter note, transposed to C major / C minor (the likelihood protocol); RNN 100, RBM
     hidden 150, CD-15 training, 25 Gibbs steps per generated frame; windows of 100 frames
     (the reference code's sequence length). Adam 1e-2 instead of the reference's SGD 1e-3
@@ -171,7 +173,7 @@ def rnnrbm() -> Config:
 
 @preset("lstmrbm")
 def lstmrbm() -> Config:
-    """LSTM-RBM: the seed's variant with an LSTM (100 units) in place of the RNN."""
+    """LSTM-RBM: the write-up's variant with an LSTM (100 units) in place of the RNN."""
     cfg = rnnrbm()
     cfg.model.name = "lstmrbm"
     return cfg
@@ -179,9 +181,9 @@ def lstmrbm() -> Config:
 
 @preset("note-lstm")
 def note_lstm() -> Config:
-    """Seed 003's LSTM: note/chord tokens, 3 bidirectional LSTM layers of 512 with dropout
+    """Nguyen et al. 2018's LSTM: note/chord tokens, 3 bidirectional LSTM layers of 512 with dropout
     0.3, dense 256, softmax over the vocabulary; Adam 1e-3 (Keras' default), batch 64,
-    windows of 100 tokens (an embedding of 64 replaces the seed's scalar id input)."""
+    windows of 100 tokens (an embedding of 64 replaces their scalar id input)."""
     cfg = _non_adversarial(crnngan_paper())
     cfg.model.name = "note-lstm"
     cfg.data.representation = "tokens"
@@ -202,9 +204,9 @@ def note_lstm() -> Config:
 
 @preset("note-mlpgan")
 def note_mlpgan() -> Config:
-    """Seed 003's GAN: MLP generator (1000-dim normal latent -> 256 -> 512 -> 1024 ->
+    """Nguyen et al. 2018's GAN: MLP generator (1000-dim normal latent -> 256 -> 512 -> 1024 ->
     100 notes in [-1, 1], LeakyReLU 0.2 + BatchNorm) against a 2 x LSTM(512) discriminator
-    with a 512-256 dense head; Adam 2e-4, beta1 0.5, batch 64 (the seed's Keras code)."""
+    with a 512-256 dense head; Adam 2e-4, beta1 0.5, batch 64 (their Keras code)."""
     cfg = _non_adversarial(crnngan_paper())
     cfg.model.name = "note-mlpgan"
     cfg.data.representation = "tokens"
@@ -225,7 +227,7 @@ def note_mlpgan() -> Config:
 
 
 def _seed_debug(cfg: Config) -> Config:
-    """Toy sizes for the seed models: windows of 16 steps, tiny layers, 2 epochs."""
+    """Toy sizes for the RBM and discrete-note models: windows of 16 steps, tiny layers, 2 epochs."""
     cfg = _debug_sizes(cfg)
     cfg.train.pretrain_epochs = 0
     cfg.train.epochs = 2

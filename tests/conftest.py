@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/midi_factory.py and other helpers
-
-from midi_factory import make_song, write_song  # noqa: E402
+from midi_factory import make_song, write_song  # tests/ is on the path: pyproject's pytest pythonpath
 
 REPO = Path(__file__).resolve().parent.parent
 BACH_SUBSET = 40  # chorales in the bach_shards fixture

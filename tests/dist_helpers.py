@@ -24,7 +24,7 @@ def free_port() -> int:
 def rank_env(extra: dict | None = None) -> dict:
     """Environment for spawned ranks: one thread per rank (2 ranks on 2 cores)."""
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MUSICGAN_DEBUG": "1"})
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MUSICGAN_DEBUG": "1"})
     env.update(extra or {})
     return env
 
@@ -46,6 +46,21 @@ def musicgan(args: list[str], timeout: float = 300, check: bool = True) -> subpr
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def torchrun_train(preset: str, shards: Path, run_dir: Path, *extra: str, steps: int = 4) -> None:
+    """`musicgan train` of `preset` for `steps` steps on 2 gloo ranks; the run must finish."""
+    torchrun(["train", "--preset", preset, "--data", str(shards), "--run-dir", str(run_dir), "--max-steps", str(steps),
+              "--set", "log.progress=false", "--set", "log.tensorboard=false", *extra], timeout=240)
+    assert (run_dir / "finished.json").is_file()
+
+
+def sample_cli(run_dir: Path, out: Path) -> list[Path]:
+    """`musicgan sample` of 2 songs of 16 steps from a run; returns the MIDI files."""
+    musicgan(["sample", "--run", str(run_dir), "--num", "2", "--length", "16", "--out", str(out)], timeout=120)
+    files = sorted(out.glob("*.mid"))
+    assert len(files) == 2
+    return files
 
 
 def spawn(fn, world_size: int, *args) -> None:

@@ -37,7 +37,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))   # run as a script by launch/local-cluster
 
 from slurm_cluster import (REQUEUE_DELAY_S, SlurmCluster, SlurmUnavailable,  # noqa: E402
                            _is_zombie, _wait_for, _which, ensure_slurm_installed, free_port)

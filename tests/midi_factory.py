@@ -77,6 +77,15 @@ def tempo_event(delta: int, us_per_quarter: int) -> bytes:
     return vlq(delta) + b"\xff\x51\x03" + us_per_quarter.to_bytes(3, "big")
 
 
+def program_change(delta: int, program: int, channel: int = 0) -> bytes:
+    return vlq(delta) + bytes([0xC0 | channel, program])
+
+
+def time_signature_event(delta: int, numerator: int = 4, denominator: int = 4) -> bytes:
+    """Meta event FF 58: the denominator is stored as a power of two."""
+    return vlq(delta) + b"\xff\x58\x04" + bytes([numerator, denominator.bit_length() - 1, 24, 8])
+
+
 def simple_midi(division: int = 480) -> bytes:
     """Three quarter notes at 120 bpm: a valid file."""
     return smf([track(note(0, division, 60) + note(0, division, 64) + note(0, division, 67))], division=division)

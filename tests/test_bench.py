@@ -46,13 +46,12 @@ def test_quick_suite_writes_json_with_every_ratio(tmp_path, capsys):
     assert table in capsys.readouterr().out
 
 
-def test_bare_step_is_the_trainer_step(midi_folder_shards, tmp_path):
+def test_bare_step_is_the_trainer_step(midi_folder_shards, tmp_path, one_torch_thread):
     """The reference the overhead ratio divides by does the same work: from the same weights
     and the same seed, one bare step and one real trainer step give the same weights."""
     from musicgan.distributed.env import init_distributed
     from musicgan.training.loop import step_seed
 
-    torch.set_num_threads(1)
     cfg = bench_config(str(midi_folder_shards), workload_overrides(quick=True))
     trainer = build_trainer(cfg, tmp_path / "run", init_distributed())
     try:

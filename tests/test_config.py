@@ -5,7 +5,7 @@ import json
 import pytest
 
 from musicgan.cli import main
-from musicgan.config import Config, apply_overrides, from_dict, load_config_file, validate
+from musicgan.config import Config, apply_overrides, from_dict, load_config_file, numeric_fields, validate
 from musicgan.errors import ConfigError
 from musicgan.presets import PRESETS, get_preset
 from musicgan.training.curriculum import seq_len_for_epoch
@@ -80,3 +80,44 @@ def test_cli_dry_run_and_bad_key(capsys):
     assert err.startswith("error: unknown config key 'train.sed'") and "Traceback" not in err
     assert main(["train", "--run-dir", "x", "--preset", "nope", "--dry-run"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_every_numeric_field_declares_its_range():
+    """A numeric field added without a range would accept NaN, inf and nonsense again."""
+    import dataclasses
+
+    ranged = {key for key, _, _ in numeric_fields(Config())}
+    for section in ("data", "model", "optim", "curriculum", "train", "dist", "log"):
+        for item in dataclasses.fields(getattr(Config(), section)):
+            if item.type in ("int", "float", int, float):
+                assert f"{section}.{item.name}" in ranged, f"{section}.{item.name} has no valid range"
+
+
+@pytest.mark.parametrize("override", [
+    "optim.g_lr=nan", "optim.l2=inf", "optim.momentum=-3", "optim.beta1=7", "optim.beta2=1",
+    "dist.timeout_s=inf", "dist.timeout_s=0", "train.max_minutes=nan", "train.rollback_lr_factor=0",
+    "model.latent_dim=0", "train.seed=-1", "train.label_smoothing=-inf",
+])
+def test_nonsense_numbers_are_refused_naming_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key.replace('.', chr(92) + '.')} must be a finite number"):
+        validate(apply_overrides(get_preset("debug"), [override]))
+
+
+def test_every_float_field_refuses_nan_and_infinity():
+    for key, _, value in numeric_fields(Config()):
+        if isinstance(value, float):
+            for bad in ("nan", "inf", "-inf"):
+                with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+                    validate(apply_overrides(get_preset("debug"), [f"{key}={bad}"]))
+
+
+def test_config_file_that_is_a_directory_or_not_text_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe{")
+    for path, message in ((tmp_path, "is a directory: --config takes a JSON file"),
+                          (binary, "cannot read config file")):
+        assert main(["train", "--run-dir", "x", "--preset", "debug", "--config", str(path), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: config file" if path == tmp_path else "error: cannot read") and message in err
+        assert len(err.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""Fault tolerance on 2 gloo ranks (issue 10): SIGKILL + elastic restart, SIGTERM stop,
+"""Fault tolerance on 2 gloo ranks: SIGKILL + elastic restart, SIGTERM stop,
 a stalled rank, a truncated shard. Real torchrun processes, real signals, real files."""
 
 from __future__ import annotations
@@ -129,3 +129,33 @@ def test_truncated_shard_is_skipped_and_reported(bach_shards, tmp_path):
     data_rows = [r for r in rows if r["event"] == "data"]
     assert data_rows and sum(r["skipped_samples"] + r["shard_errors"] for r in data_rows) > 0
     assert victim.name in proc.stderr  # the warning names the shard
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(bach_shards, tmp_path):
+    """What `timeout`, `kill -TERM -PGID`, SLURM and scancel do: every process of the group,
+    the 2 loader workers included, gets SIGTERM. The workers must survive it; the run stops at
+    a step with a checkpoint and stopped.json, then shuts its workers down itself."""
+    run = tmp_path / "group"
+    cmd = [sys.executable, "-m", "musicgan", *DEBUG, "--data", str(bach_shards), "--run-dir", str(run),
+           "--max-steps", "400", "--set", "train.epochs=100", "--set", "log.interval=1",
+           "--set", "data.num_workers=2", "--set", "log.tensorboard=false",
+           # Small batches: an epoch of many batches, so the signal lands in the middle of
+           # one, while its workers are running (a new epoch forks new workers).
+           "--set", "data.batch_size=2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _wait_for_step(run, 3, proc)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2, workers  # the loader's worker processes, in the same group
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-4000:]
+    stopped = json.loads((run / "stopped.json").read_text())
+    assert "SIGTERM" in stopped["reason"] and stopped["step"] < 400
+    assert final_weights(run)["step"] == stopped["step"]
+    assert not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                   for pid in workers)  # no worker outlives the run

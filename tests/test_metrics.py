@@ -60,7 +60,7 @@ def test_spans_and_counts():
 
 def test_drums_are_ignored_by_pitch_metrics():
     song = melody([60, 64])
-    with_drum = Song(np.vstack([song.notes, [[0.0, 0.1, 35, 127, 0, 1]]]))
+    with_drum = Song(np.vstack([song.notes, [[0.0, 0.1, 35, 127, 0, 1, -1]]]))
     for name in ("tone_span", "unique_tones", "intensity_span", "pitch_entropy", "scale_consistency"):
         assert value(name, with_drum) == value(name, song), name
 

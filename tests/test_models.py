@@ -290,8 +290,8 @@ def test_generator_gradients_average_under_two_rank_gloo_ddp(tmp_path):
 
 
 def test_training_steps_reach_the_same_weights_as_the_eager_loop():
-    """Issue 8: an optimisation keeps the model's results: same losses and weights after
-    several SGD steps (with clipping and dropout) as the plain eager implementation."""
+    """Speed-ups keep the model's results: same losses and weights after several SGD steps
+    (with clipping and dropout) as the plain eager implementation."""
     import copy
 
     torch.manual_seed(0)

@@ -1,35 +1,24 @@
-"""Discrete-note models (seed 003): the LSTM language model and the MLP-GAN, their scaling
-of token ids, generation, and 2-rank gloo runs of each preset through the real trainer."""
+"""Discrete-note models (Nguyen et al. 2018): the LSTM language model and the MLP-GAN, their
+scaling of token ids, generation, and 2-rank gloo runs of each preset through the real trainer."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from musicgan.data.midi import read_midi  # noqa: E402
-from musicgan.models.notes import (  # noqa: E402
+from dist_helpers import sample_cli, torchrun_train
+from musicgan.data.midi import read_midi
+from musicgan.models.notes import (
     LSTMNoteDiscriminator,
     MLPNoteGenerator,
     NoteLSTM,
     ids_to_unit,
     unit_to_ids,
 )
-from test_rbm import sample_cli, torchrun_train  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_id_scaling_round_trips_real_tokens_and_never_emits_specials():

@@ -120,43 +120,101 @@ def test_unusable_inputs_raise_one_line_data_errors(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.mid").write_bytes(b"")
     (tmp_path / "bad" / "y.MID").write_bytes(b"MThd garbage")
-    with pytest.raises(DataError, match="no song could be used") as info:
+    with pytest.raises(DataError, match="no song could be used.*reasons in") as info:
         prepare_dataset(str(tmp_path / "bad"), tmp_path / "o", workers=1, progress=False)
     assert "\n" not in str(info.value)
-    assert len(load_manifest(tmp_path / "o")["skipped"]) == 2  # the reasons are still on disk
+    assert len(load_manifest(tmp_path / "o")["skipped"]) == 2  # no dataset was there: the reasons are on disk
     with pytest.raises(DataError, match="ratios"):
         prepare_dataset(str(tmp_path / "bad"), tmp_path / "o", ratios=(1, -1, 0), progress=False)
     with pytest.raises(DataError, match="unknown corpus"):
         prepare_dataset("music21:nope", tmp_path / "o", progress=False)
 
 
-def test_interrupted_run_leaves_no_half_shard_and_can_be_rerun(tmp_path, monkeypatch):
-    for i in range(8):
-        write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=i, num_onsets=10))
+def _interrupt_after(monkeypatch, count: int) -> None:
     real_results = prepare_module._results
 
     def interrupted(items, corpus, workers):
         for index, result in enumerate(real_results(items, corpus, workers)):
-            if index == 5:
+            if index == count:
                 raise KeyboardInterrupt
             yield result
 
     monkeypatch.setattr(prepare_module, "_results", interrupted)
+
+
+def test_interrupted_run_leaves_the_folder_as_it_was_and_can_be_rerun(tmp_path, monkeypatch):
+    for i in range(8):
+        write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=i, num_onsets=10))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "manifest.json").write_text("{}")  # an earlier run's manifest must not survive
+    (out / "manifest.json").write_text("{}")
+    _interrupt_after(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(str(tmp_path / "in"), out, workers=1, shard_size=2, ratios=(1, 0, 0), progress=False)
-    names = sorted(p.name for p in out.iterdir())
-    assert names == ["train-000000.tar", "train-000001.tar"]  # only complete shards, no temp file, no manifest
-    assert all(len(_read_shard(out / n)) == 2 for n in names)
-    monkeypatch.setattr(prepare_module, "_results", real_results)
+    assert _files(out) == {"manifest.json": b"{}"}  # no shard, no temp file, no staging folder
+    monkeypatch.undo()
     manifest = prepare_dataset(str(tmp_path / "in"), out, workers=1, shard_size=2, ratios=(1, 0, 0), progress=False)
     assert manifest["splits"]["train"]["songs"] == 8 and len(split_urls(out, "train")) == 4
     with pytest.raises(DataError, match="empty"):
         split_urls(out, "valid")
     with pytest.raises(DataError, match="no split"):
         split_urls(out, "holdout")
+
+
+def test_a_failed_reprepare_deletes_nothing_of_the_existing_dataset(tmp_path, monkeypatch):
+    for i in range(6):
+        write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=i, num_onsets=10))
+    (tmp_path / "unusable").mkdir()
+    for name, data in (("x.mid", b""), ("y.MID", b"MThd garbage")):
+        (tmp_path / "unusable" / name).write_bytes(data)
+    out = tmp_path / "out"
+    prepare_dataset(str(tmp_path / "in"), out, workers=1, shard_size=2, ratios=RATIOS, progress=False)
+    before = _files(out)
+    with pytest.raises(DataError, match="limit must be at least 1"):
+        prepare_dataset(str(tmp_path / "in"), out, workers=1, limit=0, progress=False)
+    assert _files(out) == before
+    with pytest.raises(DataError, match="no song could be used.*the existing dataset is unchanged") as info:
+        prepare_dataset(str(tmp_path / "unusable"), out, workers=1, shard_size=2, progress=False)
+    assert "\n" not in str(info.value) and _files(out) == before
+    _interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(str(tmp_path / "in"), out, workers=1, shard_size=1, ratios=(1, 0, 0), progress=False)
+    assert _files(out) == before
+    assert sum(1 for _ in iter_songs(split_urls(out, "train"))) == load_manifest(out)["splits"]["train"]["songs"]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 2 MiB file system (tmpfs), mounted for the test and unmounted after it."""
+    import os
+    import subprocess
+
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_leaves_the_old_dataset_and_no_temp_shard(tmp_path, small_disk):
+    write_song(tmp_path / "small" / "a.mid", make_song(seed=0, num_onsets=20))
+    for i in range(3):  # ~3 MiB of notes (48 bytes each): more than the 2 MiB disk holds
+        write_song(tmp_path / "big" / f"b{i}.mid", make_song(seed=i, num_onsets=22_000, chord_prob=0.0))
+    out = small_disk / "shards"
+    prepare_dataset(str(tmp_path / "small"), out, workers=1, ratios=(1, 0, 0), progress=False)
+    before = _files(out)
+    with pytest.raises(DataError, match="No space left on device; nothing of an existing dataset") as info:
+        prepare_dataset(str(tmp_path / "big"), out, workers=1, shard_size=1, ratios=(1, 0, 0), progress=False)
+    assert "\n" not in str(info.value)
+    assert _files(out) == before  # every old byte, and no temp shard or staging folder left
+    assert [s.source for s in iter_songs(split_urls(out, "train"))] == ["a.mid"]
 
 
 def test_a_worker_dying_on_one_file_skips_that_file_only(tmp_path):
@@ -182,6 +240,13 @@ def test_partitions_merge_to_the_one_process_splits(tmp_path):
         assert all("-p%04d-" % task in name for info in part["splits"].values() for name in info["files"])
     with pytest.raises(DataError, match="manifest"):
         load_manifest(out)
+    good = (out / "manifest-p0001.json").read_text()
+    for hostile in ('{"splits": {}}', '[1, 2]', good.replace('"partition": [', '"partition": "x", "was": [')):
+        (out / "manifest-p0001.json").write_text(hostile)
+        with pytest.raises(DataError, match="manifest-p0001.json") as info:
+            merge_manifests(out)
+        assert "\n" not in str(info.value)
+    (out / "manifest-p0001.json").write_text(good)
     merged = merge_manifests(out)
     assert merged == load_manifest(out)
     strip = lambda entries: sorted((e["path"], e["split"], e["key"], e["notes"]) for e in entries)  # noqa: E731

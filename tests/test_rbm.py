@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from dist_helpers import sample_cli, torchrun_train
 from musicgan.data.midi import read_midi
 from musicgan.metrics.pianoroll import (
     accuracy_counts,
@@ -31,8 +28,7 @@ from musicgan.models.rbm import (
     free_energy,
     gibbs_chain,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def brute_force_log_partition(weight, bv, bh) -> float:
@@ -174,30 +170,6 @@ def test_likelihood_metrics_ais_agrees_with_exact_on_a_tiny_model():
     assert 0.0 <= exact["frame_accuracy"] <= 1.0 or math.isnan(exact["frame_accuracy"])
 
 
-# ---------------------------------------------------------------------------------------------
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", MUSICGAN_DEBUG="1")
-    return env
-
-
-def torchrun_train(preset: str, shards: Path, run_dir: Path, *extra: str, steps: int = 4) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "musicgan",
-           "train", "--preset", preset, "--data", str(shards), "--run-dir", str(run_dir), "--max-steps", str(steps),
-           "--set", "log.progress=false", "--set", "log.tensorboard=false", *extra]
-    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (run_dir / "finished.json").is_file()
-
-
-def sample_cli(run_dir: Path, out: Path) -> list[Path]:
-    cmd = [sys.executable, "-m", "musicgan", "sample", "--run", str(run_dir), "--num", "2", "--length", "16",
-           "--out", str(out)]
-    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    files = sorted(out.glob("*.mid"))
-    assert len(files) == 2
-    return files
 
 
 @pytest.mark.slow
@@ -235,10 +207,3 @@ def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp
     assert hook(SetContext("midi", "midi", tmp_path / "samples", [], bach_shards, "shards", "valid")) == {}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: intra-op threads only contend for it in these small tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

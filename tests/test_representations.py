@@ -122,7 +122,7 @@ def test_key_estimation_and_transposition_to_c():
     assert estimate_key(a_minor) == (9, "minor")
     assert transposition_to_c(a_minor) == 3
     plain = build_representation("pianoroll", frames_per_beat=2)
-    shifted = d_major.replace(notes=d_major.notes + np.array([0, 0, -2, 0, 0, 0]))
+    shifted = d_major.replace(notes=d_major.notes + np.array([0, 0, -2, 0, 0, 0, 0]))
     np.testing.assert_array_equal(build_representation("pianoroll", frames_per_beat=2, transpose="c").encode(d_major),
                                   plain.encode(shifted))
 

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from slurm_cluster import SlurmCluster, SlurmUnavailable, free_port, start_cluster  # noqa: E402
+from slurm_cluster import SlurmCluster, SlurmUnavailable, free_port, start_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -129,6 +127,10 @@ def _log_step(run_dir: Path) -> int:
 def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster, bach_shards,
                                                                   uninterrupted_run, tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    # A finished.json of an earlier, shorter invocation (the run is being extended) must not
+    # stop the requeue: it is not this run's.
+    run_dir.mkdir()
+    (run_dir / "finished.json").write_text('{"step": 20}\n')
     started = time.monotonic()
     job_id = _submit_train(slurm_cluster, bach_shards, run_dir, log, "musicgan-preempt")
 
@@ -155,7 +157,7 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster,
     # Output appended across the requeue: both runs of the job are in one log, in order.
     assert text.index("got SIGUSR2") < text.index("requeueing job") < text.index("(restart 1)"), text[-4000:]
     assert f"resuming from {run_dir / 'checkpoints' / f'step-{stop_step:08d}.pt'}" in text, text[-4000:]
-    assert (run_dir / "finished.json").is_file()
+    assert json.loads((run_dir / "finished.json").read_text())["step"] == TRAIN_STEPS
 
     resumed, reference = _final_checkpoint(run_dir), _final_checkpoint(uninterrupted_run["run_dir"])
     assert resumed["step"] == reference["step"] == TRAIN_STEPS
@@ -163,6 +165,53 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster,
         assert resumed[network].keys() == reference[network].keys()
         for name, tensor in reference[network].items():
             assert resumed[network][name].equal(tensor), f"{network}.{name} differs after stop/requeue/resume"
+
+
+def test_train_job_as_the_readme_writes_it_starts_on_a_small_node(slurm_cluster, bach_shards, tmp_path):
+    """No resource options: the header's defaults must fit a node of any size (this one has
+    2 CPUs), not pend for ever with reason PartitionConfig."""
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    env = dict(_job_env(slurm_cluster), MUSICGAN_RDZV_PORT=str(free_port()))
+    job_id = slurm_cluster.sbatch(ROOT / "slurm" / "train.sbatch", "--preset", "debug", "--data", str(bach_shards),
+                                  "--run-dir", str(run_dir), "--max-steps", "2", "--set", "log.sample_every=0",
+                                  "--set", "log.progress=false", options=[f"--output={log}"], env=env, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while slurm_cluster.job_state(job_id) == "PENDING":
+        reason = slurm_cluster.job_info(job_id).get("Reason", "")
+        assert time.monotonic() < deadline and reason != "PartitionConfig", _describe(slurm_cluster, job_id, log)
+        time.sleep(0.5)
+    info = slurm_cluster.wait_for_job(job_id, timeout_s=JOB_TIMEOUT_S)
+    assert info["JobState"] == "COMPLETED", _describe(slurm_cluster, job_id, log)
+    assert _final_checkpoint(run_dir)["step"] == 2
+
+
+def test_rerunning_one_array_task_needs_the_arrays_task_count(slurm_cluster, tmp_path):
+    """`sbatch --array=7` alone is refused (it would be "task 0 of 1" and overwrite task 0's
+    output); with MUSICGAN_NUM_TASKS=8 it is task 7 of 8 and writes only its own slice."""
+    out = tmp_path / "shards"
+    script, args = ROOT / "slurm" / "prepare.sbatch", [*PREPARE_ARGS, "--out", str(out)]
+    refused_log, rerun_log = tmp_path / "refused.out", tmp_path / "rerun.out"
+    refused = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=7", f"--output={refused_log}"],
+                                   env=_job_env(slurm_cluster), cwd=ROOT)
+    info = slurm_cluster.wait_for_job(refused, timeout_s=JOB_TIMEOUT_S)
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", _describe(slurm_cluster, refused, refused_log)
+    assert "MUSICGAN_NUM_TASKS=N" in refused_log.read_text()
+    assert not out.exists() or not list(out.glob("manifest-p*.json"))
+
+    rerun = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=7", f"--output={rerun_log}"],
+                                 env=dict(_job_env(slurm_cluster), MUSICGAN_NUM_TASKS="8"), cwd=ROOT)
+    info = slurm_cluster.wait_for_job(rerun, timeout_s=JOB_TIMEOUT_S)
+    assert info["JobState"] == "COMPLETED", _describe(slurm_cluster, rerun, rerun_log)
+    assert "array task 7 of 8" in rerun_log.read_text()
+    assert [p.name for p in out.glob("manifest-p*.json")] == ["manifest-p0007.json"]
+
+    # Now --array=0 alone: the task manifest of an 8-task array is there, so it is refused too.
+    again_log = tmp_path / "again.out"
+    again = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=0", f"--output={again_log}"],
+                                 env=_job_env(slurm_cluster), cwd=ROOT)
+    info = slurm_cluster.wait_for_job(again, timeout_s=JOB_TIMEOUT_S)
+    assert info["JobState"] == "FAILED" and "manifest-p0007.json" in again_log.read_text(), again_log.read_text()
+    assert [p.name for p in out.glob("manifest-p*.json")] == ["manifest-p0007.json"]
 
 
 def _tar_members(path: Path) -> int:

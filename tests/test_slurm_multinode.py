@@ -28,12 +28,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import local_cluster  # noqa: E402
-from slurm_cluster import SlurmUnavailable  # noqa: E402
-from test_slurm import (PREPARE_ARGS, ROOT, _describe, _final_checkpoint, _job_env,  # noqa: E402
-                        _log_step, assert_same_prepared_shards)
+import local_cluster
+from slurm_cluster import SlurmUnavailable
+from test_slurm import (PREPARE_ARGS, ROOT, _describe, _final_checkpoint, _job_env, _log_step,
+                        assert_same_prepared_shards)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

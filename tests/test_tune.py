@@ -100,10 +100,17 @@ def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
 
 
 def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, tmp_path, ray_session):
-    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=27))
+    """Two trials, two reports each (9 steps an epoch): synchronous PBT compares both at each
+    report, so the weaker one exploits the stronger at every perturbation point whichever
+    trial the machine's load lets report first; the first exploit is followed by a report of
+    the restored trial showing the mutated values in its optimizers."""
+    reports = 2
+    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=9 * reports))
     experiment = tmp_path / "sweep"
+    log = experiment / "pbt_global.txt"  # one line per exploit
+    exploits = log.read_text().splitlines() if log.exists() else []
+    assert len(exploits) == reports, f"{len(exploits)} exploits at {reports} perturbation points"
     policies = sorted(experiment.glob("pbt_policy_*.txt"))
-    assert policies, "PBT performed no exploit/explore"
     trials = trial_dirs(experiment)
     checked = 0
     for policy in policies:
@@ -123,6 +130,19 @@ def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, 
                        for k in ("optim.g_lr", "optim.d_lr"))
             checked += 1
     assert checked >= 1, "no exploit was followed by a report showing the mutated values"
+
+
+def test_restarted_trial_does_not_report_the_step_it_restored_again(bach_shards, tmp_path):
+    """Synchronous PBT restarts every trial after each report: a trial restored at its last
+    step would otherwise report that step again, be paused again, and never finish."""
+    from tune.trial import Reporter, TrialSettings
+
+    sent = []
+    reporter = Reporter(TrialSettings(preset="debug", data=str(bach_shards)), tmp_path, reference=None,
+                        send=lambda metrics, staged: sent.append(metrics["step"]), trial_id="t",
+                        restored={"trial_id": "t", "step": 18})
+    reporter({"step": 18, "epoch": 2}, tmp_path / "step-000018.pt", final=True)
+    assert sent == []
 
 
 def test_failing_trial_does_not_end_the_sweep_and_an_interrupted_sweep_resumes(bach_shards, tmp_path, ray_session):
@@ -194,6 +214,7 @@ def _argv(data: Path, storage: Path, **changes: str) -> list[str]:
     ({"--data": "/no/such/dir"}, "--data /no/such/dir: no such directory"),
     ({"--preset": "nope"}, "unknown preset 'nope'"),
     ({"--scheduler": "pbt", "--num-samples": "1"}, "PBT needs --num-samples >= 2"),
+    ({"--scheduler": "pbt", "--num-samples": "3", "--max-concurrent": "2"}, "PBT compares its whole population"),
     ({"--workers-per-trial": "0"}, "--workers-per-trial must be at least 1"),
 ])
 def test_bad_arguments_are_one_line_errors_before_ray_starts(bach_shards, tmp_path, capsys, change, message):

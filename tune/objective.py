@@ -28,7 +28,7 @@ def reference_windows(cfg: Config, data: str, length: int, max_songs: int, seed:
     """Up to `max_songs` real excerpts of `length` representation steps from the valid split
     (the train split when a tiny dataset has no valid songs), spread over all valid songs:
     a small valid split of long songs still gives enough excerpts for distance statistics."""
-    from musicgan.data.loader import iter_songs
+    from musicgan.data.loader import iter_encoded
     from musicgan.data.shards import load_manifest, split_urls
     from musicgan.training.families import get_family
 
@@ -41,8 +41,7 @@ def reference_windows(cfg: Config, data: str, length: int, max_songs: int, seed:
     rep = get_family(cfg).build_representation()
     rng = np.random.default_rng(seed)
     windows: list[Song] = []
-    for song in iter_songs(urls):
-        steps = rep.encode(song)  # (n, F)
+    for _, steps in iter_encoded(urls, rep):  # steps: (n, F)
         if len(steps) == 0:
             continue
         starts = np.arange(0, max(1, len(steps) - length + 1), length)  # non-overlapping

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from musicgan.data.paths import resolve_data_dir
 from musicgan.errors import ConfigError, DataError, UserError
 from tune.objective import OBJECTIVE
 from tune.report import STOPPED_FILE
@@ -52,7 +53,7 @@ class SweepOptions:
     eval_songs: int = 16
     eval_length: int = 0  # 0: the base preset's curriculum.max_len
     reference_songs: int = 64
-    max_concurrent: int = 0  # 0: from the cluster's CPUs (or GPUs)
+    max_concurrent: int = 0  # 0: from the cluster's CPUs (or GPUs); PBT: the whole population
     num_cpus: int | None = None  # local Ray only: logical CPUs (default: all cores)
     seed: int = 0
     perturbation_interval: int = 1  # PBT: reports between exploit/explore decisions
@@ -105,6 +106,9 @@ def check_options(options: SweepOptions) -> None:
     sample_check(options.space, base)  # unknown space, or a space that draws invalid configs
     if options.scheduler == "pbt" and options.num_samples < 2:
         raise UserError("PBT needs --num-samples >= 2 (trials exploit each other)")
+    if options.scheduler == "pbt" and 0 < options.max_concurrent < options.num_samples:
+        raise UserError(f"PBT compares its whole population: --max-concurrent {options.max_concurrent} "
+                        f"< --num-samples {options.num_samples} would run groups that never meet")
     experiment = Path(options.storage) / options.name
     if options.resume and not experiment.is_dir():
         raise UserError(f"--resume: no sweep to resume in {experiment}")
@@ -122,7 +126,7 @@ def check_options(options: SweepOptions) -> None:
 def resolve_paths(options: SweepOptions) -> SweepOptions:
     """Absolute paths: Tune trials chdir into their own folders."""
     options = copy.copy(options)
-    options.data = str(Path(options.data).expanduser().resolve())
+    options.data = str(resolve_data_dir(options.data))  # the one resolver of every data path option
     options.storage = str(Path(options.storage).expanduser().resolve())
     if options.config:
         options.config = str(Path(options.config).expanduser().resolve())
@@ -165,11 +169,17 @@ def trial_resources(options: SweepOptions) -> dict[str, float]:
 
 def max_concurrent_trials(options: SweepOptions) -> int:
     """Trials that can really run side by side: CPU cores (or GPUs) / processes per trial.
-    Logical reservations can be tiny (see traps), so count processes against real cores."""
+    Logical reservations can be tiny (docs/distributed-traps.md, Ray Tune), so count processes
+    against real cores."""
     import ray
 
     if options.max_concurrent:
         return options.max_concurrent
+    if options.scheduler == "pbt":
+        # The whole population must be alive to be compared: trial reservations (and PBT
+        # pausing the trials that lead) share the cores. A generator holding back trials
+        # would run the population in separate groups that never exploit each other.
+        return options.num_samples
     total = ray.cluster_resources()
     if options.gpus_per_worker > 0:
         per_trial = options.workers_per_trial * options.gpus_per_worker
@@ -226,12 +236,20 @@ def make_scheduler(options: SweepOptions, base, param_space: dict):
         return _recording_asha()(str(Path(options.storage) / options.name),
                                  time_attr="training_iteration", metric=OBJECTIVE, mode="max",
                                  max_t=max(2, evaluations), grace_period=1, reduction_factor=2)
+    # Synchronous PBT (Jaderberg et al. 2017, "Population Based Training of Neural Networks",
+    # appendix A.1): a trial reaching a perturbation point pauses until every live trial has
+    # reported there, then the top half hands its latest checkpoint to the bottom half. The
+    # asynchronous variant records a donor's checkpoint only when the donor itself reported
+    # while on top, and lets a fast trial finish before a slow one reaches the point: with two
+    # trials side by side it skipped every exploit ("no checkpoint for trial ..."), depending
+    # on which trial the machine's load let report first. The cost: every trial restarts its
+    # process from its checkpoint after each perturbation point (the imports, a few seconds).
     return PopulationBasedTraining(
         time_attr="training_iteration", metric=OBJECTIVE, mode="max",
         perturbation_interval=options.perturbation_interval,
         hyperparam_mutations=mutations(base, param_space),
         quantile_fraction=0.5,  # small populations: the bottom half copies the top half
-        resample_probability=0.25, synch=False,
+        resample_probability=0.25, synch=True,
     )
 
 
@@ -294,14 +312,16 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
                 search_alg=BasicVariantGenerator(random_state=options.seed,
                                                  max_concurrent=max_concurrent_trials(options)),
                 # Reusing a trial's process saves its imports (~5 s a trial). Not for K-worker
-                # trials (their process owns a TorchTrainer; see traps: leaked reservations) and
+                # trials (their process owns a TorchTrainer; docs/distributed-traps.md: leaked
+                # reservations) and
                 # not for PBT: with reuse, exploited trials were reset but never restored from
                 # the donor's checkpoint (seen here with ray 2.60); fresh processes restore cleanly.
                 reuse_actors=options.workers_per_trial == 1 and options.scheduler == "asha",
             ),
             run_config=tune.RunConfig(
                 name=options.name, storage_path=options.storage, verbose=options.verbose,
-                # PBT restores from older checkpoints: keep all (num_to_keep=2 failed, see traps).
+                # PBT restores from older checkpoints: keep all (num_to_keep=2 failed to recover
+                # a trial: docs/distributed-traps.md).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if options.scheduler == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             ),
@@ -345,7 +365,8 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
     p.add_argument("--eval-every", type=int, default=1, help="epochs between objective evaluations")
     p.add_argument("--eval-songs", type=int, default=16, help="generated excerpts scored per evaluation")
     p.add_argument("--eval-length", type=int, default=0, help="excerpt length in steps (default: preset max_len)")
-    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: from the cluster)")
+    p.add_argument("--max-concurrent", type=int, default=0,
+                   help="trials at once (default: from the cluster; PBT: the whole population)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray: logical CPUs (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no Tune progress tables")

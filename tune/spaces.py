@@ -146,7 +146,7 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-# -- seed models beyond C-RNN-GAN (issue 9; added by the RNN-RBM / discrete-note helper) -------
+# -- models beyond C-RNN-GAN: RNN-RBM / LSTM-RBM and the discrete-note models -----------------
 def _scaled_choices(value: int) -> list[int]:
     return sorted({max(1, value // 2), value, 2 * value})
 

@@ -17,7 +17,7 @@ once at the end) the trial scores the epoch's checkpoint (tune/objective.py) and
 step, and the EFFECTIVE learning rates and freezing thresholds read back from the
 checkpoint the trainer just wrote (so a PBT mutation can be seen to take effect).
 
-Traps (../shared/spec/distributed-traps.md): trials chdir into their trial folder (every
+Traps (docs/distributed-traps.md, Ray Tune): trials chdir into their trial folder (every
 path here is absolute); K workers of 1 CPU next to a 1-CPU trial driver hang silently on 2
 cores (workers take fractional CPUs, see search.py); a trial stopped while its TorchTrainer
 runs can leak the workers' reservation (tiny default reservations; the trial also asks its
@@ -161,7 +161,10 @@ class Reporter:
         self.send = send  # (metrics, staged checkpoint dir or None) -> None
         self.trial_id = trial_id
         self.restored = restored
-        self.last_step = -1
+        # A restarted trial (PBT pause or exploit, resumed sweep) never reports the step it
+        # restored again: that checkpoint is someone's earlier report, and synchronous PBT
+        # would pause and restart a trial restored at its last step forever.
+        self.last_step = int(restored.get("step", -1)) if restored else -1
         self.last_losses: dict[str, float] = {}
 
     def __call__(self, metrics: dict, checkpoint: Path | None, final: bool = False) -> None:
@@ -243,7 +246,8 @@ def _train_here(cfg, run_dir: Path, reporter: Reporter, resume: bool) -> None:
     from musicgan.training.loop import train
 
     torch.set_num_threads(1)  # one core per trial: trials run side by side
-    result = train(cfg, run_dir, resume=resume, report_fn=reporter)
+    # No Tune checkpoint: the trial starts afresh, archiving what an earlier attempt left.
+    result = train(cfg, run_dir, resume=resume, overwrite=not resume, report_fn=reporter)
     if result.checkpoint is not None:  # a max_steps cap may end the run mid-epoch: report that too
         reporter({"step": result.step, "epoch": result.epoch}, Path(result.checkpoint), final=True)
 
@@ -257,7 +261,7 @@ def _worker_loop(loop_config: dict) -> None:
     from musicgan.config import from_dict
     from musicgan.training.loop import train
 
-    torch.set_num_threads(1)  # one thread per rank (see traps: OMP oversubscription)
+    torch.set_num_threads(1)  # one thread per rank (docs/distributed-traps.md: OMP oversubscription)
     cfg = from_dict(loop_config["config"])
     run_dir = Path(loop_config["run_dir"])
     queue = loop_config["queue"]
@@ -268,8 +272,8 @@ def _worker_loop(loop_config: dict) -> None:
         if rank == 0:  # the other ranks' calls are no-ops: nothing collective happens here
             queue.put(("epoch", metrics, str(checkpoint) if checkpoint else None))
 
-    result = train(cfg, run_dir, resume=loop_config["resume"], report_fn=report_fn,
-                   should_stop=stop_file.exists)
+    result = train(cfg, run_dir, resume=loop_config["resume"], overwrite=not loop_config["resume"],
+                   report_fn=report_fn, should_stop=stop_file.exists)
     if rank == 0:
         queue.put(("end", {"step": result.step, "epoch": result.epoch},
                    str(result.checkpoint) if result.checkpoint else None))

@@ -19,13 +19,16 @@ same checks as a MIDI file would (no notes -> skipped with a reason).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song
+from musicgan.data.bounds import checked_span
+from musicgan.data.paths import files_under, utf8_name
+from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import DataError, MidiError
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -54,6 +57,7 @@ class SongItem:
     path: str  # absolute file path
     kind: str  # "midi" or "music21"
     tune: int | None = None  # ABC reference number (X:) within a multi-tune file
+    skip: str = ""  # why this entry cannot be loaded (a folder not searched, a clashing name)
 
 
 def _music21():
@@ -78,11 +82,24 @@ def list_items(spec: str) -> list[SongItem]:
         raise DataError(f"input does not exist: {spec}")
     if not root.is_dir():
         raise DataError(f"input is not a folder: {spec} (give a folder of MIDI files or music21:NAME)")
-    items = []
-    for path in root.rglob("*"):
-        if path.suffix.lower() in MIDI_SUFFIXES and path.is_file():
-            items.append(SongItem(source=path.relative_to(root).as_posix(), path=str(path.resolve()), kind="midi"))
-    return sorted(items, key=lambda item: item.source)
+    files, folders_skipped = files_under(root, MIDI_SUFFIXES)
+    items = [SongItem(source=name, path=str(root / name), kind="midi", skip=reason)
+             for name, reason in folders_skipped]
+    for path in files:
+        items.append(SongItem(source=utf8_name(path.relative_to(root).as_posix()), path=str(path.resolve()), kind="midi"))
+    return _unique_sources(sorted(items, key=lambda item: item.source))
+
+
+def _unique_sources(items: list[SongItem]) -> list[SongItem]:
+    """Two files whose names read the same once bytes that are not UTF-8 are written as \\xNN
+    would share a key (WebDataset would merge their samples): the second is skipped."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.source in seen and not item.skip:
+            items[i] = dataclasses.replace(item, skip="another file has this name once bytes that are not UTF-8 "
+                                                      "are written as \\xNN: rename one of them")
+        seen.add(item.source)
+    return items
 
 
 def _music21_items(name: str) -> list[SongItem]:
@@ -152,6 +169,8 @@ def _abc_tune_text(path, tune: int) -> str:
 # -- loading (runs in worker processes) ------------------------------------------------------
 def load_item(item: SongItem, corpus: str = "") -> Song:
     """Read one item into a Song; raises MidiError(reason) when it is unusable."""
+    if item.skip:
+        raise MidiError(item.skip)
     if item.kind == "midi":
         from musicgan.data.midi import read_midi
 
@@ -161,26 +180,32 @@ def load_item(item: SongItem, corpus: str = "") -> Song:
 
 
 def _load_score(item: SongItem, corpus: str) -> Song:
-    music21 = _music21()
     try:
-        if item.tune is not None:
-            score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
-                                            forceSource=True, storePickle=False)
-        else:
-            score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
-        if isinstance(score, music21.stream.Opus):
-            score = score.scores[0] if score.scores else score
-        if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
-            try:  # play repeats as written, as music21's MIDI writer does
-                score = score.expandRepeats()
-            except Exception:  # badly formed repeat marks: keep the score as notated
-                pass
-        return score_to_song(score, source=item.source, corpus=corpus)
+        song = score_to_song(_parse_score(item), source=item.source, corpus=corpus)
     except MidiError:
         raise
     except Exception as exc:  # music21 raises many exception types on odd scores
         text = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise MidiError(f"music21 could not read the score: {type(exc).__name__}: {text}") from None
+    return checked_span(song)
+
+
+def _parse_score(item: SongItem):
+    """The item's music21 Score, repeats expanded as the song plays them."""
+    music21 = _music21()
+    if item.tune is not None:
+        score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
+                                        forceSource=True, storePickle=False)
+    else:
+        score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
+    if isinstance(score, music21.stream.Opus):
+        score = score.scores[0] if score.scores else score
+    if _has_repeats(music21, score):  # expandRepeats costs ~half the parse even when there are none
+        try:  # play repeats as written, as music21's MIDI writer does
+            score = score.expandRepeats()
+        except Exception:  # badly formed repeat marks: keep the score as notated
+            pass
+    return score
 
 
 def _has_repeats(music21, score) -> bool:
@@ -191,15 +216,18 @@ def _has_repeats(music21, score) -> bool:
 def score_to_song(score, source: str = "", corpus: str = "") -> Song:
     """A music21 Score (or Part) -> Song: ties joined, grace notes dropped, repeats as given
     (load_item expands them first), tempo from metronome marks (120 bpm when there are none),
-    velocity from the note's volume (90 when unset), program from each part's instrument."""
+    velocity from the note's volume (90 when unset), program from each part's instrument,
+    track = part index in score order, downbeat = start of measure 1 (after any pickup)."""
     music21 = _music21()
     tempos = _tempo_map(score)
     timing = Song(np.zeros((0, NUM_NOTE_COLUMNS)), tempos=tempos)
     parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
-    rows: list[list[float]] = []  # [start_ql, end_ql, pitch, velocity, program]
-    for part in parts:
+    rows: list[list[float]] = []  # [start_ql, end_ql, pitch, velocity, program, track]
+    tracks = []
+    for index, part in enumerate(parts):
         instrument = part.getInstrument(returnDefault=True)
         program = instrument.midiProgram if instrument is not None and instrument.midiProgram is not None else 0
+        tracks.append(Track(_part_name(part, index), int(np.clip(program, 0, 127)), False))
         open_ties: dict[int, int] = {}  # pitch -> row of the note a tie continues
         for element in part.flatten().notes:
             quarter_length = float(element.duration.quarterLength)
@@ -218,7 +246,7 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
                     if kind == "stop":
                         del open_ties[midi]
                     continue
-                rows.append([start, end, float(midi), float(velocity), float(program)])
+                rows.append([start, end, float(midi), float(velocity), float(program), float(index)])
                 if kind in ("start", "continue"):
                     open_ties[midi] = len(rows) - 1
                 else:
@@ -229,13 +257,52 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
     onset = timing.beats_to_seconds(table[:, 0])
     offset = timing.beats_to_seconds(table[:, 1])
     notes = np.stack([onset, offset - onset, np.clip(table[:, 2], 0, 127), np.clip(table[:, 3], 1, 127),
-                      np.clip(table[:, 4], 0, 127), np.zeros(len(table))], axis=1)
+                      np.clip(table[:, 4], 0, 127), np.zeros(len(table)), table[:, 5]], axis=1)
     signatures = []
     for ts in parts[0].flatten().getElementsByClass(music21.meter.TimeSignature):
         entry = (float(timing.beats_to_seconds(float(ts.offset))), int(ts.numerator), int(ts.denominator))
         if not signatures or signatures[-1][1:] != entry[1:]:
             signatures.append(entry)
-    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source, corpus=corpus)
+    downbeat_s = float(timing.beats_to_seconds(_first_downbeat_quarters(music21, parts[0])))
+    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source, corpus=corpus,
+                tracks=tracks, downbeat_s=downbeat_s)
+
+
+def _part_name(part, index: int) -> str:
+    """The part's printed name ("Soprano"), else its id, else "Part N"."""
+    for name in (getattr(part, "partName", None), getattr(part, "id", None)):
+        if isinstance(name, str) and name.strip():
+            return " ".join(name.split())
+    return f"Part {index + 1}"
+
+
+def _first_downbeat_quarters(music21, part) -> float:
+    """Offset in quarter notes of measure 1: after a pickup (measure 0, or a first measure
+    padded on the left) the second measure; 0.0 when the part has no measures."""
+    measures = list(part.getElementsByClass(music21.stream.Measure))
+    if not measures:
+        return 0.0
+    numbered_one = next((m for m in measures if m.number == 1), None)
+    if numbered_one is not None and numbered_one is not measures[0]:
+        return float(numbered_one.offset)
+    if len(measures) > 1 and float(measures[0].paddingLeft or 0.0) > 0.0:
+        return float(measures[1].offset)
+    return float(measures[0].offset)
+
+
+def music21_beat_chords(item: SongItem) -> dict[int, tuple[int, str]]:
+    """music21's own chord analysis of a score, the reference for musicgan.data.chords:
+    {quarter beat: (root pitch class, "major" | "minor")} for every whole beat of the
+    chordified score where the sounding chord is a major or minor triad (other beats left out)."""
+    music21 = _music21()
+    score = _parse_score(item)
+    labels = {}
+    for chord in score.chordify().flatten().getElementsByClass(music21.chord.Chord):
+        start, stop = float(chord.offset), float(chord.offset + chord.duration.quarterLength)
+        for beat in range(int(np.ceil(start)), int(np.ceil(stop))):
+            if chord.isMajorTriad() or chord.isMinorTriad():
+                labels[beat] = (chord.root().pitchClass, "major" if chord.isMajorTriad() else "minor")
+    return labels
 
 
 def _tempo_map(score) -> list[tuple[float, float]]:

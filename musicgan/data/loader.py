@@ -1,6 +1,6 @@
 """Stream shards into training batches (WebDataset), identically sized on every rank.
 
-The pattern (see shared/spec/distributed-traps.md, WebDataset section): WebDataset's default
+The pattern (docs/distributed-traps.md, WebDataset section): WebDataset's default
 node splitter raises, and `split_by_node` with uneven shards gives ranks different sample
 counts, which deadlocks DDP at the end of an epoch. So:
   - explicit node splitter: rank r resamples from shards r, r+W, ... (all shards when there
@@ -12,13 +12,19 @@ counts, which deadlocks DDP at the end of an epoch. So:
     loader, so every rank yields exactly `num_batches` batches.
 Each song contributes one random window of `seq_len` steps per draw, cropped from the
 song's whole encoding (zero-padded when shorter; `lengths` says how many steps are real).
+A bar-based representation (`window_align` set) gets starts on bar lines and full windows
+only; a song it cannot encode (`SongSkipped`: wrong metre, wrong number of parts) or that
+is shorter than one window is counted in `loader.num_filtered` and logged (INFO) once with
+its reason. The window then goes through `representation.augment(window, window_rng)`.
 
 Determinism: two loaders built with the same (urls, representation, seq_len, batch_size,
 seed, epoch, rank, world_size, num_workers) yield identical batches; the trainer resumes
 mid-epoch by rebuilding the loader and discarding the first k batches.
 
-Corrupt data: an unreadable shard (truncated, garbage, missing) or a sample that does not
-decode is skipped with a logged warning naming the shard and sample and the running count;
+Corrupt data: an unreadable shard (truncated, garbage, missing), a sample that does not
+decode or whose meta is bad (`musicgan.data.bounds`: NaN or absurd tempos, a zero
+time-signature denominator, a span of too many beats), or a song too long for the
+representation's grid, is skipped with a logged warning naming the shard and sample and the running count;
 the stream just draws on, so every rank still yields num_batches. `loader.num_skipped`
 (samples) and `loader.num_shard_errors` read counters shared with the worker processes
 (multiprocessing.Value), so they work with num_workers > 0; note that a resampled bad
@@ -29,6 +35,7 @@ stretch (every shard broken), the loader raises DataError instead of spinning fo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import multiprocessing
@@ -40,10 +47,13 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from musicgan import stop_signals
+from musicgan.data.bounds import GridTooLarge
+from musicgan.data.paths import local_shards
 from musicgan.data.representations import Representation
 from musicgan.data.shards import SampleError, decode_sample
 from musicgan.data.song import Song
-from musicgan.errors import DataError
+from musicgan.errors import DataError, SongSkipped
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +92,7 @@ class SkipCounters:
     def __init__(self) -> None:
         self.samples = multiprocessing.Value("q", 0)
         self.shards = multiprocessing.Value("q", 0)
+        self.filtered = multiprocessing.Value("q", 0)
 
     @staticmethod
     def bump(value) -> int:
@@ -130,7 +141,8 @@ class _WindowBatches(torch.utils.data.IterableDataset):
                     urls, self._draws_without_sample = list(self.urls), 0
                     continue
                 raise DataError(f"no usable sample in {MAX_DRAWS_WITHOUT_SAMPLE} shard reads from {len(urls)} shard(s) "
-                                f"(e.g. {urls[0]}): are all shards corrupt, or all songs empty in this representation?")
+                                f"(e.g. {urls[0]}): are all shards corrupt, or all songs empty, skipped or shorter "
+                                f"than one window in this representation?")
             self._draws_without_sample += 1
             yield {"url": urls[rng.randrange(len(urls))]}
 
@@ -150,21 +162,45 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
             try:
                 song = decode_sample(sample)
-            except SampleError as exc:
+                steps = rep.encode(song)  # (T, F) for the whole song
+            except SongSkipped as exc:
+                self._filtered(song.source or key, str(exc))
+                continue
+            except (SampleError, GridTooLarge) as exc:
                 count = SkipCounters.bump(self.counters.samples)
                 if (url, key) not in self._warned:
                     self._warned.add((url, key))
                     log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", key, url, exc, count)
                 continue
-            steps = rep.encode(song)  # (T, F) for the whole song
             if len(steps) == 0:
                 continue  # e.g. a drums-only song for a pitched representation: nothing to learn
+            start = self._window_start(len(steps), rng)
+            if start is None:
+                self._filtered(song.source or key, f"shorter than one {self.seq_len}-step window")
+                continue
             self._draws_without_sample = 0
-            start = int(rng.integers(0, max(len(steps) - self.seq_len, 0) + 1))
-            window = steps[start:start + self.seq_len]
+            window = rep.augment(steps[start:start + self.seq_len], rng)
             x = np.zeros((self.seq_len, rep.num_features), dtype=rep.dtype)
             x[: len(window)] = window
             yield x, len(window), song.source or key
+
+    def _window_start(self, num_steps: int, rng: np.random.Generator) -> int | None:
+        """A random window start: anywhere (windows without `window_align`, drawn exactly as
+        before bar grids existed), or a bar line leaving a full window (None: too short)."""
+        align = self.representation.window_align
+        if not align:
+            return int(rng.integers(0, max(num_steps - self.seq_len, 0) + 1))
+        count = (num_steps - self.seq_len) // align + 1
+        return int(rng.integers(0, count)) * align if count > 0 else None
+
+    def _filtered(self, source: str, reason: str) -> None:
+        count = SkipCounters.bump(self.counters.filtered)
+        if ("filtered", source) not in self._warned:
+            self._warned.add(("filtered", source))
+            # INFO, not WARNING: a filter doing its job is not a data fault (skip_summary counts
+            # a whole dataset at once)
+            log.info("representation %s skips song %s: %s (%d skipped so far)",
+                     self.representation.name, source, reason, count)
 
     @staticmethod
     def _collate(rows):
@@ -178,13 +214,14 @@ class ShardLoader:
 
     def __init__(self, urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
                  num_workers=0) -> None:
-        urls = [str(u) for u in urls]
+        urls = local_shards(urls)
         if not urls:
             raise DataError("no shards to load")
         if seq_len < 1 or batch_size < 1 or num_batches < 1:
             raise DataError(f"seq_len, batch_size and num_batches must be >= 1 (got {seq_len}, {batch_size}, {num_batches})")
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} outside world size {world_size}")
+        representation.check_window(int(seq_len))
         self.num_batches = int(num_batches)
         self.num_workers = int(num_workers)
         self.counters = SkipCounters()
@@ -195,15 +232,27 @@ class ShardLoader:
         return self.num_batches
 
     def __iter__(self) -> Iterator[Batch]:
-        loader = wds.WebLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                               persistent_workers=False).with_epoch(self.num_batches)
-        for x, lengths, keys in loader:
+        # A plain DataLoader iterated here (not WebLoader.with_epoch, which starts its workers
+        # lazily at the first batch), so the workers start inside blocked_while_forking.
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, persistent_workers=False,
+            worker_init_fn=stop_signals.ignore_in_worker if self.num_workers else None)
+        with stop_signals.blocked_while_forking():
+            batches = iter(loader)
+        # The stream is endless (resampled shards): the epoch is its first num_batches batches.
+        # When the consumer stops early, dropping `batches` shuts the workers down.
+        for x, lengths, keys in itertools.islice(batches, self.num_batches):
             yield Batch(x=x, lengths=lengths, keys=list(keys))
 
     @property
     def num_skipped(self) -> int:
         """Samples skipped so far because they did not decode (all workers together)."""
         return int(self.counters.samples.value)
+
+    @property
+    def num_filtered(self) -> int:
+        """Song draws the representation skipped (SongSkipped, or shorter than one window)."""
+        return int(self.counters.filtered.value)
 
     @property
     def num_shard_errors(self) -> int:
@@ -225,9 +274,24 @@ def iter_songs(urls) -> Iterator[Song]:
         log.warning("skipping unreadable shard data: %s", " ".join(str(a) for a in exn.args)[:240])
         return True
 
-    samples = wds.tarfile_to_samples(handler=handler)({"url": str(u)} for u in urls)
+    samples = wds.tarfile_to_samples(handler=handler)({"url": u} for u in local_shards(urls))
+    skipped = 0
     for sample in samples:
         try:
-            yield decode_sample(sample)
+            song = decode_sample(sample)
         except SampleError as exc:
-            log.warning("skipping sample %s in shard %s: %s", sample.get("__key__"), sample.get("__url__"), exc)
+            skipped += 1
+            log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", sample.get("__key__"),
+                        sample.get("__url__"), exc, skipped)
+            continue
+        yield song
+
+
+def iter_encoded(urls, representation: Representation) -> Iterator[tuple[Song, np.ndarray]]:
+    """(song, its whole encoding (T, F)) for every song of `iter_songs(urls)`; a song too long
+    for the representation's grid (`GridTooLarge`) is skipped with a warning, as in training."""
+    for song in iter_songs(urls):
+        try:
+            yield song, representation.encode(song)
+        except GridTooLarge as exc:
+            log.warning("skipping %s: %s", song.source, exc)

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song
+from musicgan.data.bounds import MAX_SONG_SECONDS, checked_span  # noqa: F401  (MAX_SONG_SECONDS re-exported)
+from musicgan.data.song import DEFAULT_BPM, IS_DRUM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import MidiError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # one song; ~1.5M events, ~0.5 GB of mido objects at worst
 MAX_TRACKS = 1024
 MAX_TICK = 10_000_000  # pretty_midi's own sanity limit; ~80 MB tick->time array
 MIN_TEMPO_US = 1_000  # µs per quarter note: faster than 60,000 bpm is corrupt data
-MAX_SONG_SECONDS = 6 * 3600.0
 WRITE_RESOLUTION = 480  # ticks per quarter note in files we write
 
 
@@ -160,9 +160,10 @@ def read_midi(path, source: str = "", *, allow_drums_only: bool = False) -> Song
 
 def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
     rows = []
-    for inst in pm.instruments:
+    for index, inst in enumerate(pm.instruments):  # track = instrument index in file order
         for note in inst.notes:
-            rows.append((note.start, note.end - note.start, note.pitch, note.velocity, inst.program, float(inst.is_drum)))
+            rows.append((note.start, note.end - note.start, note.pitch, note.velocity, inst.program,
+                         float(inst.is_drum), float(index)))
     notes = np.array(rows, dtype=np.float64).reshape(-1, NUM_NOTE_COLUMNS)
     # Zero-length notes (note-on and note-off on the same tick) carry no sound: drop them.
     notes = notes[(notes[:, 1] > 0) & (notes[:, 3] > 0)]
@@ -170,12 +171,8 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
         raise MidiError("no notes")
     if not np.isfinite(notes).all():
         raise MidiError("non-finite note times")
-    if not allow_drums_only and (notes[:, 5] > 0.5).all():
+    if not allow_drums_only and (notes[:, IS_DRUM] > 0.5).all():
         raise MidiError("only drum notes (no pitched notes)")
-    end = float((notes[:, 0] + notes[:, 1]).max())
-    if end > MAX_SONG_SECONDS:
-        raise MidiError(f"song lasts {end / 3600:.1f} hours (limit {MAX_SONG_SECONDS / 3600:.0f})")
-
     times, bpms = pm.get_tempo_changes()
     tempos = [(float(t), float(b)) for t, b in zip(times, bpms)]
     if not tempos or tempos[0][0] > 0.0:
@@ -191,7 +188,11 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
             continue  # the same metre repeated per track (music21 writes one per part)
         signatures.append(entry)
     signatures.sort(key=lambda s: s[0])
-    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source)
+    tracks = [Track(" ".join(inst.name.split()), int(inst.program), bool(inst.is_drum)) for inst in pm.instruments]
+    # The first time signature marks the first bar line; notes before it are a pickup.
+    downbeat_s = signatures[0][0] if signatures else 0.0
+    return checked_span(Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source,
+                             tracks=tracks, downbeat_s=downbeat_s))
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -212,9 +213,11 @@ def _to_pretty_midi(song: Song):
     for t, num, den in song.time_signatures:
         pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), float(t)))
     notes = song.notes
-    groups: dict[tuple[int, bool], list] = {}
-    for onset, duration, pitch, velocity, program, is_drum in notes:
-        key = (int(np.clip(program, 0, 127)), bool(is_drum > 0.5))
+    # One instrument per (track, program, drum flag); songs without track identity (track -1)
+    # group by program and drum flag alone, as before tracks existed.
+    groups: dict[tuple[int, int, bool], list] = {}
+    for onset, duration, pitch, velocity, program, is_drum, track in notes:
+        key = (int(track), int(np.clip(program, 0, 127)), bool(is_drum > 0.5))
         groups.setdefault(key, []).append(
             pretty_midi.Note(
                 velocity=int(np.clip(round(velocity), 1, 127)),
@@ -223,8 +226,9 @@ def _to_pretty_midi(song: Song):
                 end=float(onset + duration),
             )
         )
-    for (program, is_drum), group in sorted(groups.items()):
-        inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
+    for (track, program, is_drum), group in sorted(groups.items()):
+        name = song.tracks[track].name if 0 <= track < len(song.tracks) else ""
+        inst = pretty_midi.Instrument(program=program, is_drum=is_drum, name=name)
         inst.notes = group
         pm.instruments.append(inst)
     return pm

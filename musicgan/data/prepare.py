@@ -14,23 +14,30 @@ one manifest.json whose splits hold exactly the songs a one-process prepare woul
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
+from musicgan.data.paths import printable
 from musicgan.data.shards import (  # noqa: F401  (load_manifest, split_urls re-exported)
-    MANIFEST, TMP_MARKER, ShardWriter, encode_sample, load_manifest, song_key, split_fraction, split_urls,
+    MANIFEST, TMP_MARKER, ShardWriter, encode_sample, load_manifest, read_manifest, song_key, split_fraction,
+    split_urls,
 )
 from musicgan.errors import DataError, MidiError
 
 SPLITS = ("train", "valid", "test")
-FORMAT = "musicgan-shards/1"
+FORMAT = "musicgan-shards/2"  # 2: note column `track`, meta `tracks` and `downbeat_s` (shards/README.md)
+STAGING_PREFIX = ".prepare-"  # staging folders of runs in progress, inside the output folder
+log = logging.getLogger(__name__)
 _SHARD_NAME = re.compile(r"^(train|valid|test)-(p\d{4}-)?\d{6}\.tar$")
 
 
@@ -135,7 +142,9 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
     if not items:
         raise DataError(f"no MIDI files (.mid/.midi) found in {input_spec}")
     if limit is not None:
-        items = items[: max(int(limit), 0)]
+        if int(limit) < 1:
+            raise DataError(f"limit must be at least 1 song, got {limit}")
+        items = items[: int(limit)]
     tag = ""
     if partition is not None:
         index, count = int(partition[0]), int(partition[1])
@@ -144,18 +153,44 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         items = items[index::count]
         tag = f"p{index:04d}"
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(items)))
     corpus = corpus_name(input_spec)
     manifest_path = out / (f"manifest-{tag}.json" if tag else MANIFEST)
-    # The old manifest goes first: shards are rewritten under the same names, and a manifest
-    # of an earlier run must never describe a half-rewritten folder.
-    manifest_path.unlink(missing_ok=True)
+    _note_older_schema(manifest_path)
+    # The new dataset is built whole in a staging folder beside the old one (so a failed run,
+    # a full disk or ^C changes nothing of it; the price is room for both) and then moved in
+    # by renames, which need no space.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{tag or 'all'}-", dir=out))
+    except OSError as exc:
+        raise _write_error(out, exc) from None
+    try:
+        shard_names, included, skipped, stats = _write_splits(items, corpus, workers, staging, tag, shard_size,
+                                                              ratios, _progress_bar(len(items), input_spec, progress))
+        manifest = _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped)
+        _write_json(staging / manifest_path.name, manifest)
+        if not included:
+            raise _no_song_error(input_spec, skipped, staging, manifest_path)
+        _install(staging, out, tag, shard_names, manifest_path)
+    except OSError as exc:
+        raise _write_error(out, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
 
-    writers = {split: ShardWriter(out, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
+
+def _write_error(out: Path, exc: OSError) -> DataError:
+    return DataError(f"cannot write the dataset in {out}: {exc.strerror or exc}; nothing of an existing dataset "
+                     "there was changed")
+
+
+def _write_splits(items, corpus, workers, staging: Path, tag: str, shard_size: int, ratios, bar):
+    """Parse `items` and write each song into its split's shards under `staging`; returns
+    ({split: shard names}, included, skipped, {split: counts})."""
+    writers = {split: ShardWriter(staging, f"{split}-{tag}" if tag else split, shard_size) for split in SPLITS}
     stats = {split: {"songs": 0, "notes": 0} for split in SPLITS}
     included, skipped = [], []
-    bar = _progress_bar(len(items), input_spec, progress)
     try:
         for status, source, payload in _results(items, corpus, workers):
             if status == "ok":
@@ -170,7 +205,7 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(included=len(included), skipped=len(skipped), refresh=False)
-        shard_names = {split: writers[split].close() for split in SPLITS}
+        return {split: writers[split].close() for split in SPLITS}, included, skipped, stats
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -179,7 +214,9 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         if bar is not None:
             bar.close()
 
-    manifest = {
+
+def _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped) -> dict:
+    return {
         "format": FORMAT,
         "input": input_spec,
         "corpus": corpus,
@@ -194,12 +231,38 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         "included": included,
         "skipped": skipped,
     }
-    _remove_stale(out, tag, {name for names in shard_names.values() for name in names})
-    _write_json(manifest_path, manifest)
-    if not included:
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
-        raise DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped" + (f", e.g. {reasons})" if reasons else ")"))
-    return manifest
+
+
+def _no_song_error(input_spec: str, skipped: list, staging: Path, manifest_path: Path) -> DataError:
+    """The error of a run that included nothing. Its manifest (the skip reasons) is kept
+    only where no dataset is replaced by it."""
+    kept = "the existing dataset is unchanged" if manifest_path.exists() else f"reasons in {manifest_path}"
+    if not manifest_path.exists():
+        os.replace(staging / manifest_path.name, manifest_path)
+    reasons = "; ".join(f"{printable(s['path'])}: {s['reason']}" for s in skipped[:3])
+    return DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped"
+                     + (f", e.g. {reasons}" if reasons else "") + f"); {kept}")
+
+
+def _install(staging: Path, out: Path, tag: str, shard_names: dict, manifest_path: Path) -> None:
+    """Move a complete staged dataset into `out`: old manifest out first (it must never
+    describe a half-replaced folder), shards in, stale shards out, new manifest in."""
+    manifest_path.unlink(missing_ok=True)
+    names = {name for names in shard_names.values() for name in names}
+    for name in sorted(names):
+        os.replace(staging / name, out / name)
+    _remove_stale(out, tag, names | {staging.name})
+    os.replace(staging / manifest_path.name, manifest_path)
+
+
+def _note_older_schema(manifest_path: Path) -> None:
+    """Say so when a run replaces shards of another schema version (they still load)."""
+    try:
+        old = json.loads(manifest_path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(old, str) and old != FORMAT:
+        log.info("re-writing %s shards in %s as %s", old, manifest_path.parent, FORMAT)
 
 
 def _progress_bar(total: int, label: str, enabled: bool):
@@ -211,9 +274,13 @@ def _progress_bar(total: int, label: str, enabled: bool):
 
 
 def _remove_stale(out: Path, tag: str, keep: set[str]) -> None:
-    """Delete shards of an earlier run that this run did not rewrite, and leftover temp files."""
+    """Delete shards of an earlier run that this run did not rewrite, leftover temp files,
+    and staging folders of earlier runs of this task that were killed (SIGKILL, power loss)."""
     for path in out.iterdir():
         name = path.name
+        if name.startswith(f"{STAGING_PREFIX}{tag or 'all'}-") and path.is_dir() and name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         # Only this task's files: array tasks share `out`, and another task's temp shard is
         # still being written (deleting it made that task fail at its rename).
         ours = f"-{tag}-" in name if tag else "-p" not in name
@@ -225,18 +292,34 @@ def _remove_stale(out: Path, tag: str, keep: set[str]) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + f"{TMP_MARKER}{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written manifest behind
 
 
 # -- merging partitions -----------------------------------------------------------------------------
+def _read_partition(path: Path) -> dict:
+    """A task's manifest with what merging reads (every split's counts, the song lists, the
+    partition), or a one-line DataError: hand-edited or foreign files are refused, not merged."""
+    manifest = read_manifest(path)
+    splits, partition = manifest.get("splits", {}), manifest.get("partition")
+    counted = all(type(splits.get(s, {}).get("notes")) is int for s in SPLITS)
+    listed = all(isinstance(manifest.get(k), list) for k in ("included", "skipped"))
+    tasked = isinstance(partition, list) and len(partition) == 2 and all(type(x) is int for x in partition)
+    if not (counted and listed and tasked):
+        raise DataError(f"{path} is not a partition manifest written by `musicgan prepare --task-index`: re-run that task")
+    return manifest
+
+
 def merge_manifests(out_dir) -> dict:
     """Combine the `manifest-p*.json` of a partitioned prepare into manifest.json."""
     out = Path(out_dir)
     parts = sorted(out.glob("manifest-p*.json"))
     if not parts:
         raise DataError(f"no partition manifests (manifest-p*.json) in {out}")
-    manifests = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    manifests = [_read_partition(p) for p in parts]
     first = manifests[0]
     count = first["partition"][1] if first.get("partition") else len(parts)
     found = sorted(m["partition"][0] for m in manifests if m.get("partition"))

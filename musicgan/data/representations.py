@@ -7,7 +7,10 @@ valid Song. `state_dict()` is JSON and goes into checkpoints so sampling decodes
 as training encoded.
 
 Registry names: "events" (C-RNN-GAN, K tones per step), "pianoroll" (88 keys), "tokens"
-(note/chord vocabulary). Drums are left out by every representation (they have no pitch
+(note/chord vocabulary), "multitrack" (MuseGAN, musicgan/data/multitrack.py),
+"melody_chord" (MidiNet) and "melody_grid" (SeqGAN) (musicgan/data/melody.py). The base
+class and the loader contract (window_align, min_window, augment, SongSkipped) are in
+musicgan/data/representation_base.py. Drums are left out by every representation (they have no pitch
 in the musical sense); `include_drums=True` keeps them in "events".
 """
 
@@ -15,52 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
+from musicgan.data.melody import MelodyChordRepresentation, MelodyGridRepresentation
+from musicgan.data.multitrack import MultitrackRepresentation
+from musicgan.data.representation_base import Representation, finite
 from musicgan.data.song import DEFAULT_BPM, DURATION, IS_DRUM, ONSET, PITCH, VELOCITY, Song
 from musicgan.errors import ConfigError
 
 MAX_DECODED_SECONDS = 60.0  # clamp for generated lengths/dts: a runaway value is not a note
 
 
-class Representation:
-    """Base class. Subclasses set `name`, `num_features`, `dtype` and the two codecs."""
-
-    name = "base"
-    num_features = 0
-    dtype = np.float32
-    needs_fit = False  # True when fit(train_songs) must run before encode (the token vocabulary)
-
-    def __init__(self, **options) -> None:
-        self.options = dict(options)
-
-    def encode(self, song: Song) -> np.ndarray:  # (T, F)
-        raise NotImplementedError
-
-    def decode(self, steps: np.ndarray) -> Song:
-        raise NotImplementedError
-
-    def fit(self, songs) -> None:
-        """Learn data-dependent state (a vocabulary) from training songs; no-op by default."""
-
-    def state_dict(self) -> dict:
-        return {"name": self.name, "options": dict(self.options)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("name") != self.name:
-            raise ConfigError(f"representation state is for {state.get('name')!r}, not {self.name!r}")
-
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return f"{type(self).__name__}({opts})"
-
-
 def _notes_for(song: Song, include_drums: bool) -> np.ndarray:
     notes = song.notes if include_drums else song.notes[song.notes[:, IS_DRUM] < 0.5]
     return notes  # sorted by (onset, pitch) by Song
-
-
-def _finite(steps: np.ndarray) -> np.ndarray:
-    steps = np.asarray(steps, dtype=np.float64)
-    return np.nan_to_num(steps, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 # =============================================================================================
@@ -172,7 +142,7 @@ class EventRepresentation(Representation):
         return out.astype(np.float32)
 
     def decode(self, steps: np.ndarray) -> Song:
-        steps = _finite(steps).reshape(-1, self.num_features)
+        steps = finite(steps).reshape(-1, self.num_features)
         onset = self._time_to_seconds(np.cumsum(self._decode_time(steps[:, 0])))
         rows = []
         for s in range(self.tones_per_step):
@@ -277,13 +247,14 @@ class PianoRollRepresentation(Representation):
         start = np.maximum(start, 0)
         end = np.maximum(end, start + 1)
         # +1 where a note starts, -1 where it ends, running sum > 0 = sounding (no per-note loop)
-        edges = np.zeros((int(end.max()) + 1, self.NUM_KEYS), dtype=np.int32)
+        num_frames = check_grid(int(end.max()) + 1, self.NUM_KEYS, "piano roll")
+        edges = np.zeros((num_frames, self.NUM_KEYS), dtype=np.int32)
         np.add.at(edges, (start, keys), 1)
         np.add.at(edges, (end, keys), -1)
         return (np.cumsum(edges, axis=0)[:-1] > 0).astype(np.float32)
 
     def decode(self, steps: np.ndarray) -> Song:
-        roll = _finite(steps).reshape(-1, self.NUM_KEYS) > self.options["threshold"]
+        roll = finite(steps).reshape(-1, self.NUM_KEYS) > self.options["threshold"]
         seconds_per_frame = 60.0 / self.options["decode_bpm"] / self.options["frames_per_beat"]
         padded = np.zeros((roll.shape[0] + 2, self.NUM_KEYS), dtype=np.int8)
         padded[1:-1] = roll
@@ -302,7 +273,7 @@ class PianoRollRepresentation(Representation):
 
 # =============================================================================================
 class TokenRepresentation(Representation):
-    """Discrete note/chord tokens (the LSTM models of seed 003): one token per onset.
+    """Discrete note/chord tokens (the LSTM models of Nguyen et al. 2018): one token per onset.
 
     A token is the sorted set of pitches starting together: "60" or "60.64.67". The
     vocabulary is learnt by `fit` on the training songs: ids 0 = padding (so the loader's
@@ -394,6 +365,9 @@ REPRESENTATIONS = {
     "events": EventRepresentation,
     "pianoroll": PianoRollRepresentation,
     "tokens": TokenRepresentation,
+    "multitrack": MultitrackRepresentation,
+    "melody_chord": MelodyChordRepresentation,
+    "melody_grid": MelodyGridRepresentation,
 }
 
 

@@ -1,7 +1,8 @@
 """The shard format: one tar sample per song, written deterministically and atomically.
 
 A sample is two tar members sharing a key (see shards/README.md for the full schema):
-    <key>.notes.npy   Song.notes, float64 (n, 6), written by np.save (never pickle)
+    <key>.notes.npy   Song.notes, float64 (n, 7), written by np.save (never pickle); schema-1
+                      shards hold (n, 6) and load with track = -1
     <key>.json        Song.meta() plus "key" and "split"
 The key is a hash of the song's source (WebDataset cuts keys at the first dot, and sources
 such as "music21:bach/bwv66.6" or "a/b.mid" contain dots and slashes).
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgan.data.song import NUM_NOTE_COLUMNS, Song
+from musicgan.data.bounds import meta_problem, span_problem
+from musicgan.data.paths import resolve_data_dir, shard_path
+from musicgan.data.song import LEGACY_NOTE_COLUMNS, NUM_NOTE_COLUMNS, Song
 from musicgan.errors import DataError
 
 NOTES_SUFFIX = "notes.npy"
@@ -65,13 +68,24 @@ def decode_sample(sample: dict) -> Song:
         meta = json.loads(sample[META_SUFFIX].decode("utf-8"))
     except Exception as exc:
         raise SampleError(f"undecodable member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
-    if notes.ndim != 2 or notes.shape[1] != NUM_NOTE_COLUMNS or notes.dtype.kind != "f":
-        raise SampleError(f"notes array has shape {notes.shape} and dtype {notes.dtype}, expected (n, {NUM_NOTE_COLUMNS}) float")
+    if notes.ndim != 2 or notes.shape[1] not in (NUM_NOTE_COLUMNS, LEGACY_NOTE_COLUMNS) or notes.dtype.kind != "f":
+        raise SampleError(f"notes array has shape {notes.shape} and dtype {notes.dtype}, "
+                          f"expected (n, {NUM_NOTE_COLUMNS}) float (or (n, {LEGACY_NOTE_COLUMNS}) in schema 1)")
     if not np.isfinite(notes).all():
         raise SampleError("notes array holds NaN or infinity")
     if not isinstance(meta, dict):
         raise SampleError("meta is not a JSON object")
-    return Song.from_arrays(notes, meta)
+    problem = meta_problem(meta)  # meta is as untrusted as the notes: a zero denominator, NaN tempos
+    if problem:
+        raise SampleError(f"bad meta: {problem}")
+    try:
+        song = Song.from_arrays(notes, meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SampleError(f"malformed meta: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
+    problem = span_problem(song)
+    if problem:
+        raise SampleError(problem)
+    return song
 
 
 def _tar_member(name: str, size: int) -> tarfile.TarInfo:
@@ -148,26 +162,46 @@ class ShardWriter:
 
 # -- reading a prepared folder -----------------------------------------------------------------------
 def load_manifest(data_dir) -> dict:
-    """The manifest.json of a prepared folder; DataError when there is none."""
-    path = Path(data_dir) / MANIFEST
+    """The manifest.json of a prepared folder; DataError when there is none or it is not a
+    JSON object whose `splits` map names to objects with a `files` list."""
+    path = resolve_data_dir(data_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"no {MANIFEST} in {data_dir}: run `musicgan prepare` first")
+    return read_manifest(path)
+
+
+def read_manifest(path: Path) -> dict:
+    """A manifest file (manifest.json or a partition's manifest-pNNNN.json), shape checked."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"unreadable {path}: {exc}") from None
+        raise DataError(f"unreadable {path}: {' '.join(str(exc).split())[:160]}") from None
+    _check_manifest_shape(manifest, path)
+    return manifest
+
+
+def _check_manifest_shape(manifest, path: Path) -> None:
+    """Hand-edited manifests: the shape every reader relies on, checked once, in one line."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict):
+        raise DataError(f"{path} is not a musicgan manifest (expected an object with a 'splits' object)")
+    for split, entry in manifest.get("splits", {}).items():
+        if not _is_split_entry(entry):
+            raise DataError(f"{path}: split {split!r} must be an object with a 'files' list and a 'songs' count")
+
+
+def _is_split_entry(entry) -> bool:
+    songs = entry.get("songs") if isinstance(entry, dict) else None
+    return isinstance(entry, dict) and isinstance(entry.get("files"), list) and type(songs) is int and songs >= 0
 
 
 def split_urls(data_dir, split: str) -> list[str]:
-    """Local paths of a split's shards; DataError when the split is unknown or empty."""
-    manifest = load_manifest(data_dir)
+    """Absolute paths of a split's shards, each a regular file inside `data_dir` (see
+    `musicgan.data.paths.shard_path`); DataError when the split is unknown or empty."""
+    root = resolve_data_dir(data_dir)
+    manifest = load_manifest(root)
     if split not in manifest.get("splits", {}):
         raise DataError(f"{data_dir} has no split {split!r} (splits: {', '.join(manifest.get('splits', {}))})")
     files = manifest["splits"][split]["files"]
     if not files:
         raise DataError(f"split {split!r} of {data_dir} is empty (0 songs): prepare more data or change the ratios")
-    paths = [str(Path(data_dir) / name) for name in files]
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise DataError(f"shard missing: {missing[0]} (listed in {Path(data_dir) / MANIFEST})")
-    return paths
+    return [shard_path(root, name, root / MANIFEST) for name in files]

@@ -1,10 +1,12 @@
-"""The one domain object: a song as a table of notes plus its tempo and metre.
+"""The one domain object: a song as a table of notes plus its tracks, tempo, metre and downbeat.
 
 Everything in musicgan speaks `Song`: MIDI files and music21 scores are read into it,
 shards store it, representations encode/decode it, metrics measure it and sampling writes
 it back to MIDI. Times are in seconds with tempo changes already honoured (the MIDI reader
 does that); the tempo map is kept so beat-based views (piano rolls per beat, empty-beat
-rate, ticks-per-quarter compat mode) can convert back.
+rate, ticks-per-quarter compat mode) can convert back. `tracks` and the note column `track`
+keep part identity (a chorale's S, A, T, B; a MIDI file's instruments); `downbeat_s` and the
+metre place the bar lines (`bar_origin_beats`), which a pickup moves away from t = 0.
 """
 
 from __future__ import annotations
@@ -17,24 +19,44 @@ import numpy as np
 # Columns of `Song.notes` (float64, one row per note). A plain float array rather than a
 # structured dtype so shards can store it as `.npy` loadable with allow_pickle=False and
 # every consumer can slice columns without knowing numpy record arrays.
-NOTE_COLUMNS = ("onset", "duration", "pitch", "velocity", "program", "is_drum")
-ONSET, DURATION, PITCH, VELOCITY, PROGRAM, IS_DRUM = range(len(NOTE_COLUMNS))
+NOTE_COLUMNS = ("onset", "duration", "pitch", "velocity", "program", "is_drum", "track")
+ONSET, DURATION, PITCH, VELOCITY, PROGRAM, IS_DRUM, TRACK = range(len(NOTE_COLUMNS))
 NUM_NOTE_COLUMNS = len(NOTE_COLUMNS)
+# Schema-1 tables (shards written before track identity) have the first six columns only;
+# they are accepted everywhere and get track = NO_TRACK.
+LEGACY_NOTE_COLUMNS = 6
+NO_TRACK = -1.0
 
 DEFAULT_BPM = 120.0
+DEFAULT_METRE = (4, 4)  # what MIDI assumes when a file has no time signature
+
+
+@dataclass(frozen=True)
+class Track:
+    """One part of a score or instrument of a MIDI file; `Song.notes[:, TRACK]` indexes `Song.tracks`."""
+
+    name: str = ""
+    program: int = 0
+    is_drum: bool = False
+
+    def meta(self) -> dict:
+        return {"name": self.name, "program": int(self.program), "is_drum": bool(self.is_drum)}
 
 
 @dataclass
 class Song:
     """A polyphonic song.
 
-    notes: (num_notes, 6) float64, columns NOTE_COLUMNS, sorted by (onset, pitch).
+    notes: (num_notes, 7) float64, columns NOTE_COLUMNS, sorted by (onset, pitch).
         onset/duration in seconds; pitch 0-127 (MIDI number); velocity 1-127;
-        program 0-127 (General MIDI); is_drum 0 or 1.
+        program 0-127 (General MIDI); is_drum 0 or 1; track = index into `tracks`, or -1
+        when unknown (schema-1 shards, decoded model output). A (n, 6) table gets track -1.
     tempos: [(time_s, bpm), ...] sorted, first at 0.0.
     time_signatures: [(time_s, numerator, denominator), ...] sorted (may be empty).
     source: where the song came from: path relative to the input root, or a corpus id.
     corpus: name of the corpus (`music21:bach`) or "" for a MIDI folder.
+    tracks: the parts in score order / instruments in file order ([] when unknown).
+    downbeat_s: time of the first bar line after any pickup (0.0 when the song starts on one).
     """
 
     notes: np.ndarray
@@ -42,11 +64,15 @@ class Song:
     time_signatures: list[tuple[float, int, int]] = field(default_factory=list)
     source: str = ""
     corpus: str = ""
+    tracks: list[Track] = field(default_factory=list)
+    downbeat_s: float = 0.0
 
     def __post_init__(self) -> None:
         notes = np.asarray(self.notes, dtype=np.float64)
         if notes.size == 0:
-            notes = notes.reshape(0, NUM_NOTE_COLUMNS)
+            notes = notes.reshape(0, notes.shape[1] if notes.ndim == 2 else NUM_NOTE_COLUMNS)
+        if notes.ndim == 2 and notes.shape[1] == LEGACY_NOTE_COLUMNS:
+            notes = np.concatenate([notes, np.full((len(notes), 1), NO_TRACK)], axis=1)
         if notes.ndim != 2 or notes.shape[1] != NUM_NOTE_COLUMNS:
             raise ValueError(f"notes must have shape (n, {NUM_NOTE_COLUMNS}), got {notes.shape}")
         order = np.lexsort((notes[:, PITCH], notes[:, ONSET]))
@@ -56,8 +82,9 @@ class Song:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_columns(cls, onset, duration, pitch, velocity=None, program=None, is_drum=None, **meta) -> "Song":
-        """Build from per-column sequences; velocity defaults to 100, program 0, not drum."""
+    def from_columns(cls, onset, duration, pitch, velocity=None, program=None, is_drum=None, track=None,
+                     **meta) -> "Song":
+        """Build from per-column sequences; velocity defaults to 100, program 0, not drum, track -1."""
         onset = np.asarray(onset, dtype=np.float64)
         n = len(onset)
         cols = [
@@ -67,6 +94,7 @@ class Song:
             np.full(n, 100.0) if velocity is None else np.asarray(velocity, dtype=np.float64),
             np.zeros(n) if program is None else np.asarray(program, dtype=np.float64),
             np.zeros(n) if is_drum is None else np.asarray(is_drum, dtype=np.float64),
+            np.full(n, NO_TRACK) if track is None else np.asarray(track, dtype=np.float64),
         ]
         return cls(np.stack(cols, axis=1) if n else np.zeros((0, NUM_NOTE_COLUMNS)), **meta)
 
@@ -101,6 +129,10 @@ class Song:
     @property
     def is_drum(self) -> np.ndarray:
         return self.notes[:, IS_DRUM] > 0.5
+
+    @property
+    def track_ids(self) -> np.ndarray:
+        return self.notes[:, TRACK].astype(np.int64)
 
     @property
     def end_time(self) -> float:
@@ -145,6 +177,35 @@ class Song:
         _, num, den = self.time_signatures[0]
         return num * 4.0 / den
 
+    def metre(self) -> tuple[int, int]:
+        """(numerator, denominator) of the first time signature; 4/4 when there is none."""
+        return tuple(self.time_signatures[0][1:]) if self.time_signatures else DEFAULT_METRE
+
+    def metres(self) -> list[tuple[int, int]]:
+        """Every distinct metre the song uses, in order of appearance (4/4 when none is given)."""
+        found = [tuple(ts[1:]) for ts in self.time_signatures] or [DEFAULT_METRE]
+        return list(dict.fromkeys(found))
+
+    def bar_origin_beats(self) -> float:
+        """The bar line at or before t = 0, in quarter-note beats (<= 0): step 0 of a bar grid.
+
+        Bars of the first metre are counted back from the downbeat, so a pickup (even one
+        longer than a bar) lands in the last beats of a (partly empty) first bar.
+        """
+        bar = self.bar_beats()
+        downbeat = float(self.seconds_to_beats(max(self.downbeat_s, 0.0)))
+        return downbeat - np.ceil(downbeat / bar - 1e-9) * bar
+
+    def bar_beats(self) -> float:
+        """Quarter notes per bar of the first metre (4.0 without a time signature)."""
+        numerator, denominator = self.metre()
+        return numerator * 4.0 / denominator
+
+    def grid_steps(self, seconds, steps_per_beat: int) -> np.ndarray:
+        """Nearest step of a bar-aligned grid (step 0 = `bar_origin_beats`) for each time."""
+        beats = self.seconds_to_beats(seconds) - self.bar_origin_beats()
+        return np.round(beats * steps_per_beat).astype(np.int64)
+
     def meta(self) -> dict:
         """JSON-serialisable metadata (what a shard's `.json` stores beside the notes)."""
         return {
@@ -154,15 +215,23 @@ class Song:
             "time_signatures": [[float(t), int(n), int(d)] for t, n, d in self.time_signatures],
             "num_notes": self.num_notes,
             "end_time": self.end_time,
+            "tracks": [track.meta() for track in self.tracks],
+            "downbeat_s": float(self.downbeat_s),
         }
 
     @classmethod
     def from_arrays(cls, notes: np.ndarray, meta: dict) -> "Song":
-        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample."""
+        """Inverse of (`notes`, `meta()`): how the loader rebuilds a song from a shard sample.
+        ValueError / KeyError / TypeError on malformed meta (the loader skips such a sample)."""
+        downbeat_s = float(meta.get("downbeat_s", 0.0))
+        if not (np.isfinite(downbeat_s) and downbeat_s >= 0.0):
+            raise ValueError(f"downbeat_s must be a finite time >= 0, got {downbeat_s}")
         return cls(
             notes=notes,
             tempos=[(float(t), float(b)) for t, b in meta.get("tempos", [[0.0, DEFAULT_BPM]])],
             time_signatures=[(float(t), int(n), int(d)) for t, n, d in meta.get("time_signatures", [])],
             source=meta.get("source", ""),
             corpus=meta.get("corpus", ""),
+            tracks=[Track(str(t["name"]), int(t["program"]), bool(t["is_drum"])) for t in meta.get("tracks", [])],
+            downbeat_s=downbeat_s,
         )

@@ -1,7 +1,7 @@
 """The DeepSpeed backend: one DeepSpeed engine per network, same interface as `DDPBackend`.
 
 The only module of the package that imports deepspeed (lazily; install the `deepspeed`
-extra). Every trap of `shared/spec/distributed-traps.md` is handled here:
+extra). Every DeepSpeed trap of `docs/distributed-traps.md` is handled here:
 
 - One `deepspeed.initialize` per network, each from its own config dict derived from the
   config tree (`engine_config`) and optionally overridden by a user JSON.
@@ -145,7 +145,7 @@ def _check_supported(name: str, config: dict) -> None:
     stage = (config.get("zero_optimization") or {}).get("stage", 0)
     if stage not in (0, 1, 2):
         # G's step reads D's parameters outside D's engine; ZeRO-3 partitions them (wrong
-        # numbers, silently: distributed-traps.md).
+        # numbers, silently: docs/distributed-traps.md).
         raise ConfigError(f"DeepSpeed config ({name}): ZeRO stage {stage} is not supported; use 0, 1 or 2")
     for key in ("fp16", "bf16"):
         if isinstance(config.get(key), dict) and config[key].get("enabled"):
@@ -299,7 +299,7 @@ class DeepSpeedBackend(TrainBackend):
     def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
         engine = self.engines[name]
         engine.set_gradient_accumulation_boundary(self._boundary)
-        # ONE backward per engine per trainer step (distributed-traps.md, LOST GRADIENTS).
+        # ONE backward per engine per trainer step (docs/distributed-traps.md, lost gradients).
         engine.backward(loss)
         self._pending[name] = True
         if not self._boundary:
@@ -380,8 +380,9 @@ class DeepSpeedBackend(TrainBackend):
             try:
                 engine.save_checkpoint(str(self.engine_dir(directory, name)), tag=tag, save_latest=False,
                                        client_state={"network": name})
-            except OSError as exc:
-                error = f"could not write DeepSpeed checkpoint {self.engine_dir(directory, name) / tag}: {exc}"
+            except (OSError, RuntimeError) as exc:  # torch.save: a full disk is a RuntimeError
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                error = f"could not write DeepSpeed checkpoint {self.engine_dir(directory, name) / tag}: {first}"
                 break
         # Every rank learns whether any rank failed, so all raise (or none) at the same point.
         errors = [e for e in collectives.all_gather_object(error, "DeepSpeed checkpoint result") if e]

@@ -40,7 +40,7 @@ def content_hash(paths: Iterable[str | Path], **params) -> str:
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for path in paths:
         path = Path(path)
-        digest.update(path.name.encode() + b"\0")
+        digest.update(os.fsencode(path.name) + b"\0")  # any name a file system allows (bytes)
         with open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
                 digest.update(chunk)

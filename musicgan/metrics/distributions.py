@@ -1,7 +1,7 @@
 """Set-level comparison of songs: mgeval-style distances, overlapping area, KL, Frechet.
 
 Procedure (Yang & Lerch 2018, "On the evaluation of generative models in music"), with the
-fixes listed in the shared spec `metrics.md`:
+fixes listed in `docs/metrics.md`:
 1. Per-song features (`FEATURES`), computed for every song with at least one pitched note
    (empty songs are counted and left out: their features are undefined).
 2. Both sets are subsampled (seeded) to n = min(|reference|, |generated|) songs.
@@ -86,7 +86,7 @@ def _normalized(x: np.ndarray) -> np.ndarray:
 
 def song_features(song: Song, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> dict[str, np.ndarray] | None:
     """The per-song features (`FEATURES`), or None for a song without pitched notes."""
-    notes = song.notes[~song.is_drum]  # (n, 6) sorted by (onset, pitch)
+    notes = song.notes[~song.is_drum]  # (n, 7) sorted by (onset, pitch)
     if len(notes) == 0:
         return None
     onset, duration = notes[:, 0], notes[:, 1]

@@ -46,6 +46,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from musicgan.data.paths import files_under, printable, resolve_data_dir
 from musicgan.data.song import Song
 from musicgan.errors import DataError, MidiError, UserError
 from musicgan.metrics import cache
@@ -117,14 +118,17 @@ def _read_song_or_none(path) -> Song | None:
     from musicgan.data.midi import read_midi
 
     try:
-        return read_midi(path, source=Path(path).name)
+        return read_midi(path, source=printable(Path(path).name))
     except (MidiError, OSError) as exc:
-        log.warning("skipping %s: %s", path, exc)
+        log.warning("skipping %s: %s", printable(str(path)), exc)
         return None
 
 
 def _midi_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    files, skipped = files_under(folder, MIDI_SUFFIXES)
+    for name, reason in skipped:
+        log.warning("skipping %s in %s: %s", name, printable(str(folder)), reason)
+    return files
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -200,9 +204,9 @@ def _resolve_set(path_str: str, force_run: bool | None, max_songs: int | None) -
         midi_paths = midi_paths[:max_songs]
     curves = read_curves(path / "log.jsonl") if is_run else {}
     resolved = path.resolve()
-    name = resolved.name or str(path)
+    name = printable(resolved.name or str(path))
     if resolved.parent.name == "samples":  # RUN/samples/epoch-0006: named "RUN:epoch-0006", RUN's curves
-        name = f"{resolved.parent.parent.name}:{resolved.name}"
+        name = printable(f"{resolved.parent.parent.name}:{resolved.name}")
         curves = read_curves(resolved.parent.parent / "log.jsonl")
     return EvaluatedSet(name, "run" if is_run else "midi", path, midi_paths, samples_dir, curves)
 
@@ -314,7 +318,7 @@ def load_reference(reference: str, split: str, max_songs: int | None, workers: i
                    cache_root: Path | None = None, window_notes: int | None = None, seed: int = 0) -> Reference:
     """Statistics of the real songs, a shard split (via the manifest) or a MIDI folder,
     optionally cropped to one window of `window_notes` notes per song (`crop_window`)."""
-    path = Path(reference)
+    path = resolve_data_dir(reference)
     start = time.perf_counter()
     window = {"window_notes": window_notes, "window_seed": seed} if window_notes else {}
     if (path / "manifest.json").is_file():
@@ -512,6 +516,8 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     """
     if (run is None) == (generated is None):
         raise UserError("evaluate needs exactly one of --run DIR or --generated DIR_OF_MIDI")
+    window_count = reference_window if isinstance(reference_window, int) and reference_window != 0 else None
+    _check_counts(max_songs=max_songs, reference_window=window_count)  # 0 and "none" switch windows off
     started = time.perf_counter()
     out_dir = Path(out)
     ref = load_reference(reference, split, max_songs, workers, cache_root)
@@ -589,6 +595,13 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
         echo(line)
     echo(f"report: {out_dir / 'index.html'}" if report else f"metrics: {out_dir / 'metrics.json'}")
     return result
+
+
+def _check_counts(**counts) -> None:
+    """Song and note counts given by the user: None or a whole number >= 1, in one line."""
+    for option, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"--{option.replace('_', '-')} must be a whole number >= 1, got {value!r}")
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Piano-roll likelihood benchmarks for RNN-RBM / LSTM-RBM runs (spec/metrics.md, last part).
+"""Piano-roll likelihood benchmarks for RNN-RBM / LSTM-RBM runs (docs/metrics.md, last part).
 
 Protocol (Boulanger-Lewandowski et al. 2012): 88-key binary frames (MIDI 21-108), songs
 transposed to C major / C minor, one frame per quarter note for chorales -- whatever the
@@ -119,12 +119,11 @@ def rbm_likelihood_metrics(model, rolls: list[np.ndarray], train_rolls: list[np.
 
 
 def _split_rolls(shard_dir, split: str, representation, max_songs: int | None = None) -> list[np.ndarray]:
-    from musicgan.data.loader import iter_songs
+    from musicgan.data.loader import iter_encoded
     from musicgan.data.shards import split_urls
 
     rolls = []
-    for song in iter_songs(split_urls(shard_dir, split)):
-        roll = representation.encode(song)
+    for _, roll in iter_encoded(split_urls(shard_dir, split), representation):
         if len(roll):
             rolls.append(roll)
         if max_songs is not None and len(rolls) >= max_songs:
@@ -140,9 +139,11 @@ def is_likelihood_run(run_dir_or_checkpoint) -> bool:
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("model", {}).get("name") in LIKELIHOOD_FAMILIES
-    except (OSError, json.JSONDecodeError):
+        saved = json.loads(config.read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return False
+    model = saved.get("model") if isinstance(saved, dict) else None  # a hand-edited file may hold anything
+    return isinstance(model, dict) and model.get("name") in LIKELIHOOD_FAMILIES
 
 
 def pianoroll_likelihood_metrics(run_dir_or_checkpoint, shard_dir, split: str = "valid", *,

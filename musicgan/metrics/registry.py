@@ -1,7 +1,7 @@
 """Registry of per-song metrics: small pure functions `Song -> float` (NaN when undefined).
 
 Both the training loop (`crnngan_summary`, every epoch) and `musicgan evaluate` read this
-one registry. Definitions and the public references' pitfalls: shared spec `metrics.md`.
+one registry. Definitions and the public references' pitfalls: `docs/metrics.md`.
 
 Conventions
 - Pitch metrics ignore drum notes (`Song.pitched()`); rhythm metrics (empty-beat rate,
@@ -25,12 +25,16 @@ Which variant a report uses: the `crnngan` group holds the correct definitions a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from musicgan.data.bounds import GridTooLarge, check_grid
 from musicgan.data.song import Song
+
+log = logging.getLogger(__name__)
 
 # Half a tick of 384 ticks per quarter note at 120 bpm, in seconds (see module docstring).
 DEFAULT_ONSET_TOLERANCE = 0.5 * (60.0 / 120.0) / 384.0
@@ -62,7 +66,11 @@ class Metric:
 
     def __call__(self, song: Song, **params) -> float:
         accepted = {k: v for k, v in params.items() if k in self.params}
-        return float(self.fn(song, **accepted))
+        try:
+            return float(self.fn(song, **accepted))
+        except GridTooLarge as exc:  # a grid metric refuses a song spanning too many beats: undefined
+            log.warning("%s undefined for %s: %s", self.name, song.source or "a song", exc)
+            return NAN
 
 
 METRICS: dict[str, Metric] = {}
@@ -144,10 +152,10 @@ def _pianoroll_counts(song: Song, steps_per_beat: int = STEPS_PER_BEAT) -> np.nd
     on = np.rint(song.seconds_to_beats(notes[:, 0]) * steps_per_beat).astype(np.int64)
     off = np.rint(song.seconds_to_beats(notes[:, 0] + notes[:, 1]) * steps_per_beat).astype(np.int64)
     off = np.maximum(off, on + 1)  # notes shorter than a step still occupy one step
-    num_steps = int(off.max())
     # Difference array over (step, used pitch): +1 at onset, -1 at offset; a pitch sounds
     # where the running sum is > 0 (overlapping notes of one pitch count once).
     used, column = np.unique(notes[:, 2].astype(np.int64), return_inverse=True)
+    num_steps = check_grid(int(off.max()) + 1, len(used), "step grid") - 1
     size = (num_steps + 1) * len(used)
     diff = np.bincount(on * len(used) + column, minlength=size) - np.bincount(off * len(used) + column, minlength=size)
     sounding = np.cumsum(diff.reshape(num_steps + 1, len(used)), axis=0)[:num_steps] > 0
@@ -267,7 +275,7 @@ def repetitions_3_compat(song: Song) -> float:
     return float(repetition_count(pitches, 3, skip_last_window=True))
 
 
-# -- MusPy-style metrics (Dong et al. 2020), with the pitfalls of metrics.md fixed ---------
+# -- MusPy-style metrics (Dong et al. 2020), with the pitfalls of docs/metrics.md fixed ----
 @register("pitch_range", ["muspy"], "highest minus lowest pitch (semitones)")
 def pitch_range(song: Song) -> float:
     return tone_span(song)
@@ -310,6 +318,7 @@ def polyphony_rate(song: Song) -> float:
 def empty_beat_rate(song: Song) -> float:
     if song.num_notes == 0:
         return NAN
+    check_grid(int(song.seconds_to_beats(song.end_time)) + 1, 1, "beat grid")
     beats = song.beat_times()
     beats = beats[beats < song.end_time]  # no phantom beat starting exactly at the end
     if len(beats) == 0:
@@ -337,6 +346,7 @@ def groove_consistency(song: Song) -> float:
     num_bars = int(step.max() // steps_per_bar) + 1
     if num_bars < 2:
         return NAN
+    check_grid(num_bars, steps_per_bar, "bar grid")
     patterns = np.zeros((num_bars, steps_per_bar), dtype=bool)
     patterns[step // steps_per_bar, step % steps_per_bar] = True
     hamming = np.count_nonzero(patterns[1:] != patterns[:-1], axis=1)  # (num_bars - 1,)

@@ -6,6 +6,7 @@ in a browser and can be copied or archived whole. Called by `evaluate.run_evalua
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import math
@@ -15,17 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgan.data.song import DURATION, ONSET
 from musicgan.metrics.distributions import FEATURES
 from musicgan.metrics.registry import METRICS, metric_names
 
 log = logging.getLogger(__name__)
 
 REFERENCE_LABEL = "real"
+LISTEN_SECONDS = 60.0  # audio per example in the report
 CURVE_METRICS = ("scale_consistency", "tone_span", "unique_tones", "intensity_span", "polyphony", "repetitions_3")
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "set"
+    """A file-name-safe form of a set name, unique per name: the readable part alone would
+    map "a b" and "a_b" (or "reference") to one file."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:48] or "set"
+    return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'backslashreplace')).hexdigest()[:8]}"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -91,6 +97,14 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str,
     return made, captions
 
 
+def listening_excerpt(song, seconds: float = LISTEN_SECONDS):
+    """The first `seconds` of a song (notes starting earlier, cut at that time): what the
+    report renders, since a song may last hours and its audio would need gigabytes."""
+    notes = song.notes[song.onsets < seconds].copy()
+    notes[:, DURATION] = np.minimum(notes[:, DURATION], seconds - notes[:, ONSET])
+    return song.replace(notes=notes)
+
+
 def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[str, str]]:
     """{key: (relative wav path, renderer)}; renderer is "fluidsynth" or "sine"."""
     from musicgan.audio import render_wav
@@ -100,7 +114,7 @@ def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[st
     jobs += [(f"{REFERENCE_LABEL}/{i}", f"audio/reference-{i}.wav", song) for i, song in enumerate(ref.examples[:1])]
     for key, rel, song in jobs:
         try:
-            made[key] = (rel, render_wav(song, out_dir / rel))
+            made[key] = (rel, render_wav(listening_excerpt(song), out_dir / rel))
         except Exception as exc:  # noqa: BLE001 - audio is a bonus, never a failure
             log.warning("audio %s failed: %s", rel, exc)
     return made
@@ -128,7 +142,9 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
     reference = result["reference"]
     names = list(result["sets"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan evaluation</title><style>{CSS}</style></head><body>"]
-    where = f"{reference['path']} (split <b>{html.escape(str(reference['split']))}</b>)" if reference["split"] else reference["path"]
+    where = html.escape(str(reference["path"]))  # paths, like every name below, come from outside: escaped
+    if reference["split"]:
+        where += f" (split <b>{html.escape(str(reference['split']))}</b>)"
     parts.append("<h1>musicgan evaluation</h1>")
     cropped = f" (one window of {reference['window_notes']} notes per song, matching the generated length)" if reference.get("window_notes") else ""
     parts.append(f"<p>Reference: {where}, {reference['num_songs']} songs{cropped}"

@@ -1,21 +1,23 @@
-"""Discrete-note models of seed 003 ("Pokemon-inspired music"): a softmax LSTM over a
-note/chord vocabulary and an MLP-GAN on note values scaled to [-1, 1]. Architecture only.
+"""Discrete-note models of Nguyen, Hoff, Malcolm, Lee & Khan 2018, "Generating
+Pokemon-Inspired Music from Neural Networks" (Keras code: github.com/corynguyen19/midi-lstm-gan):
+a softmax LSTM over a note/chord vocabulary and an MLP-GAN on note values scaled to [-1, 1].
+Architecture only.
 
 Shapes: B batch, T steps (tokens), V vocabulary size (ids 0 = padding, 1 = unknown, then
 notes/chords; see data/representations.py TokenRepresentation), E embedding size, H LSTM
 units, Z latent size.
 
-NoteLSTM (the seed: LSTM(512) -> Dropout(0.3) -> BiLSTM(512) -> Dropout(0.3) -> BiLSTM(512)
+NoteLSTM (Nguyen et al.: LSTM(512) -> Dropout(0.3) -> BiLSTM(512) -> Dropout(0.3) -> BiLSTM(512)
 -> Dense(256) -> Dropout(0.3) -> Dense(V) -> softmax, reading a 100-note window and
 predicting the next note). Here every LSTM layer is bidirectional or none is
 (`bidirectional`), and tokens enter through an embedding rather than as one scalar
 id / V per step (a scalar makes neighbouring ids look alike, which they are not). Id 0
 doubles as the start symbol: inputs are [0, x_0, ..., x_{T-2}].
   * unidirectional: causal next-token logits at every step (`causal_logits`);
-  * bidirectional: the seed's window -> next token (`next_logits`): a bidirectional layer
+  * bidirectional: Nguyen et al.'s window -> next token (`next_logits`): a bidirectional layer
     sees the whole window, so only the token after the window may be predicted.
 
-MLP-GAN (the seed's Keras GAN): generator Dense(256) -> LeakyReLU(0.2) -> BatchNorm(0.8)
+MLP-GAN (Nguyen et al.'s Keras GAN): generator Dense(256) -> LeakyReLU(0.2) -> BatchNorm(0.8)
 -> Dense(512) -> ... -> Dense(1024) -> ... -> Dense(T) tanh from z ~ N(0, I_1000); the
 discriminator LSTM(512) -> LSTM(512) -> Dense(512) -> LeakyReLU -> Dense(256) -> LeakyReLU
 -> Dense(1) reading the (B, T, 1) sequence of scaled values. Logits here; the sigmoid lives
@@ -43,7 +45,7 @@ class NoteLSTM(nn.Module):
                             dropout=dropout if layers > 1 else 0.0, bidirectional=bidirectional)
         width = hidden * (2 if bidirectional else 1)
         self.dropout = nn.Dropout(dropout)
-        # Dense(256) then Dense(V) with no activation between them, as in the seed.
+        # Dense(256) then Dense(V) with no activation between them, as in Nguyen et al.'s code.
         self.head = nn.Sequential(nn.Linear(width, head_hidden), nn.Dropout(dropout),
                                   nn.Linear(head_hidden, vocab_size))
 
@@ -71,8 +73,8 @@ class NoteLSTM(nn.Module):
         """(num, length) ids >= 2, sampled one at a time from the start symbol.
 
         Unidirectional: the LSTM state carries the whole history. Bidirectional: the window
-        [start, last window-1 tokens] is re-read for every token (as the seed slides its
-        100-note window). greedy=True takes the argmax (the seed), else samples at `temperature`.
+        [start, last window-1 tokens] is re-read for every token (as Nguyen et al. slide their
+        100-note window). greedy=True takes the argmax (as they do), else samples at `temperature`.
         """
         device = self.embedding.weight.device
         history = torch.full((num, 1), START, dtype=torch.long, device=device)
@@ -100,20 +102,20 @@ class NoteLSTM(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 def ids_to_unit(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Token ids -> [-1, 1] as the seed scales them: (id - V/2) / (V/2)."""
+    """Token ids -> [-1, 1] as Nguyen et al. scale them: (id - V/2) / (V/2)."""
     half = vocab_size / 2.0
     return (ids.float() - half) / half
 
 
 def unit_to_ids(values: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The inverse, rounded and clamped to real note/chord ids [2, V-1] (the seed truncates)."""
+    """The inverse, rounded and clamped to real note/chord ids [2, V-1] (their code truncates)."""
     half = vocab_size / 2.0
     ids = torch.round(values.float().clamp(-1.0, 1.0) * half + half).long()
     return ids.clamp(min(SPECIAL, vocab_size - 1), vocab_size - 1)
 
 
 class MLPNoteGenerator(nn.Module):
-    """z ~ N(0, I) (B, Z) -> (B, T) values in [-1, 1]; widths (256, 512, 1024) in the seed."""
+    """z ~ N(0, I) (B, Z) -> (B, T) values in [-1, 1]; widths (256, 512, 1024) in Nguyen et al."""
 
     def __init__(self, seq_len: int = 100, latent_dim: int = 1000, widths: tuple[int, ...] = (256, 512, 1024)) -> None:
         super().__init__()

@@ -1,8 +1,12 @@
-"""RNN-RBM and LSTM-RBM (Boulanger-Lewandowski et al. 2012; seed 004): a recurrent network
-whose state sets the biases of a restricted Boltzmann machine at every piano-roll frame.
+"""RNN-RBM and LSTM-RBM: a recurrent network whose state sets the biases of a restricted
+Boltzmann machine at every piano-roll frame. RNN-RBM: Boulanger-Lewandowski, Bengio & Vincent
+2012, "Modeling Temporal Dependencies in High-Dimensional Sequences: Application to Polyphonic
+Music Generation and Transcription", with its Theano reference code. LSTM-RBM and the "top1"
+generation: a write-up that extends that code ("Music generation based on RNN-RBM", in
+Chinese, author not named; "the LSTM-RBM write-up" below).
 
 Shapes: B batch, T frames, V visible units (88 keys), H RBM hidden units (150 in the
-seed), U recurrent units (100 in the seed), N frames flattened, M chains.
+LSTM-RBM write-up), U recurrent units (100 there), N frames flattened, M chains.
 
 Per frame t (u_0 = 0; v_t is the binary 88-key frame):
     bv_t = bv + u_{t-1} Wuv               time-varying visible bias       (B, T, V)
@@ -14,7 +18,7 @@ Free energy F_t(v) = -bv_t.v - sum_j softplus(bh_t + v W)_j, so log P(v_t | v_<t
 -F_t(v_t) - log Z_t. Training is contrastive divergence: `cd_loss` is the surrogate
 mean_t [F_t(v_t) - F_t(v~_t)] with v~_t the (detached) end of a k-step Gibbs chain started
 at v_t; its gradient is the CD-k gradient, and it also trains the recurrent network
-through bv_t and bh_t (as the seed's Theano code, which holds v~ constant).
+through bv_t and bh_t (as the Theano reference code, which holds v~ constant).
 
 The partition function Z_t differs per frame; `ais_log_partition` estimates it by annealed
 importance sampling, `exact_log_partition` enumerates the smaller layer (tiny RBMs, tests).
@@ -147,7 +151,7 @@ class RecurrentRBM(nn.Module):
 
     Parameters: weight W (V, H) of the RBM; visible/hidden biases bv (V,), bh (H,);
     the recurrent network (nn.RNN tanh or nn.LSTM, V -> U); to_visible Wuv (U -> V) and
-    to_hidden Wuh (U -> H), linear without bias. Initialisation follows the seed's Theano
+    to_hidden Wuh (U -> H), linear without bias. Initialisation follows the Theano reference
     code in spirit: W ~ N(0, 0.01), biases 0, the recurrent-to-RBM maps small (N(0, 1e-4))
     so training starts as a plain RBM; the recurrent net keeps torch's default init.
     """
@@ -179,7 +183,8 @@ class RecurrentRBM(nn.Module):
 
         v (B, T, V) binary; lengths (B,) valid frames per row (None: all).
         stats: free_energy (mean F_t(v_t) of the data) and recon_xent (cross-entropy of the
-        frame against P(v | h) after one sweep from the negative sample, as the seed monitors).
+        frame against P(v | h) after one sweep from the negative sample, as the Theano reference
+        code monitors).
         """
         bv_t, bh_t = self.conditional_biases(v)
         with torch.no_grad():
@@ -204,11 +209,11 @@ class RecurrentRBM(nn.Module):
     @torch.no_grad()
     def generate(self, num: int, length: int, k: int = 25, mode: str = "sample") -> torch.Tensor:
         """(num, length, V) binary frames. Each frame: a k-step Gibbs chain from v = 0 under the
-        frame's conditional RBM (as the seed), then fed back into the recurrent net.
+        frame's conditional RBM (as the reference code), then fed back into the recurrent net.
 
-        mode "sample": the chain's last sample. mode "top1": the seed's variant that keeps
-        only the most probable key of each frame (argmax of the chain's last P(v=1|h)); the
-        recurrent net is still fed the sampled frame, as in the seed, which post-processes.
+        mode "sample": the chain's last sample. mode "top1": the LSTM-RBM write-up's variant that
+        keeps only the most probable key of each frame (argmax of the chain's last P(v=1|h)); the
+        recurrent net is still fed the sampled frame, as in the write-up, which post-processes.
         """
         if mode not in ("sample", "top1"):
             raise ConfigError(f"RBM generation mode must be 'sample' or 'top1', got {mode!r}")

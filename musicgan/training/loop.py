@@ -31,6 +31,7 @@ from musicgan.data.shards import load_manifest, split_urls
 from musicgan.distributed import collectives
 from musicgan.distributed.env import DistEnv, init_distributed, teardown
 from musicgan.errors import UserError
+from musicgan.stop_signals import STOP_SIGNALS
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.curriculum import seq_len_for_epoch
 from musicgan.training.families import get_family
@@ -41,7 +42,6 @@ from musicgan.training import sampling
 
 log = logging.getLogger("musicgan")
 
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")
 
 
 class DivergenceError(UserError):
@@ -188,12 +188,25 @@ class Trainer:
             state = self.representation.state_dict()
         self.representation.load_state_dict(collectives.broadcast_object(state, "representation"))
 
-    def _prepare_run_dir(self) -> None:
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """Rank 0 claims the run directory (see checkpoint.claim_run_dir); a refusal reaches
+        every rank. A running run is neither stopped nor finished: a stale marker of an
+        earlier invocation (e.g. before the run was extended) must not decide a requeue."""
+        error = None
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
-            (self.run_dir / "stopped.json").unlink(missing_ok=True)
-        collectives.barrier("run directory")
+            try:
+                ckpt.claim_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
+                for marker in ("stopped.json", "finished.json"):
+                    (self.run_dir / marker).unlink(missing_ok=True)
+            except UserError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"cannot prepare run directory {self.run_dir}: {exc}"
+        error = collectives.broadcast_object(error, "run directory")
+        if error:
+            raise UserError(error)
 
     def resume(self) -> bool:
         """Load the newest valid checkpoint (chosen by rank 0, read by all); False if none."""
@@ -209,9 +222,10 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
+        hint = ckpt.model_differences(state.get("config", {}), self.cfg.to_dict())
         for name in self.family.network_names:
-            self.backend.module(name).load_state_dict(state[name] if name in ("generator", "discriminator")
-                                                       else state["networks"][name])
+            ckpt.load_network(self.backend.module(name), state[name] if name in ("generator", "discriminator")
+                              else state["networks"][name], name=name, source=path, hint=hint)
         self.backend.load_optimizer_state(state.get("optimizers", {}))
         self.backend.load_extra(ckpt.checkpoint_dir(self.run_dir), path.stem)
         if "representation" in state:
@@ -233,29 +247,28 @@ class Trainer:
         path = ckpt.checkpoint_dir(self.run_dir) / ckpt.checkpoint_name(self.state.step)
         error = None
         if self.env.is_main:
-            state = {
-                "generator": self.backend.module("generator").state_dict(),
-                "discriminator": (self.backend.module("discriminator").state_dict()
-                                  if "discriminator" in self.family.network_names else {}),
-                "networks": {n: self.backend.module(n).state_dict() for n in self.family.network_names
-                             if n not in ("generator", "discriminator")},
-                "optimizers": self.backend.optimizer_state(),
-                "representation": self.representation.state_dict(),
-                "config": self.cfg.to_dict(),
-                "world_size": self.env.world_size,
-                "backend": self.backend.name,
-                "format_version": 1,
-                **self.state.to_dict(),
-            }
-            try:
-                path = ckpt.save_checkpoint(self.run_dir, state, self.state.step, self.cfg.log.keep)
-            except ckpt.CheckpointWriteError as exc:
-                error = str(exc)
+            path, error = ckpt.save_or_error(self.run_dir, self._checkpoint_state, self.state.step, self.cfg.log.keep)
         error = collectives.broadcast_object(error, "checkpoint result")
         if error:
             raise ckpt.CheckpointWriteError(error)
         self.last_checkpoint = path
         return path
+
+    def _checkpoint_state(self) -> dict:
+        return {
+            "generator": self.backend.module("generator").state_dict(),
+            "discriminator": (self.backend.module("discriminator").state_dict()
+                              if "discriminator" in self.family.network_names else {}),
+            "networks": {n: self.backend.module(n).state_dict() for n in self.family.network_names
+                         if n not in ("generator", "discriminator")},
+            "optimizers": self.backend.optimizer_state(),
+            "representation": self.representation.state_dict(),
+            "config": self.cfg.to_dict(),
+            "world_size": self.env.world_size,
+            "backend": self.backend.name,
+            "format_version": 1,
+            **self.state.to_dict(),
+        }
 
     # -- samples and metrics ---------------------------------------------------------------------
     def _sample_round(self, label: str) -> dict:
@@ -271,8 +284,8 @@ class Trainer:
         return metrics
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
-        self._prepare_run_dir()
+    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        self._prepare_run_dir(resume, overwrite)
         if resume:
             resumed = self.resume()
             if self.env.is_main:
@@ -530,15 +543,15 @@ class Trainer:
         self.logger.scalars(self.state.step, renamed, phase=phase.name)
 
 
-def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, deepspeed_config: str | None = None,
-          report_fn=None, should_stop=None) -> TrainResult:
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          deepspeed_config: str | None = None, report_fn=None, should_stop=None) -> TrainResult:
     """Train `cfg` into `run_dir` as this process's rank (one process, torchrun, SLURM or Ray)."""
     env = init_distributed(cfg.dist.timeout_s)
     trainer = None
     try:
         trainer = Trainer(cfg, run_dir, env=env, deepspeed_config=deepspeed_config, report_fn=report_fn,
                           should_stop=should_stop)
-        return trainer.fit(resume=resume)
+        return trainer.fit(resume=resume, overwrite=overwrite)
     finally:
         if trainer is not None:
             trainer.backend.close()

@@ -83,7 +83,7 @@ def sample_round(trainer: "Trainer", out_dir: Path, num_samples: int, metric_sam
 def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
     """One seeded random window of `length` steps per real song, decoded back to a song, so
     real and generated metrics are measured on equally long excerpts (as the paper does)."""
-    from musicgan.data.loader import iter_songs
+    from musicgan.data.loader import iter_encoded
     from musicgan.data.shards import split_urls
 
     try:
@@ -93,8 +93,7 @@ def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
     rng = np.random.default_rng(trainer.cfg.train.seed)
     rep = trainer.representation
     songs = []
-    for song in iter_songs(urls):
-        steps = rep.encode(song)
+    for _, steps in iter_encoded(urls, rep):
         if len(steps) == 0:
             continue
         start = int(rng.integers(0, max(1, len(steps) - length + 1)))
@@ -132,7 +131,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
         representation.load_state_dict(state["representation"])
     networks = family.build_networks(representation)
     for name, net in networks.items():
-        net.load_state_dict(state[name] if name in ("generator", "discriminator") else state["networks"][name])
+        ckpt.load_network(net, state[name] if name in ("generator", "discriminator") else state["networks"][name],
+                          name=name, source=path)
         net.eval()
     return cfg, family, representation, networks, path
 

@@ -60,7 +60,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     )
 
     # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
-    # inside G's step: see distributed-traps.md), gradients flow only into G.
+    # inside G's step: see docs/distributed-traps.md), gradients flow only into G.
     discriminator = ctx.module("discriminator")
     discriminator.requires_grad_(False)
     try:
@@ -124,9 +124,8 @@ class CRNNGAN(ModelFamily):
         Why: the generator's only other randomness is z ~ U[0,1) at each step, and both MLE
         pretraining (z carries no information about the next event) and feature matching
         teach it to ignore z; its variety comes from the dropout masks (p = 0.5 on every
-        layer), which are part of what D was trained against. In eval mode the same
-        `crnngan-demo` generator gave 2.3 distinct pitches per 48-event sample, with dropout
-        22.5 (real Bach windows: ~19); a run trained with g_dropout=0 stayed at 3.7. The
+        layer), which are part of what D was trained against: in eval mode the samples
+        collapse to a few pitches (README.md, "Results so far", has the figures). The
         reference code samples the same way: its `sample(session, m)` runs the
         is_training=True graph, dropout included. Reproducible: masks come from the seeded
         torch RNG. The MLE baseline inherits this, so both are sampled alike.

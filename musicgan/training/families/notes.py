@@ -1,20 +1,21 @@
-"""Discrete-note models of seed 003 on the token representation (note/chord vocabulary).
+"""Discrete-note models of Nguyen et al. 2018 ("Generating Pokemon-Inspired Music from Neural
+Networks") on the token representation (note/chord vocabulary).
 
 note-lstm:   softmax next-token LSTM, cross-entropy. Unidirectional: every step predicts
              the next token (teacher forced, inputs shifted right behind the start id 0).
-             Bidirectional (the seed): each row predicts the token after a random prefix of
+             Bidirectional (Nguyen et al.): each row predicts the token after a random prefix of
              its window (length 0 .. len-1), so generation can start from the start symbol
              and slide a window of up to curriculum.max_len tokens.
-note-mlpgan: the seed's GAN. Representation decision: tokens, mapped to [-1, 1] by
-             vocabulary id as the seed does ((id - V/2) / (V/2), V = vocabulary size with
+note-mlpgan: Nguyen et al.'s GAN. Representation decision: tokens, mapped to [-1, 1] by
+             vocabulary id as they do ((id - V/2) / (V/2), V = vocabulary size with
              padding and unknown); generated values map back by rounding, clamped to real
              note/chord ids. The id order is by corpus frequency (TokenRepresentation), so
-             the scale has no musical meaning; that is the seed's design, kept on purpose.
-             G: MLP from z ~ N(0, I_latent_dim) to curriculum.max_len values (100 in the
-             seed); D: 2-layer LSTM + dense head. BCE losses, D on real and fake averaged.
+             the scale has no musical meaning; that is their design, kept on purpose.
+             G: MLP from z ~ N(0, I_latent_dim) to curriculum.max_len values (100 in
+             their code); D: 2-layer LSTM + dense head. BCE losses, D on real and fake averaged.
 
 Config read: model.embedding_dim, g_hidden, g_layers, g_dropout, bidirectional (LSTM);
-model.latent_dim, g_hidden (G widths g_hidden/4, /2, /1: 256, 512, 1024 in the seed),
+model.latent_dim, g_hidden (G widths g_hidden/4, /2, /1: 256, 512, 1024 in Nguyen et al.),
 d_hidden, d_layers (GAN); curriculum.max_len (window / generated length); optim.*.
 """
 

@@ -1,13 +1,14 @@
-"""RNN-RBM and LSTM-RBM (Boulanger-Lewandowski 2012, seed 004) as a one-phase table.
+"""RNN-RBM and LSTM-RBM (Boulanger-Lewandowski et al. 2012; the LSTM-RBM write-up, see
+musicgan/models/rbm.py) as a one-phase table.
 
 One phase, "cd", for the whole run: each step computes the CD-k surrogate of a batch of
 piano-roll windows (k = model.gibbs_steps) through the generator's training wrapper, so
 DDP / DeepSpeed average the CD gradient across ranks like any other loss. No
 discriminator: the plain checkpoint holds an empty `discriminator`.
 
-Config read: model.g_hidden (recurrent units, 100 in the seed), model.rbm_hidden (150),
+Config read: model.g_hidden (recurrent units, 100 in the write-up), model.rbm_hidden (150),
 model.gibbs_steps (k of CD-k, 15 in the reference code), model.sample_gibbs_steps (25),
-model.rbm_generation ("sample" | "top1": the seed's keep-the-most-probable-key variant; an
+model.rbm_generation ("sample" | "top1": the write-up's keep-the-most-probable-key variant; an
 optional key, "sample" when the config has none), optim.l2 (added as l2 * sum(w^2) / 2).
 """
 
@@ -71,6 +72,6 @@ class RNNRBMFamily(ModelFamily):
 
 @register("lstmrbm")
 class LSTMRBMFamily(RNNRBMFamily):
-    """The seed's improvement: an LSTM in place of the RNN (longer memory)."""
+    """The LSTM-RBM write-up's change: an LSTM in place of the RNN (longer memory)."""
 
     cell = "lstm"
