@@ -36,6 +36,7 @@ import itertools
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
 from musicgan.data.song import DURATION, IS_DRUM, ONSET, PITCH, PROGRAM, Song
 from musicgan.metrics.registry import NAN, STEPS_PER_BEAT, register
 
@@ -232,7 +233,8 @@ def song_bars(song: Song, notes: np.ndarray, steps_per_beat: int = STEPS_PER_BEA
     off = np.maximum(song.grid_steps(notes[:, ONSET] + notes[:, DURATION], steps_per_beat), on + 1)
     end = int(song.grid_steps(song.end_time, steps_per_beat)) if song.num_notes else 0
     num_bars = max(1, -(-end // steps_per_bar))
-    roll = np.zeros((num_bars * steps_per_bar + 1, NUM_MIDI_PITCHES), dtype=bool)
+    rows = check_grid(num_bars * steps_per_bar + 1, NUM_MIDI_PITCHES, "bar roll")  # GridTooLarge: metric NaN
+    roll = np.zeros((rows, NUM_MIDI_PITCHES), dtype=bool)
     pitch = notes[:, PITCH].astype(np.int64)
     starts = set(zip(on.tolist(), pitch.tolist()))
     for o, f, q in zip(on, off, pitch):
