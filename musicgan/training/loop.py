@@ -96,6 +96,24 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
 
 
+def reseed(seed: int) -> None:
+    """torch.manual_seed's effect without its cost (it queues lazy seeds for every
+    accelerator type and captures a traceback: 0.1-0.7 ms a step on CPU-only torch)."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def step_scalars(values: dict, state: TrainState, trained: list[str], **train: float) -> dict:
+    """One train row: the step's reduced values (bare stat names under stats/), `train/*`,
+    and per trained network whether it was held and how many updates it has taken."""
+    row = {(k if "/" in k else f"stats/{k}"): v for k, v in values.items()}
+    row.update({f"train/{k}": v for k, v in train.items()})
+    row.update({f"freeze/{n}": float(n in state.held) for n in trained})
+    row.update({f"updates/{n}": state.updates.get(n, 0) for n in trained})
+    return row
+
+
 class _StopFlag:
     """Set by SIGINT/SIGTERM/SIGUSR2; read into the per-step all-reduce."""
 
@@ -276,10 +294,13 @@ class Trainer:
         """Rank 0 generates, writes MIDI + piano rolls, scores them; metrics broadcast to all."""
         metrics = None
         if self.env.is_main:
+            networks = {name: self.backend.module(name) for name in self.family.network_names}
             metrics = sampling.sample_round(
-                self, self.run_dir / "samples" / label, self.cfg.log.num_samples, self.cfg.log.metric_samples,
-                png=label == "final",
+                self.family, networks, self.representation, self.run_dir / "samples" / label,
+                num_samples=self.cfg.log.num_samples, metric_samples=self.cfg.log.metric_samples,
+                length=self.cfg.curriculum.max_len, png=label == "final", logger=self.logger, step=self.state.step,
             )
+            metrics.update(self.real_metrics or {})
         metrics = collectives.broadcast_object(metrics, "sample metrics")
         self.last_metrics = metrics
         return metrics
@@ -297,7 +318,7 @@ class Trainer:
                                     tensorboard=self.cfg.log.tensorboard, progress=self.cfg.log.progress,
                                     initial_step=self.state.step)
         if self.env.is_main:
-            self.real_metrics = sampling.real_metrics(self)
+            self.real_metrics = sampling.real_metrics(self.cfg, self.representation, self.train_urls)
         try:
             with _stop_signals(self.stop):
                 while True:
@@ -403,7 +424,7 @@ class Trainer:
     def _train_step(self, ctx: StepContext, phase, phase_start: int, batch) -> bool:
         """One trainer step of `phase` (engine.py); True when all ranks agreed to stop after it."""
         seed = step_seed(self.cfg.train.seed, self.env.rank, self.state.step)
-        self._reseed(seed)
+        reseed(seed)
         plan = engine.StepPlan.at(phase, self.state.step - phase_start * self.batches_per_epoch)
         ctx.global_step, ctx.progress = self.state.step, self.state.step / max(self.total_steps, 1)
         out = engine.forward(plan, ctx, batch)
@@ -434,7 +455,7 @@ class Trainer:
 
     def _redo(self, plan, ctx: StepContext, batch, seed: int, name: str) -> torch.Tensor:
         """`name`'s loss again on the same batch and noise (Phase.repeat)."""
-        self._reseed(seed)
+        reseed(seed)
         again = engine.StepPlan(plan.phase, plan.step, frozenset({name}))
         return engine.forward(again, ctx, batch).losses[name]
 
@@ -447,14 +468,6 @@ class Trainer:
         self.total_steps = self.state.step + 1 + (accum - (self.state.step + 1) % accum) % accum
         self.logger.message(f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: "
                             f"finishing at step {self.total_steps}")
-
-    @staticmethod
-    def _reseed(seed: int) -> None:
-        """torch.manual_seed's effect without its cost (it queues lazy seeds for every
-        accelerator type and captures a traceback: 0.1-0.7 ms a step on CPU-only torch)."""
-        torch.default_generator.manual_seed(seed)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed_all(seed)
 
     def _budget_spent(self) -> bool:
         """True on rank 0 once `train.max_minutes` of training have passed (0: no budget)."""
@@ -501,19 +514,10 @@ class Trainer:
 
 
     def _log_step(self, phase, seq_len: int, seconds: float) -> None:
-        steps = self.cfg.log.interval
-        samples_per_s = steps * self.cfg.data.batch_size * self.env.world_size / max(seconds, 1e-9)
-        values = dict(self.last_values)
-        values.update({
-            "train/seq_len": seq_len,
-            "train/epoch": self.state.epoch,
-            "train/samples_per_s": samples_per_s,
-            "train/lr_scale": self.state.lr_scale,
-            **{f"freeze/{n}": float(n in self.state.held) for n in self.base_lr},
-            **{f"updates/{n}": self.state.updates.get(n, 0) for n in self.base_lr},
-        })
-        renamed = {(k if "/" in k else f"stats/{k}"): v for k, v in values.items()}
-        self.logger.scalars(self.state.step, renamed, phase=phase.name)
+        samples = self.cfg.log.interval * self.cfg.data.batch_size * self.env.world_size
+        row = step_scalars(self.last_values, self.state, list(self.base_lr), seq_len=seq_len, epoch=self.state.epoch,
+                           samples_per_s=samples / max(seconds, 1e-9), lr_scale=self.state.lr_scale)
+        self.logger.scalars(self.state.step, row, phase=phase.name)
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,6 @@ from musicgan.data.song import Song
 from musicgan.errors import DataError, UserError
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.families import ModelFamily, get_family
-
-if TYPE_CHECKING:
-    from musicgan.training.loop import Trainer
 
 log = logging.getLogger("musicgan")
 
@@ -70,30 +67,25 @@ def _summary(songs: list[Song]) -> dict[str, float]:
     return {k: float(v) for k, v in crnngan_summary(songs).items()}
 
 
-def sample_round(trainer: "Trainer", out_dir: Path, num_samples: int, metric_samples: int, png: bool) -> dict:
+def sample_round(family: ModelFamily, networks: dict, representation, out_dir: Path, *, num_samples: int,
+                 metric_samples: int, length: int, png: bool, logger=None, step: int = 0) -> dict:
     """Generate, write `num_samples` MIDI files, score `metric_samples` songs (rank 0 only).
     Piano-roll PNGs cost ~0.5 s each (matplotlib): written for the final round only; the
-    epoch rounds put one piano roll into TensorBoard instead."""
-    networks = {name: trainer.backend.module(name) for name in trainer.family.network_names}
-    length = trainer.cfg.curriculum.max_len
-    count = max(num_samples, metric_samples)
-    steps = trainer.family.generate(networks, count, length)
-    songs = decode_all(trainer.representation, steps)
+    epoch rounds put one piano roll into the `logger`'s TensorBoard instead."""
+    steps = family.generate(networks, max(num_samples, metric_samples), length)
+    songs = decode_all(representation, steps)
     write_songs(songs[:num_samples], out_dir, png=png)
-    if songs and trainer.logger is not None:
+    if songs and logger is not None:
         try:
             from musicgan.plots import piano_roll_image
 
-            trainer.logger.image("samples/piano_roll", trainer.state.step, piano_roll_image(songs[0]))
+            logger.image("samples/piano_roll", step, piano_roll_image(songs[0]))
         except Exception as exc:  # noqa: BLE001 - a picture must never stop training
             log.warning("piano-roll image failed: %s", exc)
-    metrics = {f"gen/{k}": v for k, v in _summary(songs[:metric_samples]).items()}
-    if trainer.real_metrics:
-        metrics.update(trainer.real_metrics)
-    return metrics
+    return {f"gen/{k}": v for k, v in _summary(songs[:metric_samples]).items()}
 
 
-def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
+def real_windows(cfg, representation, train_urls: list[str], num_songs: int, length: int) -> list[Song]:
     """One seeded random window of `length` steps per real song, decoded back to a song, so
     real and generated metrics are measured on equally long excerpts (as the paper does).
     Windows start where the loader's would (bar lines for bar-based representations); songs
@@ -102,24 +94,23 @@ def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
     from musicgan.data.shards import split_urls
 
     try:
-        urls = split_urls(trainer.cfg.data.path, "valid")
+        urls = split_urls(cfg.data.path, "valid")
     except DataError:
-        urls = trainer.train_urls  # tiny datasets may have no valid split
-    rng = np.random.default_rng(trainer.cfg.train.seed)
-    rep = trainer.representation
+        urls = train_urls  # tiny datasets may have no valid split
+    rng = np.random.default_rng(cfg.train.seed)
     songs = []
-    for _, steps in iter_encoded(urls, rep):
-        start = window_start(len(steps), length, rep.window_align, rng) if len(steps) else None
+    for _, steps in iter_encoded(urls, representation):
+        start = window_start(len(steps), length, representation.window_align, rng) if len(steps) else None
         if start is None:
             continue
-        songs.append(rep.decode(steps[start:start + length]))
+        songs.append(representation.decode(steps[start:start + length]))
         if len(songs) >= num_songs:
             break
     return songs
 
 
-def real_metrics(trainer: "Trainer") -> dict:
-    songs = real_windows(trainer, trainer.cfg.log.metric_songs, trainer.cfg.curriculum.max_len)
+def real_metrics(cfg, representation, train_urls: list[str]) -> dict:
+    songs = real_windows(cfg, representation, train_urls, cfg.log.metric_songs, cfg.curriculum.max_len)
     return {f"real/{k}": v for k, v in _summary(songs).items()} if songs else {}
 
 
