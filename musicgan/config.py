@@ -78,11 +78,17 @@ class DataConfig:
     transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
     batch_size: int = positive(20)  # per rank (per micro step)
     num_workers: int = non_negative(0)  # loader worker processes per rank
+    # Audio representations (fft_blocks, specgram_if) read these; prepare with --audio-rate HZ.
+    audio_rate: int = positive(16000)  # Hz of the rendered audio the representation expects
+    # specgram_if (model.name=gansynth): STFT size and hop, mel frequency axis or linear.
+    n_fft: int = positive(2048)
+    hop: int = positive(512)
+    mel: bool = False
 
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | gansynth
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -102,6 +108,15 @@ class ModelConfig:
     embedding_dim: int = positive(64)
     bidirectional: bool = False
     ema_decay: float = fraction(0.999)  # WGAN-GP: the sampled generator is an EMA of the trained one
+    # GANSynth (model.name=gansynth): the first stage's image (frames x bins), doubled on both
+    # axes per stage up to the representation's size; filters per block min(4096/2^block, cap);
+    # pitch classes min_pitch .. min_pitch + num_pitches - 1 (one-hot into G, D's pitch head).
+    start_frames: int = positive(4)
+    start_bins: int = positive(4)
+    stages: int = positive(6)
+    filter_cap: int = positive(64)
+    min_pitch: int = between(24, 0, 127)
+    num_pitches: int = between(61, 1, 128)
 
 
 @dataclass
@@ -145,6 +160,9 @@ class TrainConfig:
     n_critic: int = positive(5)
     gp_weight: float = non_negative(10.0)
     drift_penalty: float = non_negative(0.0)
+    # GANSynth: epochs of each stable and each fade-in stage; auxiliary pitch cross-entropy weight.
+    stage_epochs: int = positive(20)
+    aux_weight: float = non_negative(10.0)
 
 
 @dataclass
@@ -188,7 +206,7 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens"),
+    "data.representation": ("events", "pianoroll", "tokens", "specgram_if"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),

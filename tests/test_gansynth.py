@@ -81,7 +81,7 @@ def test_gradient_penalty_double_backward_reaches_every_used_critic_weight():
     # The step's loss shape (distance + penalty); the distance is zeroed, so every nonzero
     # weight gradient below comes from the penalty's double backward.
     (scores.mean() * 0 + losses.gradient_penalty(scores, x_hat, 10.0)).backward()
-    used = [critic.inputs[stage], critic.inputs[stage - 1], *critic.blocks[:stage + 1], critic.score]
+    used = [critic.inputs[stage], critic.inputs[stage - 1], *critic.blocks[:stage + 1], critic.heads]
     # Weights only: the critic is piecewise linear, so dD/dx̂ (hence the penalty) does not
     # depend on its biases.
     for module in used:
@@ -99,3 +99,92 @@ def test_every_generator_parameter_gets_a_gradient_tensor():
     score.mean().backward()
     assert all(p.grad is not None for p in generator.parameters())
     assert generator.outputs[STAGES - 1].weight.grad.abs().sum() == 0
+
+
+# -- the family: phase table, fade-in, training at 2 ranks, exact resume inside a fade-in ---------
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from dist_helpers import final_weights, init_rank, spawn  # noqa: E402
+from musicgan.config import apply_overrides  # noqa: E402
+from musicgan.presets import get_preset  # noqa: E402
+
+STEPS = 10
+RESUME_AT = 6  # inside the fade-in of steps 5..8 (1-based): 2 steps per epoch, 2 epochs per stage
+
+
+def gansynth_cfg(data: Path, *overrides: str):
+    cfg = get_preset("gansynth-debug")
+    cfg.data.path = str(data)
+    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false",
+                                 "train.stage_epochs=2", "model.min_pitch=48", "model.num_pitches=6", *overrides])
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return list({r["step"]: r for r in rows if r["event"] == "train"}.values())
+
+
+def test_the_phase_table_has_a_stable_and_a_fade_in_stage_per_resolution():
+    from musicgan.training.families import get_family
+    from musicgan.training.families.gansynth import fade_alpha
+
+    cfg = apply_overrides(get_preset("gansynth-small"), ["train.stage_epochs=3"])
+    table = get_family(cfg).phases()
+    assert [p.name for p in table] == ["stable-4x4"] + [f"{kind}-{4 * 2 ** s}x{4 * 2 ** s}"
+                                                        for s in range(1, 6) for kind in ("fade", "stable")]
+    assert [p.epochs for p in table] == [3] * 10 + [None]
+    assert [fade_alpha(s, 4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_note_and_network_sizes_must_agree():
+    from musicgan.errors import ConfigError
+    from musicgan.training.families import get_family
+
+    family = get_family(apply_overrides(get_preset("gansynth-debug"), ["model.start_bins=16"]))
+    with pytest.raises(ConfigError, match="is 64x32, but a note is curriculum.max_len=64 frames x 128 bins"):
+        family.build_networks(family.build_representation())
+
+
+def _worker(rank, world_size, port, data, root):
+    init_rank(rank, world_size, port)
+    from musicgan.distributed.env import init_distributed, teardown
+    from musicgan.training.loop import Trainer
+
+    env = init_distributed(timeout_s=60)
+
+    def fit(steps: int, run_dir: Path, resume: bool = False):
+        trainer = Trainer(gansynth_cfg(Path(data), f"train.max_steps={steps}"), run_dir, env=env)
+        try:
+            trainer.fit(resume=resume)
+            ema = trainer.backend.module("generator_ema").state_dict()
+            torch.save({k: v.clone() for k, v in ema.items()}, run_dir / f"ema-rank{rank}.pt")
+        finally:
+            trainer.backend.close()
+
+    try:
+        fit(STEPS, Path(root) / "straight")
+        fit(RESUME_AT, Path(root) / "resumed")
+        fit(STEPS, Path(root) / "resumed", resume=True)
+    finally:
+        teardown(env)
+
+
+def test_two_ranks_grow_through_a_fade_in_and_resume_inside_it_exactly(note_shards, tmp_path):
+    spawn(_worker, 2, str(note_shards), str(tmp_path))
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    rows = read_rows(tmp_path / "straight")
+    assert [r["phase"] for r in rows] == ["stable-32x64"] * 4 + ["fade-64x128"] * 4 + ["stable-64x128"] * 2
+    assert [r["stats/alpha"] for r in rows] == [1.0] * 4 + [0.0, 0.25, 0.5, 0.75] + [1.0] * 2
+    assert straight["updates"] == resumed["updates"] == {"generator": STEPS, "discriminator": STEPS}
+    for net in ("generator", "discriminator", "generator_ema"):
+        for key, value in straight["networks"][net].items():
+            torch.testing.assert_close(resumed["networks"][net][key], value, rtol=0.0, atol=0.0, msg=f"{net}.{key}")
+    resumed_rows = read_rows(tmp_path / "resumed")
+    assert [r["stats/alpha"] for r in resumed_rows if r["step"] > RESUME_AT] == [0.5, 0.75, 1.0, 1.0]
+    # The last stage's blocks trained (they were zero-gradient passengers in stage 0).
+    grown = "outputs.1.weight"
+    first = torch.load(sorted((tmp_path / "straight" / "checkpoints").glob("*.pt"))[0], weights_only=True)
+    assert not torch.equal(first["networks"]["generator"][grown], straight["networks"]["generator"][grown])
+    r0, r1 = (torch.load(tmp_path / "straight" / f"ema-rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)

@@ -10,7 +10,10 @@ min(FILTER_BASE / 2^(s + 1), filter_cap) filters, kernel 3, leaky ReLU 0.2.
              the 1x1 latent) -> conv; block s > 0: [upsample x2, conv, conv]; pixel norm
              after every conv; one 1x1 output layer (tanh) per stage.
   Critic     one 1x1 input layer per stage; block s > 0: [conv, conv, average-pool x2];
-             block 0: conv, then a linear score head and a linear pitch-class head.
+             block 0: conv, then one head convolution over the whole start image
+             giving the score and the pitch-class logits (a linear layer here got a
+             transposed weight gradient from the double backward, which DDP's gradient
+             buckets warn about at every step).
 
 During the fade-in into stage s (alpha < 1) the new block's output is blended with the
 previous stage's output upsampled (G) / the input pooled through the previous stage's
@@ -101,9 +104,7 @@ class ProgressiveCritic(nn.Module):
         self.inputs = nn.ModuleList([nn.Conv2d(channels, w, 1) for w in width])
         self.blocks = nn.ModuleList([nn.ModuleList([_conv(width[0], width[0])])] + [
             nn.ModuleList([_conv(width[s], width[s]), _conv(width[s], width[s - 1])]) for s in range(1, num_stages)])
-        features = width[0] * start[0] * start[1]
-        self.score = nn.Linear(features, 1)
-        self.pitch = nn.Linear(features, self.num_pitches)
+        self.heads = nn.Conv2d(width[0], 1 + self.num_pitches, tuple(start))  # [score, pitch logits]
 
     def forward(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.leaky_relu(self.inputs[stage](image), LEAK)
@@ -115,8 +116,8 @@ class ProgressiveCritic(nn.Module):
                 if s == stage and alpha < 1.0:
                     old = F.leaky_relu(self.inputs[s - 1](F.avg_pool2d(image, 2)), LEAK)
                     h = blend(old, h, alpha)
-        flat = h.flatten(1)
-        return _touch_all(self.score(flat).squeeze(1), self), self.pitch(flat)
+        heads = self.heads(h).flatten(1)  # (B, 1 + P)
+        return _touch_all(heads[:, 0], self), heads[:, 1:]
 
 
 def resolution(start: tuple[int, int], stage: int) -> tuple[int, int]:
