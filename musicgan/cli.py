@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
                         "true), model.rbm_generation, model.sample_gibbs_steps")
+    p.add_argument("--pitches", help="pitch-conditioned runs (gansynth): --num notes of each MIDI pitch, e.g. "
+                                     "48,55,60,67 (WAV + spectrogram PNG each)")
+    p.add_argument("--interpolate", action="store_true",
+                   help="with --pitches: per pitch, --num notes on the line between two random latents "
+                        "(timbre morphing)")
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
     gen = p.add_mutually_exclusive_group(required=True)
@@ -171,10 +176,22 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    if args.pitches or args.interpolate:
+        return cmd_sample_notes(args)
     from musicgan.training.sampling import sample_run
 
     sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
                checkpoint=args.checkpoint, audio=args.audio, overrides=args.set)
+    return 0
+
+
+def cmd_sample_notes(args) -> int:
+    from musicgan.training.note_sampling import parse_pitches, sample_notes
+
+    if not args.pitches:
+        raise UserError("--interpolate needs --pitches")
+    sample_notes(args.run, args.out, pitches=parse_pitches(args.pitches), num=args.num, seed=args.seed,
+                 checkpoint=args.checkpoint, interpolate=args.interpolate)
     return 0
 
 

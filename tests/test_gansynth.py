@@ -3,6 +3,7 @@ backward of the gradient penalty, DDP-safe graphs)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,3 +189,39 @@ def test_two_ranks_grow_through_a_fade_in_and_resume_inside_it_exactly(note_shar
     assert not torch.equal(first["networks"]["generator"][grown], straight["networks"]["generator"][grown])
     r0, r1 = (torch.load(tmp_path / "straight" / f"ema-rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
+
+
+# -- sampling: notes of chosen pitches, timbre morphing ------------------------------------------
+def test_latent_line_runs_from_one_draw_to_the_other():
+    from musicgan.training.note_sampling import line_latents
+
+    start, end = torch.zeros(4), torch.ones(4) * 2
+    line = line_latents(start, end, 3)
+    assert torch.equal(line[0], start) and torch.equal(line[2], end) and torch.equal(line[1], torch.ones(4))
+    assert torch.equal(line_latents(start, end, 1), start.unsqueeze(0))
+
+
+def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torch_thread):
+    import wave
+
+    from dist_helpers import musicgan
+    from musicgan.training.loop import train
+    from musicgan.training.sampling import load_run
+
+    run = tmp_path / "run"
+    train(gansynth_cfg(note_shards, "train.max_steps=3", "log.num_samples=1", "log.metric_samples=1"), run)
+    out = tmp_path / "notes"
+    musicgan(["sample", "--run", str(run), "--pitches", "48,50", "--num", "2", "--out", str(out)], timeout=120)
+    assert sorted(p.name for p in out.iterdir()) == [f"pitch0{p}-00{i}.{ext}" for p in (48, 50) for i in (0, 1)
+                                                    for ext in ("png", "wav")]
+    with wave.open(str(out / "pitch048-000.wav")) as wav:
+        assert wav.getframerate() == 8000 and wav.getnframes() > 4000  # 64 frames x hop 128
+    morph = tmp_path / "morph"
+    musicgan(["sample", "--run", str(run), "--pitches", "53", "--num", "3", "--interpolate", "--out", str(morph)],
+             timeout=120)
+    assert len(list(morph.glob("morph-pitch053-*.wav"))) == 3
+    failed = musicgan(["sample", "--run", str(run), "--pitches", "47", "--out", str(out)], check=False)
+    assert failed.returncode == 2 and failed.stderr.strip() == "error: pitches [47] are outside the model's range 48..53"
+    cfg, family, _, networks, _ = load_run(run)
+    z = torch.randn(1, cfg.model.latent_dim)
+    assert not np.array_equal(family.generate_notes(networks, [48], z), family.generate_notes(networks, [53], z))

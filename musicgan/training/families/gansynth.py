@@ -185,7 +185,7 @@ class GANSynthFamily(ModelFamily):
         """(len(pitches), frames, 2 bins) from the EMA generator at full resolution."""
         m = self.cfg.model
         low, high = m.min_pitch, m.min_pitch + m.num_pitches - 1
-        bad = [p for p in pitches if not low <= p <= high]
+        bad = sorted({p for p in pitches if not low <= p <= high})
         if bad:
             raise ConfigError(f"pitches {bad} are outside the model's range {low}..{high}")
         generator = networks["generator_ema"]
