@@ -197,6 +197,10 @@ def cmd_sample_notes(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from musicgan.metrics.evaluate import run_evaluate
+    from musicgan.training.note_sampling import is_pitch_conditioned
+
+    if args.run and is_pitch_conditioned(args.run):
+        return cmd_evaluate_notes(args)
 
     window = args.reference_window
     if window == "none":
@@ -210,6 +214,13 @@ def cmd_evaluate(args) -> int:
     run_evaluate(run=args.run, generated=args.generated, reference=args.reference, split=args.split,
                  compare=tuple(args.compare), out=args.out, max_songs=args.max_songs, reference_window=window,
                  report=not args.no_report, **extra)
+    return 0
+
+
+def cmd_evaluate_notes(args) -> int:
+    from musicgan.training.note_sampling import evaluate_notes, write_note_evaluation
+
+    write_note_evaluation(evaluate_notes(args.run, args.reference, split=args.split), args.out)
     return 0
 
 

@@ -201,7 +201,7 @@ def test_latent_line_runs_from_one_draw_to_the_other():
     assert torch.equal(line_latents(start, end, 1), start.unsqueeze(0))
 
 
-def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torch_thread):
+def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torch_thread, monkeypatch):
     import wave
 
     from dist_helpers import musicgan
@@ -222,6 +222,53 @@ def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torc
     assert len(list(morph.glob("morph-pitch053-*.wav"))) == 3
     failed = musicgan(["sample", "--run", str(run), "--pitches", "47", "--out", str(out)], check=False)
     assert failed.returncode == 2 and failed.stderr.strip() == "error: pitches [47] are outside the model's range 48..53"
+    monkeypatch.setenv("MUSICGAN_CACHE", str(tmp_path / "cache"))
+    one_note = musicgan(["evaluate", "--run", str(run), "--reference", str(note_shards), "--split", "test",
+                         "--out", str(tmp_path / "eval")], check=False)
+    assert one_note.returncode == 2 and "has 1 note(s)" in one_note.stderr
+    musicgan(["evaluate", "--run", str(run), "--reference", str(note_shards), "--split", "train", "--out",
+              str(tmp_path / "eval")], timeout=240)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sorted(metrics) == ["generated", "noise", "real held-out"]
+    assert sorted(metrics["noise"]) == ["frechet", "ndb", "pitch_accuracy", "pitch_entropy"]
     cfg, family, _, networks, _ = load_run(run)
     z = torch.randn(1, cfg.model.latent_dim)
     assert not np.array_equal(family.generate_notes(networks, [48], z), family.generate_notes(networks, [53], z))
+
+
+# -- metrics: pitch classifier (cached), pitch accuracy / entropy, Frechet, NDB ------------------
+def test_ndb_is_zero_for_the_same_notes_and_counts_the_bins_a_set_misses():
+    from musicgan.metrics.notes import ndb
+
+    rng = np.random.default_rng(0)
+    centroids = np.array([[0.0, 0.0], [10.0, 10.0]])
+    real = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(10, 1, (50, 2))])
+    assert ndb(centroids, real, real) == 0.0
+    assert ndb(centroids, real, rng.normal(0, 1, (100, 2))) == 1.0  # both bins' shares differ
+
+
+def test_pitch_metrics_tell_real_notes_from_noise_and_the_classifier_is_cached(note_shards, tmp_path):
+    from musicgan.data.loader import iter_songs
+    from musicgan.data.shards import split_urls
+    from musicgan.metrics import notes
+    from musicgan.training.families import get_family
+    from musicgan.training.note_sampling import note_images
+
+    family = get_family(gansynth_cfg(note_shards))
+    representation = family.build_representation()
+    urls = split_urls(str(note_shards), "train")
+    representation.fit(iter_songs(urls))
+    images, classes = note_images(family, representation, urls)
+    assert images.shape[1:] == (2, 64, 128) and set(classes.tolist()) <= set(range(6))
+    classifier = notes.cached_classifier(urls, images, classes, 6, encoding=representation.state_dict(),
+                                         root=tmp_path)
+    assert len(list((tmp_path / "pitch-classifier").glob("*.pt"))) == 1
+    again = notes.cached_classifier(urls, images[:1], classes[:1], 6, encoding=representation.state_dict(),
+                                    root=tmp_path)  # loaded, not retrained on the one note given
+    assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), again.state_dict().values()))
+    centroids = notes.ndb_bins(notes.log_spectra(images), 3)
+    real = notes.note_metrics(classifier, images, centroids, images, classes)
+    noise = notes.note_metrics(classifier, images, centroids, notes.noise_images(images), classes)
+    assert real["pitch_accuracy"] >= 0.9 and real["ndb"] == 0.0 and real["frechet"] < 1e-6
+    assert noise["pitch_accuracy"] < real["pitch_accuracy"] and noise["frechet"] > 1.0 and noise["ndb"] > 0
+    assert real["pitch_entropy"] < noise["pitch_entropy"]
