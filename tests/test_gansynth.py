@@ -1,16 +1,28 @@
 """GANSynth: the progressive networks (shapes at every stage, the fade-in blend, the double
-backward of the gradient penalty, DDP-safe graphs)."""
+backward of the gradient penalty, DDP-safe graphs), the family's phase table and exact
+resume inside a fade-in at 2 gloo ranks, `sample --pitches`, and the note metrics."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dist_helpers import final_weights, init_rank, spawn
 
 from musicgan import losses
-from musicgan.models.gansynth import (ProgressiveCritic, ProgressiveGenerator, downscale, resolution,
-                                      stage_filters)
+from musicgan.config import apply_overrides
+from musicgan.models.gansynth import (
+    ProgressiveCritic,
+    ProgressiveGenerator,
+    downscale,
+    resolution,
+    stage_filters,
+)
+from musicgan.presets import get_preset
 
 START, STAGES, CAP, PITCHES, LATENT = (2, 2), 4, 8, 5, 6
 
@@ -103,12 +115,6 @@ def test_every_generator_parameter_gets_a_gradient_tensor():
 
 
 # -- the family: phase table, fade-in, training at 2 ranks, exact resume inside a fade-in ---------
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from dist_helpers import final_weights, init_rank, spawn  # noqa: E402
-from musicgan.config import apply_overrides  # noqa: E402
-from musicgan.presets import get_preset  # noqa: E402
 
 STEPS = 10
 RESUME_AT = 6  # inside the fade-in of steps 5..8 (1-based): 2 steps per epoch, 2 epochs per stage
@@ -185,7 +191,7 @@ def test_two_ranks_grow_through_a_fade_in_and_resume_inside_it_exactly(note_shar
     assert [r["stats/alpha"] for r in resumed_rows if r["step"] > RESUME_AT] == [0.5, 0.75, 1.0, 1.0]
     # The last stage's blocks trained (they were zero-gradient passengers in stage 0).
     grown = "outputs.1.weight"
-    first = torch.load(sorted((tmp_path / "straight" / "checkpoints").glob("*.pt"))[0], weights_only=True)
+    first = torch.load(min((tmp_path / "straight" / "checkpoints").glob("*.pt")), weights_only=True)
     assert not torch.equal(first["networks"]["generator"][grown], straight["networks"]["generator"][grown])
     r0, r1 = (torch.load(tmp_path / "straight" / f"ema-rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
@@ -205,6 +211,7 @@ def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torc
     import wave
 
     from dist_helpers import musicgan
+
     from musicgan.training.loop import train
     from musicgan.training.sampling import load_run
 
