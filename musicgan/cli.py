@@ -1,4 +1,4 @@
-"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, bench.
+"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, bench, oracle.
 
 Thin on purpose: parse arguments, build the config, call the library. A user error prints
 `error: <one line>` and exits 2 (no traceback; MUSICGAN_DEBUG=1 shows it).
@@ -24,6 +24,16 @@ def _ratios(text: str) -> tuple[float, float, float]:
     if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6:
         raise argparse.ArgumentTypeError(f"split ratios must be three non-negative numbers summing to 1, got {text!r}")
     return parts  # type: ignore[return-value]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed benchmarks (JSON + Markdown table)")
     p.add_argument("--out", default=None, help="write the JSON here")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+
+    p = sub.add_parser("oracle", help="SeqGAN's oracle experiment: NLL-oracle of random G, MLE and SeqGAN")
+    p.add_argument("--preset", default="seqgan-oracle", help="a seqgan preset (seqgan-oracle, seqgan-oracle-debug)")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated oracle seeds, e.g. 0,1,2")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable)")
     return parser
 
 
@@ -231,8 +247,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_oracle(args) -> int:
+    from musicgan.config import apply_overrides, validate
+    from musicgan.presets import get_preset
+    from musicgan.training.oracle import run_oracle
+
+    run_oracle(validate(apply_overrides(get_preset(args.preset), args.overrides)), args.seeds)
+    return 0
+
+
 COMMANDS = {"prepare": cmd_prepare, "merge-manifests": cmd_merge, "train": cmd_train, "sample": cmd_sample,
-            "evaluate": cmd_evaluate, "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "bench": cmd_bench, "oracle": cmd_oracle}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,12 +70,17 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens
+    representation: str = "events"  # events | pianoroll | tokens | multitrack | melody_grid | specgram_if
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
     frames_per_beat: int = positive(1)  # piano roll resolution (quarter-note frames for chorales)
     transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
+    # multitrack (MuseGAN): track grouping, pitch rows and random transposition per window.
+    track_grouping: str = "parts"  # parts (chorales: S, A, T, B) | lpd5 (drums, piano, guitar, bass, strings)
+    lowest_pitch: int = between(24, 0, 127)  # MIDI number of pitch row 0
+    num_pitches: int = between(84, 1, 128)
+    transpose_range: str = ""  # "low,high" semitones drawn per window (MuseGAN: -5,6); "" none
     batch_size: int = positive(20)  # per rank (per micro step)
     num_workers: int = non_negative(0)  # loader worker processes per rank
     # Audio representations (fft_blocks, specgram_if) read these; prepare with --audio-rate HZ.
@@ -88,7 +93,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | gansynth
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -117,6 +122,20 @@ class ModelConfig:
     filter_cap: int = positive(64)
     min_pitch: int = between(24, 0, 127)
     num_pitches: int = between(61, 1, 128)
+    musegan_mode: str = "hybrid"  # MuseGAN latents: jamming | composer | hybrid
+    musegan_arch: str = "v3"  # MuseGAN networks: v3 (compact 3-D convs) | paper (v1 bar generators)
+    musegan_width_scale: float = positive(1.0)  # every MuseGAN layer width times this (small config: 0.25)
+    # SeqGAN (model.name=seqgan; training/families/seqgan.py): D objective, K rollouts per
+    # prefix, the rollout copy's delay (0 = an exact copy of G), D's embedding, filter table
+    # and L2 weight on its output layer.
+    seqgan_d_loss: str = "ce"  # ce (2-way softmax) | lsgan (least-squares score; reward sigmoid(score))
+    seqgan_rollouts: int = positive(16)
+    seqgan_rollout_update_rate: float = fraction(0.8)
+    seqgan_d_embedding: int = positive(64)
+    seqgan_d_filters: str = "seqgan"  # seqgan | polyphonic | tiny (models/seqgan.py FILTER_TABLES)
+    seqgan_d_l2: float = non_negative(0.2)
+    seqgan_oracle_vocab: int = between(500, 2, 1_000_000)  # `musicgan oracle`: the oracle LSTM's vocabulary
+    seqgan_oracle_samples: int = positive(10_000)  # its training set, and the samples each score averages
 
 
 @dataclass
@@ -129,6 +148,10 @@ class OptimConfig:
     beta2: float = fraction(0.999)
     l2: float = non_negative(0.1)  # L2 penalty scale: l2 * sum(w^2) / 2 added to every loss (the paper)
     grad_clip: float = non_negative(5.0)  # global-norm clipping; 0 disables
+    # Linear decay of both learning rates to 0 between these generator steps (MuseGAN v3:
+    # 45,000 -> 50,000); equal values: no decay.
+    lr_decay_start: int = non_negative(0)
+    lr_decay_end: int = non_negative(0)
 
 
 @dataclass
@@ -146,6 +169,7 @@ class TrainConfig:
     seed: int = non_negative(0)
     epochs: int = non_negative(100)  # total, pretraining included
     pretrain_epochs: int = non_negative(6)
+    pretrain_d_epochs: int = non_negative(0)  # SeqGAN: D-only epochs after the MLE pretraining
     max_steps: int = non_negative(0)  # stop after this many optimizer steps (0: run all epochs)
     max_minutes: float = non_negative(0.0)  # wall-clock budget of this invocation; the run then ends normally (0: none)
     freeze_d_threshold: float = non_negative(0.7)  # D skips its update while d_loss < θ_D * g_loss (0: never)
@@ -157,12 +181,17 @@ class TrainConfig:
     rollback_lr_factor: float = between(0.5, 0, 1, low_open=True)  # rollback: learning rates multiplied by this
     max_grad_norm: float = positive(1e6)  # a gradient norm above this counts as divergence
     # WGAN-GP (model.name=wgan-gp): critic steps per generator step, penalty weight λ, drift ε.
-    n_critic: int = positive(5)
+    n_critic: int = positive(5)  # also SeqGAN's D minibatches per G update in its adversarial phase
     gp_weight: float = non_negative(10.0)
     drift_penalty: float = non_negative(0.0)
     # GANSynth: epochs of each stable and each fade-in stage; auxiliary pitch cross-entropy weight.
     stage_epochs: int = positive(20)
     aux_weight: float = non_negative(10.0)
+    # Longer critic runs (MuseGAN): `critic_warmup` critic steps per generator step for the
+    # first `critic_warmup_g_steps` generator steps and every `critic_warmup_every`-th (0: never).
+    critic_warmup: int = non_negative(0)
+    critic_warmup_g_steps: int = non_negative(0)
+    critic_warmup_every: int = non_negative(0)
 
 
 @dataclass
@@ -206,12 +235,17 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens", "specgram_if"),
+    "data.representation": ("events", "pianoroll", "tokens", "multitrack", "melody_grid", "specgram_if"),
+    "data.track_grouping": ("parts", "lpd5"),
+    "model.musegan_mode": ("jamming", "composer", "hybrid"),
+    "model.musegan_arch": ("v3", "paper"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),
     "model.d_layout": ("separate", "interleaved"),
     "model.rbm_generation": ("sample", "top1"),
+    "model.seqgan_d_loss": ("ce", "lsgan"),
+    "model.seqgan_d_filters": ("seqgan", "polyphonic", "tiny"),
     "optim.optimizer": ("sgd", "adam"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),

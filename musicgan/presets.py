@@ -387,3 +387,257 @@ def gansynth_debug() -> Config:
     cfg.log.num_samples, cfg.log.metric_samples, cfg.log.metric_songs = 2, 4, 8
     cfg.dist.timeout_s = 60.0
     return cfg
+# MuseGAN (Dong et al. 2018): multi-track bar-based WGAN-GP (docs/musegan.md).
+@preset("musegan-chorales")
+def musegan_chorales() -> Config:
+    """The small config for 2 CPU cores: Bach chorales as 4 tracks (S, A, T, B), phrases of
+    4 bars x 48 steps (12 per beat) x 48 pitches (MIDI 36-83); the v3 network with widths / 4
+    and pitch factorised 2 -> 4 -> x12; hybrid latents; batch 16; WGAN-GP (λ 10), 5 critic
+    steps per generator step (50 for the first 10, as the v3 code), 2,000 generator steps;
+    Adam 1e-3 (0.5, 0.9); random transposition -5..+6 per window."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "musegan"
+    cfg.model.musegan_arch = "v3"
+    cfg.model.musegan_mode = "hybrid"
+    cfg.model.musegan_width_scale = 0.25
+    cfg.data.representation = "multitrack"
+    cfg.data.track_grouping = "parts"
+    cfg.data.frames_per_beat = 12
+    cfg.data.lowest_pitch = 36
+    cfg.data.num_pitches = 48
+    cfg.data.transpose_range = "-5,6"
+    cfg.data.batch_size = 16
+    cfg.curriculum.start = cfg.curriculum.max_len = 4 * 48
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = cfg.optim.d_lr = 1e-3
+    cfg.optim.beta1, cfg.optim.beta2 = 0.5, 0.9
+    cfg.optim.l2 = 0.0
+    cfg.optim.grad_clip = 0.0  # the penalty bounds the critic
+    cfg.train.n_critic = 5
+    cfg.train.gp_weight = 10.0
+    cfg.train.critic_warmup, cfg.train.critic_warmup_g_steps = 50, 10
+    cfg.train.max_steps = 10 * 50 + 1990 * 5  # 2,000 generator steps
+    cfg.train.epochs = 100_000  # max_steps ends the run
+    cfg.log.interval = 50
+    cfg.log.checkpoint_every = 1000
+    cfg.log.sample_every = 0
+    return cfg
+
+
+@preset("musegan-paper")
+def musegan_paper() -> Config:
+    """The paper's setting, for GPUs: an LPD-5-style MIDI folder (drums, piano, guitar, bass,
+    strings), 4 bars x 96 steps (24 per beat) x 84 pitches (MIDI 24-107); the v1 bar and
+    temporal generators, bar critic and phrase head; hybrid; batch 64; Adam 2e-4 (0.5, 0.9);
+    z ~ N(0, 0.1^2); 5 critic steps per generator step, 100 for the first 25 and every 500th;
+    20 epochs (an epoch here is one window per song, not the paper's 50,266 phrases)."""
+    cfg = musegan_chorales()
+    cfg.model.musegan_arch = "paper"
+    cfg.model.musegan_width_scale = 1.0
+    cfg.data.track_grouping = "lpd5"
+    cfg.data.frames_per_beat = 24
+    cfg.data.lowest_pitch = 24
+    cfg.data.num_pitches = 84
+    cfg.data.batch_size = 64
+    cfg.curriculum.start = cfg.curriculum.max_len = 4 * 96
+    cfg.optim.g_lr = cfg.optim.d_lr = 2e-4
+    cfg.train.critic_warmup, cfg.train.critic_warmup_g_steps, cfg.train.critic_warmup_every = 100, 25, 500
+    cfg.train.max_steps = 0
+    cfg.train.epochs = 20
+    return cfg
+
+
+@preset("musegan-debug")
+def musegan_debug() -> Config:
+    """musegan-chorales at toy sizes (seconds): 2 bars, widths / 16, batch 4, 2 warm-up
+    critic steps for the first generator step, then 5."""
+    cfg = musegan_chorales()
+    cfg.model.musegan_width_scale = 1 / 16
+    cfg.data.batch_size = 4
+    cfg.curriculum.start = cfg.curriculum.max_len = 2 * 48
+    cfg.train.critic_warmup, cfg.train.critic_warmup_g_steps = 2, 1
+    cfg.train.max_steps = 40
+    cfg.train.epochs = 100
+    cfg.log.interval = 5
+    cfg.log.checkpoint_every = 0
+    cfg.log.num_samples = 2
+    cfg.log.metric_samples = 4
+    cfg.log.metric_songs = 8
+    cfg.dist.timeout_s = 60.0
+    return cfg
+
+
+# SeqGAN (Yu et al. 2017, "SeqGAN: Sequence Generative Adversarial Nets with Policy Gradient")
+# and Polyphonic SeqGAN (Lee et al. 2017, "Polyphonic Music Generation with Sequence Generative
+# Adversarial Networks"): training/families/seqgan.py.
+@preset("seqgan-paper")
+def seqgan_paper() -> Config:
+    """SeqGAN's music setup on `melody_grid` tokens (rest + 88 pitches, 16ths), length 32:
+    G LSTM embedding 32 / hidden 32, Adam 0.01 with global-norm clip 5; D the CNN + highway
+    with the reference's 12 widths, embedding 64, dropout 0.25 (keep 0.75), L2 0.2, Adam 1e-4;
+    K = 16 rollouts, rollout delay 0.8; 120 MLE epochs, 150 D epochs (50 rounds x 3), then
+    the adversarial phase with the reference's ~4,700 D minibatches per G update. The folk
+    corpora stand in for Nottingham (not bundled). Batch 64."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "seqgan"
+    cfg.data.representation = "melody_grid"
+    cfg.data.batch_size = 64
+    cfg.model.embedding_dim = 32
+    cfg.model.g_hidden = 32
+    cfg.model.d_dropout = 0.25
+    cfg.model.seqgan_d_loss = "ce"
+    cfg.model.seqgan_rollouts = 16
+    cfg.model.seqgan_rollout_update_rate = 0.8
+    cfg.model.seqgan_d_embedding = 64
+    cfg.model.seqgan_d_filters = "seqgan"
+    cfg.model.seqgan_d_l2 = 0.2
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 0.01
+    cfg.optim.d_lr = 1e-4
+    cfg.optim.grad_clip = 5.0
+    cfg.curriculum.start = 32
+    cfg.curriculum.max_len = 32
+    cfg.train.pretrain_epochs = 120
+    cfg.train.pretrain_d_epochs = 150
+    cfg.train.n_critic = 4700
+    cfg.train.epochs = 1000
+    cfg.log.interval = 20
+    cfg.log.sample_every = 50
+    return cfg
+
+
+@preset("seqgan-folk")
+def seqgan_folk() -> Config:
+    """The paper's networks on folk melodies (`musicgan prepare --corpus music21:essen`) at a
+    CPU-sized schedule: 10 MLE epochs, 3 D epochs, then 5 D minibatches per G update."""
+    cfg = seqgan_paper()
+    cfg.train.pretrain_epochs = 10
+    cfg.train.pretrain_d_epochs = 3
+    cfg.train.n_critic = 5
+    cfg.train.epochs = 40
+    cfg.log.sample_every = 10
+    return cfg
+
+
+@preset("seqgan-debug")
+def seqgan_debug() -> Config:
+    """SeqGAN at toy sizes (seconds): length 8, batch 16, K 2, tiny D; one epoch of each
+    pretraining phase, then D twice per G update, so a 20-step run on a 200-song folk set
+    (2 ranks: 6 steps an epoch) passes through all three phases."""
+    cfg = seqgan_folk()
+    cfg.data.batch_size = 16
+    cfg.model.embedding_dim = 8
+    cfg.model.g_hidden = 16
+    cfg.model.seqgan_d_embedding = 8
+    cfg.model.seqgan_d_filters = "tiny"
+    cfg.model.seqgan_rollouts = 2
+    cfg.curriculum.start = 8
+    cfg.curriculum.max_len = 8
+    cfg.train.pretrain_epochs = 1
+    cfg.train.pretrain_d_epochs = 1
+    cfg.train.n_critic = 2
+    cfg.train.epochs = 6
+    cfg.optim.d_lr = 1e-3
+    cfg.log.interval = 5
+    cfg.log.sample_every = 0
+    cfg.log.num_samples = 2
+    cfg.log.metric_samples = 4
+    cfg.log.metric_songs = 8
+    cfg.dist.timeout_s = 60.0
+    return cfg
+
+
+@preset("polyseqgan-paper")
+def polyseqgan_paper() -> Config:
+    """Polyphonic SeqGAN as published, on `tokens` (note/chord words of the chorales' parts):
+    G embedding 32, hidden 512, length 100, batch 32, lr 1e-3; rollout delay 0.9, K 32; D
+    embedding 32, widths 5/10/15/20 x 400 filters, least squares, L2 0.2, lr 1e-4; 100 MLE
+    and 100 D epochs. (Their x10 G rate in the adversarial phase is not applied: one
+    optim.g_lr per run.)"""
+    cfg = seqgan_paper()
+    cfg.data.representation = "tokens"
+    cfg.data.batch_size = 32
+    cfg.model.g_hidden = 512
+    cfg.model.seqgan_d_embedding = 32
+    cfg.model.seqgan_d_filters = "polyphonic"
+    cfg.model.seqgan_d_loss = "lsgan"
+    cfg.model.seqgan_rollouts = 32
+    cfg.model.seqgan_rollout_update_rate = 0.9
+    cfg.optim.g_lr = 1e-3
+    cfg.curriculum.start = 100
+    cfg.curriculum.max_len = 100
+    cfg.train.pretrain_epochs = 100
+    cfg.train.pretrain_d_epochs = 100
+    cfg.train.n_critic = 5
+    cfg.train.epochs = 700
+    return cfg
+
+
+@preset("polyseqgan-chorales")
+def polyseqgan_chorales() -> Config:
+    """Polyphonic SeqGAN's small config on the Bach chorales: hidden 128, length 32, K 8,
+    20 MLE epochs, 5 D epochs, 5 D minibatches per G update."""
+    cfg = polyseqgan_paper()
+    cfg.model.g_hidden = 128
+    cfg.model.seqgan_rollouts = 8
+    cfg.curriculum.start = 32
+    cfg.curriculum.max_len = 32
+    cfg.train.pretrain_epochs = 20
+    cfg.train.pretrain_d_epochs = 5
+    cfg.train.epochs = 60
+    cfg.log.sample_every = 10
+    return cfg
+
+
+@preset("seqgan-oracle")
+def seqgan_oracle() -> Config:
+    """SeqGAN's synthetic experiment, small (`musicgan oracle`): a random oracle LSTM (N(0, 1)
+    weights, hidden 32) over 500 tokens samples 10,000 sequences of 20; G and D as the paper,
+    10 MLE epochs, 1 D epoch, then 3 adversarial epochs of 5 D minibatches per G update
+    (~94 G updates at batch 64). The MLE model gets the same 14 epochs."""
+    cfg = seqgan_paper()
+    cfg.model.seqgan_oracle_vocab = 500
+    cfg.model.seqgan_oracle_samples = 10_000
+    cfg.curriculum.start = 20
+    cfg.curriculum.max_len = 20
+    cfg.train.pretrain_epochs = 10
+    cfg.train.pretrain_d_epochs = 1
+    cfg.train.n_critic = 5
+    cfg.train.epochs = 14
+    return cfg
+
+
+@preset("seqgan-oracle-paper")
+def seqgan_oracle_paper() -> Config:
+    """The paper's oracle: vocabulary 5,000, length 20, 10,000 samples, 120 MLE epochs, 150 D
+    epochs, then the adversarial phase (its D-to-G ratio as `seqgan-paper`)."""
+    cfg = seqgan_oracle()
+    cfg.model.seqgan_oracle_vocab = 5000
+    cfg.train.pretrain_epochs = 120
+    cfg.train.pretrain_d_epochs = 150
+    cfg.train.n_critic = 4700
+    cfg.train.epochs = 1000
+    return cfg
+
+
+@preset("seqgan-oracle-debug")
+def seqgan_oracle_debug() -> Config:
+    """The oracle experiment in seconds: vocabulary 12, length 6, 128 samples, batch 16, toy
+    networks; 4 MLE epochs, 1 D epoch, 2 adversarial epochs."""
+    cfg = seqgan_oracle()
+    cfg.model.seqgan_oracle_vocab = 12
+    cfg.model.seqgan_oracle_samples = 128
+    cfg.data.batch_size = 16
+    cfg.model.embedding_dim = 8
+    cfg.model.g_hidden = 16
+    cfg.model.seqgan_d_embedding = 8
+    cfg.model.seqgan_d_filters = "tiny"
+    cfg.model.seqgan_rollouts = 2
+    cfg.curriculum.start = 6
+    cfg.curriculum.max_len = 6
+    cfg.train.pretrain_epochs = 4
+    cfg.train.pretrain_d_epochs = 1
+    cfg.train.n_critic = 2
+    cfg.train.epochs = 7
+    cfg.optim.d_lr = 1e-3
+    return cfg

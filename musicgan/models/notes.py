@@ -36,6 +36,8 @@ SPECIAL = 2  # ids below this (padding, unknown) are never generated
 
 
 class NoteLSTM(nn.Module):
+    start_id = START  # the input before the first token (read by the MLE step)
+
     def __init__(self, vocab_size: int, embedding_dim: int = 64, hidden: int = 512, layers: int = 3,
                  dropout: float = 0.3, bidirectional: bool = False, head_hidden: int = 256) -> None:
         super().__init__()

@@ -30,7 +30,6 @@ from musicgan.models.notes import (
     LSTMNoteDiscriminator,
     MLPNoteGenerator,
     NoteLSTM,
-    START,
     ids_to_unit,
     unit_to_ids,
 )
@@ -60,10 +59,11 @@ class _TokenFamily(ModelFamily):
 
 # ---------------------------------------------------------------------------------------------
 def lm_step(ctx: StepContext, batch) -> StepOutput:
-    """Cross-entropy of the next token; inputs are the window shifted right behind START."""
+    """Cross-entropy of the next token; inputs are the window shifted right behind the
+    generator's start id (`start_id`: NoteLSTM's is the padding id, SeqGAN's its own token)."""
     ids, lengths = _tokens(batch, ctx.device)
-    inputs = torch.cat([torch.full_like(ids[:, :1], START), ids[:, :-1]], dim=1)  # (B, T)
     model = ctx.module("generator")
+    inputs = torch.cat([torch.full_like(ids[:, :1], model.start_id), ids[:, :-1]], dim=1)  # (B, T)
     if not model.bidirectional:
         logits = ctx.run("generator", "causal_logits", inputs)  # (B, T, V)
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
