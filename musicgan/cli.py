@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
                         "true), model.rbm_generation, model.sample_gibbs_steps")
+    p.add_argument("--pitches", help="pitch-conditioned runs (gansynth): --num notes of each MIDI pitch, e.g. "
+                                     "48,55,60,67 (WAV + spectrogram PNG each)")
+    p.add_argument("--interpolate", action="store_true",
+                   help="with --pitches: per pitch, --num notes on the line between two random latents "
+                        "(timbre morphing)")
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
     gen = p.add_mutually_exclusive_group(required=True)
@@ -187,6 +192,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    if args.pitches or args.interpolate:
+        return cmd_sample_notes(args)
     from musicgan.training.sampling import sample_run
 
     sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
@@ -194,8 +201,22 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_sample_notes(args) -> int:
+    from musicgan.training.note_sampling import parse_pitches, sample_notes
+
+    if not args.pitches:
+        raise UserError("--interpolate needs --pitches")
+    sample_notes(args.run, args.out, pitches=parse_pitches(args.pitches), num=args.num, seed=args.seed,
+                 checkpoint=args.checkpoint, interpolate=args.interpolate)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from musicgan.metrics.evaluate import run_evaluate
+    from musicgan.training.note_sampling import is_pitch_conditioned
+
+    if args.run and is_pitch_conditioned(args.run):
+        return cmd_evaluate_notes(args)
 
     window = args.reference_window
     if window == "none":
@@ -209,6 +230,13 @@ def cmd_evaluate(args) -> int:
     run_evaluate(run=args.run, generated=args.generated, reference=args.reference, split=args.split,
                  compare=tuple(args.compare), out=args.out, max_songs=args.max_songs, reference_window=window,
                  report=not args.no_report, **extra)
+    return 0
+
+
+def cmd_evaluate_notes(args) -> int:
+    from musicgan.training.note_sampling import evaluate_notes, write_note_evaluation
+
+    write_note_evaluation(evaluate_notes(args.run, args.reference, split=args.split), args.out)
     return 0
 
 

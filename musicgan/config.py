@@ -70,7 +70,7 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens | multitrack | melody_grid
+    representation: str = "events"  # events | pianoroll | tokens | multitrack | melody_grid | specgram_if
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
@@ -83,11 +83,17 @@ class DataConfig:
     transpose_range: str = ""  # "low,high" semitones drawn per window (MuseGAN: -5,6); "" none
     batch_size: int = positive(20)  # per rank (per micro step)
     num_workers: int = non_negative(0)  # loader worker processes per rank
+    # Audio representations (fft_blocks, specgram_if) read these; prepare with --audio-rate HZ.
+    audio_rate: int = positive(16000)  # Hz of the rendered audio the representation expects
+    # specgram_if (model.name=gansynth): STFT size and hop, mel frequency axis or linear.
+    n_fft: int = positive(2048)
+    hop: int = positive(512)
+    mel: bool = False
 
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -107,6 +113,15 @@ class ModelConfig:
     embedding_dim: int = positive(64)
     bidirectional: bool = False
     ema_decay: float = fraction(0.999)  # WGAN-GP: the sampled generator is an EMA of the trained one
+    # GANSynth (model.name=gansynth): the first stage's image (frames x bins), doubled on both
+    # axes per stage up to the representation's size; filters per block min(4096/2^block, cap);
+    # pitch classes min_pitch .. min_pitch + num_pitches - 1 (one-hot into G, D's pitch head).
+    start_frames: int = positive(4)
+    start_bins: int = positive(4)
+    stages: int = positive(6)
+    filter_cap: int = positive(64)
+    min_pitch: int = between(24, 0, 127)
+    num_pitches: int = between(61, 1, 128)
     musegan_mode: str = "hybrid"  # MuseGAN latents: jamming | composer | hybrid
     musegan_arch: str = "v3"  # MuseGAN networks: v3 (compact 3-D convs) | paper (v1 bar generators)
     musegan_width_scale: float = positive(1.0)  # every MuseGAN layer width times this (small config: 0.25)
@@ -169,6 +184,9 @@ class TrainConfig:
     n_critic: int = positive(5)  # also SeqGAN's D minibatches per G update in its adversarial phase
     gp_weight: float = non_negative(10.0)
     drift_penalty: float = non_negative(0.0)
+    # GANSynth: epochs of each stable and each fade-in stage; auxiliary pitch cross-entropy weight.
+    stage_epochs: int = positive(20)
+    aux_weight: float = non_negative(10.0)
     # Longer critic runs (MuseGAN): `critic_warmup` critic steps per generator step for the
     # first `critic_warmup_g_steps` generator steps and every `critic_warmup_every`-th (0: never).
     critic_warmup: int = non_negative(0)
@@ -217,7 +235,7 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens", "multitrack", "melody_grid"),
+    "data.representation": ("events", "pianoroll", "tokens", "multitrack", "melody_grid", "specgram_if"),
     "data.track_grouping": ("parts", "lpd5"),
     "model.musegan_mode": ("jamming", "composer", "hybrid"),
     "model.musegan_arch": ("v3", "paper"),

@@ -14,5 +14,6 @@ FAMILY_MODULES: dict[str, str] = {
     "note-mlpgan": "musicgan.training.families.notes",
     "musegan": "musicgan.training.families.musegan",
     "wgan-gp": "musicgan.training.families.wgan",
+    "gansynth": "musicgan.training.families.gansynth",
     "seqgan": "musicgan.training.families.seqgan",
 }

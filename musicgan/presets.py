@@ -319,6 +319,74 @@ def wgan_gp_debug() -> Config:
     return cfg
 
 
+# GANSynth (Engel et al. 2019): pitch-conditioned progressive WGAN-GP on single notes as
+# log-magnitude + instantaneous-frequency images. Prepare the notes with
+# `musicgan prepare --corpus 'soundfont:notes?...' --audio-rate HZ` (README, GANSynth).
+@preset("gansynth-paper")
+def gansynth_paper() -> Config:
+    """The paper's recipe (a GPU, days): 16 kHz, 4 s notes, STFT 2048 / hop 512 -> 128 frames
+    x 1024 bins on a mel axis (IF-Mel, the paper's best), 7 stages from 2x16, filters
+    min(4096 / 2^block, 256), latent 256, pitches 24..84, WGAN-GP (10) + drift (0.001) +
+    auxiliary pitch CE (10), Adam 8e-4 (0, 0.99), batch 8, 1:1 updates, EMA 0.999. A stage
+    is 200 epochs (~800k images at ~4.4k training notes, the paper's 800k per stage)."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "gansynth"
+    cfg.data.representation = "specgram_if"
+    cfg.data.audio_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.mel = 16000, 2048, 512, True
+    cfg.data.batch_size = 8
+    cfg.model.start_frames, cfg.model.start_bins, cfg.model.stages = 2, 16, 7
+    cfg.model.filter_cap, cfg.model.latent_dim = 256, 256
+    cfg.model.min_pitch, cfg.model.num_pitches = 24, 61
+    cfg.model.ema_decay = 0.999
+    cfg.optim.optimizer, cfg.optim.g_lr, cfg.optim.d_lr = "adam", 8e-4, 8e-4
+    cfg.optim.beta1, cfg.optim.beta2, cfg.optim.grad_clip = 0.0, 0.99, 0.0
+    cfg.train.gp_weight, cfg.train.drift_penalty, cfg.train.aux_weight = 10.0, 0.001, 10.0
+    cfg.train.stage_epochs = 200
+    cfg.train.epochs = cfg.train.stage_epochs * (2 * cfg.model.stages - 1)
+    cfg.curriculum.start = cfg.curriculum.max_len = 128
+    cfg.log.interval = 50
+    cfg.log.sample_every = cfg.train.stage_epochs
+    return cfg
+
+
+@preset("gansynth-small")
+def gansynth_small() -> Config:
+    """The CPU-sized recipe (minutes per stage on 2 cores): 8 kHz, 1 s notes, STFT 256 / hop 64
+    -> 128 frames x 128 linear bins, 6 stages from 4x4, filters <= 64, latent 64, pitches
+    36..84 (49), batch 16; a stage is 22 epochs (~20k images at the ~900 training notes of
+    ~20 programs x 49 pitches)."""
+    cfg = gansynth_paper()
+    cfg.data.audio_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.mel = 8000, 256, 64, False
+    cfg.data.batch_size = 16
+    cfg.model.start_frames, cfg.model.start_bins, cfg.model.stages = 4, 4, 6
+    cfg.model.filter_cap, cfg.model.latent_dim = 64, 64
+    cfg.model.min_pitch, cfg.model.num_pitches = 36, 49
+    cfg.train.stage_epochs = 22
+    cfg.train.epochs = cfg.train.stage_epochs * (2 * cfg.model.stages - 1)
+    cfg.log.sample_every = cfg.train.stage_epochs
+    cfg.log.interval = 20
+    return cfg
+
+
+@preset("gansynth-debug")
+def gansynth_debug() -> Config:
+    """Toy sizes (seconds): 8 kHz 1 s notes, STFT 256 / hop 128 -> 64 frames x 128 bins, 2
+    stages from 32x64, 4 filters, latent 8, batch 4, one epoch per stage, EMA 0.9."""
+    cfg = gansynth_small()
+    cfg.data.hop = 128
+    cfg.data.batch_size = 4
+    cfg.model.start_frames, cfg.model.start_bins, cfg.model.stages = 32, 64, 2
+    cfg.model.filter_cap, cfg.model.latent_dim = 4, 8
+    cfg.model.min_pitch, cfg.model.num_pitches = 24, 61
+    cfg.model.ema_decay = 0.9
+    cfg.train.stage_epochs = 1
+    cfg.train.epochs = 10
+    cfg.curriculum.start = cfg.curriculum.max_len = 64
+    cfg.log.interval = 5
+    cfg.log.sample_every = 0
+    cfg.log.num_samples, cfg.log.metric_samples, cfg.log.metric_songs = 2, 4, 8
+    cfg.dist.timeout_s = 60.0
+    return cfg
 # MuseGAN (Dong et al. 2018): multi-track bar-based WGAN-GP (docs/musegan.md).
 @preset("musegan-chorales")
 def musegan_chorales() -> Config:

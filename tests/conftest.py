@@ -32,6 +32,18 @@ def _shard_cache_dir(name: str, params: dict) -> Path:
     return REPO / ".cache" / "test-shards" / f"{name}-{digest.hexdigest()[:16]}"
 
 
+def _keep_in_cache(out: Path, cached: Path) -> Path:
+    """Copy freshly prepared shards into the cache folder (atomically) and return it."""
+    staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(out, staging)
+    try:
+        staging.rename(cached)  # atomic; a concurrent session may have won the race
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cached if (cached / "manifest.json").is_file() else out
+
+
 @pytest.fixture(scope="session")
 def bach_shards(tmp_path_factory) -> Path:
     """Shards of the first 40 music21 Bach chorales (sorted by source): ratios 0.8/0.1/0.1,
@@ -49,16 +61,27 @@ def bach_shards(tmp_path_factory) -> Path:
     manifest = prepare_dataset(params["spec"], out, workers=2, shard_size=params["shard_size"],
                                ratios=params["ratios"], progress=False, limit=params["limit"])
     assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid", "test")), manifest["splits"]
-    if not use_cache:
-        return out
-    staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(out, staging)
-    try:
-        staging.rename(cached)  # atomic; a concurrent session may have won the race
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return cached if (cached / "manifest.json").is_file() else out
+    return _keep_in_cache(out, cached) if use_cache else out
+
+
+NOTE_SPEC = "soundfont:notes?programs=0,40&pitches=48-53&seconds=1&hold=0.75"  # 12 notes
+
+
+@pytest.fixture(scope="session")
+def note_shards(tmp_path_factory) -> Path:
+    """Shards of 12 single notes (2 programs x 6 pitches, 1 s) rendered at 8 kHz: ratios
+    0.8/0.1/0.1. Rendering costs ~1 s a note here, so the shards are cached like bach_shards."""
+    from musicgan.data.prepare import prepare_dataset
+
+    params = dict(spec=NOTE_SPEC, shard_size=6, ratios=(0.8, 0.1, 0.1), audio_rate=8000)
+    use_cache = os.environ.get("MUSICGAN_TEST_CACHE", "1") != "0"
+    cached = _shard_cache_dir("notes", params)
+    if use_cache and (cached / "manifest.json").is_file():
+        return cached
+    out = tmp_path_factory.mktemp("note_shards")
+    prepare_dataset(params["spec"], out, workers=2, shard_size=params["shard_size"], ratios=params["ratios"],
+                    progress=False, audio_rate=params["audio_rate"])
+    return _keep_in_cache(out, cached) if use_cache else out
 
 
 @pytest.fixture(scope="session")

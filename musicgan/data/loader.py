@@ -43,7 +43,7 @@ import logging
 import math
 import multiprocessing
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -70,6 +70,9 @@ class Batch:
     x: torch.Tensor  # (B, T, F) float32 (int64 for token representations)
     lengths: torch.Tensor  # (B,) int64 valid steps per row; the rest is zero padding
     keys: list[str]  # the source of each row (for divergence logs)
+    # Per-song integer labels (`Song.labels`: a rendered note's pitch, program), one (B,)
+    # int64 tensor per name any row has; -1 where a row's song lacks that label.
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def window_start(num_steps: int, seq_len: int, align: int | None, rng: np.random.Generator) -> int | None:
@@ -194,7 +197,7 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             window = rep.augment(steps[start:start + self.seq_len], rng)
             x = np.zeros((self.seq_len, rep.num_features), dtype=rep.dtype)
             x[: len(window)] = window
-            yield x, len(window), song.source or key
+            yield x, len(window), song.source or key, song.labels
 
     def _window_start(self, num_steps: int, rng: np.random.Generator) -> int | None:
         return window_start(num_steps, self.seq_len, self.representation.window_align, rng)
@@ -212,7 +215,9 @@ class _WindowBatches(torch.utils.data.IterableDataset):
     def _collate(rows):
         x = torch.from_numpy(np.stack([r[0] for r in rows]))
         lengths = torch.tensor([r[1] for r in rows], dtype=torch.int64)
-        return x, lengths, [r[2] for r in rows]
+        names = sorted({name for r in rows for name in r[3]})
+        labels = {n: torch.tensor([r[3].get(n, -1) for r in rows], dtype=torch.int64) for n in names}
+        return x, lengths, [r[2] for r in rows], labels
 
 
 class ShardLoader:
@@ -247,8 +252,8 @@ class ShardLoader:
             batches = iter(loader)
         # The stream is endless (resampled shards): the epoch is its first num_batches batches.
         # When the consumer stops early, dropping `batches` shuts the workers down.
-        for x, lengths, keys in itertools.islice(batches, self.num_batches):
-            yield Batch(x=x, lengths=lengths, keys=list(keys))
+        for x, lengths, keys, labels in itertools.islice(batches, self.num_batches):
+            yield Batch(x=x, lengths=lengths, keys=list(keys), labels=labels)
 
     @property
     def num_skipped(self) -> int:

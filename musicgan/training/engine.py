@@ -75,7 +75,7 @@ def check_repeat(phases: list[Phase], grad_accum: int) -> None:
 
 def forward(plan: StepPlan, ctx: StepContext, batch) -> StepOutput:
     """The phase's step function for exactly the networks the plan trains."""
-    ctx.trains = plan.trains
+    ctx.trains, ctx.step = plan.trains, plan.step
     out = plan.phase.step(ctx, batch)
     assert set(out.losses) == set(plan.trains), (
         f"phase {plan.phase.name} returned losses for {sorted(out.losses)}, expected {sorted(plan.trains)}")

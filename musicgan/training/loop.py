@@ -348,7 +348,8 @@ class Trainer:
             epoch = self.state.epoch
             phase, phase_start = phase_for_epoch(self.phases, epoch)
             seq_len = seq_len_for_epoch(self.cfg.curriculum, epoch, grows=phase.curriculum)
-            ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len)
+            ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len,
+                              steps_per_epoch=self.batches_per_epoch)
             loader = self.loader_factory(
                 self.train_urls, self.representation, seq_len=seq_len, batch_size=self.cfg.data.batch_size,
                 num_batches=self.batches_per_epoch, seed=self.cfg.train.seed, epoch=epoch,

@@ -30,7 +30,8 @@ How a family declares its training (the generic engine knows no network name):
   `ctx.run_for_penalty(...)` is the forward for a loss differentiated twice (WGAN-GP).
 - **Progress**: `ctx.step` (step within the phase), `ctx.global_step`, `ctx.progress`
   (fraction of the run's steps done, in [0, 1]) for schedules such as learning-rate decay
-  or progressive growing; all identical on every rank.
+  or progressive growing, `ctx.steps_per_epoch` (so a phase knows its own length in steps:
+  a fade-in's blend); all identical on every rank.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class StepContext:
     step: int = 0  # step within the phase (0-based)
     global_step: int = 0  # trainer step of the run (0-based)
     progress: float = 0.0  # global_step / total steps of the run
+    steps_per_epoch: int = 1  # trainer steps of one epoch (a phase of E epochs lasts E * this)
 
     def run(self, name: str, method: str, *args, **kwargs):
         """Forward through the training wrapper of `name` (DDP / engine): gradients flow to it."""

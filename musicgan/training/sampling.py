@@ -39,6 +39,10 @@ def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png
         path = out_dir / f"{prefix}-{index:03d}.mid"
         if song.audio is not None and not song.num_notes:
             paths.append(_write_decoded_audio(song, path.with_suffix(".wav")))
+            if png:
+                from musicgan.plots import spectrogram_png
+
+                spectrogram_png(song.audio, song.audio_rate, path.with_suffix(".png"), title=path.with_suffix(".wav").name)
             continue
         write_midi(song, path)
         if png:

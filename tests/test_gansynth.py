@@ -1,0 +1,281 @@
+"""GANSynth: the progressive networks (shapes at every stage, the fade-in blend, the double
+backward of the gradient penalty, DDP-safe graphs), the family's phase table and exact
+resume inside a fade-in at 2 gloo ranks, `sample --pitches`, and the note metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from dist_helpers import final_weights, init_rank, spawn
+
+from musicgan import losses
+from musicgan.config import apply_overrides
+from musicgan.models.gansynth import (
+    ProgressiveCritic,
+    ProgressiveGenerator,
+    downscale,
+    resolution,
+    stage_filters,
+)
+from musicgan.presets import get_preset
+
+START, STAGES, CAP, PITCHES, LATENT = (2, 2), 4, 8, 5, 6
+
+
+def nets(seed: int = 0):
+    torch.manual_seed(seed)
+    return (ProgressiveGenerator(LATENT, PITCHES, START, STAGES, CAP),
+            ProgressiveCritic(PITCHES, START, STAGES, CAP))
+
+
+def inputs(batch: int = 3):
+    return torch.randn(batch, LATENT), F.one_hot(torch.arange(batch) % PITCHES, PITCHES).float()
+
+
+def test_filters_follow_the_paper_rule():
+    assert [stage_filters(s, 256) for s in range(7)] == [256, 256, 256, 256, 128, 64, 32]
+    assert [stage_filters(s, 64) for s in range(6)] == [64] * 6
+
+
+@pytest.mark.parametrize("stage", range(STAGES))
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_shapes_at_every_stage_and_alpha(stage, alpha):
+    generator, critic = nets()
+    image = generator(*inputs(), stage, alpha)
+    assert image.shape == (3, 2, *resolution(START, stage))
+    assert image.abs().max() <= 1.0
+    score, logits = critic(image, stage, alpha)
+    assert score.shape == (3,) and logits.shape == (3, PITCHES)
+
+
+def test_alpha_zero_is_the_previous_stage_and_one_the_new_block():
+    generator, critic = nets()
+    z, pitch = inputs()
+    old = generator(z, pitch, 1)
+    assert torch.allclose(generator(z, pitch, 2, 0.0), F.interpolate(old, scale_factor=2), atol=1e-6)
+    new = generator(z, pitch, 2, 1.0)
+    assert not torch.allclose(new, F.interpolate(old, scale_factor=2), atol=1e-3)
+    halfway = generator(z, pitch, 2, 0.5)
+    assert torch.allclose(halfway, 0.5 * (new + F.interpolate(old, scale_factor=2)), atol=1e-6)
+    image = torch.rand(3, 2, *resolution(START, 2))
+    for got, want in zip(critic(image, 2, 0.0), critic(F.avg_pool2d(image, 2), 1)):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_real_images_are_pooled_like_the_generator_blends():
+    full = torch.rand(2, 2, *resolution(START, STAGES - 1))
+    assert downscale(full, STAGES - 1, STAGES).equal(full)
+    low = downscale(full, 1, STAGES)
+    assert low.shape == (2, 2, *resolution(START, 1))
+    assert torch.allclose(low, F.avg_pool2d(full, 4))
+    faded = downscale(full, 1, STAGES, 0.0)
+    assert torch.allclose(faded, F.interpolate(downscale(full, 0, STAGES), scale_factor=2), atol=1e-6)
+
+
+def test_pitch_conditioning_changes_the_output():
+    generator, _ = nets()
+    z, pitch = inputs()
+    other = pitch.roll(1, dims=1)
+    assert not torch.allclose(generator(z, pitch, 1), generator(z, other, 1), atol=1e-4)
+
+
+def test_gradient_penalty_double_backward_reaches_every_used_critic_weight():
+    generator, critic = nets()
+    stage = 2
+    with torch.no_grad():
+        fake = generator(*inputs(), stage, 0.5)
+    x_hat = losses.interpolate(torch.rand_like(fake), fake)
+    scores, _ = critic(x_hat, stage, 0.5)
+    # The step's loss shape (distance + penalty); the distance is zeroed, so every nonzero
+    # weight gradient below comes from the penalty's double backward.
+    (scores.mean() * 0 + losses.gradient_penalty(scores, x_hat, 10.0)).backward()
+    used = [critic.inputs[stage], critic.inputs[stage - 1], *critic.blocks[:stage + 1], critic.heads]
+    # Weights only: the critic is piecewise linear, so dD/dx̂ (hence the penalty) does not
+    # depend on its biases.
+    for module in used:
+        for p in module.parameters():
+            assert p.grad is not None and (p.dim() == 1 or p.grad.abs().sum() > 0)
+    # Later stages are in the graph (DDP needs every parameter) with exactly zero gradient.
+    for p in critic.inputs[stage + 1].parameters():
+        assert p.grad is not None and p.grad.abs().sum() == 0
+
+
+def test_every_generator_parameter_gets_a_gradient_tensor():
+    generator, critic = nets()
+    image = generator(*inputs(), 0)
+    score, _ = critic(image, 0)
+    score.mean().backward()
+    assert all(p.grad is not None for p in generator.parameters())
+    assert generator.outputs[STAGES - 1].weight.grad.abs().sum() == 0
+
+
+# -- the family: phase table, fade-in, training at 2 ranks, exact resume inside a fade-in ---------
+
+STEPS = 10
+RESUME_AT = 6  # inside the fade-in of steps 5..8 (1-based): 2 steps per epoch, 2 epochs per stage
+
+
+def gansynth_cfg(data: Path, *overrides: str):
+    cfg = get_preset("gansynth-debug")
+    cfg.data.path = str(data)
+    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false",
+                                 "train.stage_epochs=2", "model.min_pitch=48", "model.num_pitches=6", *overrides])
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return list({r["step"]: r for r in rows if r["event"] == "train"}.values())
+
+
+def test_the_phase_table_has_a_stable_and_a_fade_in_stage_per_resolution():
+    from musicgan.training.families import get_family
+    from musicgan.training.families.gansynth import fade_alpha
+
+    cfg = apply_overrides(get_preset("gansynth-small"), ["train.stage_epochs=3"])
+    table = get_family(cfg).phases()
+    assert [p.name for p in table] == ["stable-4x4"] + [f"{kind}-{4 * 2 ** s}x{4 * 2 ** s}"
+                                                        for s in range(1, 6) for kind in ("fade", "stable")]
+    assert [p.epochs for p in table] == [3] * 10 + [None]
+    assert [fade_alpha(s, 4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_note_and_network_sizes_must_agree():
+    from musicgan.errors import ConfigError
+    from musicgan.training.families import get_family
+
+    family = get_family(apply_overrides(get_preset("gansynth-debug"), ["model.start_bins=16"]))
+    with pytest.raises(ConfigError, match="is 64x32, but a note is curriculum.max_len=64 frames x 128 bins"):
+        family.build_networks(family.build_representation())
+
+
+def _worker(rank, world_size, port, data, root):
+    init_rank(rank, world_size, port)
+    from musicgan.distributed.env import init_distributed, teardown
+    from musicgan.training.loop import Trainer
+
+    env = init_distributed(timeout_s=60)
+
+    def fit(steps: int, run_dir: Path, resume: bool = False):
+        trainer = Trainer(gansynth_cfg(Path(data), f"train.max_steps={steps}"), run_dir, env=env)
+        try:
+            trainer.fit(resume=resume)
+            ema = trainer.backend.module("generator_ema").state_dict()
+            torch.save({k: v.clone() for k, v in ema.items()}, run_dir / f"ema-rank{rank}.pt")
+        finally:
+            trainer.backend.close()
+
+    try:
+        fit(STEPS, Path(root) / "straight")
+        fit(RESUME_AT, Path(root) / "resumed")
+        fit(STEPS, Path(root) / "resumed", resume=True)
+    finally:
+        teardown(env)
+
+
+def test_two_ranks_grow_through_a_fade_in_and_resume_inside_it_exactly(note_shards, tmp_path):
+    spawn(_worker, 2, str(note_shards), str(tmp_path))
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    rows = read_rows(tmp_path / "straight")
+    assert [r["phase"] for r in rows] == ["stable-32x64"] * 4 + ["fade-64x128"] * 4 + ["stable-64x128"] * 2
+    assert [r["stats/alpha"] for r in rows] == [1.0] * 4 + [0.0, 0.25, 0.5, 0.75] + [1.0] * 2
+    assert straight["updates"] == resumed["updates"] == {"generator": STEPS, "discriminator": STEPS}
+    for net in ("generator", "discriminator", "generator_ema"):
+        for key, value in straight["networks"][net].items():
+            torch.testing.assert_close(resumed["networks"][net][key], value, rtol=0.0, atol=0.0, msg=f"{net}.{key}")
+    resumed_rows = read_rows(tmp_path / "resumed")
+    assert [r["stats/alpha"] for r in resumed_rows if r["step"] > RESUME_AT] == [0.5, 0.75, 1.0, 1.0]
+    # The last stage's blocks trained (they were zero-gradient passengers in stage 0).
+    grown = "outputs.1.weight"
+    first = torch.load(min((tmp_path / "straight" / "checkpoints").glob("*.pt")), weights_only=True)
+    assert not torch.equal(first["networks"]["generator"][grown], straight["networks"]["generator"][grown])
+    r0, r1 = (torch.load(tmp_path / "straight" / f"ema-rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+
+
+# -- sampling: notes of chosen pitches, timbre morphing ------------------------------------------
+def test_latent_line_runs_from_one_draw_to_the_other():
+    from musicgan.training.note_sampling import line_latents
+
+    start, end = torch.zeros(4), torch.ones(4) * 2
+    line = line_latents(start, end, 3)
+    assert torch.equal(line[0], start) and torch.equal(line[2], end) and torch.equal(line[1], torch.ones(4))
+    assert torch.equal(line_latents(start, end, 1), start.unsqueeze(0))
+
+
+def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torch_thread, monkeypatch):
+    import wave
+
+    from dist_helpers import musicgan
+
+    from musicgan.training.loop import train
+    from musicgan.training.sampling import load_run
+
+    run = tmp_path / "run"
+    train(gansynth_cfg(note_shards, "train.max_steps=3", "log.num_samples=1", "log.metric_samples=1"), run)
+    out = tmp_path / "notes"
+    musicgan(["sample", "--run", str(run), "--pitches", "48,50", "--num", "2", "--out", str(out)], timeout=120)
+    assert sorted(p.name for p in out.iterdir()) == [f"pitch0{p}-00{i}.{ext}" for p in (48, 50) for i in (0, 1)
+                                                    for ext in ("png", "wav")]
+    with wave.open(str(out / "pitch048-000.wav")) as wav:
+        assert wav.getframerate() == 8000 and wav.getnframes() > 4000  # 64 frames x hop 128
+    morph = tmp_path / "morph"
+    musicgan(["sample", "--run", str(run), "--pitches", "53", "--num", "3", "--interpolate", "--out", str(morph)],
+             timeout=120)
+    assert len(list(morph.glob("morph-pitch053-*.wav"))) == 3
+    failed = musicgan(["sample", "--run", str(run), "--pitches", "47", "--out", str(out)], check=False)
+    assert failed.returncode == 2 and failed.stderr.strip() == "error: pitches [47] are outside the model's range 48..53"
+    monkeypatch.setenv("MUSICGAN_CACHE", str(tmp_path / "cache"))
+    one_note = musicgan(["evaluate", "--run", str(run), "--reference", str(note_shards), "--split", "test",
+                         "--out", str(tmp_path / "eval")], check=False)
+    assert one_note.returncode == 2 and "has 1 note(s)" in one_note.stderr
+    musicgan(["evaluate", "--run", str(run), "--reference", str(note_shards), "--split", "train", "--out",
+              str(tmp_path / "eval")], timeout=240)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sorted(metrics) == ["generated", "noise", "real held-out"]
+    assert sorted(metrics["noise"]) == ["frechet", "ndb", "pitch_accuracy", "pitch_entropy"]
+    cfg, family, _, networks, _ = load_run(run)
+    z = torch.randn(1, cfg.model.latent_dim)
+    assert not np.array_equal(family.generate_notes(networks, [48], z), family.generate_notes(networks, [53], z))
+
+
+# -- metrics: pitch classifier (cached), pitch accuracy / entropy, Frechet, NDB ------------------
+def test_ndb_is_zero_for_the_same_notes_and_counts_the_bins_a_set_misses():
+    from musicgan.metrics.notes import ndb
+
+    rng = np.random.default_rng(0)
+    centroids = np.array([[0.0, 0.0], [10.0, 10.0]])
+    real = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(10, 1, (50, 2))])
+    assert ndb(centroids, real, real) == 0.0
+    assert ndb(centroids, real, rng.normal(0, 1, (100, 2))) == 1.0  # both bins' shares differ
+
+
+def test_pitch_metrics_tell_real_notes_from_noise_and_the_classifier_is_cached(note_shards, tmp_path):
+    from musicgan.data.loader import iter_songs
+    from musicgan.data.shards import split_urls
+    from musicgan.metrics import notes
+    from musicgan.training.families import get_family
+    from musicgan.training.note_sampling import note_images
+
+    family = get_family(gansynth_cfg(note_shards))
+    representation = family.build_representation()
+    urls = split_urls(str(note_shards), "train")
+    representation.fit(iter_songs(urls))
+    images, classes = note_images(family, representation, urls)
+    assert images.shape[1:] == (2, 64, 128) and set(classes.tolist()) <= set(range(6))
+    classifier = notes.cached_classifier(urls, images, classes, 6, encoding=representation.state_dict(),
+                                         root=tmp_path)
+    assert len(list((tmp_path / "pitch-classifier").glob("*.pt"))) == 1
+    again = notes.cached_classifier(urls, images[:1], classes[:1], 6, encoding=representation.state_dict(),
+                                    root=tmp_path)  # loaded, not retrained on the one note given
+    assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), again.state_dict().values()))
+    centroids = notes.ndb_bins(notes.log_spectra(images), 3)
+    real = notes.note_metrics(classifier, images, centroids, images, classes)
+    noise = notes.note_metrics(classifier, images, centroids, notes.noise_images(images), classes)
+    assert real["pitch_accuracy"] >= 0.9 and real["ndb"] == 0.0 and real["frechet"] < 1e-6
+    assert noise["pitch_accuracy"] < real["pitch_accuracy"] and noise["frechet"] > 1.0 and noise["ndb"] > 0
+    assert real["pitch_entropy"] < noise["pitch_entropy"]
