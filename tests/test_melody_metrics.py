@@ -61,3 +61,28 @@ def test_chord_tone_ratio_reads_the_soprano_of_a_chorale(bach_shards):
     songs = list(itertools.islice(iter_songs(split_urls(bach_shards, "test")), 4))
     ratios = [METRICS["chord_tone_ratio"](s) for s in songs]
     assert all(0.5 < r <= 1.0 for r in ratios), ratios
+
+
+def test_jazzgan_melody_metrics_of_a_known_melody():
+    # C E G D over C major, then A A A (one note) B, a 16th C, a 16th rest... over A minor
+    song = _song([(C_MAJOR, _quarters(72, 76, 79, 74)), (A_MINOR, [81] * 8 + [83] * 4 + [72, -1, 84, 84])])
+    values = {name: METRICS[name].fn(song) for name in ("melody_distinct_pitches", "melody_distinct_pitch_classes",
+                                                        "melody_repetitions_3", "qualified_note_rate",
+                                                        "non_chord_tone_ratio", "chord_tone_ratio")}
+    assert values["melody_distinct_pitches"] == 7  # 72 76 79 74 81 83 84
+    assert values["melody_distinct_pitch_classes"] == 6  # C twice (72, 84)
+    assert values["melody_repetitions_3"] == 0
+    assert values["qualified_note_rate"] == 1.0  # the shortest note is a 16th
+    assert math.isclose(values["chord_tone_ratio"] + values["non_chord_tone_ratio"], 1.0)
+    assert math.isclose(values["non_chord_tone_ratio"], 2 / 8)  # D (bar 1) and B (bar 2)
+    repeated = _song([(C_MAJOR, _quarters(72, 74, 76, 60)), (C_MAJOR, _quarters(72, 74, 76, 62))])
+    assert METRICS["melody_repetitions_3"].fn(repeated) == 1  # C D E twice
+
+
+def test_qualified_notes_need_a_32nd_note():
+    from musicgan.data.melody_events import MelodyChordEventsRepresentation
+
+    rep = MelodyChordEventsRepresentation(rhythm_encoding="duration")  # 48 steps per bar: 1 step = 1/12 beat
+    rows = np.zeros((16, rep.num_features), dtype=np.float32)
+    rows[:3, :2] = [(3 + 24, 1), (3 + 26, 2), (3 + 28, 45)]  # 1/12 beat, 1/6 beat, the rest of the bar
+    assert METRICS["qualified_note_rate"].fn(rep.decode(rows)) == 2 / 3

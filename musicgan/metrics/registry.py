@@ -6,7 +6,8 @@ one registry. Definitions and the public references' pitfalls: `docs/metrics.md`
 Conventions
 - Pitch metrics ignore drum notes (`Song.pitched()`); rhythm metrics (empty-beat rate,
   groove consistency) use every note.
-- Counts (unique_tones, n_pitches_used, n_pitch_classes_used, repetitions_3) are 0 on an
+- Counts (unique_tones, n_pitches_used, n_pitch_classes_used, repetitions_3 and their
+  melody_* forms) are 0 on an
   empty song, a well-defined value that lets a collapsed generator show up in averages;
   spans, ratios and entropies are NaN there. `*_compat` variants are NaN on an empty song,
   as the reference code refuses empty songs.
@@ -431,6 +432,41 @@ def melody_note_length_entropy(song: Song) -> float:
 def melody_scale_consistency(song: Song) -> float:
     pitches = _melody(song)[:, PITCH].astype(np.int64)
     return _best_scale_fraction(pitches, SCALE_MASKS) if len(pitches) else NAN
+
+
+# JazzGAN (Trieu & Keller 2018) on the melody line: its metrics beyond the ones above.
+# A note is "qualified" when it lasts at least a 32nd note (1/8 beat): MuseGAN's threshold
+# (Dong et al. 2018, 3 steps of 24 per beat), since JazzGAN's own value is not given.
+QUALIFIED_NOTE_BEATS = 0.125
+
+
+@register("melody_distinct_pitches", ["melody"], "number of distinct MIDI pitches of the melody line")
+def melody_distinct_pitches(song: Song) -> float:
+    return float(len(np.unique(_melody(song)[:, PITCH])))
+
+
+@register("melody_distinct_pitch_classes", ["melody"], "number of distinct pitch classes of the melody line")
+def melody_distinct_pitch_classes(song: Song) -> float:
+    return float(len(np.unique(_melody(song)[:, PITCH].astype(np.int64) % 12)))
+
+
+@register("melody_repetitions_3", ["melody"], "repetitions_3 of the melody line alone")
+def melody_repetitions_3(song: Song) -> float:
+    return float(repetition_count(_melody(song)[:, PITCH].astype(np.int64), 3))
+
+
+@register("qualified_note_rate", ["melody"], "share of melody notes lasting at least QUALIFIED_NOTE_BEATS (a 32nd note)")
+def qualified_note_rate(song: Song) -> float:
+    melody = _melody(song)
+    if len(melody) == 0:
+        return NAN
+    beats = song.seconds_to_beats(melody[:, ONSET] + melody[:, DURATION]) - song.seconds_to_beats(melody[:, ONSET])
+    return float((beats >= QUALIFIED_NOTE_BEATS - 1e-9).mean())
+
+
+@register("non_chord_tone_ratio", ["melody"], "1 - chord_tone_ratio: share of melody onsets (bars with a chord) outside the bar's triad")
+def non_chord_tone_ratio(song: Song) -> float:
+    return 1.0 - chord_tone_ratio(song)
 
 
 # -- batch API -------------------------------------------------------------------------------
