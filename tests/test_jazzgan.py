@@ -17,8 +17,8 @@ from musicgan import losses
 from musicgan.config import apply_overrides, validate
 from musicgan.data.melody_events import RHYTHM_ENCODINGS
 from musicgan.errors import ConfigError
-from musicgan.presets import get_preset
 from musicgan.models.jazzgan import JazzCritic, JazzGenerator, TorchOpsLSTM, one_hot_tokens
+from musicgan.presets import get_preset
 
 VOCAB = (51, 49)  # duration encoding: pitch field, rhythm field
 CHORD = 24
@@ -44,7 +44,8 @@ def test_gradient_penalty_double_backward_equals_nn_lstm_on_cpu():
     x_hat = torch.randn(4, 5, 7, dtype=torch.float64, requires_grad=True)
     grads = []
     for lstm in (ours, reference):
-        scores = (lambda out: out[0] if isinstance(out, tuple) else out)(lstm(x_hat)).sum(dim=(1, 2))
+        out = lstm(x_hat)
+        scores = (out[0] if isinstance(out, tuple) else out).sum(dim=(1, 2))
         penalty = losses.gradient_penalty(scores, x_hat, 10.0)
         grads.append(torch.autograd.grad(penalty, list(lstm.parameters())))
     assert any(g.abs().sum() > 0 for g in grads[0])
@@ -126,7 +127,7 @@ def test_one_process_run_follows_its_objective_and_samples_melody_plus_chords(ba
         assert [r["updates/generator"] for r in rows] == [1, 2, 3, 4, 5] and "stats/accuracy_real" in rows[-1]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["jazzgan_objective"] == objective  # the run records which was used
-    song = read_midi(sorted((tmp_path / "run" / "samples").rglob("*.mid"))[0])
+    song = read_midi(min((tmp_path / "run" / "samples").rglob("*.mid")))
     assert sorted({t.name for t in song.tracks}) == ["Chords", "Melody"]
     assert (song.track_ids == 1).any()  # the held-out progression's triads
 

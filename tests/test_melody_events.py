@@ -10,7 +10,7 @@ import pytest
 from chorales import chorale
 from musicgan.data import chords
 from musicgan.data.loader import make_loader
-from musicgan.data.melody_events import (RHYTHM_ENCODINGS, chord_vectors, labels_from_chord_vectors)
+from musicgan.data.melody_events import RHYTHM_ENCODINGS, chord_vectors, labels_from_chord_vectors
 from musicgan.data.representations import build_representation, representation_from_state
 from musicgan.data.shards import split_urls
 from musicgan.errors import ConfigError
