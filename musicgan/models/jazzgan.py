@@ -9,9 +9,9 @@ one-hot for real data, softmax (or Gumbel-softmax) for generated data.
 The critic's LSTM is `TorchOpsLSTM`, written in plain torch ops, on CPU and CUDA alike: a
 gradient penalty differentiates the critic twice, which cuDNN's fused LSTM and the
 repository's hand-written CPU kernel (musicgan.models.lstm_stack, first order only) cannot.
-What it costs: one small kernel per gate op per step instead of one fused call, several
-times slower than cuDNN at equal size; the generator keeps nn.LSTM (it is differentiated
-once).
+What it costs: a few small kernels per gate op and step instead of one fused call (not
+measured against cuDNN here: no GPU in this repository's test runs); the generator keeps
+nn.LSTM, which is differentiated only once.
 """
 
 from __future__ import annotations
