@@ -70,7 +70,12 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens | multitrack | melody_grid | specgram_if
+    representation: str = "events"  # events | pianoroll | tokens | multitrack | melody_grid | specgram_if | melody_chord_events
+    # melody_chord_events (model.name=jazzgan): timestep | duration | end_position | interval
+    rhythm_encoding: str = "end_position"
+    # jazzgan: > 0 sets the window to this many bars, whatever rows a bar has in the chosen
+    # rhythm encoding (curriculum.start and max_len are derived; 0: curriculum.max_len rows)
+    window_bars: int = non_negative(0)
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
@@ -93,7 +98,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth | jazzgan
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -136,6 +141,10 @@ class ModelConfig:
     seqgan_d_l2: float = non_negative(0.2)
     seqgan_oracle_vocab: int = between(500, 2, 1_000_000)  # `musicgan oracle`: the oracle LSTM's vocabulary
     seqgan_oracle_samples: int = positive(10_000)  # its training set, and the samples each score averages
+    # JazzGAN: how the critic sees generated tokens. wgan-gp: softmax rows, WGAN-GP loss;
+    # gumbel: Gumbel-softmax rows (temperature gumbel_tau), the standard GAN loss.
+    jazzgan_objective: str = "wgan-gp"
+    gumbel_tau: float = positive(1.0)
 
 
 @dataclass
@@ -235,10 +244,13 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens", "multitrack", "melody_grid", "specgram_if"),
+    "data.representation": ("events", "pianoroll", "tokens", "multitrack", "melody_grid", "specgram_if",
+                            "melody_chord_events"),
     "data.track_grouping": ("parts", "lpd5"),
     "model.musegan_mode": ("jamming", "composer", "hybrid"),
     "model.musegan_arch": ("v3", "paper"),
+    "data.rhythm_encoding": ("timestep", "duration", "end_position", "interval"),
+    "model.jazzgan_objective": ("wgan-gp", "gumbel"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),

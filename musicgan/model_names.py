@@ -16,4 +16,5 @@ FAMILY_MODULES: dict[str, str] = {
     "wgan-gp": "musicgan.training.families.wgan",
     "gansynth": "musicgan.training.families.gansynth",
     "seqgan": "musicgan.training.families.seqgan",
+    "jazzgan": "musicgan.training.families.jazzgan",
 }

@@ -138,7 +138,8 @@ def test_groove_consistency():
 
 def test_empty_song_is_nan_or_zero():
     empty = Song(np.zeros((0, 6)))
-    counts = {"unique_tones", "repetitions_3", "n_pitches_used", "n_pitch_classes_used"}
+    counts = {"unique_tones", "repetitions_3", "n_pitches_used", "n_pitch_classes_used", "melody_distinct_pitches",
+              "melody_distinct_pitch_classes", "melody_repetitions_3"}
     for name, metric in METRICS.items():
         result = metric(empty)
         if name in counts:

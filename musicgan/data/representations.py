@@ -8,7 +8,8 @@ as training encoded.
 
 Registry names: "events" (C-RNN-GAN, K tones per step), "pianoroll" (88 keys), "tokens"
 (note/chord vocabulary), "multitrack" (MuseGAN, musicgan/data/multitrack.py),
-"melody_chord" (MidiNet) and "melody_grid" (SeqGAN) (musicgan/data/melody.py). The base
+"melody_chord" (MidiNet) and "melody_grid" (SeqGAN) (musicgan/data/melody.py),
+"melody_chord_events" (JazzGAN's rhythm encodings, musicgan/data/melody_events.py). The base
 class and the loader contract (window_align, min_window, augment, SongSkipped) are in
 musicgan/data/representation_base.py. "fft_blocks" and "specgram_if" encode the song's rendered audio
 (musicgan.data.audio_representations). Drums are left out (they have no pitch in the musical
@@ -22,6 +23,7 @@ import numpy as np
 
 from musicgan.data.bounds import check_grid
 from musicgan.data.melody import MelodyChordRepresentation, MelodyGridRepresentation
+from musicgan.data.melody_events import MelodyChordEventsRepresentation
 from musicgan.data.multitrack import MultitrackRepresentation
 from musicgan.data.representation_base import Representation, finite
 from musicgan.data.song import DEFAULT_BPM, DURATION, IS_DRUM, ONSET, PITCH, VELOCITY, Song
@@ -370,6 +372,7 @@ REPRESENTATIONS = {
     "multitrack": MultitrackRepresentation,
     "melody_chord": MelodyChordRepresentation,
     "melody_grid": MelodyGridRepresentation,
+    "melody_chord_events": MelodyChordEventsRepresentation,
 }
 
 

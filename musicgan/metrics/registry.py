@@ -6,7 +6,8 @@ one registry. Definitions and the public references' pitfalls: `docs/metrics.md`
 Conventions
 - Pitch metrics ignore drum notes (`Song.pitched()`); rhythm metrics (empty-beat rate,
   groove consistency) use every note.
-- Counts (unique_tones, n_pitches_used, n_pitch_classes_used, repetitions_3) are 0 on an
+- Counts (unique_tones, n_pitches_used, n_pitch_classes_used, repetitions_3 and their
+  melody_* forms) are 0 on an
   empty song, a well-defined value that lets a collapsed generator show up in averages;
   spans, ratios and entropies are NaN there. `*_compat` variants are NaN on an empty song,
   as the reference code refuses empty songs.
@@ -32,7 +33,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from musicgan.data.bounds import GridTooLarge, check_grid
-from musicgan.data.song import Song
+from musicgan.data.chords import NO_CHORD, TRIAD_TEMPLATES, song_chords
+from musicgan.data.song import DURATION, ONSET, PITCH, TRACK, Song
+from musicgan.data.tracks import group_tracks
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +77,13 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {}
-GROUPS = ("crnngan", "muspy", "musegan")
+GROUPS = ("crnngan", "muspy", "musegan", "melody")
 # What every evaluation computes ("all"). The multi-track `musegan` group (registered by
 # musicgan.metrics.musegan) is asked for by name: on one-track songs most of it is NaN, and
-# adding it to "all" would have changed every existing report's comparison rows.
-DEFAULT_GROUPS = ("crnngan", "muspy")
+# adding it to "all" would have changed every existing report's comparison rows. The
+# `melody` group is in "all": it reads the top line of any song (a chorale's soprano), so
+# `evaluate` compares it for every model (six more comparison rows in every report).
+DEFAULT_GROUPS = ("crnngan", "muspy", "melody")
 
 
 def register(name: str, groups: Sequence[str], description: str, params: Sequence[str] = ()):
@@ -355,6 +360,119 @@ def groove_consistency(song: Song) -> float:
     patterns[step // steps_per_bar, step % steps_per_bar] = True
     hamming = np.count_nonzero(patterns[1:] != patterns[:-1], axis=1)  # (num_bars - 1,)
     return float(1.0 - hamming.mean() / steps_per_bar)
+
+
+# -- melody metrics (MidiNet, Yang et al. 2017): on the song's `melody` track grouping (a
+# chorale's soprano, a decoded melody_chord song's melody track), bars of the song's grid.
+MELODY_LENGTH_STEPS = 4  # note lengths are counted in 16ths (4 per quarter note)
+
+
+MELODY_TRACK = "Melody"  # the track name melody_chord's decode writes
+
+
+def _melody(song: Song) -> np.ndarray:
+    """(n, 7) notes of the melody line: a track named "Melody" when the song has one (a
+    decoded melody_chord song, whose melody may be empty: the top part would then be the
+    chords), else the `melody` grouping (top part, made monophonic)."""
+    names = [t.name for t in song.tracks]
+    if MELODY_TRACK in names:
+        return song.notes[song.notes[:, TRACK] == names.index(MELODY_TRACK)]
+    (melody,) = group_tracks(song, "melody")
+    return melody.notes
+
+
+def _bar_index(song: Song, seconds: np.ndarray) -> np.ndarray:
+    """0-based bar of the song's bar grid holding each time."""
+    beats = song.seconds_to_beats(seconds) - song.bar_origin_beats()
+    return np.floor(beats / song.bar_beats() + 1e-9).astype(np.int64)
+
+
+@register("chord_tone_ratio", ["melody"], "share of melody onsets whose pitch class is a tone of the bar's chord (bars without a chord left out)")
+def chord_tone_ratio(song: Song) -> float:
+    melody = _melody(song)
+    if len(melody) == 0:
+        return NAN
+    bars = _bar_index(song, melody[:, ONSET])
+    labels = song_chords(song, "bar", int(bars.max()) + 1)[bars]
+    known = labels != NO_CHORD
+    if not known.any():
+        return NAN
+    pitch_class = melody[known, PITCH].astype(np.int64) % 12
+    return float((TRIAD_TEMPLATES[labels[known], pitch_class] > 0).mean())
+
+
+@register("melody_pitch_range", ["melody"], "highest minus lowest pitch of the melody line (semitones)")
+def melody_pitch_range(song: Song) -> float:
+    pitches = _melody(song)[:, PITCH]
+    return float(pitches.max() - pitches.min()) if len(pitches) else NAN
+
+
+@register("distinct_pitches_per_bar", ["melody"], "mean over bars with a melody onset of the distinct pitches starting in that bar")
+def distinct_pitches_per_bar(song: Song) -> float:
+    melody = _melody(song)
+    if len(melody) == 0:
+        return NAN
+    pairs = np.unique(np.stack([_bar_index(song, melody[:, ONSET]), melody[:, PITCH].astype(np.int64)]), axis=1)
+    return float(pairs.shape[1] / len(np.unique(pairs[0])))
+
+
+def melody_note_steps(song: Song) -> np.ndarray:
+    """(n,) length of each melody note in 16ths (at least 1)."""
+    melody = _melody(song)
+    beats = song.seconds_to_beats(melody[:, ONSET] + melody[:, DURATION]) - song.seconds_to_beats(melody[:, ONSET])
+    return np.maximum(np.rint(beats * MELODY_LENGTH_STEPS), 1).astype(np.int64)
+
+
+@register("melody_note_length", ["melody"], "mean melody note length in quarter notes")
+def melody_note_length(song: Song) -> float:
+    steps = melody_note_steps(song)
+    return float(steps.mean() / MELODY_LENGTH_STEPS) if len(steps) else NAN
+
+
+@register("melody_note_length_entropy", ["melody"], "Shannon entropy (bits) of the histogram of melody note lengths in 16ths (0: one length only)")
+def melody_note_length_entropy(song: Song) -> float:
+    return _entropy_bits(np.bincount(melody_note_steps(song)).astype(np.float64))
+
+
+@register("melody_scale_consistency", ["melody"], "scale_consistency of the melody line alone")
+def melody_scale_consistency(song: Song) -> float:
+    pitches = _melody(song)[:, PITCH].astype(np.int64)
+    return _best_scale_fraction(pitches, SCALE_MASKS) if len(pitches) else NAN
+
+
+# JazzGAN (Trieu & Keller 2018) on the melody line: its metrics beyond the ones above.
+# A note is "qualified" when it lasts at least a 32nd note (1/8 beat): MuseGAN's threshold
+# (Dong et al. 2018, 3 steps of 24 per beat), since JazzGAN's own value is not given.
+QUALIFIED_NOTE_BEATS = 0.125
+
+
+@register("melody_distinct_pitches", ["melody"], "number of distinct MIDI pitches of the melody line")
+def melody_distinct_pitches(song: Song) -> float:
+    return float(len(np.unique(_melody(song)[:, PITCH])))
+
+
+@register("melody_distinct_pitch_classes", ["melody"], "number of distinct pitch classes of the melody line")
+def melody_distinct_pitch_classes(song: Song) -> float:
+    return float(len(np.unique(_melody(song)[:, PITCH].astype(np.int64) % 12)))
+
+
+@register("melody_repetitions_3", ["melody"], "repetitions_3 of the melody line alone")
+def melody_repetitions_3(song: Song) -> float:
+    return float(repetition_count(_melody(song)[:, PITCH].astype(np.int64), 3))
+
+
+@register("qualified_note_rate", ["melody"], "share of melody notes lasting at least QUALIFIED_NOTE_BEATS (a 32nd note)")
+def qualified_note_rate(song: Song) -> float:
+    melody = _melody(song)
+    if len(melody) == 0:
+        return NAN
+    beats = song.seconds_to_beats(melody[:, ONSET] + melody[:, DURATION]) - song.seconds_to_beats(melody[:, ONSET])
+    return float((beats >= QUALIFIED_NOTE_BEATS - 1e-9).mean())
+
+
+@register("non_chord_tone_ratio", ["melody"], "1 - chord_tone_ratio: share of melody onsets (bars with a chord) outside the bar's triad")
+def non_chord_tone_ratio(song: Song) -> float:
+    return 1.0 - chord_tone_ratio(song)
 
 
 # -- batch API -------------------------------------------------------------------------------
