@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest valid one)")
     p.add_argument("--num", type=int, default=8)
     p.add_argument("--length", type=int, default=100, help="steps of the representation")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="audio runs: length of each WAV in seconds (instead of --length)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
@@ -174,7 +176,7 @@ def cmd_sample(args) -> int:
     from musicgan.training.sampling import sample_run
 
     sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
-               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set)
+               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set, seconds=args.seconds)
     return 0
 
 

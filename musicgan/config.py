@@ -69,7 +69,7 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens
+    representation: str = "events"  # any registered representation (events, pianoroll, tokens, fft_blocks, ...)
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
@@ -77,6 +77,11 @@ class DataConfig:
     transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
     batch_size: int = positive(20)  # per rank (per micro step)
     num_workers: int = non_negative(0)  # loader worker processes per rank
+    # Audio representations (fft_blocks, specgram_if) read these; prepare with --audio-rate HZ.
+    audio_rate: int = positive(16000)  # Hz of the rendered audio the representation expects
+    block_size: int = positive(4000)  # fft_blocks: samples per block (0.25 s at 16 kHz)
+    spectrum: str = "full"  # fft_blocks: full (2N values, the faithful layout) | rfft (N + 2)
+    overlap: bool = False  # fft_blocks: Hann 50 % overlap-add instead of blocks (no block clicks)
 
 
 @dataclass
@@ -100,11 +105,18 @@ class ModelConfig:
     latent_dim: int = positive(1000)  # MLP-GAN latent size
     embedding_dim: int = positive(64)
     bidirectional: bool = False
+    # spectral-lstm (audio frames): architecture, dense-layer and LSTM dropout, kblock's K,
+    # conv's optional projection to g_hidden before the LSTM (0: none, the seed's layout).
+    spectral_arch: str = "baseline"  # baseline | fc | conv | stacked | bilinear | kblock
+    spectral_dropout: float = fraction(0.2)
+    spectral_lstm_dropout: float = fraction(0.5)
+    spectral_kblock: int = positive(3)
+    spectral_conv_project: bool = False
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # sgd | adam | rmsprop
     g_lr: float = non_negative(0.1)
     d_lr: float = non_negative(0.05)  # the reference's D uses half of G's rate
     momentum: float = fraction(0.0)
@@ -182,13 +194,13 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens"),
+    "data.spectrum": ("full", "rfft"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),
     "model.d_layout": ("separate", "interleaved"),
     "model.rbm_generation": ("sample", "top1"),
-    "optim.optimizer": ("sgd", "adam"),
+    "optim.optimizer": ("sgd", "adam", "rmsprop"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),
     "dist.backend": ("ddp", "deepspeed"),
@@ -306,6 +318,11 @@ def validate(cfg: Config) -> Config:
     for key, allowed in CHOICES.items():
         if get_value(cfg, key) not in allowed:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} is not one of {', '.join(map(str, allowed))}")
+    from musicgan.data.representations import all_representations  # late: the registry imports numpy code
+
+    if cfg.data.representation not in all_representations():
+        raise ConfigError(f"data.representation={cfg.data.representation!r} is not one of "
+                          f"{', '.join(all_representations())}")
     for key, valid, value in numeric_fields(cfg):
         if not valid.admits(value):
             raise ConfigError(f"{key} must be a finite number {valid.describe()}, got {value!r}")

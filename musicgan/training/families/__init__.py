@@ -64,6 +64,8 @@ class ModelFamily:
         def factory(lr: float):
             if o.optimizer == "adam":
                 return lambda params: torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
+            if o.optimizer == "rmsprop":  # torch's defaults (alpha 0.99, eps 1e-8); Keras' rho is 0.9
+                return lambda params: torch.optim.RMSprop(params, lr=lr)
             return lambda params: torch.optim.SGD(params, lr=lr, momentum=o.momentum)
 
         return {name: factory(lrs.get(name, o.g_lr)) for name in self.network_names}
@@ -89,7 +91,7 @@ def _import_builtin_families() -> None:
     # every model in at import time of the package.
     import importlib
 
-    for module in ("crnngan", "rbm", "notes"):
+    for module in ("crnngan", "rbm", "notes", "spectral"):
         try:
             importlib.import_module(f"musicgan.training.families.{module}")
         except ModuleNotFoundError as exc:
