@@ -4,38 +4,19 @@ OSError; both of 2 gloo ranks must end at once with the checkpoint error, no par
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from dist_helpers import torchrun
 from musicgan.training import checkpoint as ckpt
 
-TMPFS_SIZE = "160k"
+TMPFS_SIZE = "160k"  # the `small_disk` fixture (conftest)
 # (generator width, step whose checkpoint fails, checkpoint left). At width 64 the first
 # checkpoint has a tensor larger than the free space: torch.save raises RuntimeError
 # ("unexpected pos"). At the debug width 16 (~105 KB) one checkpoint fits, the temp file of
 # the second does not, and the write raises OSError.
 CASES = [(64, 2, "none"), (16, 4, "step-00000002.pt")]
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Path:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize("width,failing_step,kept", CASES)

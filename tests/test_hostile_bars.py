@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 
 from midi_factory import note, program_change, smf, time_signature_event, track
+from musicgan.data import chords
+from musicgan.data.bounds import GridTooLarge
 from musicgan.data.chords import song_chords
+from musicgan.data.loader import iter_encoded, iter_songs
 from musicgan.data.midi import read_midi_bytes
 from musicgan.data.prepare import prepare_dataset
+from musicgan.data.representation_base import skip_summary
 from musicgan.data.representations import build_representation
+from musicgan.data.shards import split_urls
+from musicgan.data.song import Song
 from musicgan.data.tracks import group_tracks
 from musicgan.errors import SongSkipped
 
@@ -67,3 +73,25 @@ def test_a_pickup_longer_than_a_bar_puts_the_first_time_signature_on_a_bar_line(
     assert np.flatnonzero(x[:, 1].any(axis=1))[0] == 2 * 4  # the pickup's first note, beat 2 of bar 0
     assert x[2 * 16, 1, 60 - 24] and not x[2 * 16 - 1, 1, 60 - 24]  # the downbeat note starts bar 2
     assert len(x) == 3 * 16
+
+
+def test_a_song_spanning_too_many_beats_is_refused_before_any_grid_is_allocated():
+    # two notes 60,000 beats apart: inside the song span limit, far beyond a roll's cell limit
+    song = Song.from_columns([0.0, 30_000.0], [0.5, 0.5], [60, 64])
+    with pytest.raises(GridTooLarge, match="multitrack roll"):
+        build_representation("multitrack", grouping="lpd5").encode(song)
+    with pytest.raises(GridTooLarge, match="melody_chord rows"):
+        build_representation("melody_chord").encode(song)
+    assert len(build_representation("melody_grid", steps_per_beat=1).encode(song)) == 60_001  # 1 column: fits
+    held = Song.from_columns([0.0, 0.0], [30_000.0, 1.0], [60, 67])  # one note held over 15,000 bars
+    bars = chords.pitch_class_histograms(held, "bar")
+    assert bars.shape == (15_000, 12) and bars[0, 7] == 2.0 and (bars[:, 0] == 4.0).all()
+
+
+def test_iter_encoded_leaves_out_songs_the_representation_skips(bach_shards):
+    urls = split_urls(bach_shards, "train")
+    rep = build_representation("multitrack", steps_per_beat=4, lowest=36, num_pitches=48)
+    encoded = [song.source for song, _ in iter_encoded(urls, rep)]
+    songs = list(iter_songs(urls))
+    assert 0 < len(encoded) < len(songs)
+    assert len(encoded) == skip_summary(rep, songs)[""]

@@ -118,13 +118,23 @@ def test_skip_summary_counts_what_the_filters_drop(bach_shards):
     assert skip_summary(build_representation("events"), songs) == {"": len(songs)}
 
 
-def test_windows_must_be_whole_bars():
+def test_ranks_get_equal_batch_counts_of_different_windows_despite_the_filters(bach_shards):
+    urls = split_urls(bach_shards, "train")
+    rep = build_representation("multitrack", steps_per_beat=4, lowest=36, num_pitches=48)
+    ranks = [list(make_loader(urls, rep, seq_len=64, batch_size=3, num_batches=4, seed=2, epoch=0, rank=r,
+                              world_size=2)) for r in (0, 1)]
+    assert [len(batches) for batches in ranks] == [4, 4]  # no rank runs short: DDP would hang
+    assert not all(torch.equal(a.x, b.x) for a, b in zip(*ranks))
+
+
+def test_windows_must_be_whole_bars(bach_shards):
     rep = build_representation("multitrack")
+    args = dict(batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1)
+    urls = split_urls(bach_shards, "train")
     with pytest.raises(ConfigError, match="not a multiple"):
-        make_loader(["/nonexistent/x.tar"], rep, seq_len=50, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1)
+        make_loader(urls, rep, seq_len=50, **args)
     with pytest.raises(ConfigError, match="at least 48"):
-        make_loader(["/nonexistent/x.tar"], rep, seq_len=24, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0,
-                    world_size=1)
+        make_loader(urls, rep, seq_len=24, **args)
 
 
 def test_transposition_shifts_pitched_tracks_and_leaves_drums():

@@ -21,6 +21,7 @@ from musicgan.data.shards import load_manifest, split_urls
 from musicgan.errors import DataError
 
 RATIOS = (0.6, 0.2, 0.2)
+TMPFS_SIZE = "1m"  # the `small_disk` fixture (conftest): a full disk for prepare
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -183,30 +184,10 @@ def test_a_failed_reprepare_deletes_nothing_of_the_existing_dataset(tmp_path, mo
     assert sum(1 for _ in iter_songs(split_urls(out, "train"))) == load_manifest(out)["splits"]["train"]["songs"]
 
 
-@pytest.fixture
-def small_disk(tmp_path) -> Path:
-    """A real 2 MiB file system (tmpfs), mounted for the test and unmounted after it."""
-    import os
-    import subprocess
-
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_leaves_the_old_dataset_and_no_temp_shard(tmp_path, small_disk):
     write_song(tmp_path / "small" / "a.mid", make_song(seed=0, num_onsets=20))
-    for i in range(3):  # ~3 MiB of notes (48 bytes each): more than the 2 MiB disk holds
-        write_song(tmp_path / "big" / f"b{i}.mid", make_song(seed=i, num_onsets=22_000, chord_prob=0.0))
+    for i in range(2):  # ~1.1 MiB of notes (48 bytes each): more than the 1 MiB disk holds
+        write_song(tmp_path / "big" / f"b{i}.mid", make_song(seed=i, num_onsets=12_000, chord_prob=0.0))
     out = small_disk / "shards"
     prepare_dataset(str(tmp_path / "small"), out, workers=1, ratios=(1, 0, 0), progress=False)
     before = _files(out)

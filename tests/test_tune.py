@@ -100,16 +100,19 @@ def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
 
 
 def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, tmp_path, ray_session):
-    """Two trials, two reports each (9 steps an epoch): synchronous PBT compares both at each
-    report, so the weaker one exploits the stronger at every perturbation point whichever
-    trial the machine's load lets report first; the first exploit is followed by a report of
-    the restored trial showing the mutated values in its optimizers."""
-    reports = 2
-    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=9 * reports))
+    """Two trials, three reports each (9 steps an epoch), a perturbation point at the second:
+    synchronous PBT compares both trials there, so the weaker one exploits the stronger
+    whichever trial the machine's load lets report first, and the restored trial's third
+    report shows the mutated values in its optimizers. (One point, not one per report: each
+    point restarts both trials' processes, the slow part of this test.)"""
+    reports, interval = 3, 2
+    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=9 * reports,
+                      perturbation_interval=interval))
     experiment = tmp_path / "sweep"
     log = experiment / "pbt_global.txt"  # one line per exploit
     exploits = log.read_text().splitlines() if log.exists() else []
-    assert len(exploits) == reports, f"{len(exploits)} exploits at {reports} perturbation points"
+    points = reports // interval
+    assert len(exploits) == points, f"{len(exploits)} exploits at {points} perturbation points"
     policies = sorted(experiment.glob("pbt_policy_*.txt"))
     trials = trial_dirs(experiment)
     checked = 0

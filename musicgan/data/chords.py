@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
 from musicgan.data.song import DURATION, IS_DRUM, ONSET, PITCH, Song
 
 NUM_CHORDS = 25  # 24 triads + no chord
@@ -50,12 +51,23 @@ def pitch_class_histograms(song: Song, per: str = "bar", num_segments: int | Non
     stop = song.seconds_to_beats(notes[:, ONSET] + notes[:, DURATION]) - song.bar_origin_beats()
     if num_segments is None:
         num_segments = int(np.ceil(stop.max() / length - 1e-9)) if len(notes) else 0
-    edges = np.arange(num_segments + 1) * length
-    # overlap of every note with every segment: (notes, segments), cheap for song-sized inputs
-    overlap = np.clip(np.minimum(stop[:, None], edges[None, 1:]) - np.maximum(start[:, None], edges[None, :-1]), 0, None)
-    histograms = np.zeros((num_segments, 12))
-    np.add.at(histograms.T, notes[:, PITCH].astype(np.int64) % 12, overlap)
+    histograms = np.zeros((check_grid(num_segments, 12, "chord segments"), 12))
+    note, segment = _note_segments(start, stop, length, num_segments)
+    overlap = np.minimum(stop[note], (segment + 1) * length) - np.maximum(start[note], segment * length)
+    np.add.at(histograms, (segment, notes[note, PITCH].astype(np.int64) % 12), np.clip(overlap, 0.0, None))
     return histograms
+
+
+def _note_segments(start: np.ndarray, stop: np.ndarray, length: float, num_segments: int):
+    """(note index, segment index) of every segment each note overlaps (a note usually
+    touches one or two, so this stays near the number of notes)."""
+    first = np.clip(np.floor(start / length), 0, num_segments).astype(np.int64)
+    last = np.clip(np.ceil(stop / length) - 1, -1, num_segments - 1).astype(np.int64)
+    counts = np.maximum(last - first + 1, 0)
+    total = check_grid(int(counts.sum()), 1, "chord note-segment pairs")
+    note = np.repeat(np.arange(len(start)), counts)
+    offsets = np.cumsum(counts) - counts
+    return note, first[note] + np.arange(total) - offsets[note]
 
 
 def chord_labels(histograms: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
 from musicgan.data.chords import MIDINET_CHORD_DIM, NO_CHORD, labels_from_midinet, midinet_vectors, song_chords
 from musicgan.data.multitrack import bar_steps, check_transpose, metre_filter, shift_rows
 from musicgan.data.representation_base import Representation, finite
@@ -47,7 +48,7 @@ def melody_steps(song: Song, steps_per_beat: int, num_steps: int | None = None) 
     stop = np.maximum(song.grid_steps(notes[:, ONSET] + notes[:, DURATION], steps_per_beat), start + 1)
     if num_steps is None:
         num_steps = int(stop.max()) if len(notes) else 0
-    pitch = np.full(num_steps, REST, dtype=np.int64)
+    pitch = np.full(check_grid(num_steps, 1, "melody grid"), REST, dtype=np.int64)
     onset = np.zeros(num_steps, dtype=bool)
     for s, e, p in zip(start, stop, notes[:, PITCH].astype(np.int64)):
         pitch[s:e] = p
@@ -101,7 +102,8 @@ class MelodyChordRepresentation(Representation):
         bar = self.window_align
         pitch, _ = melody_steps(song, self.options["steps_per_beat"])
         num_bars = -(-len(pitch) // bar)
-        out = np.zeros(((num_bars + 1) * bar, self.num_features), dtype=np.float32)  # + the empty first bar
+        num_steps = check_grid((num_bars + 1) * bar, self.num_features, "melody_chord rows")  # + the empty first bar
+        out = np.zeros((num_steps, self.num_features), dtype=np.float32)
         sounding = np.flatnonzero(pitch != REST)
         out[bar + sounding, pitch[sounding]] = 1.0
         chords = midinet_vectors(song_chords(song, "bar", num_bars))  # (num_bars, 13)

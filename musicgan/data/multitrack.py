@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicgan.data.bounds import check_grid
 from musicgan.data.representation_base import Representation, finite
 from musicgan.data.song import DEFAULT_BPM, DURATION, ONSET, PITCH, Song, Track
 from musicgan.data.tracks import LPD5_TRACKS, group_tracks
@@ -128,7 +129,7 @@ class MultitrackRepresentation(Representation):
         metre_filter(song, o["metres"], self.name)
         groups = group_tracks(song, o["grouping"], num_parts=len(self.tracks))
         end = int(song.grid_steps(song.end_time, o["steps_per_beat"])) if song.num_notes else 0
-        num_steps = -(-end // self.window_align) * self.window_align
+        num_steps = check_grid(-(-end // self.window_align) * self.window_align, self.num_features, "multitrack roll")
         roll = np.zeros((num_steps, len(self.tracks), o["num_pitches"]), dtype=bool)
         for index, (group, track) in enumerate(zip(groups, self.tracks)):
             self._fill(roll[:, index], song, group.notes, track.is_drum)

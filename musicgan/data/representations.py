@@ -11,8 +11,9 @@ Registry names: "events" (C-RNN-GAN, K tones per step), "pianoroll" (88 keys), "
 "melody_chord" (MidiNet) and "melody_grid" (SeqGAN) (musicgan/data/melody.py). The base
 class and the loader contract (window_align, min_window, augment, SongSkipped) are in
 musicgan/data/representation_base.py. "fft_blocks" and "specgram_if" encode the song's rendered audio
-(musicgan.data.audio_representations). Drums are left out by every representation (they have no pitch
-in the musical sense); `include_drums=True` keeps them in "events".
+(musicgan.data.audio_representations). Drums are left out (they have no pitch in the musical
+sense) except by "multitrack" with the lpd5 grouping, which keeps them as a drum track of
+onsets; `include_drums=True` keeps them in "events".
 """
 
 from __future__ import annotations
