@@ -76,3 +76,30 @@ def test_calibration_has_a_real_row_and_a_noise_floor():
     result = calibration(real, [tone(f) for f in (300, 400)], RATE, BLOCK)
     assert result["real_vs_real"]["frechet_log_mel"] < result["noise"]["frechet_log_mel"]
     assert result["noise"]["spectral_flatness"] > 0.4 > result["real_vs_real"]["spectral_flatness"]
+
+
+def test_evaluate_scores_wav_sets_against_real_audio_and_escapes_names(bach_audio_shards, tmp_path):
+    from musicgan.audio import write_wav
+    from musicgan.data.loader import iter_songs
+    from musicgan.data.shards import split_urls
+    from musicgan.metrics.audio_evaluate import run_audio_evaluate
+
+    train = [s.audio[:16000] for s in iter_songs(split_urls(bach_audio_shards, "train"))]
+    copies, hiss = tmp_path / "copies", tmp_path / "<i>hiss&co"
+    for folder in (copies, hiss):
+        folder.mkdir()
+    for k, pcm in enumerate(train):
+        write_wav(pcm, copies / f"c{k}.wav", 8000)
+        write_wav(noise(2.0, seed=k, amplitude=0.1), hiss / f"n{k}.wav", 8000)
+    lines = []
+    result = run_audio_evaluate(run=str(copies), compare=[str(hiss)], reference=str(bach_audio_shards), out=str(tmp_path / "ev"),
+                                echo=lines.append)
+    ours, noisy = result["sets"]["copies"]["metrics"], result["sets"]["<i>hiss&co"]["metrics"]
+    assert ours["copy_distance"] < 1e-3 < noisy["copy_distance"]  # training audio replayed: memorisation
+    assert ours["frechet_log_mel"] < noisy["frechet_log_mel"]
+    assert noisy["spectral_flatness"] > 0.4 > ours["spectral_flatness"]
+    assert set(result["calibration"]) == {"real_vs_real", "noise"}
+    page = (tmp_path / "ev" / "index.html").read_text()
+    assert "&lt;i&gt;hiss&amp;co" in page and "<i>hiss" not in page
+    players = sum(min(2, n) for n in (len(train), len(train), result["reference"]["num_clips"]))
+    assert page.count("<audio controls") == players and any("calibration: noise" in line for line in lines)

@@ -110,8 +110,12 @@ AUDIO_METRICS: dict[str, Callable[[np.ndarray, int, int], float]] = {
 
 def clip_metrics(clips: list[np.ndarray], rate: int, block: int) -> dict[str, float]:
     """Mean of every AUDIO_METRICS entry over the clips (NaN clips left out)."""
-    return {name: float(np.nanmean([fn(c, rate, block) for c in clips])) if clips else float("nan")
-            for name, fn in AUDIO_METRICS.items()}
+    return {name: _nan_mean([fn(c, rate, block) for c in clips]) for name, fn in AUDIO_METRICS.items()}
+
+
+def _nan_mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def frechet_log_mel(generated: list[np.ndarray], real: list[np.ndarray], rate: int) -> float:
