@@ -1,4 +1,4 @@
-"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, bench.
+"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, listening-results, bench.
 
 Thin on purpose: parse arguments, build the config, call the library. A user error prints
 `error: <one line>` and exits 2 (no traceback; MUSICGAN_DEBUG=1 shows it).
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "true), model.rbm_generation, model.sample_gibbs_steps")
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
-    gen = p.add_mutually_exclusive_group(required=True)
+    gen = p.add_mutually_exclusive_group()
     gen.add_argument("--run", help="training run directory (uses its latest samples and log)")
     gen.add_argument("--generated", help="folder of generated MIDI files")
     p.add_argument("--reference", required=True, help="shard directory or MIDI folder of real music")
@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop real songs to the generated length: auto (default), none, or N notes")
     p.add_argument("--no-audio", action="store_true", help="render no audio for the report")
     p.add_argument("--no-report", action="store_true", help="write metrics.json only")
+    p.add_argument("--listening-kit", metavar="DIR",
+                   help="audio runs: write a blind listening test of --run and --compare runs plus real clips "
+                        "(DIR/kit for the raters, DIR/answer_key.json kept apart) instead of metrics")
+    p.add_argument("--kit-clips", type=int, default=5, help="clips per model (and real clips) in the kit")
+
+    p = sub.add_parser("listening-results", help="aggregate a listening kit's ratings: mean and 95%% interval per model")
+    p.add_argument("kit", help="the folder given to evaluate --listening-kit")
+    p.add_argument("ratings", nargs="+", help="rating CSV files saved by the kit's page")
 
     p = sub.add_parser("bench", help="speed benchmarks (JSON + Markdown table)")
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -183,6 +191,15 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     from musicgan.metrics.evaluate import run_evaluate
 
+    if args.listening_kit:
+        from musicgan.metrics.listening import make_listening_kit
+
+        if args.generated:
+            raise UserError("--listening-kit compares audio runs: use --run RUN and/or --compare RUN ...")
+        make_listening_kit(args.listening_kit, ([args.run] if args.run else []) + list(args.compare), args.reference,
+                           split=args.split, clips_per_model=args.kit_clips)
+        return 0
+
     window = args.reference_window
     if window == "none":
         window = None
@@ -198,6 +215,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_listening_results(args) -> int:
+    from musicgan.metrics.listening import listening_results
+
+    listening_results(args.kit, args.ratings)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from musicgan.benchmarks.suite import run_suite
 
@@ -206,7 +230,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "merge-manifests": cmd_merge, "train": cmd_train, "sample": cmd_sample,
-            "evaluate": cmd_evaluate, "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "listening-results": cmd_listening_results, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
