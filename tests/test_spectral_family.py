@@ -55,6 +55,12 @@ def test_generation_slides_a_window_of_t_frames_and_returns_only_predictions():
     assert not any(torch.allclose(out[:, i], seed[:, j]) for i in range(3) for j in range(4))  # no seed frame
 
 
+def test_generating_no_samples_reads_no_data():
+    family = get_family(spectral_cfg("/nonexistent"))
+    networks = family.build_networks(family.build_representation())
+    assert family.generate(networks, 0, 5).shape == (0, 5, 202)
+
+
 def test_config_accepts_audio_representations_and_the_family_checks_its_keys():
     validate(spectral_cfg())  # fft_blocks passes config validation (the representation registry)
     cfg = Config()

@@ -113,6 +113,8 @@ class SpectralLSTMFamily(ModelFamily):
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
         network = networks["generator"]
+        if num < 1:  # a sample round that writes and scores nothing
+            return np.zeros((0, length, network.out.out_features), dtype=np.float32)
         was_training = network.training
         network.eval()
         try:
