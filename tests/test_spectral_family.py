@@ -147,3 +147,13 @@ def test_two_ranks_resume_equals_uninterrupted(bach_audio_shards, tmp_path):
     assert full["step"] == split["step"] == 8 and first["step"] == 3
     assert_same_weights(full, split)
     assert any(not torch.equal(full["generator"][k], first["generator"][k]) for k in full["generator"])
+
+
+def test_throughput_benchmark_times_a_real_training_step_of_every_architecture():
+    from musicgan.benchmarks.spectral import run
+
+    rows = run("toy", repeats=1)["rows"]
+    assert [r["arch"] for r in rows] == ["baseline", "fc", "conv", "stacked", "bilinear", "kblock"]
+    assert all(r["blocks_per_s"] > 0 and r["blocks_per_s"] == r["batch"] * r["window"] / r["step_s"] for r in rows)
+    params = {r["arch"]: r["parameters"] for r in rows}
+    assert params["stacked"] > params["fc"] and params["bilinear"] > params["fc"]  # a second LSTM
