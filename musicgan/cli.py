@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, help="shard directory or MIDI folder of real music")
     p.add_argument("--split", default="valid")
     p.add_argument("--compare", nargs="*", default=[], help="other runs or MIDI folders to compare")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="report folder (required unless --listening-kit)")
     p.add_argument("--max-songs", type=int, default=None)
     p.add_argument("--reference-window", default="auto",
                    help="crop real songs to the generated length: auto (default), none, or N notes")
@@ -199,6 +199,8 @@ def cmd_evaluate(args) -> int:
         make_listening_kit(args.listening_kit, ([args.run] if args.run else []) + list(args.compare), args.reference,
                            split=args.split, clips_per_model=args.kit_clips)
         return 0
+    if not args.out:
+        raise UserError("evaluate needs --out DIR (the report folder)")
 
     window = args.reference_window
     if window == "none":

@@ -122,3 +122,11 @@ def test_rating_page_in_headless_chromium_writes_the_csv_that_results_read(kit, 
     for model, r in results.items():
         expected = [wanted[c] for c in rated if key[c] == model]
         assert r["n"] == len(expected) and r["mean"] == pytest.approx(np.mean(expected))
+
+
+def test_cli_writes_a_kit_from_runs(bach_audio_shards, tmp_path):
+    runs = [str(wav_run(tmp_path / "a", 1)), str(wav_run(tmp_path / "b", 2))]
+    out = musicgan(["evaluate", "--listening-kit", str(tmp_path / "kit"), "--run", runs[0], "--compare", runs[1],
+                    "--reference", str(bach_audio_shards), "--kit-clips", "1"])
+    assert "listening kit: 3 clips" in out.stdout
+    assert sorted(json.loads((tmp_path / "kit" / "answer_key.json").read_text()).values()) == ["a", "b", REAL_MODEL]
