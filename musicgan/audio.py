@@ -140,6 +140,19 @@ def write_wav(audio: np.ndarray, path, sample_rate: int) -> None:
         out.writeframes(audio.astype("<i2").tobytes())
 
 
+def read_wav(path) -> tuple[np.ndarray, int]:
+    """(int16 mono samples, rate) of a 16-bit PCM WAV (stereo is mixed down); DataError otherwise."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise DataError(f"{path}: only 16-bit PCM WAV is read, this one has {8 * wav.getsampwidth()}-bit samples")
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, wav.getnchannels())
+            rate = wav.getframerate()
+    except (OSError, EOFError, wave.Error) as exc:
+        raise DataError(f"cannot read WAV {path}: {exc}") from None
+    return pcm.mean(axis=1).astype(np.int16) if pcm.shape[1] > 1 else pcm[:, 0].copy(), rate
+
+
 def render_wav(song: Song, path, sample_rate: int = 22050) -> str:
     """Write `song` as a WAV file at `path`; returns the renderer used: "fluidsynth" or "sine"."""
     path = Path(path)

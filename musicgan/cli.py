@@ -1,4 +1,4 @@
-"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, bench, oracle.
+"""`musicgan` subcommands: prepare, merge-manifests, train, sample, evaluate, listening-results, bench, oracle.
 
 Thin on purpose: parse arguments, build the config, call the library. A user error prints
 `error: <one line>` and exits 2 (no traceback; MUSICGAN_DEBUG=1 shows it).
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest valid one)")
     p.add_argument("--num", type=int, default=8)
     p.add_argument("--length", type=int, default=100, help="steps of the representation")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="audio runs: length of each WAV in seconds (instead of --length)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
@@ -91,18 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "(timbre morphing)")
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
-    gen = p.add_mutually_exclusive_group(required=True)
+    gen = p.add_mutually_exclusive_group()
     gen.add_argument("--run", help="training run directory (uses its latest samples and log)")
     gen.add_argument("--generated", help="folder of generated MIDI files")
     p.add_argument("--reference", required=True, help="shard directory or MIDI folder of real music")
     p.add_argument("--split", default="valid")
     p.add_argument("--compare", nargs="*", default=[], help="other runs or MIDI folders to compare")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="report folder (required unless --listening-kit)")
     p.add_argument("--max-songs", type=int, default=None)
     p.add_argument("--reference-window", default="auto",
                    help="crop real songs to the generated length: auto (default), none, or N notes")
     p.add_argument("--no-audio", action="store_true", help="render no audio for the report")
     p.add_argument("--no-report", action="store_true", help="write metrics.json only")
+    p.add_argument("--listening-kit", metavar="DIR",
+                   help="audio runs: write a blind listening test of --run and --compare runs plus real clips "
+                        "(DIR/kit for the raters, DIR/answer_key.json kept apart) instead of metrics")
+    p.add_argument("--kit-clips", type=int, default=5, help="clips per model (and real clips) in the kit")
+
+    p = sub.add_parser("listening-results", help="aggregate a listening kit's ratings: mean and 95%% interval per model")
+    p.add_argument("kit", help="the folder given to evaluate --listening-kit")
+    p.add_argument("ratings", nargs="+", help="rating CSV files saved by the kit's page")
 
     p = sub.add_parser("bench", help="speed benchmarks (JSON + Markdown table)")
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -197,7 +207,7 @@ def cmd_sample(args) -> int:
     from musicgan.training.sampling import sample_run
 
     sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
-               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set)
+               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set, seconds=args.seconds)
     return 0
 
 
@@ -215,6 +225,16 @@ def cmd_evaluate(args) -> int:
     from musicgan.metrics.evaluate import run_evaluate
     from musicgan.training.note_sampling import is_pitch_conditioned
 
+    if args.listening_kit:
+        from musicgan.metrics.listening import make_listening_kit
+
+        if args.generated:
+            raise UserError("--listening-kit compares audio runs: use --run RUN and/or --compare RUN ...")
+        make_listening_kit(args.listening_kit, ([args.run] if args.run else []) + list(args.compare), args.reference,
+                           split=args.split, clips_per_model=args.kit_clips)
+        return 0
+    if not args.out:
+        raise UserError("evaluate needs --out DIR (the report folder)")
     if args.run and is_pitch_conditioned(args.run):
         return cmd_evaluate_notes(args)
 
@@ -240,6 +260,13 @@ def cmd_evaluate_notes(args) -> int:
     return 0
 
 
+def cmd_listening_results(args) -> int:
+    from musicgan.metrics.listening import listening_results
+
+    listening_results(args.kit, args.ratings)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from musicgan.benchmarks.suite import run_suite
 
@@ -257,7 +284,8 @@ def cmd_oracle(args) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "merge-manifests": cmd_merge, "train": cmd_train, "sample": cmd_sample,
-            "evaluate": cmd_evaluate, "bench": cmd_bench, "oracle": cmd_oracle}
+            "evaluate": cmd_evaluate, "listening-results": cmd_listening_results, "bench": cmd_bench,
+            "oracle": cmd_oracle}
 
 
 def main(argv: list[str] | None = None) -> int:

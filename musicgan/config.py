@@ -70,7 +70,7 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens | multitrack | melody_grid | specgram_if | melody_chord_events
+    representation: str = "events"  # any registered representation (events, pianoroll, tokens, fft_blocks, ...)
     # melody_chord_events (model.name=jazzgan): timestep | duration | end_position | interval
     rhythm_encoding: str = "end_position"
     # jazzgan: > 0 sets the window to this many bars, whatever rows a bar has in the chosen
@@ -94,11 +94,14 @@ class DataConfig:
     n_fft: int = positive(2048)
     hop: int = positive(512)
     mel: bool = False
+    block_size: int = positive(4000)  # fft_blocks: samples per block (0.25 s at 16 kHz)
+    spectrum: str = "full"  # fft_blocks: full (2N values, the faithful layout) | rfft (N + 2)
+    overlap: bool = False  # fft_blocks: Hann 50 % overlap-add instead of blocks (no block clicks)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth | jazzgan
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth | jazzgan | spectral-lstm
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -117,6 +120,13 @@ class ModelConfig:
     latent_dim: int = positive(1000)  # MLP-GAN latent size
     embedding_dim: int = positive(64)
     bidirectional: bool = False
+    # spectral-lstm (audio frames): architecture, dense-layer and LSTM dropout, kblock's K,
+    # conv's optional projection to g_hidden before the LSTM (0: none, the seed's layout).
+    spectral_arch: str = "baseline"  # baseline | fc | conv | stacked | bilinear | kblock
+    spectral_dropout: float = fraction(0.2)
+    spectral_lstm_dropout: float = fraction(0.5)
+    spectral_kblock: int = positive(3)
+    spectral_conv_project: bool = False
     ema_decay: float = fraction(0.999)  # WGAN-GP: the sampled generator is an EMA of the trained one
     # GANSynth (model.name=gansynth): the first stage's image (frames x bins), doubled on both
     # axes per stage up to the representation's size; filters per block min(4096/2^block, cap);
@@ -149,7 +159,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # sgd | adam | rmsprop
     g_lr: float = non_negative(0.1)
     d_lr: float = non_negative(0.05)  # the reference's D uses half of G's rate
     momentum: float = fraction(0.0)
@@ -244,13 +254,12 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens", "multitrack", "melody_grid", "specgram_if",
-                            "melody_chord_events"),
     "data.track_grouping": ("parts", "lpd5"),
     "model.musegan_mode": ("jamming", "composer", "hybrid"),
     "model.musegan_arch": ("v3", "paper"),
     "data.rhythm_encoding": ("timestep", "duration", "end_position", "interval"),
     "model.jazzgan_objective": ("wgan-gp", "gumbel"),
+    "data.spectrum": ("full", "rfft"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),
@@ -258,7 +267,7 @@ CHOICES = {
     "model.rbm_generation": ("sample", "top1"),
     "model.seqgan_d_loss": ("ce", "lsgan"),
     "model.seqgan_d_filters": ("seqgan", "polyphonic", "tiny"),
-    "optim.optimizer": ("sgd", "adam"),
+    "optim.optimizer": ("sgd", "adam", "rmsprop"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),
     "dist.backend": ("ddp", "deepspeed"),
@@ -376,6 +385,11 @@ def validate(cfg: Config) -> Config:
     for key, allowed in CHOICES.items():
         if get_value(cfg, key) not in allowed:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} is not one of {', '.join(map(str, allowed))}")
+    from musicgan.data.representations import all_representations  # late: the registry imports numpy code
+
+    if cfg.data.representation not in all_representations():
+        raise ConfigError(f"data.representation={cfg.data.representation!r} is not one of "
+                          f"{', '.join(all_representations())}")
     for key, valid, value in numeric_fields(cfg):
         if not valid.admits(value):
             raise ConfigError(f"{key} must be a finite number {valid.describe()}, got {value!r}")

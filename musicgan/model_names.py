@@ -17,4 +17,5 @@ FAMILY_MODULES: dict[str, str] = {
     "gansynth": "musicgan.training.families.gansynth",
     "seqgan": "musicgan.training.families.seqgan",
     "jazzgan": "musicgan.training.families.jazzgan",
+    "spectral-lstm": "musicgan.training.families.spectral",
 }

@@ -688,3 +688,68 @@ def jazzgan_debug() -> Config:
     cfg.log.metric_songs = 8
     cfg.dist.timeout_s = 60.0
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral LSTMs on rendered audio (musicgan/training/families/spectral.py): next-block
+# regression on fft_blocks frames, six architectures by `--set model.spectral_arch=...`.
+# Data: `musicgan prepare ... --audio-rate HZ` with HZ = data.audio_rate.
+@preset("spectral-paper")
+def spectral_paper() -> Config:
+    """The seed's size: 16 kHz, blocks of 4,000 samples (0.25 s), full DFT (8,000 values a
+    step), hidden 2,048, windows of T = 40 blocks (10 s) predicting the next, RMSprop 1e-4,
+    L2 1e-4 on dense layers, dense dropout 0.2, LSTM input and recurrent dropout 0.5, 2,000
+    epochs (~100M parameters: GPUs)."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "spectral-lstm"
+    cfg.model.spectral_arch = "bilinear"
+    cfg.data.representation = "fft_blocks"
+    cfg.data.audio_rate = 16000
+    cfg.data.block_size = 4000
+    cfg.data.spectrum = "full"
+    cfg.data.batch_size = 16
+    cfg.model.g_hidden = 2048
+    cfg.model.spectral_dropout = 0.2
+    cfg.model.spectral_lstm_dropout = 0.5
+    cfg.optim.optimizer = "rmsprop"
+    cfg.optim.g_lr = 1e-4
+    cfg.optim.l2 = 1e-4
+    cfg.optim.grad_clip = 0.0  # the seed clips nothing
+    cfg.curriculum.start = 41
+    cfg.curriculum.max_len = 41  # T = 40 input blocks + the block after them
+    cfg.train.epochs = 2000
+    cfg.log.sample_every = 300
+    cfg.log.num_samples = 4
+    cfg.log.metric_samples = 0
+    return cfg
+
+
+@preset("spectral-chorales")
+def spectral_chorales() -> Config:
+    """The small config for 2 CPU cores: 8 kHz, blocks of 1,000 samples (0.125 s), rfft
+    (1,002 values a step), hidden 256, T = 40 (5 s), batch 16, 200 epochs."""
+    cfg = spectral_paper()
+    cfg.data.audio_rate = 8000
+    cfg.data.block_size = 1000
+    cfg.data.spectrum = "rfft"
+    cfg.model.g_hidden = 256
+    cfg.train.epochs = 200
+    cfg.log.sample_every = 50
+    return cfg
+
+
+@preset("spectral-debug")
+def spectral_debug() -> Config:
+    """Seconds on a CPU: spectral-chorales with blocks of 200 samples, hidden 16, T = 7."""
+    cfg = spectral_chorales()
+    cfg.data.block_size = 200
+    cfg.data.batch_size = 4
+    cfg.model.g_hidden = 16
+    cfg.curriculum.start = 8
+    cfg.curriculum.max_len = 8
+    cfg.train.epochs = 10  # 20 rendered chorales on 2 ranks: 3 steps an epoch, so --max-steps 20 runs 20
+    cfg.log.interval = 5
+    cfg.log.sample_every = 0
+    cfg.log.num_samples = 2
+    cfg.dist.timeout_s = 60.0
+    return cfg

@@ -138,3 +138,19 @@ def small_disk(tmp_path, request) -> Path:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture(scope="session")
+def bach_audio_shards(tmp_path_factory) -> Path:
+    """Five chorales with their audio rendered at 8 kHz (FluidSynth + the GM soundfont), ratios
+    0.5/0.5/0 (train and valid both non-empty). Read-only; skips without a soundfont."""
+    from musicgan.audio import find_soundfont
+    from musicgan.data.prepare import prepare_dataset
+
+    if find_soundfont() is None:
+        pytest.skip("needs fluidsynth + fluid-soundfont-gm")
+    out = tmp_path_factory.mktemp("bach_audio_shards")
+    manifest = prepare_dataset("music21:bach", out, workers=1, ratios=(0.5, 0.5, 0), progress=False, limit=5,
+                               audio_rate=8000)
+    assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid")), manifest["splits"]
+    return out

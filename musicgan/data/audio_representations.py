@@ -71,6 +71,15 @@ class AudioRepresentation(Representation):
     def denormalise(self, frames: np.ndarray, stats: dict) -> np.ndarray:
         raise NotImplementedError
 
+    @property
+    def hop_samples(self) -> int:
+        """Samples of audio each frame advances."""
+        raise NotImplementedError
+
+    def frames_for_seconds(self, seconds: float) -> int:
+        """Frames whose decoded audio lasts at least `seconds` (at least one)."""
+        return max(1, int(np.ceil(float(seconds) * self.options["sample_rate"] / self.hop_samples)))
+
     # -- the codec ----------------------------------------------------------------------------
     def waveform(self, song: Song) -> np.ndarray:
         """The song's audio as float64 in [-1, 1]; DataError when it has none at this rate."""
@@ -157,6 +166,11 @@ class FftBlocksRepresentation(AudioRepresentation):
         self.num_bins = int(block_size) if spectrum == "full" else int(block_size) // 2 + 1
         self.num_features = 2 * self.num_bins
 
+    @property
+    def hop_samples(self) -> int:
+        n = self.options["block_size"]
+        return n // 2 if self.options["overlap"] else n
+
     def analyse(self, waveform: np.ndarray) -> np.ndarray:
         n = self.options["block_size"]
         if self.options["overlap"]:
@@ -215,6 +229,10 @@ class SpecgramIfRepresentation(AudioRepresentation):
         self.num_bins = num_mels if mel else num_bins
         self.num_features = 2 * self.num_bins
         self._mel_matrices = None
+
+    @property
+    def hop_samples(self) -> int:
+        return self.options["hop"]
 
     # -- STFT <-> (log magnitude, IF) -------------------------------------------------------------
     def analyse(self, waveform: np.ndarray) -> np.ndarray:

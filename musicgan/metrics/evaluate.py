@@ -523,6 +523,11 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     """
     if (run is None) == (generated is None):
         raise UserError("evaluate needs exactly one of --run DIR or --generated DIR_OF_MIDI")
+    from musicgan.metrics.audio_evaluate import audio_samples_dir, run_audio_evaluate
+
+    if run is not None and audio_samples_dir(Path(run)) is not None:  # an audio model: WAV samples, no MIDI
+        return run_audio_evaluate(run=run, reference=reference, split=split, compare=compare, out=out,
+                                  max_songs=max_songs, seed=seed, report=report, echo=echo)
     window_count = reference_window if isinstance(reference_window, int) and reference_window != 0 else None
     _check_counts(max_songs=max_songs, reference_window=window_count)  # 0 and "none" switch windows off
     started = time.perf_counter()

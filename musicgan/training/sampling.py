@@ -147,14 +147,33 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
 
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
-               checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = ()) -> list[Path]:
+               checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = (),
+               seconds: float | None = None) -> list[Path]:
     """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint; N WAVs
-    when the run's representation is an audio one."""
+    (+ spectrogram PNGs) when the run's representation is an audio one, `seconds` long when given."""
     if num < 1 or length < 1:
         raise UserError("--num and --length must be at least 1")
+    if seconds is not None and not seconds > 0:
+        raise UserError(f"--seconds must be a positive number, got {seconds}")
     _, family, representation, networks, path = load_run(run_dir, checkpoint, overrides)
+    if seconds is not None:
+        length = _frames_for_seconds(representation, seconds)
     torch.manual_seed(seed)
-    steps = family.generate(networks, num, length)
-    paths = write_songs(decode_all(representation, steps), Path(out_dir), audio=audio)
+    songs = decode_all(representation, family.generate(networks, num, length))
+    if seconds is not None:
+        songs = [trim_audio(song, seconds) for song in songs]
+    paths = write_songs(songs, Path(out_dir), audio=audio)
     print(f"[musicgan] wrote {len(paths)} samples from {path} to {out_dir}")
     return paths
+
+
+def _frames_for_seconds(representation, seconds: float) -> int:
+    if not hasattr(representation, "frames_for_seconds"):
+        raise UserError(f"--seconds needs a run on an audio representation; this one is {representation.name!r} "
+                        "(use --length)")
+    return representation.frames_for_seconds(seconds)
+
+
+def trim_audio(song: Song, seconds: float) -> Song:
+    """The song with its audio cut to exactly `seconds` (frames cover whole blocks)."""
+    return song.replace(audio=song.audio[:int(round(seconds * song.audio_rate))])

@@ -75,6 +75,8 @@ class ModelFamily:
         def factory(lr: float):
             if o.optimizer == "adam":
                 return lambda params: torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
+            if o.optimizer == "rmsprop":  # torch's defaults (alpha 0.99, eps 1e-8); Keras' rho is 0.9
+                return lambda params: torch.optim.RMSprop(params, lr=lr)
             return lambda params: torch.optim.SGD(params, lr=lr, momentum=o.momentum)
 
         return {name: factory(lr) for name, lr in self.learning_rates().items()}
