@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from musicgan.errors import ConfigError
+from musicgan.model_names import FAMILY_MODULES
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a registered model family: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan
+    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -100,6 +101,7 @@ class ModelConfig:
     latent_dim: int = positive(1000)  # MLP-GAN latent size
     embedding_dim: int = positive(64)
     bidirectional: bool = False
+    ema_decay: float = fraction(0.999)  # WGAN-GP: the sampled generator is an EMA of the trained one
 
 
 @dataclass
@@ -139,6 +141,10 @@ class TrainConfig:
     nonfinite: str = "stop"  # stop | skip | rollback  (what a NaN/inf loss does)
     rollback_lr_factor: float = between(0.5, 0, 1, low_open=True)  # rollback: learning rates multiplied by this
     max_grad_norm: float = positive(1e6)  # a gradient norm above this counts as divergence
+    # WGAN-GP (model.name=wgan-gp): critic steps per generator step, penalty weight λ, drift ε.
+    n_critic: int = positive(5)
+    gp_weight: float = non_negative(10.0)
+    drift_penalty: float = non_negative(0.0)
 
 
 @dataclass
@@ -313,8 +319,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"curriculum.start={cfg.curriculum.start} exceeds curriculum.max_len={cfg.curriculum.max_len}")
     if cfg.train.pretrain_epochs > cfg.train.epochs:
         raise ConfigError(f"train.pretrain_epochs={cfg.train.pretrain_epochs} exceeds train.epochs={cfg.train.epochs}")
-    from musicgan.training.families import FAMILIES  # late: families import models
-
-    if cfg.model.name not in FAMILIES:
-        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILIES))}")
+    if cfg.model.name not in FAMILY_MODULES:
+        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILY_MODULES))}")
     return cfg

@@ -5,6 +5,13 @@ unusable input. Use `assert` only for internal invariants.
 """
 
 
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for the
+    one-line errors of the CLI and of messages passed between ranks."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class UserError(Exception):
     """A problem the user can fix; its message is one human-readable line."""
 

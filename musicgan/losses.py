@@ -139,3 +139,35 @@ def all_finite(*tensors: torch.Tensor) -> bool:
         return True
     flags = torch.stack([torch.isfinite(t.detach()).all().to(tensors[0].device) for t in tensors])
     return bool(flags.all())
+
+
+# -- Wasserstein objective with gradient penalty (Gulrajani et al. 2017, "Improved Training
+# of Wasserstein GANs"); scores are unbounded critic outputs, one per sample (B,).
+def wasserstein_d(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The critic's loss: mean D(fake) - mean D(real)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wasserstein_g(fake_scores: torch.Tensor) -> torch.Tensor:
+    """The generator's loss: -mean D(fake)."""
+    return -fake_scores.mean()
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """x̂ = real + α (fake - real), α ~ U(0, 1) per sample, as a leaf that requires grad."""
+    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    return (real + alpha * (fake - real)).detach().requires_grad_(True)
+
+
+def gradient_penalty(scores_hat: torch.Tensor, x_hat: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
+    """weight * mean((||dD/dx̂|| - 1)^2), the norm over ALL non-batch axes (one per sample).
+    create_graph=True: the penalty's own gradient reaches the critic's weights (double
+    backward), so every layer of the critic must be twice differentiable."""
+    (grads,) = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=True)
+    norms = grads.flatten(1).norm(2, dim=1)
+    return weight * ((norms - 1.0) ** 2).mean()
+
+
+def drift_penalty(real_scores: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """epsilon * mean(D(real)^2): keeps the critic's scores near 0 (Karras et al. 2018)."""
+    return epsilon * (real_scores ** 2).mean()

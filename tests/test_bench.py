@@ -62,8 +62,8 @@ def test_bare_step_is_the_trainer_step(midi_folder_shards, tmp_path, one_torch_t
             torch.manual_seed(step_seed(cfg.train.seed, 0, trainer.state.step))
             g_loss, d_loss = bare_step(nets, batch, cfg, torch.device("cpu"))
             run_trainer_steps(trainer, batch, 1)
-            assert trainer._last_losses["loss/generator"] == pytest.approx(g_loss, rel=1e-5)
-            assert trainer._last_losses["loss/discriminator"] == pytest.approx(d_loss, rel=1e-5)
+            assert trainer.last_losses["loss/generator"] == pytest.approx(g_loss, rel=1e-5)
+            assert trainer.last_losses["loss/discriminator"] == pytest.approx(d_loss, rel=1e-5)
         for name, bare in (("generator", nets.generator), ("discriminator", nets.discriminator)):
             ours, theirs = trainer.backend.module(name).state_dict(), bare.state_dict()
             for key in ours:

@@ -114,3 +114,19 @@ def test_weights_of_another_size_name_the_tensor_and_shapes():
                           hint=ckpt.model_differences({"model": {"g_hidden": 5}}, {"model": {"g_hidden": 3}}))
     with pytest.raises(ckpt.CheckpointMismatchError, match=r"1 tensors missing \(bias\), 0 unexpected"):
         ckpt.load_network(small, {"weight": small.weight.detach()}, name="generator", source="c.pt")
+
+
+def test_format_2_networks_with_aliases_and_format_1_still_read(tmp_path):
+    states = {"generator": {"w": torch.arange(3.0)}, "critic": {"v": torch.ones(2)}, "generator_ema": {"w": torch.zeros(3)}}
+    packed = ckpt.pack_networks(states)
+    path = ckpt.save_checkpoint(tmp_path, {**packed, "step": 1}, 1, keep=2)
+    state = torch.load(path, weights_only=True)
+    assert state["format_version"] == 2 and sorted(state["networks"]) == ["critic", "generator", "generator_ema"]
+    assert torch.equal(state["generator"]["w"], torch.arange(3.0)) and state["discriminator"] == {}
+    # The alias is the same tensor as networks["generator"] (stored once by torch.save).
+    assert state["generator"]["w"].untyped_storage().data_ptr() == state["networks"]["generator"]["w"].untyped_storage().data_ptr()
+    assert torch.equal(ckpt.network_state(state, "generator_ema")["w"], torch.zeros(3))
+    old = {"generator": {"w": torch.ones(1)}, "discriminator": {"u": torch.ones(2)}, "networks": {}, "step": 3}
+    assert torch.equal(ckpt.network_state(old, "discriminator")["u"], torch.ones(2))
+    with pytest.raises(ckpt.UserError, match="no network 'critic'"):
+        ckpt.network_state(old, "critic")

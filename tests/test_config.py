@@ -121,3 +121,23 @@ def test_config_file_that_is_a_directory_or_not_text_is_one_line(tmp_path, capsy
         err = capsys.readouterr().err
         assert err.startswith("error: config file" if path == tmp_path else "error: cannot read") and message in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_config_validation_does_not_import_the_model_families():
+    """config.validate knows the family names from musicgan/model_names.py, not the registry
+    (which imports every model): checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from musicgan.config import Config, validate; validate(Config()); "
+            "assert 'musicgan.training' not in sys.modules, sorted(m for m in sys.modules if 'musicgan' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_listed_family_registers_under_its_name():
+    from musicgan.model_names import FAMILY_MODULES
+    from musicgan.training.families import FAMILIES, all_network_names
+
+    names = all_network_names()  # imports every family module listed
+    assert set(FAMILY_MODULES) == set(FAMILIES)
+    assert {"generator", "discriminator"} <= names

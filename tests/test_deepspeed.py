@@ -12,6 +12,7 @@ $TORCH_EXTENSIONS_DIR (repo .cache) so the suite pays it once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -87,6 +88,8 @@ def _parity_worker(rank, world_size, port, data, root, runs):
 
     def fit(cfg, run_dir, resume=False, should_stop=None):
         trainer = loop.Trainer(cfg, run_dir, env=env, should_stop=should_stop)
+        # The adversarial phase's freezing (its `hold`) replaced by the forced pattern.
+        trainer.phases = [dataclasses.replace(p, hold=forced_freezing) if p.hold else p for p in trainer.phases]
         try:
             trainer.fit(resume=resume)
         finally:
@@ -96,12 +99,11 @@ def _parity_worker(rank, world_size, port, data, root, runs):
         for label, backend, stage, accum in runs:
             calls = iter(range(10**6))  # one count per run, continued across its resume
 
-            def forced_freezing(d_loss, g_loss, theta_d, theta_g):
+            def forced_freezing(values):
                 # Same decision on every rank and in every run: a function of the call count.
                 freeze_d, freeze_g = FREEZE_PATTERN[next(calls) % len(FREEZE_PATTERN)]
-                return loop.FreezeDecision(freeze_d, freeze_g)
+                return {name for name, frozen in (("discriminator", freeze_d), ("generator", freeze_g)) if frozen}
 
-            loop.decide_freezing = forced_freezing
             run_dir = Path(root) / label
             if label.endswith("-resumed"):
                 fit(parity_cfg(Path(data), backend, stage, accum, max_steps=RESUME_AT), run_dir)
@@ -346,3 +348,14 @@ def test_missing_deepspeed_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # what an environment without it raises
     with pytest.raises(UserError, match=r"musicgan\[deepspeed\]"):
         backend.import_deepspeed()
+
+
+def test_user_sections_are_checked_against_the_family_networks():
+    from musicgan.distributed.deepspeed import check_sections
+    from musicgan.training.families import all_network_names
+
+    others = all_network_names() - {"generator"}
+    check_sections({"generator": {"gradient_clipping": 1.0}, "zero_optimization": {"stage": 1}}, "mle",
+                   ("generator",), others)
+    with pytest.raises(ConfigError, match="section 'discriminator' names no network of model mle"):
+        check_sections({"discriminator": {"gradient_clipping": 1.0}}, "mle", ("generator",), others)

@@ -288,3 +288,23 @@ def test_both_ways_of_drawing_masks_reproduce_nn_lstm(fast_draw, monkeypatch):
     (got,) = run_lstm_stacks([lstm], [x])
     torch.testing.assert_close(torch.rand(4), after, atol=0, rtol=0)
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
+
+
+def test_a_gradient_penalty_through_the_hand_written_kernels_fails_in_one_line():
+    """autograd.grad(create_graph=True) through either hand-written backward raises a
+    UserError naming the kernel; the plain first-order backward is unchanged (the golden
+    curve covers that)."""
+    from musicgan.errors import UserError
+
+    torch.manual_seed(0)
+    critic = CRNNDiscriminator(3, hidden=4, layers=1, dropout=0.0, layout="separate")
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    logits, _ = critic(x, None)
+    with pytest.raises(UserError, match="LSTM stack kernel .* cannot be differentiated twice"):
+        torch.autograd.grad(logits.sum(), x, create_graph=True)
+    generator = CRNNGenerator(3, hidden=4, layers=1, dropout=0.0)
+    out = generator(2, 5)
+    with pytest.raises(UserError, match="free-running kernel"):
+        torch.autograd.grad(out.sum(), next(generator.parameters()), create_graph=True)
+    grads = torch.autograd.grad(critic(x, None)[0].sum(), x)  # first order still works
+    assert grads[0].shape == x.shape and torch.isfinite(grads[0]).all()

@@ -13,6 +13,7 @@ import torch
 
 from dist_helpers import assert_same_weights, final_weights, init_rank, musicgan, spawn, torchrun
 from musicgan.config import apply_overrides
+from musicgan.data.loader import make_loader
 from musicgan.data.midi import read_midi
 from musicgan.presets import get_preset
 
@@ -86,10 +87,11 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
     def recording(step_fn):
         def step(ctx, batch):
             out = step_fn(ctx, batch)
-            if out.freeze_on:
-                out.freeze_on["generator"] = out.freeze_on["generator"] * (0.8 if rank == 0 else 1.2)
+            if "freeze_on/generator" in out.stats:
+                out.stats["freeze_on/generator"] = out.stats["freeze_on/generator"] * (0.8 if rank == 0 else 1.2)
+            decide = {k.removeprefix("freeze_on/"): v for k, v in out.stats.items() if k.startswith("freeze_on/")}
             records.append({"local": {k: float(v.detach()) for k, v in out.losses.items()},
-                            "decide": {k: float(v) for k, v in (out.freeze_on or out.losses).items()}})
+                            "decide": {k: float(v) for k, v in (decide or out.losses).items()}})
             return out
         return step
 
@@ -101,7 +103,7 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
         grads = [p.grad.detach().clone().flatten() for p in trainer.backend.module(name).parameters()
                  if p.grad is not None]
         records[-1].setdefault("grads", {})[name] = torch.cat(grads)
-        records[-1]["freeze"] = [trainer.state.freeze.freeze_discriminator, trainer.state.freeze.freeze_generator]
+        records[-1]["freeze"] = ["discriminator" in trainer.state.held, "generator" in trainer.state.held]
         return result
 
     trainer.backend.update = update_and_keep_grads
@@ -144,15 +146,15 @@ def _nan_batches(make_loader, bad_step):
 def test_nan_in_a_batch_is_caught(bach_shards, tmp_path, monkeypatch, policy):
     from musicgan.training import loop
 
-    monkeypatch.setattr(loop, "make_loader", _nan_batches(loop.make_loader, bad_step=3))
+    corrupt = _nan_batches(make_loader, bad_step=3)
     cfg = debug_cfg(bach_shards, f"train.nonfinite={policy}", "log.checkpoint_every=2", "train.max_steps=8")
     run = tmp_path / "run"
     if policy == "stop":
         with pytest.raises(loop.DivergenceError, match=r"step 3.*non-finite.*last good checkpoint: step-00000002.pt"):
-            loop.train(cfg, run)
+            loop.train(cfg, run, loader_factory=corrupt)
         assert final_weights(run)["step"] == 2  # the last good checkpoint is intact and newest
     else:
-        result = loop.train(cfg, run)
+        result = loop.train(cfg, run, loader_factory=corrupt)
         assert result.finished and result.step == 8
         event = [r for r in read_log(run) if r["event"] == "divergence"][0]
         assert event["step"] == 3 and event["sources"] and event["policy"] == policy

@@ -189,10 +189,16 @@ def plot_trials(rows: list[dict], results, directory: Path) -> list[Path]:
         panels = {
             f"{OBJECTIVE} (higher is better)": {row["trial"]: (steps, [_number(r.get(OBJECTIVE)) for r in history])},
             "losses": {name: (steps, [_number(r.get(f"loss/{name}")) for r in history])
-                       for name in ("generator", "discriminator")},
+                       for name in _loss_names(history)},
         }
         paths.append(Path(curves_png(panels, directory / f"{row['trial']}.png", xlabel="step", ncols=2)))
     return paths
+
+
+def _loss_names(history: list[dict]) -> list[str]:
+    """Networks with a `loss/<name>` anywhere in a trial's history, in first-seen order."""
+    names = [k.removeprefix("loss/") for r in history for k in r if k.startswith("loss/")]
+    return list(dict.fromkeys(names))
 
 
 def write_report(results, storage: Path, experiment: Path, *, base, overrides: dict | None = None) -> dict:

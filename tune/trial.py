@@ -82,12 +82,18 @@ def effective_values(checkpoint: Path) -> dict[str, float]:
     from a checkpoint the trainer wrote (not from the config we asked for)."""
     import torch
 
+    from musicgan.config import from_dict
+    from musicgan.training.families import get_family
+
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     values = {}
-    for name, short in (("generator", "g"), ("discriminator", "d")):
-        groups = state.get("optimizers", {}).get(name, {}).get("param_groups", [])
+    # Every optimizer the checkpoint holds, named by its config key (optim.g_lr -> g_lr).
+    keys = get_family(from_dict(state["config"])).learning_rate_keys if "config" in state else {}
+    for name, optimizer in state.get("optimizers", {}).items():
+        groups = optimizer.get("param_groups", [])
         if groups:
-            values[f"effective/{short}_lr"] = float(groups[0]["lr"])
+            label = keys[name].rpartition(".")[2] if name in keys else f"{name}_lr"
+            values[f"effective/{label}"] = float(groups[0]["lr"])
     train_cfg = state.get("config", {}).get("train", {})
     for key in ("freeze_d_threshold", "freeze_g_threshold"):
         if key in train_cfg:

@@ -21,6 +21,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -70,23 +71,22 @@ class _ReplayLoader:
 
 
 @contextmanager
-def replayed_batches(batch, between=None, device: torch.device | None = None):
-    """Inside the block the training loop's loader replays `batch` (loader excluded);
-    yields the list of replay loaders made (their `loop_s` when `between` is given)."""
-    from musicgan.training import loop
-
+def replayed_batches(trainer, batch, between=None, device: torch.device | None = None):
+    """Inside the block the trainer's loader (its `loader_factory` seam) replays `batch`
+    (loader excluded); yields the list of replay loaders made (their `loop_s` when `between`
+    is given)."""
     made: list[_ReplayLoader] = []
 
     def make(*args, num_batches, **kwargs):
         made.append(_ReplayLoader(batch, num_batches, between, device))
         return made[-1]
 
-    original = loop.make_loader
-    loop.make_loader = make
+    original = trainer.loader_factory
+    trainer.loader_factory = make
     try:
         yield made
     finally:
-        loop.make_loader = original
+        trainer.loader_factory = original
 
 
 def first_batch(trainer, seq_len: int):
@@ -105,23 +105,25 @@ def build_trainer(cfg, run_dir, env):
     from musicgan.training.logger import RunLogger
     from musicgan.training.loop import Trainer
 
-    trainer = Trainer(cfg, run_dir, env=env)
-    trainer._prepare_run_dir()
-    trainer.logger = RunLogger(trainer.run_dir, enabled=env.is_main, total_steps=10**9,
-                               tensorboard=cfg.log.tensorboard, progress=cfg.log.progress)
+    if env.is_main:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # the logger's file lives there
+    logger = RunLogger(Path(run_dir), enabled=env.is_main, total_steps=10**9, tensorboard=cfg.log.tensorboard,
+                       progress=cfg.log.progress)
+    trainer = Trainer(cfg, run_dir, env=env, logger=logger)
+    trainer.prepare_run_dir()
     trainer.batches_per_epoch = 10**9  # one endless epoch: no end-of-epoch checkpoint or sampling
     return trainer
 
 
 def run_trainer_steps(trainer, batch, steps: int, between=None) -> tuple[list[float], list[float]]:
     """`steps` more iterations of the real training loop on the replayed batch, in one
-    `_run_epochs` call. With `between`, each of the first steps - 1 iterations is timed
+    `run_epochs` call. With `between`, each of the first steps - 1 iterations is timed
     (wall and CPU seconds; the loop does not ask for a batch after its last step) and
     `between()` runs after each; returns (wall seconds, CPU seconds) per timed iteration."""
     trainer.state.batch_in_epoch = 0  # the replayed stream restarts; nothing to skip
     trainer.total_steps = trainer.state.step + steps
-    with replayed_batches(batch, between, trainer.env.device) as made:
-        finished = trainer._run_epochs()
+    with replayed_batches(trainer, batch, between, trainer.env.device) as made:
+        finished = trainer.run_epochs()
     assert finished and trainer.state.step == trainer.total_steps
     return made[-1].loop_s, made[-1].loop_cpu_s
 

@@ -8,8 +8,11 @@ counts, which deadlocks DDP at the end of an epoch. So:
   - resampled shards: each DataLoader worker draws shards with replacement, forever;
   - explicit seeds: every random choice (shard draw, shuffle buffer, window start) comes from
     a seed mixed from (seed, epoch, rank, worker), never from time or pid;
-  - batching inside the pipeline (in the workers), and `.with_epoch(num_batches)` on the
-    loader, so every rank yields exactly `num_batches` batches.
+  - batching inside the pipeline (in the workers), and the first `num_batches` batches of
+    the endless stream as the epoch, so every rank yields exactly `num_batches` batches.
+Loader workers ignore the stop signals (musicgan/stop_signals.py): a SIGTERM to the whole
+process group must reach the trainer only, which stops at an agreed step and then shuts
+its workers down.
 Each song contributes one random window of `seq_len` steps per draw, cropped from the
 song's whole encoding (zero-padded when shorter; `lengths` says how many steps are real).
 A bar-based representation (`window_align` set) gets starts on bar lines and full windows

@@ -48,6 +48,12 @@ class TrainBackend:
         """The plain network (frozen forwards, sampling, state dicts)."""
         raise NotImplementedError
 
+    def penalty_module(self, name: str) -> nn.Module:
+        """Like `train_module`, for a forward whose loss is differentiated twice (a gradient
+        penalty). DDP: the wrapper itself, run ONCE per backward on cat(real, fake, x̂)
+        (exact; never static_graph, which is silently wrong with a penalty)."""
+        return self.train_module(name)
+
     def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
         raise NotImplementedError
 
@@ -113,7 +119,7 @@ class DDPBackend(TrainBackend):
             self.networks[name] = net
             params = [p for p in net.parameters() if p.requires_grad]
             dispatch = MethodDispatch(net, self.autocast_dtype)
-            if self.env.distributed and params:
+            if self.env.distributed and params and name in optimizers:
                 # broadcast_buffers=False: with the default, "D on real, D on fake, one
                 # backward" raises an in-place error on torch >= 2.6 (docs/distributed-traps.md).
                 # Our networks have no buffers; torch 2.13 calls the flag deprecated but its
@@ -125,7 +131,7 @@ class DDPBackend(TrainBackend):
                         device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
                         broadcast_buffers=False,
                     )
-            else:
+            else:  # one process, or a network no optimizer steps (EMA, rollout copy)
                 self.wrappers[name] = dispatch
             if name in optimizers and params:
                 self.optimizers[name] = optimizers[name](params)

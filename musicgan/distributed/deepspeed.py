@@ -43,7 +43,7 @@ from musicgan.distributed import collectives
 from musicgan.distributed.ddp import OptimizerFactory, TrainBackend, UpdateResult
 from musicgan.distributed.dispatch import MethodDispatch, bf16_autocast_supported
 from musicgan.distributed.env import DistEnv
-from musicgan.errors import ConfigError, UserError
+from musicgan.errors import ConfigError, UserError, first_line
 
 log = logging.getLogger("musicgan")
 
@@ -90,6 +90,15 @@ def load_user_config(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"DeepSpeed config {path} must hold a JSON object")
     return data
+
+
+def check_sections(user: dict, model: str, network_names: tuple[str, ...], other_networks: set[str]) -> None:
+    """A section named after a network this model does not have (e.g. `discriminator` for a
+    model whose networks are `generator` and `critic`) would silently go to every engine."""
+    for key in user:
+        if key in other_networks and key not in network_names:
+            raise ConfigError(f"DeepSpeed config section {key!r} names no network of model {model} "
+                              f"(its networks: {', '.join(network_names)})")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -183,15 +192,19 @@ def _free_port() -> int:
 class DeepSpeedBackend(TrainBackend):
     name = "deepspeed"
 
-    def __init__(self, env: DistEnv, cfg, user_config: str | Path | dict | None = None) -> None:
+    def __init__(self, env: DistEnv, cfg, user_config: str | Path | dict | None = None,
+                 network_names: tuple[str, ...] = ("generator", "discriminator"),
+                 other_models_networks: set[str] = frozenset()) -> None:
         self.env = env
         self.cfg = cfg
         # Read (and reject) the user's JSON before the slow deepspeed import.
         if isinstance(user_config, (str, Path)):
             user_config = load_user_config(user_config)
         self.user_config: dict = user_config or {}
-        for name in ("generator", "discriminator"):  # reject bad keys before the slow import
-            engine_config(cfg, name, world_size=env.world_size, bf16_supported=False, user=self.user_config)
+        check_sections(self.user_config, cfg.model.name, network_names, other_models_networks)
+        for name in network_names:  # reject bad keys before the slow import
+            engine_config(cfg, name, world_size=env.world_size, bf16_supported=False, user=self.user_config,
+                          network_names=network_names)
         self.ds = import_deepspeed()
         self.networks: dict[str, nn.Module] = {}
         self.engines: dict[str, Any] = {}
@@ -292,6 +305,12 @@ class DeepSpeedBackend(TrainBackend):
     def module(self, name: str) -> nn.Module:
         return self.networks[name]
 
+    def penalty_module(self, name: str) -> nn.Module:
+        """The engine's own module, not the engine: a double backward through the engine's
+        forward fails at ZeRO 0/1/2 (docs/distributed-traps.md); `engine.backward(loss)`
+        still reduces the gradients, so ranks agree."""
+        return self.engines[name].module if name in self.engines else self.plain[name]
+
     # -- updates -------------------------------------------------------------------------------
     def set_accumulation_boundary(self, boundary: bool) -> None:
         self._boundary = bool(boundary)
@@ -381,8 +400,8 @@ class DeepSpeedBackend(TrainBackend):
                 engine.save_checkpoint(str(self.engine_dir(directory, name)), tag=tag, save_latest=False,
                                        client_state={"network": name})
             except (OSError, RuntimeError) as exc:  # torch.save: a full disk is a RuntimeError
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                error = f"could not write DeepSpeed checkpoint {self.engine_dir(directory, name) / tag}: {first}"
+                where = self.engine_dir(directory, name) / tag
+                error = f"could not write DeepSpeed checkpoint {where}: {first_line(exc)}"
                 break
         # Every rank learns whether any rank failed, so all raise (or none) at the same point.
         errors = [e for e in collectives.all_gather_object(error, "DeepSpeed checkpoint result") if e]

@@ -27,7 +27,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from musicgan.models.lstm_stack import WORKSPACE, _Lease, script_or_plain
+from musicgan.models.lstm_stack import WORKSPACE, _Lease, first_order_only, script_or_plain
 
 
 def release_workspace() -> None:
@@ -213,6 +213,7 @@ class FreeRunningLoop(torch.autograd.Function):
         return outputs
 
     @staticmethod
+    @first_order_only("the C-RNN-GAN generator's free-running kernel (models/free_running.py)")
     def backward(ctx, grad_outputs):
         initial, masks, prev_weight, out_weight, outputs, *weights = ctx.saved_tensors
         inputs, gates, cells, tanh_cells, top, pre_relu = ctx.arrays

@@ -27,6 +27,7 @@ Shapes: S stacks, T steps, B rows, F input features, H hidden units, L layers.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -36,7 +37,10 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from musicgan.errors import UserError
 
 
 class _Workspace:
@@ -317,6 +321,27 @@ def _steps(name: str) -> Callable:
     return _compiled[name]
 
 
+def first_order_only(what: str):
+    """For a hand-written `backward`: a double backward through it (a gradient penalty's
+    `autograd.grad(create_graph=True)`) fails at once, in one line naming `what`. Without
+    this the second derivative would silently miss the kernel's part of the graph; torch's
+    `once_differentiable` alone fails only at the second backward, naming no model."""
+
+    def wrap(backward):
+        first_order = once_differentiable(backward)
+
+        @functools.wraps(backward)
+        def checked(ctx, *grads):
+            if torch.is_grad_enabled():  # create_graph=True
+                raise UserError(f"{what} has a hand-written backward that cannot be differentiated twice "
+                                "(no gradient penalty through it): give such a network torch layers")
+            return first_order(ctx, *grads)
+
+        return checked
+
+    return wrap
+
+
 class _LSTMStackFunction(torch.autograd.Function):
     """S stacks of L LSTM layers over (S, T, B, F) inputs with a hand-written backward.
 
@@ -378,6 +403,7 @@ class _LSTMStackFunction(torch.autograd.Function):
         return output
 
     @staticmethod
+    @first_order_only("the LSTM stack kernel (models/lstm_stack.py)")
     def backward(ctx, grad_output):
         x, masks, output, *layer_params = ctx.saved_tensors
         gates, cells, tanh_cells, lower_hs, upper_inputs = ctx.arrays

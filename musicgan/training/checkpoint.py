@@ -6,9 +6,13 @@ files of another run (or of an attempt that crashed) are never mistaken for the 
 pruned in place of the run's own. A fresh run refuses a directory that already holds
 checkpoints (`claim_run_dir`) unless told to archive them.
 
-A checkpoint is one `.pt` whose top-level dict holds `generator` and `discriminator` state
-dicts (empty for families without a D) plus everything a resume needs: optimizer states,
-step, epoch, position inside the epoch, freezing state, representation state and config.
+A checkpoint is one `.pt` whose top-level dict holds every network's state dict under
+`networks` (format 2; `network_state` still reads format 1, which kept `generator` and
+`discriminator` at the top level) plus everything a resume needs: optimizer states,
+step, epoch, position inside the epoch, held networks, representation state and config.
+`generator` and `discriminator` stay as top-level aliases (empty dict when the family has
+no such network), so `torch.load(path, weights_only=True)["generator"]` keeps working; an
+alias shares its tensors with `networks`, so torch.save stores them once.
 Only tensors, numbers, strings, lists and dicts: it loads with `weights_only=True`.
 RNG states are not needed: the loop reseeds torch from (seed, rank, step) at every step.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from musicgan.errors import UserError
+from musicgan.errors import UserError, first_line
 
 log = logging.getLogger("musicgan")
 
@@ -34,6 +38,8 @@ LATEST = "latest"
 HISTORY = "history.json"  # in checkpoints/: the names this run wrote, oldest first
 ARCHIVE_DIR = "archive"  # in the run directory: what --overwrite moved aside, one folder per overwrite
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+FORMAT_VERSION = 2
+ALIASES = ("generator", "discriminator")  # top-level keys the README promises
 
 
 class CheckpointWriteError(UserError):
@@ -134,11 +140,7 @@ def _nearly_full(directory: Path) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
 
 
 def save_checkpoint(run_dir: str | Path, state: dict, step: int, keep: int) -> Path:
@@ -172,7 +174,7 @@ def save_or_error(run_dir: str | Path, build_state, step: int, keep: int) -> tup
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks as one line
         where = checkpoint_dir(run_dir) / checkpoint_name(step)
-        return None, f"could not write checkpoint {where}: {type(exc).__name__}: {_first_line(exc)}"
+        return None, f"could not write checkpoint {where}: {type(exc).__name__}: {first_line(exc)}"
 
 
 def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> Path | None:
@@ -235,6 +237,22 @@ def model_differences(saved_config: dict, current: dict) -> str:
     saved, now = saved_config.get("model", {}), current.get("model", {})
     diffs = [f"model.{k}={saved[k]!r} (this run: {now[k]!r})" for k in sorted(saved) if k in now and saved[k] != now[k]]
     return f"; the checkpoint was written with {', '.join(diffs)}" if diffs else ""
+
+
+def pack_networks(states: dict[str, dict]) -> dict:
+    """The format-2 network entries of a checkpoint: `networks` plus the top-level aliases."""
+    return {"networks": dict(states), **{name: states.get(name, {}) for name in ALIASES},
+            "format_version": FORMAT_VERSION}
+
+
+def network_state(state: dict, name: str) -> dict:
+    """Network `name`'s state dict from a format-2 or format-1 checkpoint."""
+    if name in state.get("networks", {}):
+        return state["networks"][name]
+    if state.get("format_version", 1) == 1 and name in ALIASES and name in state:
+        return state[name]
+    raise UserError(f"the checkpoint has no network {name!r} (it holds "
+                    f"{', '.join(sorted(set(state.get('networks', {})) | {a for a in ALIASES if state.get(a)}))})")
 
 
 def _is_complete(state: object) -> bool:

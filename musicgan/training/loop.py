@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import time
 from contextlib import contextmanager
@@ -33,9 +32,9 @@ from musicgan.distributed.env import DistEnv, init_distributed, teardown
 from musicgan.errors import UserError
 from musicgan.stop_signals import STOP_SIGNALS
 from musicgan.training import checkpoint as ckpt
+from musicgan.training import engine
 from musicgan.training.curriculum import seq_len_for_epoch
-from musicgan.training.families import get_family
-from musicgan.training.freezing import FreezeDecision, decide_freezing
+from musicgan.training.families import all_network_names, get_family
 from musicgan.training.logger import RunLogger
 from musicgan.training.phases import StepContext, phase_for_epoch
 from musicgan.training import sampling
@@ -58,7 +57,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     lr_scale: float = 1.0  # product of rollback factors
-    freeze: FreezeDecision = field(default_factory=lambda: FreezeDecision(False, False))
+    held: tuple[str, ...] = ()  # networks the phase's `hold` skipped at the last step
+    updates: dict[str, int] = field(default_factory=dict)  # name -> steps at which it trained
     skipped_steps: int = 0
     skipped_samples: int = 0  # corrupt data samples skipped by the loader, all ranks
 
@@ -66,18 +66,18 @@ class TrainState:
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "lr_scale": self.lr_scale, "skipped_steps": self.skipped_steps,
-            "skipped_samples": self.skipped_samples,
-            "freeze": {"discriminator": self.freeze.freeze_discriminator, "generator": self.freeze.freeze_generator},
+            "skipped_samples": self.skipped_samples, "held": list(self.held), "updates": dict(self.updates),
         }
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> "TrainState":
-        freeze = state.get("freeze", {})
+        # Format 1 wrote {"freeze": {name: bool}} instead of "held".
+        held = state.get("held", [name for name, frozen in state.get("freeze", {}).items() if frozen])
         return cls(
             step=int(state["step"]), epoch=int(state["epoch"]), batch_in_epoch=int(state["batch_in_epoch"]),
             lr_scale=float(state.get("lr_scale", 1.0)), skipped_steps=int(state.get("skipped_steps", 0)),
-            skipped_samples=int(state.get("skipped_samples", 0)),
-            freeze=FreezeDecision(bool(freeze.get("discriminator", False)), bool(freeze.get("generator", False))),
+            skipped_samples=int(state.get("skipped_samples", 0)), held=tuple(held),
+            updates={k: int(v) for k, v in state.get("updates", {}).items()},
         )
 
 
@@ -123,11 +123,13 @@ def _stop_signals(flag: _StopFlag):
             signal.signal(sig, handler)
 
 
-def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None):
+def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None,
+                 network_names: tuple[str, ...] = ("generator", "discriminator")):
     if cfg.dist.backend == "deepspeed":
         from musicgan.distributed.deepspeed import DeepSpeedBackend  # the only deepspeed importer
 
-        return DeepSpeedBackend(env, cfg, user_config=deepspeed_config)
+        return DeepSpeedBackend(env, cfg, user_config=deepspeed_config, network_names=network_names,
+                                other_models_networks=all_network_names() - set(network_names))
     from musicgan.distributed.ddp import DDPBackend
 
     return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm,
@@ -137,14 +139,19 @@ def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None)
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, *, env: DistEnv, deepspeed_config: str | None = None,
                  report_fn: Callable[[dict, Path | None], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, loader_factory: Callable = make_loader,
+                 logger: RunLogger | None = None) -> None:
+        """`loader_factory` (make_loader's signature) and `logger` (else `fit` opens a
+        RunLogger) are seams for benchmarks and tests that replay or corrupt batches."""
         self.cfg = validate(cfg)
+        self.loader_factory = loader_factory
         self.run_dir = Path(run_dir)
         self.env = env
         self.report_fn = report_fn
         self.should_stop = should_stop
         self.family = get_family(cfg)
         self.phases = self.family.phases()
+        engine.check_repeat(self.phases, cfg.dist.grad_accum)
         self.representation = self.family.build_representation()
 
         manifest = load_manifest(cfg.data.path)
@@ -158,10 +165,9 @@ class Trainer:
         self._fit_representation()
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         networks = self.family.build_networks(self.representation)
-        self.backend = make_backend(cfg, env, deepspeed_config)
+        self.backend = make_backend(cfg, env, deepspeed_config, self.family.network_names)
         self.backend.setup(networks, self.family.optimizers())
-        self.base_lr = {name: self.backend.get_lr(name) for name in self.family.network_names
-                        if name in self.family.optimizers()}
+        self.base_lr = {name: self.backend.get_lr(name) for name in self.family.learning_rates()}
         self.state = TrainState()
         self._rolled_back_at: set[int] = set()  # steps that triggered a rollback
         self._started = time.monotonic()  # for train.max_minutes (this process's share of the run)
@@ -169,9 +175,9 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict = {}
         self.real_metrics: dict | None = None
-        self.logger: RunLogger | None = None
-        self._last_losses: dict = {}  # reduced losses of the last step (progress bar, reports)
-        self._last_values: dict = {}  # every reduced scalar of the last step (logging)
+        self.logger: RunLogger | None = logger
+        self.last_losses: dict = {}  # reduced losses of the last step (progress bar, reports)
+        self.last_values: dict = {}  # every reduced scalar of the last step (logging)
         self._stop_requested = False  # a stop was agreed; it happens when the accumulation window closes
 
     # -- set-up ------------------------------------------------------------------------------
@@ -188,7 +194,7 @@ class Trainer:
             state = self.representation.state_dict()
         self.representation.load_state_dict(collectives.broadcast_object(state, "representation"))
 
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+    def prepare_run_dir(self, resume: bool = False, overwrite: bool = False) -> None:
         """Rank 0 claims the run directory (see checkpoint.claim_run_dir); a refusal reaches
         every rank. A running run is neither stopped nor finished: a stale marker of an
         earlier invocation (e.g. before the run was extended) must not decide a requeue."""
@@ -224,8 +230,8 @@ class Trainer:
         state = ckpt.load_checkpoint(path)
         hint = ckpt.model_differences(state.get("config", {}), self.cfg.to_dict())
         for name in self.family.network_names:
-            ckpt.load_network(self.backend.module(name), state[name] if name in ("generator", "discriminator")
-                              else state["networks"][name], name=name, source=path, hint=hint)
+            ckpt.load_network(self.backend.module(name), ckpt.network_state(state, name), name=name, source=path,
+                              hint=hint)
         self.backend.load_optimizer_state(state.get("optimizers", {}))
         self.backend.load_extra(ckpt.checkpoint_dir(self.run_dir), path.stem)
         if "representation" in state:
@@ -256,17 +262,12 @@ class Trainer:
 
     def _checkpoint_state(self) -> dict:
         return {
-            "generator": self.backend.module("generator").state_dict(),
-            "discriminator": (self.backend.module("discriminator").state_dict()
-                              if "discriminator" in self.family.network_names else {}),
-            "networks": {n: self.backend.module(n).state_dict() for n in self.family.network_names
-                         if n not in ("generator", "discriminator")},
+            **ckpt.pack_networks({n: self.backend.module(n).state_dict() for n in self.family.network_names}),
             "optimizers": self.backend.optimizer_state(),
             "representation": self.representation.state_dict(),
             "config": self.cfg.to_dict(),
             "world_size": self.env.world_size,
             "backend": self.backend.name,
-            "format_version": 1,
             **self.state.to_dict(),
         }
 
@@ -285,22 +286,23 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
-        self._prepare_run_dir(resume, overwrite)
+        self.prepare_run_dir(resume, overwrite)
         if resume:
             resumed = self.resume()
             if self.env.is_main:
                 print(f"[musicgan] {'resuming from ' + str(self.last_checkpoint) if resumed else 'no checkpoint to resume: starting fresh'}",
                       flush=True)
-        self.logger = RunLogger(self.run_dir, enabled=self.env.is_main, total_steps=self.total_steps,
-                                tensorboard=self.cfg.log.tensorboard, progress=self.cfg.log.progress,
-                                initial_step=self.state.step)
+        if self.logger is None:
+            self.logger = RunLogger(self.run_dir, enabled=self.env.is_main, total_steps=self.total_steps,
+                                    tensorboard=self.cfg.log.tensorboard, progress=self.cfg.log.progress,
+                                    initial_step=self.state.step)
         if self.env.is_main:
             self.real_metrics = sampling.real_metrics(self)
         try:
             with _stop_signals(self.stop):
                 while True:
                     try:
-                        finished = self._run_epochs()
+                        finished = self.run_epochs()
                         break
                     except _Rollback:
                         self._rollback()
@@ -319,14 +321,14 @@ class Trainer:
     def _done(self) -> bool:
         return self.state.step >= self.total_steps or self.state.epoch >= self.cfg.train.epochs
 
-    def _run_epochs(self) -> bool:
+    def run_epochs(self) -> bool:
         """True when the run reached its end; False when a stop was agreed (checkpoint written)."""
         while not self._done():
             epoch = self.state.epoch
-            phase, _ = phase_for_epoch(self.phases, epoch)
+            phase, phase_start = phase_for_epoch(self.phases, epoch)
             seq_len = seq_len_for_epoch(self.cfg.curriculum, epoch, grows=phase.curriculum)
             ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len)
-            loader = make_loader(
+            loader = self.loader_factory(
                 self.train_urls, self.representation, seq_len=seq_len, batch_size=self.cfg.data.batch_size,
                 num_batches=self.batches_per_epoch, seed=self.cfg.train.seed, epoch=epoch,
                 rank=self.env.rank, world_size=self.env.world_size, num_workers=self.cfg.data.num_workers,
@@ -335,14 +337,14 @@ class Trainer:
             for index, batch in enumerate(loader):
                 if index < self.state.batch_in_epoch:
                     continue  # consumed before the checkpoint we resumed from
-                stop = self._train_step(ctx, phase, batch, seq_len)
+                stop = self._train_step(ctx, phase, phase_start, batch)
                 self.state.batch_in_epoch = index + 1
                 self.state.step += 1
                 if self.state.step % self.cfg.log.interval == 0 or stop:
                     now = time.perf_counter()
                     self._log_step(phase, seq_len, now - t_last)
                     t_last = now
-                self.logger.progress(1, epoch=epoch, phase=phase.name, **self._last_losses)
+                self.logger.progress(1, epoch=epoch, phase=phase.name, **self.last_losses)
                 every = self.cfg.log.checkpoint_every
                 if stop:
                     self._stop_cleanly()
@@ -380,7 +382,7 @@ class Trainer:
             self.logger.event("epoch_metrics", self.state.step, epoch=epoch + 1, **metrics)
         path = self.save() if not self.cfg.log.checkpoint_every else self.last_checkpoint
         if self.report_fn is not None:
-            self.report_fn({"step": self.state.step, "epoch": epoch + 1, **self._last_losses, **metrics}, path)
+            self.report_fn({"step": self.state.step, "epoch": epoch + 1, **self.last_losses, **metrics}, path)
 
     def _stop_cleanly(self) -> None:
         path = self.save()
@@ -398,70 +400,53 @@ class Trainer:
             )
 
 
-    def _train_step(self, ctx: StepContext, phase, batch, seq_len: int) -> bool:
-        """One optimizer step of `phase`; returns True when all ranks agreed to stop after it."""
-        self._reseed(step_seed(self.cfg.train.seed, self.env.rank, self.state.step))
-        out = phase.step(ctx, batch)
-        names = list(out.losses)
-        freeze_on = out.freeze_on or {}
-        stat_names = sorted(out.stats) + [f"freeze_on/{k}" for k in sorted(freeze_on)]
-        stat_values = {**out.stats, **{f"freeze_on/{k}": v for k, v in freeze_on.items()}}
-        local = [out.losses[n].detach().float().reshape(()) for n in names]
-        local += [stat_values[k].detach().float().reshape(()).to(local[0].device) for k in stat_names]
-        finite_local = all(math.isfinite(float(v)) for v in local)
+    def _train_step(self, ctx: StepContext, phase, phase_start: int, batch) -> bool:
+        """One trainer step of `phase` (engine.py); True when all ranks agreed to stop after it."""
+        seed = step_seed(self.cfg.train.seed, self.env.rank, self.state.step)
+        self._reseed(seed)
+        plan = engine.StepPlan.at(phase, self.state.step - phase_start * self.batches_per_epoch)
+        ctx.global_step, ctx.progress = self.state.step, self.state.step / max(self.total_steps, 1)
+        out = engine.forward(plan, ctx, batch)
         external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
-        flags = [external_stop, self._budget_spent(), not finite_local]
-        payload = torch.stack([v.cpu() for v in local] + [torch.tensor(float(f)) for f in flags])
-        if self.backend.name == "deepspeed" or self.env.device.type == "cuda":
-            payload = payload.to(self.env.device)
-        reduced = collectives.all_reduce_mean(payload, f"losses at step {self.state.step}").cpu().tolist()
-        values = dict(zip(names + stat_names, reduced))
-        stop_flag, budget_flag, nonfinite_flag = (v > 0 for v in reduced[-3:])
-        if budget_flag and self.total_steps > self.state.step + 1:
-            # Time budget spent (rank 0's clock, agreed by all): end like max_steps does, at
-            # the end of the open accumulation window.
-            accum = self.cfg.dist.grad_accum
-            self.total_steps = self.state.step + 1 + (accum - (self.state.step + 1) % accum) % accum
-            self.logger.message(f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: "
-                                f"finishing at step {self.total_steps}")
-        closes_window = self._closes_window()
+        reduced = engine.reduce(out, stop=external_stop, budget_spent=self._budget_spent(),
+                                what=f"losses at step {self.state.step}")
+        if reduced.budget_spent:
+            self._end_at_window()
         # An agreed stop waits until the open accumulation window closes (at most
         # dist.grad_accum - 1 more steps), so its checkpoint holds no half window.
-        self._stop_requested = self._stop_requested or stop_flag
-        stop = self._stop_requested and closes_window
-        nonfinite = nonfinite_flag or not all(math.isfinite(v) for v in reduced[:-3])
-
-        if nonfinite:
-            self._diverged(batch, "non-finite loss " + ", ".join(f"{n}={values[n]}" for n in names))
-            self._last_losses = {f"loss/{n}": values[n] for n in names}
+        boundary = self._closes_window()
+        self._stop_requested = self._stop_requested or reduced.stop
+        stop = self._stop_requested and boundary
+        self.last_losses = {k: v for k, v in reduced.values.items() if k.startswith("loss/")}
+        if reduced.nonfinite:
+            self._diverged(batch, reduced.nonfinite_message())
             return stop
-
-        if phase.freezing and "discriminator" in values and "generator" in values:
-            d_value = values.get("freeze_on/discriminator", values["discriminator"])
-            g_value = values.get("freeze_on/generator", values["generator"])
-            self.state.freeze = decide_freezing(d_value, g_value, self.cfg.train.freeze_d_threshold,
-                                                self.cfg.train.freeze_g_threshold)
-        else:
-            self.state.freeze = FreezeDecision(False, False)
-        frozen = {"discriminator": self.state.freeze.freeze_discriminator,
-                  "generator": self.state.freeze.freeze_generator}
-        refused = []
-        self.backend.set_accumulation_boundary(closes_window)
-        for name in phase.updates:
-            if phase.freezing and frozen.get(name, False):
-                result = self.backend.skip_update(name)  # may close a window earlier steps filled
-                if result is not None and not result.applied:
-                    refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
-                continue
-            result = self.backend.update(name, out.losses[name])
-            values[f"grad_norm/{name}"] = result.grad_norm
-            if not result.applied:
-                refused.append(f"{name} gradient norm {result.grad_norm:.3g}")
-        self._last_losses = {f"loss/{n}": values[n] for n in names}
-        self._last_values = values
-        if refused:
-            self._diverged(batch, "; ".join(refused))
+        report = engine.update(self.backend, plan, out, reduced, boundary=boundary,
+                               redo=lambda name: self._redo(plan, ctx, batch, seed, name))
+        engine.after_updates(plan, ctx, report)
+        self.state.held = tuple(n for n in phase.networks if n in report.held)
+        for name in report.updated:
+            self.state.updates[name] = self.state.updates.get(name, 0) + 1
+        self.last_values = report.values
+        if report.refused:
+            self._diverged(batch, "; ".join(report.refused))
         return stop
+
+    def _redo(self, plan, ctx: StepContext, batch, seed: int, name: str) -> torch.Tensor:
+        """`name`'s loss again on the same batch and noise (Phase.repeat)."""
+        self._reseed(seed)
+        again = engine.StepPlan(plan.phase, plan.step, frozenset({name}))
+        return engine.forward(again, ctx, batch).losses[name]
+
+    def _end_at_window(self) -> None:
+        """Time budget spent (rank 0's clock, agreed by all): end like max_steps does, at the
+        end of the open accumulation window."""
+        if self.total_steps <= self.state.step + 1:
+            return
+        accum = self.cfg.dist.grad_accum
+        self.total_steps = self.state.step + 1 + (accum - (self.state.step + 1) % accum) % accum
+        self.logger.message(f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: "
+                            f"finishing at step {self.total_steps}")
 
     @staticmethod
     def _reseed(seed: int) -> None:
@@ -477,19 +462,11 @@ class Trainer:
         return bool(budget and self.env.is_main and time.monotonic() - self._started > budget * 60)
 
     def _closes_window(self) -> bool:
-        """Gradient accumulation: does this trainer step end a window of micro steps?
-
-        Each trainer step is one micro step (one batch per rank); the optimizers step every
-        `dist.grad_accum` steps, and also at every step after which a checkpoint is written
-        (epoch end, `log.checkpoint_every`, the last step; a stop waits for the window's end),
-        so no checkpoint holds half a window and resumes stay exact. Identical on all ranks.
-        """
-        accum = self.cfg.dist.grad_accum
-        step = self.state.step + 1  # the step count once this step is done
-        every = self.cfg.log.checkpoint_every
-        return (accum == 1 or step % accum == 0 or step >= self.total_steps
-                or self.state.batch_in_epoch + 1 >= self.batches_per_epoch
-                or bool(every and step % every == 0))
+        """Gradient accumulation: does this trainer step end a window (engine.closes_window)?"""
+        return engine.closes_window(self.state.step + 1, grad_accum=self.cfg.dist.grad_accum,
+                                    total_steps=self.total_steps, batch_after=self.state.batch_in_epoch + 1,
+                                    batches_per_epoch=self.batches_per_epoch,
+                                    checkpoint_every=self.cfg.log.checkpoint_every)
 
     def _diverged(self, batch, what: str) -> None:
         """A non-finite loss or exploding gradient, seen identically by every rank."""
@@ -499,17 +476,14 @@ class Trainer:
         self.logger.event("divergence", self.state.step, what=what, policy=policy, sources=sources)
         message = (f"[musicgan] divergence at step {self.state.step}: {what}; batch songs: "
                    f"{', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}")
-        if policy == "skip":
+        action = engine.divergence_action(policy, has_checkpoint=self.last_checkpoint is not None,
+                                          rolled_back_here=self.state.step in self._rolled_back_at)
+        if action in ("skip", "skip-again"):
             self.state.skipped_steps += 1
-            self.logger.message(message + " -> step skipped")
+            self.logger.message(message + (" -> step skipped" if action == "skip"
+                                           else " -> diverged again after rolling back: step skipped"))
             return
-        if policy == "rollback" and self.last_checkpoint is not None:
-            if self.state.step in self._rolled_back_at:
-                # The same step diverged again after a rollback: the batch itself is bad
-                # (e.g. a NaN in the data), and replaying it would loop forever. Skip it.
-                self.state.skipped_steps += 1
-                self.logger.message(message + " -> diverged again after rolling back: step skipped")
-                return
+        if action == "rollback":
             self._rolled_back_at.add(self.state.step)
             self.logger.message(message + f" -> rolling back to {self.last_checkpoint.name}, "
                                 f"learning rates x{self.cfg.train.rollback_lr_factor}")
@@ -529,28 +503,28 @@ class Trainer:
     def _log_step(self, phase, seq_len: int, seconds: float) -> None:
         steps = self.cfg.log.interval
         samples_per_s = steps * self.cfg.data.batch_size * self.env.world_size / max(seconds, 1e-9)
-        values = dict(self._last_values)
+        values = dict(self.last_values)
         values.update({
             "train/seq_len": seq_len,
             "train/epoch": self.state.epoch,
             "train/samples_per_s": samples_per_s,
-            "freeze/discriminator": float(self.state.freeze.freeze_discriminator),
-            "freeze/generator": float(self.state.freeze.freeze_generator),
             "train/lr_scale": self.state.lr_scale,
+            **{f"freeze/{n}": float(n in self.state.held) for n in self.base_lr},
+            **{f"updates/{n}": self.state.updates.get(n, 0) for n in self.base_lr},
         })
-        renamed = {(k if "/" in k else (f"loss/{k}" if k in ("generator", "discriminator") else f"stats/{k}")): v
-                   for k, v in values.items()}
+        renamed = {(k if "/" in k else f"stats/{k}"): v for k, v in values.items()}
         self.logger.scalars(self.state.step, renamed, phase=phase.name)
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          deepspeed_config: str | None = None, report_fn=None, should_stop=None) -> TrainResult:
+          deepspeed_config: str | None = None, report_fn=None, should_stop=None,
+          loader_factory: Callable = make_loader) -> TrainResult:
     """Train `cfg` into `run_dir` as this process's rank (one process, torchrun, SLURM or Ray)."""
     env = init_distributed(cfg.dist.timeout_s)
     trainer = None
     try:
         trainer = Trainer(cfg, run_dir, env=env, deepspeed_config=deepspeed_config, report_fn=report_fn,
-                          should_stop=should_stop)
+                          should_stop=should_stop, loader_factory=loader_factory)
         return trainer.fit(resume=resume, overwrite=overwrite)
     finally:
         if trainer is not None:

@@ -142,8 +142,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
         representation.load_state_dict(state["representation"])
     networks = family.build_networks(representation)
     for name, net in networks.items():
-        ckpt.load_network(net, state[name] if name in ("generator", "discriminator") else state["networks"][name],
-                          name=name, source=path)
+        ckpt.load_network(net, ckpt.network_state(state, name), name=name, source=path)
         net.eval()
     return cfg, family, representation, networks, path
 

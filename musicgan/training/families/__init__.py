@@ -2,18 +2,22 @@
 
 A family is the only place that knows a model's losses; the loop, the backends, the
 checkpoints and the CLI are shared by all of them. Register a new family with
-`@register("name")`; `model.name` in the config picks it.
+`@register("name")` and list its module in `musicgan/model_names.py`; `model.name` in the
+config picks it.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from musicgan.config import get_value
 from musicgan.errors import ConfigError
+from musicgan.model_names import FAMILY_MODULES
 
 if TYPE_CHECKING:
     from musicgan.config import Config
@@ -34,9 +38,12 @@ def register(name: str) -> Callable[[type["ModelFamily"]], type["ModelFamily"]]:
 
 class ModelFamily:
     name = "base"
-    # Network names; "generator" is what sampling runs. Plain checkpoints always hold
-    # `generator` and `discriminator` keys (empty dict for families without a D).
+    # Every network of the family, trained or not (an EMA or rollout copy has no optimizer);
+    # checkpoints, logs, DeepSpeed sections and Tune read the names from here.
     network_names: tuple[str, ...] = ("generator", "discriminator")
+    # The config key of each TRAINED network's learning rate: the networks listed here get
+    # an optimizer, the others none.
+    learning_rate_keys: dict[str, str] = {"generator": "optim.g_lr", "discriminator": "optim.d_lr"}
 
     def __init__(self, cfg: "Config") -> None:
         self.cfg = cfg
@@ -56,17 +63,21 @@ class ModelFamily:
     def build_networks(self, representation: "Representation") -> dict[str, nn.Module]:
         raise NotImplementedError
 
+    def learning_rates(self) -> dict[str, float]:
+        """Learning rate of every trained network (the keys of `learning_rate_keys` it has)."""
+        return {name: float(get_value(self.cfg, key)) for name, key in self.learning_rate_keys.items()
+                if name in self.network_names}
+
     def optimizers(self) -> dict[str, Callable]:
         """One torch optimizer factory per trained network, from `cfg.optim`."""
         o = self.cfg.optim
-        lrs = {"generator": o.g_lr, "discriminator": o.d_lr}
 
         def factory(lr: float):
             if o.optimizer == "adam":
                 return lambda params: torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
             return lambda params: torch.optim.SGD(params, lr=lr, momentum=o.momentum)
 
-        return {name: factory(lrs.get(name, o.g_lr)) for name in self.network_names}
+        return {name: factory(lr) for name, lr in self.learning_rates().items()}
 
     def phases(self) -> list["Phase"]:
         raise NotImplementedError
@@ -77,24 +88,17 @@ class ModelFamily:
         raise NotImplementedError
 
 
+def all_network_names() -> set[str]:
+    """Network names of every family (to reject a DeepSpeed section meant for another model)."""
+    for module in set(FAMILY_MODULES.values()):
+        importlib.import_module(module)
+    return {name for family in FAMILIES.values() for name in family.network_names}
+
+
 def get_family(cfg: "Config") -> ModelFamily:
-    _import_builtin_families()
-    if cfg.model.name not in FAMILIES:
-        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILIES))}")
+    """The family `model.name` names, importing only its module (models import torch code)."""
+    module = FAMILY_MODULES.get(cfg.model.name)
+    if module is None:
+        raise ConfigError(f"model.name={cfg.model.name!r} is not one of {', '.join(sorted(FAMILY_MODULES))}")
+    importlib.import_module(module)
     return FAMILIES[cfg.model.name](cfg)
-
-
-def _import_builtin_families() -> None:
-    # Imported here, not at module top, so `config.py` can list families without pulling
-    # every model in at import time of the package.
-    import importlib
-
-    for module in ("crnngan", "rbm", "notes"):
-        try:
-            importlib.import_module(f"musicgan.training.families.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"musicgan.training.families.{module}":
-                raise
-
-
-_import_builtin_families()

@@ -13,6 +13,7 @@ import torch
 from musicgan import losses
 from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator
 from musicgan.training.families import ModelFamily, register
+from musicgan.training.freezing import decide_freezing
 from musicgan.training.phases import Phase, StepContext, StepOutput
 
 
@@ -61,12 +62,8 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
 
     # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
     # inside G's step: see docs/distributed-traps.md), gradients flow only into G.
-    discriminator = ctx.module("discriminator")
-    discriminator.requires_grad_(False)
-    try:
+    with ctx.frozen("discriminator") as discriminator:
         g_logits, g_features = discriminator(fake, None)
-    finally:
-        discriminator.requires_grad_(True)
     g_adversarial = losses.generator_loss(g_logits, fake_mask)
     if cfg.feature_matching:
         # Compared on the steps the real rows have (padding carries no features).
@@ -76,13 +73,27 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     else:
         g_loss = g_adversarial
 
+    # The freezing rule compares D's log-loss with G's ADVERSARIAL loss (feature matching
+    # trains G on a distance whose scale has nothing to do with D's), both without l2.
     stats = {"d_acc_real": d_stats["accuracy_real"], "d_acc_fake": d_stats["accuracy_fake"],
-             "g_adversarial": g_adversarial.detach()}
+             "g_adversarial": g_adversarial.detach(),
+             "freeze_on/generator": g_adversarial.detach(), "freeze_on/discriminator": d_loss.detach()}
     return StepOutput(
         {"generator": with_l2(ctx, "generator", g_loss), "discriminator": with_l2(ctx, "discriminator", d_loss)},
         stats,
-        freeze_on={"generator": g_adversarial.detach(), "discriminator": d_loss.detach()},
     )
+
+
+def freezing_hold(cfg):
+    """The phase's `hold`: Mogren's freezing from the all-reduced losses (freezing.py)."""
+    theta_d, theta_g = cfg.train.freeze_d_threshold, cfg.train.freeze_g_threshold
+
+    def hold(values: dict[str, float]) -> set[str]:
+        decision = decide_freezing(values["freeze_on/discriminator"], values["freeze_on/generator"], theta_d, theta_g)
+        return {name for name, frozen in (("discriminator", decision.freeze_discriminator),
+                                          ("generator", decision.freeze_generator)) if frozen}
+
+    return hold
 
 
 @register("crnngan")
@@ -110,7 +121,7 @@ class CRNNGAN(ModelFamily):
                 # G first: its loss graph holds D's weights, which D's step changes in place.
                 ("generator", "discriminator"),
                 adversarial_step,
-                freezing=True,
+                hold=freezing_hold(self.cfg),
                 curriculum=self.cfg.curriculum.continue_adversarial,
             )
         )

@@ -126,12 +126,8 @@ def mlpgan_step(ctx: StepContext, batch) -> StepOutput:
     real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
     d_loss = 0.5 * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
 
-    discriminator = ctx.module("discriminator")
-    discriminator.requires_grad_(False)  # D's plain module: gradients flow only into G
-    try:
+    with ctx.frozen("discriminator") as discriminator:  # gradients flow only into G
         g_loss = _bce(discriminator(fake, None), 1.0)
-    finally:
-        discriminator.requires_grad_(True)
     stats = {"d_acc_real": (real_logits > 0).float().mean().detach(),
              "d_acc_fake": (fake_logits < 0).float().mean().detach()}
     return StepOutput({"generator": g_loss, "discriminator": d_loss}, stats)
