@@ -32,7 +32,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from musicgan.data.bounds import GridTooLarge, check_grid
-from musicgan.data.song import Song
+from musicgan.data.chords import NO_CHORD, TRIAD_TEMPLATES, song_chords
+from musicgan.data.song import DURATION, ONSET, PITCH, TRACK, Song
+from musicgan.data.tracks import group_tracks
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {}
-GROUPS = ("crnngan", "muspy")
+GROUPS = ("crnngan", "muspy", "melody")
 
 
 def register(name: str, groups: Sequence[str], description: str, params: Sequence[str] = ()):
@@ -351,6 +353,84 @@ def groove_consistency(song: Song) -> float:
     patterns[step // steps_per_bar, step % steps_per_bar] = True
     hamming = np.count_nonzero(patterns[1:] != patterns[:-1], axis=1)  # (num_bars - 1,)
     return float(1.0 - hamming.mean() / steps_per_bar)
+
+
+# -- melody metrics (MidiNet, Yang et al. 2017): on the song's `melody` track grouping (a
+# chorale's soprano, a decoded melody_chord song's melody track), bars of the song's grid.
+MELODY_LENGTH_STEPS = 4  # note lengths are counted in 16ths (4 per quarter note)
+
+
+MELODY_TRACK = "Melody"  # the track name melody_chord's decode writes
+
+
+def _melody(song: Song) -> np.ndarray:
+    """(n, 7) notes of the melody line: a track named "Melody" when the song has one (a
+    decoded melody_chord song, whose melody may be empty: the top part would then be the
+    chords), else the `melody` grouping (top part, made monophonic)."""
+    names = [t.name for t in song.tracks]
+    if MELODY_TRACK in names:
+        return song.notes[song.notes[:, TRACK] == names.index(MELODY_TRACK)]
+    (melody,) = group_tracks(song, "melody")
+    return melody.notes
+
+
+def _bar_index(song: Song, seconds: np.ndarray) -> np.ndarray:
+    """0-based bar of the song's bar grid holding each time."""
+    beats = song.seconds_to_beats(seconds) - song.bar_origin_beats()
+    return np.floor(beats / song.bar_beats() + 1e-9).astype(np.int64)
+
+
+@register("chord_tone_ratio", ["melody"], "share of melody onsets whose pitch class is a tone of the bar's chord (bars without a chord left out)")
+def chord_tone_ratio(song: Song) -> float:
+    melody = _melody(song)
+    if len(melody) == 0:
+        return NAN
+    bars = _bar_index(song, melody[:, ONSET])
+    labels = song_chords(song, "bar", int(bars.max()) + 1)[bars]
+    known = labels != NO_CHORD
+    if not known.any():
+        return NAN
+    pitch_class = melody[known, PITCH].astype(np.int64) % 12
+    return float((TRIAD_TEMPLATES[labels[known], pitch_class] > 0).mean())
+
+
+@register("melody_pitch_range", ["melody"], "highest minus lowest pitch of the melody line (semitones)")
+def melody_pitch_range(song: Song) -> float:
+    pitches = _melody(song)[:, PITCH]
+    return float(pitches.max() - pitches.min()) if len(pitches) else NAN
+
+
+@register("distinct_pitches_per_bar", ["melody"], "mean over bars with a melody onset of the distinct pitches starting in that bar")
+def distinct_pitches_per_bar(song: Song) -> float:
+    melody = _melody(song)
+    if len(melody) == 0:
+        return NAN
+    pairs = np.unique(np.stack([_bar_index(song, melody[:, ONSET]), melody[:, PITCH].astype(np.int64)]), axis=1)
+    return float(pairs.shape[1] / len(np.unique(pairs[0])))
+
+
+def melody_note_steps(song: Song) -> np.ndarray:
+    """(n,) length of each melody note in 16ths (at least 1)."""
+    melody = _melody(song)
+    beats = song.seconds_to_beats(melody[:, ONSET] + melody[:, DURATION]) - song.seconds_to_beats(melody[:, ONSET])
+    return np.maximum(np.rint(beats * MELODY_LENGTH_STEPS), 1).astype(np.int64)
+
+
+@register("melody_note_length", ["melody"], "mean melody note length in quarter notes")
+def melody_note_length(song: Song) -> float:
+    steps = melody_note_steps(song)
+    return float(steps.mean() / MELODY_LENGTH_STEPS) if len(steps) else NAN
+
+
+@register("melody_note_length_entropy", ["melody"], "Shannon entropy (bits) of the histogram of melody note lengths in 16ths (0: one length only)")
+def melody_note_length_entropy(song: Song) -> float:
+    return _entropy_bits(np.bincount(melody_note_steps(song)).astype(np.float64))
+
+
+@register("melody_scale_consistency", ["melody"], "scale_consistency of the melody line alone")
+def melody_scale_consistency(song: Song) -> float:
+    pitches = _melody(song)[:, PITCH].astype(np.int64)
+    return _best_scale_fraction(pitches, SCALE_MASKS) if len(pitches) else NAN
 
 
 # -- batch API -------------------------------------------------------------------------------

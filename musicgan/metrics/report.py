@@ -18,7 +18,7 @@ import numpy as np
 
 from musicgan.data.song import DURATION, ONSET
 from musicgan.metrics.distributions import FEATURES
-from musicgan.metrics.registry import METRICS, metric_names
+from musicgan.metrics.registry import GROUPS, METRICS, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str,
         except Exception as exc:  # noqa: BLE001 - report what failed, keep going
             log.warning("plot %s failed: %s", rel, exc)
 
-    for group in ("crnngan", "muspy"):
+    for group in GROUPS:
         panels = {}
         for metric in metric_names(group):
             values = {REFERENCE_LABEL: ref.stats.metrics[metric]}
@@ -198,7 +198,7 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
                   for n in names]
         rows.append(cells)
     parts.append(_table(["metric", "real"] + names, rows))
-    for group in ("crnngan", "muspy"):
+    for group in GROUPS:
         if f"hist/{group}" in images:
             parts.append(f"<h3>{group} metrics: histograms</h3>" + _img(images[f"hist/{group}"], f"{group} histograms"))
 
