@@ -68,12 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest valid one)")
     p.add_argument("--num", type=int, default=8)
     p.add_argument("--length", type=int, default=100, help="steps of the representation")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="output folder (default: RUN/samples/sampled)")
+    p.add_argument("--chords", help='MidiNet: one chord per bar, e.g. "C G Am F C G C C" (default: a held-out '
+                                    "song's progression)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
-                        "true), model.rbm_generation, model.sample_gibbs_steps")
+                        "true), model.rbm_generation, model.sample_gibbs_steps, model.midinet_prime "
+                        "(zeros|real), model.midinet_decode (threshold|argmax), model.midinet_sample_bn "
+                        "(running|batch)")
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
     gen = p.add_mutually_exclusive_group(required=True)
@@ -173,8 +177,9 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from musicgan.training.sampling import sample_run
 
-    sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
-               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set)
+    out = args.out or str(Path(args.run) / "samples" / "sampled")
+    sample_run(args.run, out, num=args.num, length=args.length, seed=args.seed, checkpoint=args.checkpoint,
+               audio=args.audio, overrides=args.set, conditions={"chords": args.chords})
     return 0
 
 

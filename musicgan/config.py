@@ -70,12 +70,13 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # events | pianoroll | tokens
+    representation: str = "events"  # any registered representation (events, pianoroll, tokens, melody_chord, ...)
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
     frames_per_beat: int = positive(1)  # piano roll resolution (quarter-note frames for chorales)
     transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
+    augment_keys: bool = False  # melody_chord (MidiNet): each window in a random one of the 12 keys
     batch_size: int = positive(20)  # per rank (per micro step)
     num_workers: int = non_negative(0)  # loader worker processes per rank
 
@@ -102,6 +103,14 @@ class ModelConfig:
     embedding_dim: int = positive(64)
     bidirectional: bool = False
     ema_decay: float = fraction(0.999)  # WGAN-GP: the sampled generator is an EMA of the trained one
+    # MidiNet: convolution widths (dense widths are g_hidden / d_hidden) and how it samples:
+    # first bar (zeros | real: a held-out song's), per-step decode (threshold | argmax),
+    # batch norm at sampling (running statistics | batch: the reference's training mode).
+    midinet_g_channels: int = positive(128)
+    midinet_d_channels: int = positive(77)
+    midinet_prime: str = "zeros"
+    midinet_decode: str = "threshold"
+    midinet_sample_bn: str = "running"
 
 
 @dataclass
@@ -145,6 +154,9 @@ class TrainConfig:
     n_critic: int = positive(5)
     gp_weight: float = non_negative(10.0)
     drift_penalty: float = non_negative(0.0)
+    # MidiNet: weights of feature matching (D's first convolution) and mean matching in G's loss.
+    feature_matching_weight: float = non_negative(0.1)
+    mean_matching_weight: float = non_negative(0.01)
 
 
 @dataclass
@@ -188,12 +200,14 @@ class Config:
 
 
 CHOICES = {
-    "data.representation": ("events", "pianoroll", "tokens"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),
     "model.d_layout": ("separate", "interleaved"),
     "model.rbm_generation": ("sample", "top1"),
+    "model.midinet_prime": ("zeros", "real"),
+    "model.midinet_decode": ("threshold", "argmax"),
+    "model.midinet_sample_bn": ("running", "batch"),
     "optim.optimizer": ("sgd", "adam"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),
@@ -312,6 +326,11 @@ def validate(cfg: Config) -> Config:
     for key, allowed in CHOICES.items():
         if get_value(cfg, key) not in allowed:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} is not one of {', '.join(map(str, allowed))}")
+    from musicgan.data.representations import all_representations  # late: the registry imports numpy code
+
+    if cfg.data.representation not in all_representations():
+        raise ConfigError(f"data.representation={cfg.data.representation!r} is not one of "
+                          f"{', '.join(all_representations())}")
     for key, valid, value in numeric_fields(cfg):
         if not valid.admits(value):
             raise ConfigError(f"{key} must be a finite number {valid.describe()}, got {value!r}")

@@ -13,4 +13,5 @@ FAMILY_MODULES: dict[str, str] = {
     "note-lstm": "musicgan.training.families.notes",
     "note-mlpgan": "musicgan.training.families.notes",
     "wgan-gp": "musicgan.training.families.wgan",
+    "midinet": "musicgan.training.families.midinet",
 }

@@ -120,7 +120,8 @@ def real_metrics(trainer: "Trainer") -> dict:
 
 
 # Config keys `musicgan sample --set` may change: how a trained model draws, never its shape.
-SAMPLING_KEYS = ("model.sample_dropout", "model.rbm_generation", "model.sample_gibbs_steps")
+SAMPLING_KEYS = ("model.sample_dropout", "model.rbm_generation", "model.sample_gibbs_steps", "model.midinet_prime",
+                 "model.midinet_decode", "model.midinet_sample_bn")
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()):
@@ -148,14 +149,20 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
 
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
-               checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = ()) -> list[Path]:
+               checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = (),
+               conditions: dict[str, str] | None = None) -> list[Path]:
     """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint; N WAVs
-    when the run's representation is an audio one."""
+    when the run's representation is an audio one. `conditions` (e.g. {"chords": "C G Am F"})
+    go to families that declare them in `sample_conditions`."""
     if num < 1 or length < 1:
         raise UserError("--num and --length must be at least 1")
     _, family, representation, networks, path = load_run(run_dir, checkpoint, overrides)
+    given = {k: v for k, v in (conditions or {}).items() if v is not None}
+    for key in given:
+        if key not in family.sample_conditions:
+            raise UserError(f"sample --{key}: model.name={family.name} takes no {key}")
     torch.manual_seed(seed)
-    steps = family.generate(networks, num, length)
+    steps = family.generate(networks, num, length, **given)
     paths = write_songs(decode_all(representation, steps), Path(out_dir), audio=audio)
     print(f"[musicgan] wrote {len(paths)} samples from {path} to {out_dir}")
     return paths
