@@ -333,3 +333,18 @@ def test_chords_are_refused_by_a_family_without_them(bach_shards, tmp_path, caps
     train(cfg, tmp_path / "wgan")
     assert main(["sample", "--run", str(tmp_path / "wgan"), "--chords", "C G", "--out", str(tmp_path / "s")]) == 2
     assert "model.name=wgan-gp takes no chords" in capsys.readouterr().err
+
+
+def test_melody_table_compares_generated_real_and_random_on_the_same_chords(trained_run):
+    from musicgan.benchmarks.melodies import RANDOM_HIGH, RANDOM_LOW, melody_sets, melody_table
+
+    sets = melody_sets(str(trained_run), num=3, bars=2)
+    assert {k: v.shape for k, v in sets.items()} == {k: (3, 32, NUM_PITCHES + CHORD_DIM) for k in sets}
+    for name in ("generated", "random"):
+        np.testing.assert_array_equal(sets[name][:, :, NUM_PITCHES:], sets["real"][:, :, NUM_PITCHES:])
+    pitches = sets["random"][:, :, :NUM_PITCHES].argmax(axis=2)
+    assert (sets["random"][:, :, :NUM_PITCHES].sum(axis=2) == 1).all()
+    assert RANDOM_LOW <= pitches.min() and pitches.max() <= RANDOM_HIGH
+    assert (pitches[:, ::4] == pitches[:, 3::4]).all()  # quarter notes
+    table = melody_table(str(trained_run), num=3, bars=2).splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| generated", "| real", "| random"]
