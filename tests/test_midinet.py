@@ -251,7 +251,14 @@ def _generate(run_dir: Path, num: int = 3, chords: str | None = "C G Am F", *ove
 def test_generation_follows_the_given_chords_bar_by_bar(trained_run):
     from musicgan.data.chords import midinet_vectors, parse_chord
 
-    steps, _, representation = _generate(trained_run)
+    steps, networks, representation = _generate(trained_run)
+    assert not networks["generator"].training  # load_run's eval mode, restored
+    from musicgan.training.sampling import load_run
+
+    _, family, _, networks, _ = load_run(trained_run)
+    networks["generator"].train()
+    family.generate(networks, 2, 16, chords="C")
+    assert networks["generator"].training  # the loop samples mid-run: training mode comes back
     assert steps.shape == (3, 4 * 16, NUM_PITCHES + CHORD_DIM)
     chords = midinet_vectors([parse_chord(c) for c in "C G Am F".split()])
     np.testing.assert_array_equal(steps[:, :, NUM_PITCHES:], np.repeat(chords, 16, axis=0)[None].repeat(3, 0))
@@ -268,7 +275,7 @@ def test_argmax_decode_sounds_every_step_and_a_real_prime_is_a_held_out_first_ba
     from musicgan.training.sampling import load_run
 
     _, family, _, _, _ = load_run(trained_run)
-    (song,) = family._held_out_windows(5, 1)
+    (song,) = family.held_out_windows(5, 1)
     np.testing.assert_array_equal(primed[0, :16], song[16:32])  # its first bar, melody and chord
     np.testing.assert_array_equal(primed[0, 16:, NUM_PITCHES:], song[32:80, NUM_PITCHES:])  # its chords
 

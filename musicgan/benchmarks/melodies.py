@@ -43,7 +43,7 @@ def melody_sets(run_dir: str, num: int, bars: int, seed: int = 0) -> dict[str, n
     """{"generated", "real", "random"}: (num, bars x bar, 141) melody_chord steps each."""
     _, family, _, networks, _ = load_run(run_dir, overrides=["model.midinet_prime=zeros"])
     bar = family.bar
-    songs = family._held_out_windows(bars + 1, num)
+    songs = family.held_out_windows(bars + 1, num)
     real = np.stack([song[bar:(bars + 1) * bar] for song in songs])
     torch.manual_seed(seed)
     generated = family.generate(networks, num, bars * bar)

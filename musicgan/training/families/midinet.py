@@ -135,8 +135,16 @@ class MidiNetFamily(ModelFamily):
     @torch.no_grad()
     def generate(self, networks, num: int, length: int, chords: str | None = None) -> np.ndarray:
         """(num, bars x bar, 128 + 13) melody_chord steps, bar by bar (module docstring);
-        bars = the number of `chords` when given, else length // bar (at least 1)."""
-        generator = self._sampling_generator(networks["generator"], num)
+        bars = the number of `chords` when given, else length // bar (at least 1). The
+        generator's train/eval mode is restored afterwards (the loop samples mid-run)."""
+        generator = networks["generator"]
+        was_training = generator.training
+        try:
+            return self._generate_bars(self._sampling_generator(generator, num), num, length, chords)
+        finally:
+            generator.train(was_training)
+
+    def _generate_bars(self, generator, num: int, length: int, chords: str | None) -> np.ndarray:
         bars = len(chords.split()) if chords else max(1, length // self.bar)
         progression, primes = self._conditions(num, bars, chords)
         device = next(generator.parameters()).device
@@ -153,6 +161,7 @@ class MidiNetFamily(ModelFamily):
         return torch.cat(out, dim=1).float().cpu().numpy()
 
     def _sampling_generator(self, generator, num: int):
+        """Eval mode (running statistics), or a training-mode copy (batch statistics)."""
         if self.cfg.model.midinet_sample_bn == "running":
             return generator.eval()
         if num < 2:
@@ -171,7 +180,7 @@ class MidiNetFamily(ModelFamily):
     def _conditions(self, num: int, bars: int, chords: str | None):
         """((num, bars, 13) chord vectors, (num, bar, 128) priming bars)."""
         need_song = chords is None or self.cfg.model.midinet_prime == "real"
-        songs = self._held_out_windows(bars + 1, num) if need_song else None
+        songs = self.held_out_windows(bars + 1, num) if need_song else None
         if chords is None:
             progression = np.stack([s[self.bar::self.bar, NUM_PITCHES:][:bars] for s in songs])
         else:
@@ -183,7 +192,7 @@ class MidiNetFamily(ModelFamily):
             primes = np.zeros((num, self.bar, NUM_PITCHES), dtype=np.float32)
         return progression.astype(np.float32), primes.astype(np.float32)
 
-    def _held_out_windows(self, bars: int, num: int) -> list[np.ndarray]:
+    def held_out_windows(self, bars: int, num: int) -> list[np.ndarray]:
         """`num` encoded held-out songs (cycled) with at least `bars` bars, empty bar included."""
         long_enough = (steps for steps in self._held_out_songs() if len(steps) >= bars * self.bar)
         found = list(itertools.islice(long_enough, num))
