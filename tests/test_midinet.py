@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from musicgan.errors import ConfigError
+from dist_helpers import final_weights, init_rank, spawn
+from musicgan.config import apply_overrides
+from musicgan.errors import ConfigError, UserError
 from musicgan.models.midinet import CHORD_DIM, NUM_PITCHES, MidiNetDiscriminator, MidiNetGenerator
+from musicgan.presets import get_preset
 
 
 def _bars(batch: int, steps: int = 16, seed: int = 0):
@@ -81,18 +90,6 @@ def test_eval_mode_uses_running_statistics():
 
 
 # -- the family: losses, schedule, runs, generation -------------------------------------------
-import copy  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dist_helpers import final_weights, init_rank, spawn  # noqa: E402
-from musicgan.config import apply_overrides  # noqa: E402
-from musicgan.errors import UserError  # noqa: E402
-from musicgan.presets import get_preset  # noqa: E402
-
 STEPS = 10
 RESUME_AT = 6
 
@@ -260,7 +257,7 @@ def test_generation_follows_the_given_chords_bar_by_bar(trained_run):
     family.generate(networks, 2, 16, chords="C")
     assert networks["generator"].training  # the loop samples mid-run: training mode comes back
     assert steps.shape == (3, 4 * 16, NUM_PITCHES + CHORD_DIM)
-    chords = midinet_vectors([parse_chord(c) for c in "C G Am F".split()])
+    chords = midinet_vectors([parse_chord(c) for c in ("C", "G", "Am", "F")])
     np.testing.assert_array_equal(steps[:, :, NUM_PITCHES:], np.repeat(chords, 16, axis=0)[None].repeat(3, 0))
     assert set(np.unique(steps[:, :, :NUM_PITCHES])) <= {0.0, 1.0}
     assert (steps[:, :, :NUM_PITCHES].sum(axis=2) <= 1).all()  # monophonic
@@ -271,7 +268,7 @@ def test_generation_follows_the_given_chords_bar_by_bar(trained_run):
 def test_argmax_decode_sounds_every_step_and_a_real_prime_is_a_held_out_first_bar(trained_run):
     steps, _, _ = _generate(trained_run, 2, "C G", "model.midinet_decode=argmax")
     assert (steps[:, :, :NUM_PITCHES].sum(axis=2) == 1).all()
-    primed, _, representation = _generate(trained_run, 2, None, "model.midinet_prime=real")
+    primed, _, _ = _generate(trained_run, 2, None, "model.midinet_prime=real")
     from musicgan.training.sampling import load_run
 
     _, family, _, _, _ = load_run(trained_run)
@@ -281,15 +278,20 @@ def test_argmax_decode_sounds_every_step_and_a_real_prime_is_a_held_out_first_ba
 
 
 def test_batch_statistics_at_sampling_differ_and_keep_the_running_ones(trained_run):
-    running, networks, _ = _generate(trained_run, 4, "C F G C")
-    before = {k: v.clone() for k, v in networks["generator"].state_dict().items()}
+    """`batch` samples through a training-mode copy (other outputs than the running
+    statistics give), and the checkpoint's running statistics stay as they were."""
     from musicgan.training.sampling import load_run
 
     _, family, _, networks, _ = load_run(trained_run, overrides=["model.midinet_sample_bn=batch"])
-    raw = family._sampling_generator(networks["generator"], 4)
-    assert raw.training and raw is not networks["generator"]
-    batch, networks, _ = _generate(trained_run, 4, "C F G C", "model.midinet_sample_bn=batch")
-    for key, value in networks["generator"].state_dict().items():
+    generator = networks["generator"]
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    raw = family._sampling_generator(generator, 4)
+    assert raw.training and raw is not generator
+    previous, chord = _bars(4)
+    z = generator.noise(4)
+    assert not torch.allclose(raw(z, chord, previous), generator.eval()(z, chord, previous))
+    family.generate(networks, 4, 64, chords="C F G C")
+    for key, value in generator.state_dict().items():
         assert torch.equal(value, before[key]), key
     with pytest.raises(UserError, match="at least 2"):
         _generate(trained_run, 1, "C", "model.midinet_sample_bn=batch")
@@ -322,7 +324,6 @@ def test_chord_names_parse_back_and_bad_ones_are_refused():
 
 def test_config_asks_the_representation_registry(tmp_path):
     from musicgan.config import validate
-    from musicgan.errors import ConfigError
 
     assert validate(midinet_cfg(tmp_path)).data.representation == "melody_chord"
     with pytest.raises(ConfigError, match="data.representation='melody'"):

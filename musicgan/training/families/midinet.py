@@ -43,7 +43,7 @@ import torch
 from musicgan import losses
 from musicgan.data.chords import midinet_vectors, parse_chord
 from musicgan.errors import ConfigError, DataError, UserError
-from musicgan.models.midinet import CHORD_DIM, NUM_PITCHES, MidiNetDiscriminator, MidiNetGenerator
+from musicgan.models.midinet import NUM_PITCHES, MidiNetDiscriminator, MidiNetGenerator
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.phases import Phase, StepContext, StepOutput
 
