@@ -70,13 +70,17 @@ def between(default, low: float, high: float, *, low_open: bool = False):
 @dataclass
 class DataConfig:
     path: str = ""  # shard directory (manifest.json + {train,valid,test}-*.tar); set by --data
-    representation: str = "events"  # any registered representation (events, pianoroll, tokens, melody_chord, ...)
+    representation: str = "events"  # any registered representation (events, pianoroll, tokens, multitrack, melody_chord, ...)
     tones_per_step: int = positive(1)  # K of C-RNN-GAN-K (events only)
     pitch_unit: str = "midi"  # midi | hz (events only; hz as in the reference)
     time_unit: str = "seconds"  # seconds | ticks (384 per quarter, the reference's compat mode)
     frames_per_beat: int = positive(1)  # piano roll resolution (quarter-note frames for chorales)
     transpose: str = "none"  # none | c (C major / C minor, the RNN-RBM protocol)
-    augment_keys: bool = False  # melody_chord (MidiNet): each window in a random one of the 12 keys
+    # multitrack (MuseGAN): track grouping, pitch rows and random transposition per window.
+    track_grouping: str = "parts"  # parts (chorales: S, A, T, B) | lpd5 (drums, piano, guitar, bass, strings)
+    lowest_pitch: int = between(24, 0, 127)  # MIDI number of pitch row 0
+    num_pitches: int = between(84, 1, 128)
+    transpose_range: str = ""  # "low,high" semitones drawn per window (MuseGAN: -5,6); "" none
     batch_size: int = positive(20)  # per rank (per micro step)
     num_workers: int = non_negative(0)  # loader worker processes per rank
 
@@ -111,6 +115,9 @@ class ModelConfig:
     midinet_prime: str = "zeros"
     midinet_decode: str = "threshold"
     midinet_sample_bn: str = "running"
+    musegan_mode: str = "hybrid"  # MuseGAN latents: jamming | composer | hybrid
+    musegan_arch: str = "v3"  # MuseGAN networks: v3 (compact 3-D convs) | paper (v1 bar generators)
+    musegan_width_scale: float = positive(1.0)  # every MuseGAN layer width times this (small config: 0.25)
 
 
 @dataclass
@@ -123,6 +130,10 @@ class OptimConfig:
     beta2: float = fraction(0.999)
     l2: float = non_negative(0.1)  # L2 penalty scale: l2 * sum(w^2) / 2 added to every loss (the paper)
     grad_clip: float = non_negative(5.0)  # global-norm clipping; 0 disables
+    # Linear decay of both learning rates to 0 between these generator steps (MuseGAN v3:
+    # 45,000 -> 50,000); equal values: no decay.
+    lr_decay_start: int = non_negative(0)
+    lr_decay_end: int = non_negative(0)
 
 
 @dataclass
@@ -157,6 +168,11 @@ class TrainConfig:
     # MidiNet: weights of feature matching (D's first convolution) and mean matching in G's loss.
     feature_matching_weight: float = non_negative(0.1)
     mean_matching_weight: float = non_negative(0.01)
+    # Longer critic runs (MuseGAN): `critic_warmup` critic steps per generator step for the
+    # first `critic_warmup_g_steps` generator steps and every `critic_warmup_every`-th (0: never).
+    critic_warmup: int = non_negative(0)
+    critic_warmup_g_steps: int = non_negative(0)
+    critic_warmup_every: int = non_negative(0)
 
 
 @dataclass
@@ -200,6 +216,9 @@ class Config:
 
 
 CHOICES = {
+    "data.track_grouping": ("parts", "lpd5"),
+    "model.musegan_mode": ("jamming", "composer", "hybrid"),
+    "model.musegan_arch": ("v3", "paper"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),
     "data.transpose": ("none", "c"),

@@ -12,6 +12,7 @@ FAMILY_MODULES: dict[str, str] = {
     "lstmrbm": "musicgan.training.families.rbm",
     "note-lstm": "musicgan.training.families.notes",
     "note-mlpgan": "musicgan.training.families.notes",
+    "musegan": "musicgan.training.families.musegan",
     "wgan-gp": "musicgan.training.families.wgan",
     "midinet": "musicgan.training.families.midinet",
 }

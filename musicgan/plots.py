@@ -168,3 +168,60 @@ def densities_png(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray
         _finish_axis(ax, title, "distance")
     fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
     return _save(fig, path)
+
+
+# -- multi-track piano rolls (MuseGAN) ---------------------------------------------------------
+BAR_LINE = (150, 150, 150)
+TRACK_SEPARATOR = (40, 40, 40)
+
+
+def _rgb(hex_color: str) -> tuple[int, int, int]:
+    return tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def multitrack_image(roll: np.ndarray, steps_per_bar: int, row_height: int = 2, step_width: int = 2) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a multi-track roll (T, K, P) bool: one panel per track,
+    top to bottom in track order, each in its own colour (COLORS), high pitches on top;
+    grey bar lines every `steps_per_bar` steps, a dark line between panels. Plain numpy."""
+    steps, tracks, pitches = roll.shape
+    panel = pitches * row_height
+    image = np.full((tracks * (panel + 1), steps * step_width, 3), 255, dtype=np.uint8)
+    image[:, ::steps_per_bar * step_width] = BAR_LINE
+    for k in range(tracks):
+        top = k * (panel + 1)
+        on = roll[:, k, ::-1].T  # (P, T), highest pitch first
+        pixels = np.repeat(np.repeat(on, row_height, axis=0), step_width, axis=1)
+        image[top:top + panel][pixels] = _rgb(COLORS[k % len(COLORS)])
+        image[top + panel] = TRACK_SEPARATOR
+    return image
+
+
+def multitrack_png(roll: np.ndarray, track_names: Sequence[str], steps_per_bar: int, path,
+                   title: str | None = None) -> str:
+    """Save `multitrack_image` as a PNG with track names and bar numbers on the axes."""
+    plt = _pyplot()
+    image = multitrack_image(roll, steps_per_bar)
+    steps, tracks, _ = roll.shape
+    panel_height = image.shape[0] / tracks
+    # About one screen pixel per image row (dpi 80): thinner panels would drop rows.
+    fig, ax = plt.subplots(figsize=(10, 0.9 + image.shape[0] / 80))
+    ax.imshow(image, aspect="auto", interpolation="nearest", extent=(0, steps / steps_per_bar, image.shape[0], 0))
+    ax.set_yticks([(k + 0.5) * panel_height for k in range(tracks)], list(track_names), fontsize=8)
+    ax.set_xlabel("bar")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.9 if title else 0.97, bottom=0.15)
+    return _save(fig, path)
+
+
+def song_multitrack_png(song: Song, path, title: str | None = None, steps_per_beat: int = 12) -> str:
+    """`multitrack_png` of a song's tracks (parts or instruments, `song_tracks`) on its bar
+    grid, pitch rows cropped to the used range (+2 semitones)."""
+    from musicgan.metrics.musegan import song_bars, song_tracks
+
+    tracks = song_tracks(song)
+    bars = [song_bars(song, notes, steps_per_beat) for notes, _, _ in tracks]  # (N, S, 128) each
+    roll = np.stack([b.reshape(-1, b.shape[2]) for b in bars], axis=1)  # (T, K, 128)
+    used = np.nonzero(roll.any(axis=(0, 1)))[0]
+    low, high = (max(int(used.min()) - 2, 0), min(int(used.max()) + 2, 127)) if len(used) else (48, 72)
+    return multitrack_png(roll[:, :, low:high + 1], [name for _, _, name in tracks], bars[0].shape[1], path, title)

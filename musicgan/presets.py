@@ -319,6 +319,86 @@ def wgan_gp_debug() -> Config:
     return cfg
 
 
+# MuseGAN (Dong et al. 2018): multi-track bar-based WGAN-GP (docs/musegan.md).
+@preset("musegan-chorales")
+def musegan_chorales() -> Config:
+    """The small config for 2 CPU cores: Bach chorales as 4 tracks (S, A, T, B), phrases of
+    4 bars x 48 steps (12 per beat) x 48 pitches (MIDI 36-83); the v3 network with widths / 4
+    and pitch factorised 2 -> 4 -> x12; hybrid latents; batch 16; WGAN-GP (λ 10), 5 critic
+    steps per generator step (50 for the first 10, as the v3 code), 2,000 generator steps;
+    Adam 1e-3 (0.5, 0.9); random transposition -5..+6 per window."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "musegan"
+    cfg.model.musegan_arch = "v3"
+    cfg.model.musegan_mode = "hybrid"
+    cfg.model.musegan_width_scale = 0.25
+    cfg.data.representation = "multitrack"
+    cfg.data.track_grouping = "parts"
+    cfg.data.frames_per_beat = 12
+    cfg.data.lowest_pitch = 36
+    cfg.data.num_pitches = 48
+    cfg.data.transpose_range = "-5,6"
+    cfg.data.batch_size = 16
+    cfg.curriculum.start = cfg.curriculum.max_len = 4 * 48
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = cfg.optim.d_lr = 1e-3
+    cfg.optim.beta1, cfg.optim.beta2 = 0.5, 0.9
+    cfg.optim.l2 = 0.0
+    cfg.optim.grad_clip = 0.0  # the penalty bounds the critic
+    cfg.train.n_critic = 5
+    cfg.train.gp_weight = 10.0
+    cfg.train.critic_warmup, cfg.train.critic_warmup_g_steps = 50, 10
+    cfg.train.max_steps = 10 * 50 + 1990 * 5  # 2,000 generator steps
+    cfg.train.epochs = 100_000  # max_steps ends the run
+    cfg.log.interval = 50
+    cfg.log.checkpoint_every = 1000
+    cfg.log.sample_every = 0
+    return cfg
+
+
+@preset("musegan-paper")
+def musegan_paper() -> Config:
+    """The paper's setting, for GPUs: an LPD-5-style MIDI folder (drums, piano, guitar, bass,
+    strings), 4 bars x 96 steps (24 per beat) x 84 pitches (MIDI 24-107); the v1 bar and
+    temporal generators, bar critic and phrase head; hybrid; batch 64; Adam 2e-4 (0.5, 0.9);
+    z ~ N(0, 0.1^2); 5 critic steps per generator step, 100 for the first 25 and every 500th;
+    20 epochs (an epoch here is one window per song, not the paper's 50,266 phrases)."""
+    cfg = musegan_chorales()
+    cfg.model.musegan_arch = "paper"
+    cfg.model.musegan_width_scale = 1.0
+    cfg.data.track_grouping = "lpd5"
+    cfg.data.frames_per_beat = 24
+    cfg.data.lowest_pitch = 24
+    cfg.data.num_pitches = 84
+    cfg.data.batch_size = 64
+    cfg.curriculum.start = cfg.curriculum.max_len = 4 * 96
+    cfg.optim.g_lr = cfg.optim.d_lr = 2e-4
+    cfg.train.critic_warmup, cfg.train.critic_warmup_g_steps, cfg.train.critic_warmup_every = 100, 25, 500
+    cfg.train.max_steps = 0
+    cfg.train.epochs = 20
+    return cfg
+
+
+@preset("musegan-debug")
+def musegan_debug() -> Config:
+    """musegan-chorales at toy sizes (seconds): 2 bars, widths / 16, batch 4, 2 warm-up
+    critic steps for the first generator step, then 5."""
+    cfg = musegan_chorales()
+    cfg.model.musegan_width_scale = 1 / 16
+    cfg.data.batch_size = 4
+    cfg.curriculum.start = cfg.curriculum.max_len = 2 * 48
+    cfg.train.critic_warmup, cfg.train.critic_warmup_g_steps = 2, 1
+    cfg.train.max_steps = 40
+    cfg.train.epochs = 100
+    cfg.log.interval = 5
+    cfg.log.checkpoint_every = 0
+    cfg.log.num_samples = 2
+    cfg.log.metric_samples = 4
+    cfg.log.metric_songs = 8
+    cfg.dist.timeout_s = 60.0
+    return cfg
+
+
 # MidiNet (Yang et al. 2017): melody bar by bar on chords and the previous bar (a DCGAN).
 # A loader epoch draws one two-bar window per song, so one paper epoch (every bar once) is
 # about BARS_PER_CHORALE loader epochs on the Bach chorales (15.5, the mean over the
@@ -337,7 +417,7 @@ def midinet_paper() -> Config:
     cfg.model.name = "midinet"
     cfg.data.representation = "melody_chord"
     cfg.data.frames_per_beat = 4
-    cfg.data.augment_keys = True
+    cfg.data.transpose_range = "-6,5"  # all 12 keys, each window in a random one
     cfg.data.batch_size = 72
     cfg.model.latent_dim = 100
     cfg.model.g_hidden = 1024
@@ -366,7 +446,7 @@ def midinet_chorales() -> Config:
     """The small configuration: chorale sopranos in their own keys (no augmentation), 10
     paper epochs; minutes on two CPU cores."""
     cfg = midinet_paper()
-    cfg.data.augment_keys = False
+    cfg.data.transpose_range = ""
     cfg.train.epochs = 10 * BARS_PER_CHORALE
     return cfg
 

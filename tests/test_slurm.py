@@ -245,6 +245,12 @@ def test_array_prepare_matches_one_process_prepare(slurm_cluster, tmp_path):
     for index in range(3):
         assert f"array task {index} of 3" in logs, logs
 
+    assert_same_prepared_shards(out, one_process_out, num_tasks=3)
+
+
+def assert_same_prepared_shards(out: Path, one_process_out: Path, num_tasks: int) -> None:
+    """The merged shards of an array prepare in `out` hold exactly the songs, splits and skips
+    of the one-process prepare in `one_process_out` (of PREPARE_ARGS), each song once."""
     reference = json.loads((one_process_out / "manifest.json").read_text())
     merged = json.loads((out / "manifest.json").read_text())
     entries = lambda manifest: sorted((e["path"], e["split"]) for e in manifest["included"])  # noqa: E731
@@ -255,7 +261,7 @@ def test_array_prepare_matches_one_process_prepare(slurm_cluster, tmp_path):
         assert merged["splits"][split]["songs"] == reference["splits"][split]["songs"]
         files = merged["splits"][split]["files"]
         assert len(files) == len(set(files)), files   # task shards do not collide
-        assert all(re.search(r"-p000[0-2]-", name) for name in files), files
+        assert all(re.search(rf"-p000[0-{num_tasks - 1}]-", name) for name in files), files
         # Every song of the split is really in the listed shards, once.
         assert sum(_tar_members(out / name) for name in files) == merged["splits"][split]["songs"]
     # No shard left behind that the manifest does not list (e.g. a partial temp file).

@@ -1,7 +1,7 @@
 """What a sweep leaves behind in STORAGE:
 
 - `results.csv` and the same table printed: one row per trial (status, objective, losses,
-  steps, sampled values, error);
+  steps, the host it ran on, sampled values, error);
 - `best_config.json`: the best trial's resolved config, nested, as `musicgan train --config`
   reads it (the sweep-only caps — step limit, no progress bar, no TensorBoard — replaced by
   the base config's values);
@@ -108,6 +108,7 @@ def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str
             "reports": len(history),
             "step": last.get("step", ""),
             "epoch": last.get("epoch", ""),
+            "host": last.get("hostname", ""),   # Tune's own key: which node ran the trial
             "loss/generator": _number(last.get("loss/generator")),
             "loss/discriminator": _number(last.get("loss/discriminator")),
         }

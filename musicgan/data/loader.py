@@ -72,6 +72,15 @@ class Batch:
     keys: list[str]  # the source of each row (for divergence logs)
 
 
+def window_start(num_steps: int, seq_len: int, align: int | None, rng: np.random.Generator) -> int | None:
+    """A random window start: anywhere (windows without `window_align`, drawn exactly as
+    before bar grids existed), or a bar line leaving a full window (None: too short)."""
+    if not align:
+        return int(rng.integers(0, max(num_steps - seq_len, 0) + 1))
+    count = (num_steps - seq_len) // align + 1
+    return int(rng.integers(0, count)) * align if count > 0 else None
+
+
 def batches_per_epoch(num_songs: int, batch_size: int, world_size: int) -> int:
     """ceil(num_songs / (batch_size * world_size)), at least 1: every song once per epoch on average."""
     return max(1, math.ceil(num_songs / max(1, batch_size * world_size)))
@@ -188,13 +197,7 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             yield x, len(window), song.source or key
 
     def _window_start(self, num_steps: int, rng: np.random.Generator) -> int | None:
-        """A random window start: anywhere (windows without `window_align`, drawn exactly as
-        before bar grids existed), or a bar line leaving a full window (None: too short)."""
-        align = self.representation.window_align
-        if not align:
-            return int(rng.integers(0, max(num_steps - self.seq_len, 0) + 1))
-        count = (num_steps - self.seq_len) // align + 1
-        return int(rng.integers(0, count)) * align if count > 0 else None
+        return window_start(num_steps, self.seq_len, self.representation.window_align, rng)
 
     def _filtered(self, source: str, reason: str) -> None:
         count = SkipCounters.bump(self.counters.filtered)

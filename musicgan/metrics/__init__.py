@@ -1,6 +1,7 @@
 """Objective evaluation: per-song metric registry, distribution comparisons, report.
 
-`registry` holds small pure `Song -> float` metrics (C-RNN-GAN and MusPy style), used by
+`registry` holds small pure `Song -> float` metrics (C-RNN-GAN and MusPy style; `musegan`
+adds MuseGAN's per-bar, per-track set and registers its song-level means), used by
 the training loop and by `musicgan evaluate`; `distributions` compares sets of songs
 (mgeval-style overlapping area / KL, in-house Frechet distance, realism score).
 """
@@ -23,6 +24,7 @@ from musicgan.metrics.registry import (
     register,
     summarize,
 )
+from musicgan.metrics import musegan as _musegan  # noqa: F401  registers the "musegan" group
 
 __all__ = [
     "SetStatistics",

@@ -21,7 +21,7 @@ import numpy as np
 
 from musicgan.data.song import Song
 from musicgan.metrics.distributions import FEATURE_VERSION, FEATURES, SetStatistics
-from musicgan.metrics.registry import METRICS
+from musicgan.metrics.registry import metric_names
 
 SUBDIR = "reference-stats"
 HASH_CHUNK = 1 << 20
@@ -36,7 +36,7 @@ def content_hash(paths: Iterable[str | Path], **params) -> str:
     """SHA-256 (hex) over each file's name and bytes, the params, feature version and
     registered metric names."""
     digest = hashlib.sha256()
-    header = {"feature_version": FEATURE_VERSION, "metrics": sorted(METRICS), "params": params}
+    header = {"feature_version": FEATURE_VERSION, "metrics": sorted(metric_names("all")), "params": params}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for path in paths:
         path = Path(path)
@@ -89,7 +89,7 @@ def load_statistics(key: str, root: Path | None = None) -> tuple[SetStatistics, 
             examples = [Song.from_arrays(data[f"example__{i}"], m) for i, m in enumerate(meta["examples"])]
     except (OSError, ValueError, KeyError):
         return None  # a damaged entry is recomputed, never trusted
-    if set(metrics) != set(METRICS):
+    if set(metrics) != set(metric_names("all")):
         return None
     stats = SetStatistics(features, metrics, meta["num_songs"], meta["num_empty"], meta["names"])
     return stats, examples

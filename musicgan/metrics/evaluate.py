@@ -29,7 +29,9 @@ Set-level metrics that need more than songs (the RNN-RBM family's piano-roll lik
 `register_set_metric` (or `run_evaluate(extra_metrics=...)`): each gets a `SetContext`
 (songs, run directory, reference location and split) and returns {name: float} or {}
 when it does not apply; results land in `sets[name]["extra"]`, in `summary[name]` and in
-the report's "Piano-roll likelihood" section.
+the report's "Piano-roll likelihood" section. MuseGAN runs get `musegan/<row>/<metric>/<track>`
+(musicgan/metrics/musegan.py: generated bars, the real split and train, shuffled-pairs TD),
+one summary line per row and the report's MuseGAN table.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ from musicgan.metrics.distributions import (
     compute_statistics,
     frechet_distance,
 )
-from musicgan.metrics.registry import METRICS, summarize
+from musicgan.metrics.musegan import musegan_set_metric, musegan_summary_lines
+from musicgan.metrics.registry import metric_names, summarize
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,7 @@ def _pianoroll_likelihood(context: SetContext) -> dict[str, float]:
 
 
 register_set_metric("pianoroll_likelihood", _pianoroll_likelihood)
+register_set_metric("musegan", musegan_set_metric)  # MuseGAN runs: per-track EB, UPC, QN, DP, TD
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -454,7 +458,7 @@ def comparison_table(reference: dict, sets: dict) -> dict:
     excluded = reference.get("excluded_features") or {}
     table = {}
     names = list(sets)
-    for metric in METRICS:
+    for metric in metric_names("all"):
         ref_mean = reference["metrics"][metric]["mean"]
         values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
         gaps = {n: abs(v - ref_mean) for n, v in values.items()}
@@ -618,6 +622,8 @@ def summary_lines(result: dict) -> list[str]:
     for name, s in rows:
         lines.append(f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "
                      f"realism={_num(s['realism'])} (n={s['num_songs']})")
+    for name, entry in result["sets"].items():
+        lines += [f"{name}: {line}" for line in musegan_summary_lines(entry["extra"])]
     if result.get("comparison_counts"):
         total = sum(result["comparison_counts"].values())
         lines.append(f"closer to the reference, of {total} rows: "

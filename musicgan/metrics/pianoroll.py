@@ -131,19 +131,26 @@ def _split_rolls(shard_dir, split: str, representation, max_songs: int | None = 
     return rolls
 
 
-def is_likelihood_run(run_dir_or_checkpoint) -> bool:
-    """True when the run (directory with config.json, or a checkpoint's run) is an RBM family."""
+def run_model_name(run_dir_or_checkpoint) -> str | None:
+    """`model.name` of a run (directory with config.json, or one of its checkpoints); None
+    when there is no readable config."""
     path = Path(run_dir_or_checkpoint)
     run_dir = path if path.is_dir() else path.parent.parent
     config = run_dir / "config.json"
     if not config.is_file():
-        return False
+        return None
     try:
         saved = json.loads(config.read_text())
     except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
-        return False
+        return None
     model = saved.get("model") if isinstance(saved, dict) else None  # a hand-edited file may hold anything
-    return isinstance(model, dict) and model.get("name") in LIKELIHOOD_FAMILIES
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def is_likelihood_run(run_dir_or_checkpoint) -> bool:
+    """True when the run (directory with config.json, or a checkpoint's run) is an RBM family."""
+    return run_model_name(run_dir_or_checkpoint) in LIKELIHOOD_FAMILIES
 
 
 def pianoroll_likelihood_metrics(run_dir_or_checkpoint, shard_dir, split: str = "valid", *,

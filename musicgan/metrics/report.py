@@ -18,7 +18,7 @@ import numpy as np
 
 from musicgan.data.song import DURATION, ONSET
 from musicgan.metrics.distributions import FEATURES
-from musicgan.metrics.registry import GROUPS, METRICS, metric_names
+from musicgan.metrics.registry import DEFAULT_GROUPS, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,27 @@ def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     return f"{value:.{digits}f}"
+
+
+def _musegan_section(result: dict, names: list[str]) -> list[str]:
+    """MuseGAN's per-track metrics (`musegan/<row>/<metric>/<track>` extras) per set, and the
+    paper's published rows labelled as another corpus."""
+    from musicgan.metrics.musegan import PUBLISHED_COLUMNS, PUBLISHED_CORPUS, PUBLISHED_ROWS
+
+    parts = []
+    for name in names:
+        extra = {k: v for k, v in result["sets"][name]["extra"].items() if k.startswith("musegan/")}
+        if not extra:
+            continue
+        rows = list(dict.fromkeys(k.split("/")[1] for k in extra))
+        columns = list(dict.fromkeys("/".join(k.split("/")[2:]) for k in extra))
+        parts.append(f"<h2>MuseGAN metrics: {html.escape(name)} (per bar, mean over bars)</h2>")
+        parts.append(_table(["row"] + columns, [[html.escape(r)] + [_fmt(extra.get(f"musegan/{r}/{c}")) for c in columns]
+                                                for r in rows]))
+    if parts:
+        parts.append(f"<h3>{html.escape(PUBLISHED_CORPUS)}</h3>")
+        parts.append(_table(["row", *PUBLISHED_COLUMNS], [[r, *cells] for r, cells in PUBLISHED_ROWS.items()]))
+    return parts
 
 
 def _table(header: list[str], rows: list[list[str]], css: str = "") -> str:
@@ -67,7 +88,7 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str,
         except Exception as exc:  # noqa: BLE001 - report what failed, keep going
             log.warning("plot %s failed: %s", rel, exc)
 
-    for group in GROUPS:
+    for group in DEFAULT_GROUPS:
         panels = {}
         for metric in metric_names(group):
             values = {REFERENCE_LABEL: ref.stats.metrics[metric]}
@@ -165,7 +186,8 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
     parts.append("<p class='note'>" + "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}"
                                                  for k, v in result["definitions"].items()) + "</p>")
 
-    extra_names = sorted({k for s in result["sets"].values() for k in s["extra"]})
+    parts += _musegan_section(result, names)
+    extra_names = sorted({k for s in result["sets"].values() for k in s["extra"] if not k.startswith("musegan/")})
     if extra_names:
         parts.append("<h2>Piano-roll likelihood and other set-level metrics</h2>")
         rows = [[html.escape(n)] + [_fmt(result["sets"][n]["extra"].get(k)) for k in extra_names] for n in names]
@@ -191,14 +213,14 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
 
     parts.append("<h2>Metrics per song: real vs generated (mean &plusmn; std)</h2>")
     rows = []
-    for metric in METRICS:
+    for metric in metric_names("all"):
         r = reference["metrics"][metric]
         cells = [html.escape(metric), f"{_fmt(r['mean'])} &plusmn; {_fmt(r['std'])}"]
         cells += [f"{_fmt(result['sets'][n]['metrics'][metric]['mean'])} &plusmn; {_fmt(result['sets'][n]['metrics'][metric]['std'])}"
                   for n in names]
         rows.append(cells)
     parts.append(_table(["metric", "real"] + names, rows))
-    for group in GROUPS:
+    for group in DEFAULT_GROUPS:
         if f"hist/{group}" in images:
             parts.append(f"<h3>{group} metrics: histograms</h3>" + _img(images[f"hist/{group}"], f"{group} histograms"))
 

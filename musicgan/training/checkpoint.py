@@ -219,7 +219,9 @@ def load_network(net: torch.nn.Module, weights: dict, *, name: str, source: str 
     shape differs, or the missing and unexpected ones (torch lists every tensor on many lines)."""
     expected = net.state_dict()
     for key, tensor in weights.items():
-        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
+        # Entries that are not tensors (a module's `get_extra_state`, e.g. MuseGAN's track
+        # order) have no shape; the module's own set_extra_state checks them.
+        if key in expected and torch.is_tensor(tensor) and tuple(expected[key].shape) != tuple(tensor.shape):
             raise CheckpointMismatchError(
                 f"checkpoint {source} is for another model size: {name} {key} is {list(tensor.shape)} there, "
                 f"{list(expected[key].shape)} here{hint}")

@@ -33,8 +33,9 @@ def decode_all(representation, steps: np.ndarray) -> list[Song]:
 
 def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png: bool = True,
                 audio: bool = False) -> list[Path]:
-    """sample-000.mid (+ .png piano roll, + .wav where requested) per song; a song decoded by an
-    audio representation (it carries audio, no notes) is written as sample-000.wav only."""
+    """sample-000.mid (+ .png piano roll, one panel per track for multi-track songs, + .wav
+    where requested) per song; a song decoded by an audio representation (it carries audio,
+    no notes) is written as sample-000.wav only."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, song in enumerate(songs):
@@ -44,9 +45,10 @@ def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png
             continue
         write_midi(song, path)
         if png:
-            from musicgan.plots import piano_roll_png
+            from musicgan.plots import piano_roll_png, song_multitrack_png
 
-            piano_roll_png(song, path.with_suffix(".png"), title=path.name)
+            picture = song_multitrack_png if len(song.tracks) > 1 else piano_roll_png  # a panel per track
+            picture(song, path.with_suffix(".png"), title=path.name)
         if audio:
             from musicgan.audio import render_wav
 
@@ -93,8 +95,10 @@ def sample_round(trainer: "Trainer", out_dir: Path, num_samples: int, metric_sam
 
 def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
     """One seeded random window of `length` steps per real song, decoded back to a song, so
-    real and generated metrics are measured on equally long excerpts (as the paper does)."""
-    from musicgan.data.loader import iter_encoded
+    real and generated metrics are measured on equally long excerpts (as the paper does).
+    Windows start where the loader's would (bar lines for bar-based representations); songs
+    the representation skips or that are shorter than a bar-aligned window are left out."""
+    from musicgan.data.loader import iter_encoded, window_start
     from musicgan.data.shards import split_urls
 
     try:
@@ -105,9 +109,9 @@ def real_windows(trainer: "Trainer", num_songs: int, length: int) -> list[Song]:
     rep = trainer.representation
     songs = []
     for _, steps in iter_encoded(urls, rep):
-        if len(steps) == 0:
+        start = window_start(len(steps), length, rep.window_align, rng) if len(steps) else None
+        if start is None:
             continue
-        start = int(rng.integers(0, max(1, len(steps) - length + 1)))
         songs.append(rep.decode(steps[start:start + length]))
         if len(songs) >= num_songs:
             break

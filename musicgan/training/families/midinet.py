@@ -27,7 +27,7 @@ pitch of a step if its value > 0.5, else a rest) or argmax (a note at every step
 reference's training-mode statistics over the `--num` samples, on a copy of G).
 
 Config read: model.latent_dim, g_hidden (G's dense width), d_hidden (D's), midinet_g_channels,
-midinet_d_channels, midinet_*; data.frames_per_beat (steps per quarter note), augment_keys;
+midinet_d_channels, midinet_*; data.frames_per_beat (steps per quarter note), transpose_range;
 train.label_smoothing, feature_matching_weight, mean_matching_weight; optim.*.
 """
 
@@ -45,11 +45,11 @@ from musicgan.data.chords import midinet_vectors, parse_chord
 from musicgan.errors import ConfigError, DataError, UserError
 from musicgan.models.midinet import NUM_PITCHES, MidiNetDiscriminator, MidiNetGenerator
 from musicgan.training.families import ModelFamily, register
+from musicgan.training.families.musegan import parse_transpose  # the one parser of data.transpose_range
 from musicgan.training.phases import Phase, StepContext, StepOutput
 
 NETWORKS = ("generator", "discriminator")  # update order: G's loss graph holds D's weights
 BEATS_PER_BAR = 4  # melody_chord keeps 4/4 only (the reference's data)
-ALL_KEYS = (-6, 5)  # 12-key augmentation: every transposition once
 
 
 def split_window(window: torch.Tensor, bar: int):
@@ -121,7 +121,7 @@ class MidiNetFamily(ModelFamily):
             raise ConfigError(f"model.name=midinet trains on windows of 2 bars: curriculum.max_len must be "
                               f"{2 * self.bar} (2 x 4 x data.frames_per_beat), got {self.cfg.curriculum.max_len}")
         return build_representation("melody_chord", steps_per_beat=d.frames_per_beat,
-                                    transpose=ALL_KEYS if d.augment_keys else None)
+                                    transpose=parse_transpose(d.transpose_range))
 
     def build_networks(self, representation):
         m = self.cfg.model
