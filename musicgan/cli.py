@@ -80,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=100, help="steps of the representation")
     p.add_argument("--seconds", type=float, default=None,
                    help="audio runs: length of each WAV in seconds (instead of --length)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="output folder (default: RUN/samples/sampled)")
+    p.add_argument("--chords", help='MidiNet: one chord per bar, e.g. "C G Am F C G C C" (default: a held-out '
+                                    "song's progression)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
-                        "true), model.rbm_generation, model.sample_gibbs_steps")
+                        "true), model.rbm_generation, model.sample_gibbs_steps, model.midinet_prime "
+                        "(zeros|real), model.midinet_decode (threshold|argmax), model.midinet_sample_bn "
+                        "(running|batch)")
     p.add_argument("--pitches", help="pitch-conditioned runs (gansynth): --num notes of each MIDI pitch, e.g. "
                                      "48,55,60,67 (WAV + spectrogram PNG each)")
     p.add_argument("--interpolate", action="store_true",
@@ -206,8 +210,9 @@ def cmd_sample(args) -> int:
         return cmd_sample_notes(args)
     from musicgan.training.sampling import sample_run
 
-    sample_run(args.run, args.out, num=args.num, length=args.length, seed=args.seed,
-               checkpoint=args.checkpoint, audio=args.audio, overrides=args.set, seconds=args.seconds)
+    out = args.out or str(Path(args.run) / "samples" / "sampled")
+    sample_run(args.run, out, num=args.num, length=args.length, seed=args.seed, checkpoint=args.checkpoint,
+               audio=args.audio, overrides=args.set, seconds=args.seconds, conditions={"chords": args.chords})
     return 0
 
 
@@ -216,7 +221,7 @@ def cmd_sample_notes(args) -> int:
 
     if not args.pitches:
         raise UserError("--interpolate needs --pitches")
-    sample_notes(args.run, args.out, pitches=parse_pitches(args.pitches), num=args.num, seed=args.seed,
+    sample_notes(args.run, args.out or str(Path(args.run) / "samples" / "sampled"), pitches=parse_pitches(args.pitches), num=args.num, seed=args.seed,
                  checkpoint=args.checkpoint, interpolate=args.interpolate)
     return 0
 

@@ -137,6 +137,14 @@ class ModelConfig:
     filter_cap: int = positive(64)
     min_pitch: int = between(24, 0, 127)
     num_pitches: int = between(61, 1, 128)
+    # MidiNet: convolution widths (dense widths are g_hidden / d_hidden) and how it samples:
+    # first bar (zeros | real: a held-out song's), per-step decode (threshold | argmax),
+    # batch norm at sampling (running statistics | batch: the reference's training mode).
+    midinet_g_channels: int = positive(128)
+    midinet_d_channels: int = positive(77)
+    midinet_prime: str = "zeros"
+    midinet_decode: str = "threshold"
+    midinet_sample_bn: str = "running"
     musegan_mode: str = "hybrid"  # MuseGAN latents: jamming | composer | hybrid
     musegan_arch: str = "v3"  # MuseGAN networks: v3 (compact 3-D convs) | paper (v1 bar generators)
     musegan_width_scale: float = positive(1.0)  # every MuseGAN layer width times this (small config: 0.25)
@@ -206,6 +214,9 @@ class TrainConfig:
     # GANSynth: epochs of each stable and each fade-in stage; auxiliary pitch cross-entropy weight.
     stage_epochs: int = positive(20)
     aux_weight: float = non_negative(10.0)
+    # MidiNet: weights of feature matching (D's first convolution) and mean matching in G's loss.
+    feature_matching_weight: float = non_negative(0.1)
+    mean_matching_weight: float = non_negative(0.01)
     # Longer critic runs (MuseGAN): `critic_warmup` critic steps per generator step for the
     # first `critic_warmup_g_steps` generator steps and every `critic_warmup_every`-th (0: never).
     critic_warmup: int = non_negative(0)
@@ -267,6 +278,9 @@ CHOICES = {
     "model.rbm_generation": ("sample", "top1"),
     "model.seqgan_d_loss": ("ce", "lsgan"),
     "model.seqgan_d_filters": ("seqgan", "polyphonic", "tiny"),
+    "model.midinet_prime": ("zeros", "real"),
+    "model.midinet_decode": ("threshold", "argmax"),
+    "model.midinet_sample_bn": ("running", "batch"),
     "optim.optimizer": ("sgd", "adam", "rmsprop"),
     "train.feature_matching_mode": ("batch_mean", "paired"),
     "train.nonfinite": ("stop", "skip", "rollback"),

@@ -115,6 +115,12 @@ def feature_matching_loss(
     return (per_step * steps).sum() / steps.sum().clamp_min(1.0)
 
 
+def batch_mean_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """||mean_batch(real) - mean_batch(fake)||^2 / 2 over (B, D) rows: MidiNet's feature and
+    mean matching (feature_matching_loss's batch_mean on one step, halved)."""
+    return 0.5 * feature_matching_loss(real[:, None], fake[:, None])
+
+
 def mle_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Squared error of next-event prediction: mean over valid steps and features. (B, T, F)"""
     if pred.shape != target.shape:

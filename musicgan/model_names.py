@@ -18,4 +18,5 @@ FAMILY_MODULES: dict[str, str] = {
     "seqgan": "musicgan.training.families.seqgan",
     "jazzgan": "musicgan.training.families.jazzgan",
     "spectral-lstm": "musicgan.training.families.spectral",
+    "midinet": "musicgan.training.families.midinet",
 }

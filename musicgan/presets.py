@@ -753,3 +753,77 @@ def spectral_debug() -> Config:
     cfg.log.num_samples = 2
     cfg.dist.timeout_s = 60.0
     return cfg
+
+
+# MidiNet (Yang et al. 2017): melody bar by bar on chords and the previous bar (a DCGAN).
+# A loader epoch draws one two-bar window per song, so one paper epoch (every bar once) is
+# about BARS_PER_CHORALE loader epochs on the Bach chorales (15.5, the mean over the
+# training split of all 409, rounded).
+BARS_PER_CHORALE = 16
+
+
+@preset("midinet-paper")
+def midinet_paper() -> Config:
+    """MidiNet as published: 16 steps a bar, 128 pitches + 13 chord values, 12-key
+    augmentation, z 100, G dense 1024 / convolutions 128, D convolution 77 / dense 1024,
+    Adam (0.5, 0.999) at 5e-5 (the reference code's default; its help text and the PyTorch
+    port say 2e-4: `--set optim.g_lr=2e-4 --set optim.d_lr=2e-4`), batch 72, one-sided
+    label smoothing 0.9, feature matching 0.1, mean matching 0.01, 20 paper epochs."""
+    cfg = _non_adversarial(crnngan_paper())
+    cfg.model.name = "midinet"
+    cfg.data.representation = "melody_chord"
+    cfg.data.frames_per_beat = 4
+    cfg.data.transpose_range = "-6,5"  # all 12 keys, each window in a random one
+    cfg.data.batch_size = 72
+    cfg.model.latent_dim = 100
+    cfg.model.g_hidden = 1024
+    cfg.model.d_hidden = 1024
+    cfg.model.midinet_g_channels = 128
+    cfg.model.midinet_d_channels = 77
+    cfg.optim.optimizer = "adam"
+    cfg.optim.g_lr = 5e-5
+    cfg.optim.d_lr = 5e-5
+    cfg.optim.beta1 = 0.5
+    cfg.optim.beta2 = 0.999
+    cfg.optim.grad_clip = 0.0
+    cfg.train.label_smoothing = 0.1
+    cfg.train.feature_matching_weight = 0.1
+    cfg.train.mean_matching_weight = 0.01
+    cfg.curriculum.start = 32
+    cfg.curriculum.max_len = 32
+    cfg.train.epochs = 20 * BARS_PER_CHORALE
+    cfg.log.interval = 20
+    cfg.log.sample_every = 50
+    return cfg
+
+
+@preset("midinet-chorales")
+def midinet_chorales() -> Config:
+    """The small configuration: chorale sopranos in their own keys (no augmentation), 10
+    paper epochs; minutes on two CPU cores."""
+    cfg = midinet_paper()
+    cfg.data.transpose_range = ""
+    cfg.train.epochs = 10 * BARS_PER_CHORALE
+    return cfg
+
+
+@preset("midinet-debug")
+def midinet_debug() -> Config:
+    """MidiNet at toy sizes (seconds): batch 4, z 8, dense widths 16, convolutions 8."""
+    cfg = midinet_chorales()
+    cfg.data.batch_size = 4
+    cfg.model.latent_dim = 8
+    cfg.model.g_hidden = 16
+    cfg.model.d_hidden = 16
+    cfg.model.midinet_g_channels = 8
+    cfg.model.midinet_d_channels = 8
+    cfg.optim.g_lr = 2e-4
+    cfg.optim.d_lr = 2e-4
+    cfg.train.epochs = 10
+    cfg.log.interval = 5
+    cfg.log.sample_every = 0
+    cfg.log.num_samples = 2
+    cfg.log.metric_samples = 4
+    cfg.log.metric_songs = 8
+    cfg.dist.timeout_s = 60.0
+    return cfg

@@ -20,6 +20,7 @@ import numpy as np
 
 from musicgan.data.bounds import check_grid
 from musicgan.data.song import DURATION, IS_DRUM, ONSET, PITCH, Song
+from musicgan.errors import UserError
 
 NUM_CHORDS = 25  # 24 triads + no chord
 NO_CHORD = 24
@@ -107,6 +108,21 @@ def chord_name(label: int) -> str:
     if label == NO_CHORD:
         return "N"
     return PITCH_CLASS_NAMES[label % 12] + ("m" if label >= 12 else "")
+
+
+ENHARMONIC = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb"}
+
+
+def parse_chord(name: str) -> int:
+    """Inverse of chord_name: "C", "F#m", "Bbm", "Db" (flat or sharp spelling), "N"."""
+    if name == "N":
+        return NO_CHORD
+    minor = name.endswith("m")
+    root = name[:-1] if minor else name
+    root = ENHARMONIC.get(root, root)
+    if root not in PITCH_CLASS_NAMES:
+        raise UserError(f"unknown chord {name!r}: a root C, C#/Db, D, ..., B, then m for minor (Am, F#m), or N")
+    return PITCH_CLASS_NAMES.index(root) + (12 if minor else 0)
 
 
 def midinet_vectors(labels) -> np.ndarray:

@@ -119,7 +119,8 @@ def real_metrics(cfg, representation, train_urls: list[str]) -> dict:
 
 
 # Config keys `musicgan sample --set` may change: how a trained model draws, never its shape.
-SAMPLING_KEYS = ("model.sample_dropout", "model.rbm_generation", "model.sample_gibbs_steps")
+SAMPLING_KEYS = ("model.sample_dropout", "model.rbm_generation", "model.sample_gibbs_steps", "model.midinet_prime",
+                 "model.midinet_decode", "model.midinet_sample_bn")
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()):
@@ -148,18 +149,24 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
                checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = (),
-               seconds: float | None = None) -> list[Path]:
+               seconds: float | None = None, conditions: dict[str, str] | None = None) -> list[Path]:
     """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint; N WAVs
-    (+ spectrogram PNGs) when the run's representation is an audio one, `seconds` long when given."""
+    (+ spectrogram PNGs) when the run's representation is an audio one, `seconds` long when given.
+    `conditions` (e.g. {"chords": "C G Am F"}) go to families that declare them in
+    `sample_conditions`."""
     if num < 1 or length < 1:
         raise UserError("--num and --length must be at least 1")
     if seconds is not None and not seconds > 0:
         raise UserError(f"--seconds must be a positive number, got {seconds}")
     _, family, representation, networks, path = load_run(run_dir, checkpoint, overrides)
+    given = {k: v for k, v in (conditions or {}).items() if v is not None}
+    for key in given:
+        if key not in family.sample_conditions:
+            raise UserError(f"sample --{key}: model.name={family.name} takes no {key}")
     if seconds is not None:
         length = _frames_for_seconds(representation, seconds)
     torch.manual_seed(seed)
-    songs = decode_all(representation, family.generate(networks, num, length))
+    songs = decode_all(representation, family.generate(networks, num, length, **given))
     if seconds is not None:
         songs = [trim_audio(song, seconds) for song in songs]
     paths = write_songs(songs, Path(out_dir), audio=audio)

@@ -44,6 +44,8 @@ class ModelFamily:
     # The config key of each TRAINED network's learning rate: the networks listed here get
     # an optimizer, the others none.
     learning_rate_keys: dict[str, str] = {"generator": "optim.g_lr", "discriminator": "optim.d_lr"}
+    # Keyword conditions `generate` accepts from `musicgan sample` (MidiNet: "chords").
+    sample_conditions: tuple[str, ...] = ()
 
     def __init__(self, cfg: "Config") -> None:
         self.cfg = cfg
