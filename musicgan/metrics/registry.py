@@ -431,7 +431,9 @@ def melody_note_length(song: Song) -> float:
 
 @register("melody_note_length_entropy", ["melody"], "Shannon entropy (bits) of the histogram of melody note lengths in 16ths (0: one length only)")
 def melody_note_length_entropy(song: Song) -> float:
-    return _entropy_bits(np.bincount(melody_note_steps(song)).astype(np.float64))
+    # Counts of the lengths present (np.unique, not bincount: a note of 10^7 beats must not
+    # allocate a histogram of that many bins).
+    return _entropy_bits(np.unique(melody_note_steps(song), return_counts=True)[1].astype(np.float64))
 
 
 @register("melody_scale_consistency", ["melody"], "scale_consistency of the melody line alone")
