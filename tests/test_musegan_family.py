@@ -152,7 +152,7 @@ def test_deepspeed_zero_1_with_the_penalty_matches_ddp(bach_shards, tmp_path):
     gradients that are pure rounding noise (batch norm removes the bias), which Adam
     normalises to full-size steps, so the two backends' different summation orders show.
     Measured 2026-12-02: max |difference| 5.4e-4 (generator biases), critic <= 3e-8; the
-    bound is the Adam float floor of docs/distributed-traps.md, 2e-3."""
+    bound is the Adam float floor of docs/distributed-pitfalls.md, 2e-3."""
     runs = [("ddp", []), ("zero1", ["dist.backend=deepspeed", "dist.zero_stage=1"])]
     spawn(_worker, 2, str(bach_shards), str(tmp_path), runs)
     reference, zero1 = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "zero1")

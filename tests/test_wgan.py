@@ -161,7 +161,7 @@ def _parity_cfg():
     # SGD: Adam divides by sqrt(v), so on components whose true gradient is ~0 (the critic's
     # output bias: the Wasserstein terms cancel it, the penalty ignores it) it turns float
     # noise into full-size steps; measured with Adam here: 2e-3 relative on those two biases,
-    # < 2e-8 on every other tensor (the floor docs/distributed-traps.md describes).
+    # < 2e-8 on every other tensor (the floor docs/distributed-pitfalls.md describes).
     return apply_overrides(get_preset("wgan-gp-debug"), ["optim.optimizer=sgd", "optim.g_lr=0.05",
                                                          "optim.d_lr=0.05"])
 

@@ -169,7 +169,7 @@ def trial_resources(options: SweepOptions) -> dict[str, float]:
 
 def max_concurrent_trials(options: SweepOptions) -> int:
     """Trials that can really run side by side: CPU cores (or GPUs) / processes per trial.
-    Logical reservations can be tiny (docs/distributed-traps.md, Ray Tune), so count processes
+    Logical reservations can be tiny (docs/distributed-pitfalls.md, Ray Tune), so count processes
     against real cores."""
     import ray
 
@@ -312,7 +312,7 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
                 search_alg=BasicVariantGenerator(random_state=options.seed,
                                                  max_concurrent=max_concurrent_trials(options)),
                 # Reusing a trial's process saves its imports (~5 s a trial). Not for K-worker
-                # trials (their process owns a TorchTrainer; docs/distributed-traps.md: leaked
+                # trials (their process owns a TorchTrainer; docs/distributed-pitfalls.md: leaked
                 # reservations) and
                 # not for PBT: with reuse, exploited trials were reset but never restored from
                 # the donor's checkpoint (seen here with ray 2.60); fresh processes restore cleanly.
@@ -321,7 +321,7 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
             run_config=tune.RunConfig(
                 name=options.name, storage_path=options.storage, verbose=options.verbose,
                 # PBT restores from older checkpoints: keep all (num_to_keep=2 failed to recover
-                # a trial: docs/distributed-traps.md).
+                # a trial: docs/distributed-pitfalls.md).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if options.scheduler == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             ),

@@ -17,7 +17,7 @@ once at the end) the trial scores the epoch's checkpoint (tune/objective.py) and
 step, and the EFFECTIVE learning rates and freezing thresholds read back from the
 checkpoint the trainer just wrote (so a PBT mutation can be seen to take effect).
 
-Traps (docs/distributed-traps.md, Ray Tune): trials chdir into their trial folder (every
+Traps (docs/distributed-pitfalls.md, Ray Tune): trials chdir into their trial folder (every
 path here is absolute); K workers of 1 CPU next to a 1-CPU trial driver hang silently on 2
 cores (workers take fractional CPUs, see search.py); a trial stopped while its TorchTrainer
 runs can leak the workers' reservation (tiny default reservations; the trial also asks its
@@ -267,7 +267,7 @@ def _worker_loop(loop_config: dict) -> None:
     from musicgan.config import from_dict
     from musicgan.training.loop import train
 
-    torch.set_num_threads(1)  # one thread per rank (docs/distributed-traps.md: OMP oversubscription)
+    torch.set_num_threads(1)  # one thread per rank (docs/distributed-pitfalls.md: OMP oversubscription)
     cfg = from_dict(loop_config["config"])
     run_dir = Path(loop_config["run_dir"])
     queue = loop_config["queue"]

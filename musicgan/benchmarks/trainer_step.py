@@ -153,7 +153,7 @@ def bare_copies(trainer, distributed: bool = False) -> BareNets:
         from musicgan.distributed.dispatch import MethodDispatch
 
         ids = [generator.dense.weight.device.index] if generator.dense.weight.is_cuda else None
-        with warnings.catch_warnings():  # broadcast_buffers=False is deliberate (docs/distributed-traps.md, DDP)
+        with warnings.catch_warnings():  # broadcast_buffers=False is deliberate (docs/distributed-pitfalls.md, DDP)
             warnings.simplefilter("ignore", FutureWarning)
             nets.ddp_g = DDP(MethodDispatch(generator), device_ids=ids, broadcast_buffers=False)
             nets.ddp_d = DDP(MethodDispatch(discriminator), device_ids=ids, broadcast_buffers=False)

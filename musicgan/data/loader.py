@@ -1,6 +1,6 @@
 """Stream shards into training batches (WebDataset), identically sized on every rank.
 
-The pattern (docs/distributed-traps.md, WebDataset section): WebDataset's default
+The pattern (docs/distributed-pitfalls.md, WebDataset section): WebDataset's default
 node splitter raises, and `split_by_node` with uneven shards gives ranks different sample
 counts, which deadlocks DDP at the end of an epoch. So:
   - explicit node splitter: rank r resamples from shards r, r+W, ... (all shards when there

@@ -121,7 +121,7 @@ class DDPBackend(TrainBackend):
             dispatch = MethodDispatch(net, self.autocast_dtype)
             if self.env.distributed and params and name in optimizers:
                 # broadcast_buffers=False: with the default, "D on real, D on fake, one
-                # backward" raises an in-place error on torch >= 2.6 (docs/distributed-traps.md).
+                # backward" raises an in-place error on torch >= 2.6 (docs/distributed-pitfalls.md).
                 # Our networks have no buffers; torch 2.13 calls the flag deprecated but its
                 # replacement (forward_sync_buffers) still syncs at init, which is harmless.
                 with warnings.catch_warnings():

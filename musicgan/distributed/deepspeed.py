@@ -1,7 +1,7 @@
 """The DeepSpeed backend: one DeepSpeed engine per network, same interface as `DDPBackend`.
 
 The only module of the package that imports deepspeed (lazily; install the `deepspeed`
-extra). Every DeepSpeed trap of `docs/distributed-traps.md` is handled here:
+extra). Every DeepSpeed trap of `docs/distributed-pitfalls.md` is handled here:
 
 - One `deepspeed.initialize` per network, each from its own config dict derived from the
   config tree (`engine_config`) and optionally overridden by a user JSON.
@@ -154,7 +154,7 @@ def _check_supported(name: str, config: dict) -> None:
     stage = (config.get("zero_optimization") or {}).get("stage", 0)
     if stage not in (0, 1, 2):
         # G's step reads D's parameters outside D's engine; ZeRO-3 partitions them (wrong
-        # numbers, silently: docs/distributed-traps.md).
+        # numbers, silently: docs/distributed-pitfalls.md).
         raise ConfigError(f"DeepSpeed config ({name}): ZeRO stage {stage} is not supported; use 0, 1 or 2")
     for key in ("fp16", "bf16"):
         if isinstance(config.get(key), dict) and config[key].get("enabled"):
@@ -307,7 +307,7 @@ class DeepSpeedBackend(TrainBackend):
 
     def penalty_module(self, name: str) -> nn.Module:
         """The engine's own module, not the engine: a double backward through the engine's
-        forward fails at ZeRO 0/1/2 (docs/distributed-traps.md); `engine.backward(loss)`
+        forward fails at ZeRO 0/1/2 (docs/distributed-pitfalls.md); `engine.backward(loss)`
         still reduces the gradients, so ranks agree."""
         return self.engines[name].module if name in self.engines else self.plain[name]
 
@@ -318,7 +318,7 @@ class DeepSpeedBackend(TrainBackend):
     def update(self, name: str, loss: torch.Tensor) -> UpdateResult:
         engine = self.engines[name]
         engine.set_gradient_accumulation_boundary(self._boundary)
-        # ONE backward per engine per trainer step (docs/distributed-traps.md, lost gradients).
+        # ONE backward per engine per trainer step (docs/distributed-pitfalls.md, lost gradients).
         engine.backward(loss)
         self._pending[name] = True
         if not self._boundary:

@@ -107,7 +107,7 @@ def exit_now(code: int) -> None:
     A rank can die in interpreter finalisation after everything succeeded ("terminate
     called without an active exception", SIGABRT from a C++ thread destructor; seen here
     about once in 50 runs, in CLI ranks and in spawned benchmark ranks alike, and noted
-    for DeepSpeed in docs/distributed-traps.md), which turns a finished run into a failure.
+    for DeepSpeed in docs/distributed-pitfalls.md), which turns a finished run into a failure.
     Call this only once checkpoints and logs are written and closed.
     """
     logging.shutdown()

@@ -66,7 +66,7 @@ class StepReport:
 
 def check_repeat(phases: list[Phase], grad_accum: int) -> None:
     """`repeat` steps an engine several times per trainer step, which shifts DeepSpeed's
-    accumulation boundary against the other engines' (docs/distributed-traps.md)."""
+    accumulation boundary against the other engines' (docs/distributed-pitfalls.md)."""
     for phase in phases:
         if grad_accum > 1 and any(r > 1 for r in phase.repeat.values()):
             raise ConfigError(f"phase {phase.name} repeats an update per batch, which needs dist.grad_accum=1 "

@@ -79,7 +79,7 @@ class StepContext:
     @contextmanager
     def frozen(self, name: str) -> Iterator[torch.nn.Module]:
         """The plain network with its parameters frozen, so gradients flow only through it
-        (never the D wrapper / engine inside G's step: docs/distributed-traps.md)."""
+        (never the D wrapper / engine inside G's step: docs/distributed-pitfalls.md)."""
         network = self.module(name)
         network.requires_grad_(False)
         try:

@@ -61,7 +61,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     )
 
     # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
-    # inside G's step: see docs/distributed-traps.md), gradients flow only into G.
+    # inside G's step: see docs/distributed-pitfalls.md), gradients flow only into G.
     with ctx.frozen("discriminator") as discriminator:
         g_logits, g_features = discriminator(fake, None)
     g_adversarial = losses.generator_loss(g_logits, fake_mask)
