@@ -27,6 +27,15 @@ def get_preset(name: str) -> Config:
     return cfg
 
 
+def _toy_logging(cfg: Config) -> None:
+    """Seconds-long test runs: few samples and metric songs, and a short collective timeout
+    so a hang between ranks fails fast instead of waiting the default."""
+    cfg.log.num_samples = 2
+    cfg.log.metric_samples = 4
+    cfg.log.metric_songs = 8
+    cfg.dist.timeout_s = 60.0
+
+
 @preset("crnngan-paper")
 def crnngan_paper() -> Config:
     """Mogren 2016 as published: SGD 0.1 (D at half), clip 5, L2 0.1, batch 20, 6 MLE
@@ -64,10 +73,7 @@ def _debug_sizes(cfg: Config) -> Config:
     cfg.train.epochs = 4
     cfg.train.pretrain_epochs = 1
     cfg.log.interval = 5
-    cfg.log.num_samples = 2
-    cfg.log.metric_samples = 4
-    cfg.log.metric_songs = 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     # The paper's SGD with L2 0.1 barely moves toy networks in a few steps (the penalty
     # dominates D's loss and G stays frozen behind it): Adam and no L2, so a 20-step test
     # run exercises both networks and both freezing branches.
@@ -312,10 +318,7 @@ def wgan_gp_debug() -> Config:
     cfg.train.epochs = 10
     cfg.log.interval = 5
     cfg.log.sample_every = 0
-    cfg.log.num_samples = 2
-    cfg.log.metric_samples = 4
-    cfg.log.metric_songs = 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     return cfg
 
 
@@ -384,9 +387,10 @@ def gansynth_debug() -> Config:
     cfg.curriculum.start = cfg.curriculum.max_len = 64
     cfg.log.interval = 5
     cfg.log.sample_every = 0
-    cfg.log.num_samples, cfg.log.metric_samples, cfg.log.metric_songs = 2, 4, 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     return cfg
+
+
 # MuseGAN (Dong et al. 2018): multi-track bar-based WGAN-GP (docs/musegan.md).
 @preset("musegan-chorales")
 def musegan_chorales() -> Config:
@@ -460,10 +464,7 @@ def musegan_debug() -> Config:
     cfg.train.epochs = 100
     cfg.log.interval = 5
     cfg.log.checkpoint_every = 0
-    cfg.log.num_samples = 2
-    cfg.log.metric_samples = 4
-    cfg.log.metric_songs = 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     return cfg
 
 
@@ -540,10 +541,7 @@ def seqgan_debug() -> Config:
     cfg.optim.d_lr = 1e-3
     cfg.log.interval = 5
     cfg.log.sample_every = 0
-    cfg.log.num_samples = 2
-    cfg.log.metric_samples = 4
-    cfg.log.metric_songs = 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     return cfg
 
 
@@ -683,10 +681,7 @@ def jazzgan_debug() -> Config:
     cfg.train.epochs = 10
     cfg.log.interval = 5
     cfg.log.sample_every = 0
-    cfg.log.num_samples = 2
-    cfg.log.metric_samples = 4
-    cfg.log.metric_songs = 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     return cfg
 
 
@@ -822,8 +817,5 @@ def midinet_debug() -> Config:
     cfg.train.epochs = 10
     cfg.log.interval = 5
     cfg.log.sample_every = 0
-    cfg.log.num_samples = 2
-    cfg.log.metric_samples = 4
-    cfg.log.metric_songs = 8
-    cfg.dist.timeout_s = 60.0
+    _toy_logging(cfg)
     return cfg
