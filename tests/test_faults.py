@@ -146,7 +146,11 @@ def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(bach_sha
                             text=True, start_new_session=True)
     try:
         _wait_for_step(run, 3, proc)
-        workers = _workers(proc.pid)
+        # On a quiet machine a debug epoch lasts a fraction of a second and its workers are
+        # replaced at each epoch start: look until the 2 workers of a running epoch are seen.
+        deadline = time.monotonic() + 30
+        while len(workers := _workers(proc.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(workers) == 2, workers  # the loader's worker processes, in the same group
         os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
