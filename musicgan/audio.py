@@ -55,12 +55,16 @@ def fluidsynth_available() -> bool:
 def require_fluidsynth() -> str:
     """The soundfont path; DataError (one line) when FluidSynth or a GM soundfont is missing."""
     if shutil.which("fluidsynth") is None:
-        raise DataError("audio rendering needs the fluidsynth program: apt-get install -y fluidsynth "
-                        "fluid-soundfont-gm (or ./launch/setup --system)")
+        raise DataError(
+            "audio rendering needs the fluidsynth program: apt-get install -y fluidsynth "
+            "fluid-soundfont-gm (or ./launch/setup --system)"
+        )
     soundfont = find_soundfont()
     if soundfont is None:
-        raise DataError("audio rendering needs a General MIDI soundfont: apt-get install -y fluid-soundfont-gm, "
-                        "or set MUSICGAN_SOUNDFONT to an .sf2 file")
+        raise DataError(
+            "audio rendering needs a General MIDI soundfont: apt-get install -y fluid-soundfont-gm, "
+            "or set MUSICGAN_SOUNDFONT to an .sf2 file"
+        )
     return soundfont
 
 
@@ -83,8 +87,10 @@ def render_audio(song: Song, sample_rate: int, seconds: float | None = None) -> 
     if not song.num_notes:
         raise MidiError("audio: no notes to render")
     if seconds > MAX_AUDIO_SECONDS:
-        raise MidiError(f"audio: the song lasts {seconds / 60:.0f} min, above the {MAX_AUDIO_SECONDS / 60:.0f} min "
-                        "limit for rendering")
+        raise MidiError(
+            f"audio: the song lasts {seconds / 60:.0f} min, above the {MAX_AUDIO_SECONDS / 60:.0f} min "
+            "limit for rendering"
+        )
     stereo, messages = _fluidsynth_float(song, sample_rate, soundfont)
     wanted = int(round(seconds * sample_rate))
     if len(stereo) < wanted - sample_rate // 2:  # more than 0.5 s short: the renderer stopped early
@@ -105,10 +111,32 @@ def _fluidsynth_float(song: Song, sample_rate: int, soundfont: str) -> tuple[np.
         # -n no MIDI input, -i no shell, -F render to file (faster than real time), -R/-C 0 no
         # reverb/chorus, raw little-endian float: no dither, no header to parse. No default
         # soundfont: FluidSynth would silently swap in its own when ours fails to load.
-        command = ["fluidsynth", "-n", "-i", "-q", "-o", "synth.default-soundfont=", "-R", "0", "-C", "0",
-                   "-g", str(FLUIDSYNTH_GAIN),
-                   "-r", str(int(sample_rate)), "-T", "raw", "-O", "float", "-E", "little",
-                   "-F", str(raw_path), soundfont, str(midi_path)]
+        command = [
+            "fluidsynth",
+            "-n",
+            "-i",
+            "-q",
+            "-o",
+            "synth.default-soundfont=",
+            "-R",
+            "0",
+            "-C",
+            "0",
+            "-g",
+            str(FLUIDSYNTH_GAIN),
+            "-r",
+            str(int(sample_rate)),
+            "-T",
+            "raw",
+            "-O",
+            "float",
+            "-E",
+            "little",
+            "-F",
+            str(raw_path),
+            soundfont,
+            str(midi_path),
+        ]
         try:
             done = subprocess.run(command, check=True, capture_output=True, timeout=FLUIDSYNTH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -145,7 +173,9 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     try:
         with wave.open(str(path), "rb") as wav:
             if wav.getsampwidth() != 2:
-                raise DataError(f"{path}: only 16-bit PCM WAV is read, this one has {8 * wav.getsampwidth()}-bit samples")
+                raise DataError(
+                    f"{path}: only 16-bit PCM WAV is read, this one has {8 * wav.getsampwidth()}-bit samples"
+                )
             pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, wav.getnchannels())
             rate = wav.getframerate()
     except (OSError, EOFError, wave.Error) as exc:

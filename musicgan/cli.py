@@ -51,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs (smoke tests)")
     p.add_argument("--task-index", type=int, default=None, help="SLURM array: this task's slice")
     p.add_argument("--num-tasks", type=int, default=None, help="SLURM array: number of slices")
-    p.add_argument("--audio-rate", type=int, default=None, metavar="HZ",
-                   help="also render each song once with FluidSynth (mono int16 at HZ, e.g. 16000) into the shards")
+    p.add_argument(
+        "--audio-rate",
+        type=int,
+        default=None,
+        metavar="HZ",
+        help="also render each song once with FluidSynth (mono int16 at HZ, e.g. 16000) into the shards",
+    )
 
     p = sub.add_parser("merge-manifests", help="merge the per-task manifests of an array prepare")
     p.add_argument("--out", required=True, help="the shard directory the tasks wrote into")
@@ -62,14 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="checkpoints, logs and samples go here")
     p.add_argument("--preset", default="crnngan-paper", help="named config (see musicgan/presets.py)")
     p.add_argument("--config", help="JSON file with config values (applied after the preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set train.epochs=10 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=10 (repeatable)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    again.add_argument("--overwrite", action="store_true",
-                       help="start afresh in a run directory that holds an earlier run: its files move to "
-                            "RUN_DIR/archive/<time>/")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run directory that holds an earlier run: its files move to RUN_DIR/archive/<time>/",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--deepspeed-config", help="DeepSpeed JSON merged over the derived engine configs")
 
@@ -78,23 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest valid one)")
     p.add_argument("--num", type=int, default=8)
     p.add_argument("--length", type=int, default=100, help="steps of the representation")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="audio runs: length of each WAV in seconds (instead of --length)")
+    p.add_argument(
+        "--seconds", type=float, default=None, help="audio runs: length of each WAV in seconds (instead of --length)"
+    )
     p.add_argument("--out", help="output folder (default: RUN/samples/sampled)")
-    p.add_argument("--chords", help='MidiNet: one chord per bar, e.g. "C G Am F C G C C" (default: a held-out '
-                                    "song's progression)")
+    p.add_argument(
+        "--chords", help='MidiNet: one chord per bar, e.g. "C G Am F C G C C" (default: a held-out song\'s progression)'
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audio", action="store_true", help="also render WAV (FluidSynth or sine)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
-                        "true), model.rbm_generation, model.sample_gibbs_steps, model.midinet_prime "
-                        "(zeros|real), model.midinet_decode (threshold|argmax), model.midinet_sample_bn "
-                        "(running|batch)")
-    p.add_argument("--pitches", help="pitch-conditioned runs (gansynth): --num notes of each MIDI pitch, e.g. "
-                                     "48,55,60,67 (WAV + spectrogram PNG each)")
-    p.add_argument("--interpolate", action="store_true",
-                   help="with --pitches: per pitch, --num notes on the line between two random latents "
-                        "(timbre morphing)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
+        "true), model.rbm_generation, model.sample_gibbs_steps, model.midinet_prime "
+        "(zeros|real), model.midinet_decode (threshold|argmax), model.midinet_sample_bn "
+        "(running|batch)",
+    )
+    p.add_argument(
+        "--pitches",
+        help="pitch-conditioned runs (gansynth): --num notes of each MIDI pitch, e.g. "
+        "48,55,60,67 (WAV + spectrogram PNG each)",
+    )
+    p.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="with --pitches: per pitch, --num notes on the line between two random latents (timbre morphing)",
+    )
 
     p = sub.add_parser("evaluate", help="compare generated music with a real split")
     gen = p.add_mutually_exclusive_group()
@@ -105,16 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="*", default=[], help="other runs or MIDI folders to compare")
     p.add_argument("--out", help="report folder (required unless --listening-kit)")
     p.add_argument("--max-songs", type=int, default=None)
-    p.add_argument("--reference-window", default="auto",
-                   help="crop real songs to the generated length: auto (default), none, or N notes")
+    p.add_argument(
+        "--reference-window",
+        default="auto",
+        help="crop real songs to the generated length: auto (default), none, or N notes",
+    )
     p.add_argument("--no-audio", action="store_true", help="render no audio for the report")
     p.add_argument("--no-report", action="store_true", help="write metrics.json only")
-    p.add_argument("--listening-kit", metavar="DIR",
-                   help="audio runs: write a blind listening test of --run and --compare runs plus real clips "
-                        "(DIR/kit for the raters, DIR/answer_key.json kept apart) instead of metrics")
+    p.add_argument(
+        "--listening-kit",
+        metavar="DIR",
+        help="audio runs: write a blind listening test of --run and --compare runs plus real clips "
+        "(DIR/kit for the raters, DIR/answer_key.json kept apart) instead of metrics",
+    )
     p.add_argument("--kit-clips", type=int, default=5, help="clips per model (and real clips) in the kit")
 
-    p = sub.add_parser("listening-results", help="aggregate a listening kit's ratings: mean and 95%% interval per model")
+    p = sub.add_parser(
+        "listening-results", help="aggregate a listening kit's ratings: mean and 95%% interval per model"
+    )
     p.add_argument("kit", help="the folder given to evaluate --listening-kit")
     p.add_argument("ratings", nargs="+", help="rating CSV files saved by the kit's page")
 
@@ -125,8 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("oracle", help="SeqGAN's oracle experiment: NLL-oracle of random G, MLE and SeqGAN")
     p.add_argument("--preset", default="seqgan-oracle", help="a seqgan preset (seqgan-oracle, seqgan-oracle-debug)")
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated oracle seeds, e.g. 0,1,2")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value (repeatable)",
+    )
     return parser
 
 
@@ -161,16 +200,19 @@ def cmd_prepare(args) -> int:
         kwargs["limit"] = args.limit
     if args.audio_rate is not None:
         kwargs["audio_rate"] = args.audio_rate
-    manifest = prepare_dataset(spec, args.out, workers=args.workers, shard_size=args.shard_size,
-                               ratios=args.split_ratios, **kwargs)
+    manifest = prepare_dataset(
+        spec, args.out, workers=args.workers, shard_size=args.shard_size, ratios=args.split_ratios, **kwargs
+    )
     print_manifest_summary(manifest, args.out)
     return 0
 
 
 def print_manifest_summary(manifest: dict, out: str) -> None:
     splits = manifest.get("splits", {})
-    parts = [f"{name}: {info.get('songs', 0)} songs, {info.get('notes', 0)} notes, {info.get('shards', 0)} shards"
-             for name, info in splits.items()]
+    parts = [
+        f"{name}: {info.get('songs', 0)} songs, {info.get('notes', 0)} notes, {info.get('shards', 0)} shards"
+        for name, info in splits.items()
+    ]
     print(f"[musicgan] {out}: " + "; ".join(parts))
     print(f"[musicgan] included {len(manifest.get('included', []))}, skipped {len(manifest.get('skipped', []))}")
     from musicgan.data.paths import printable
@@ -197,11 +239,18 @@ def cmd_train(args) -> int:
 
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     resume = args.resume or restarts > 0  # a torchrun restart continues, never archives again
-    result = train(cfg, args.run_dir, resume=resume, overwrite=args.overwrite and not resume,
-                   deepspeed_config=args.deepspeed_config)
+    result = train(
+        cfg,
+        args.run_dir,
+        resume=resume,
+        overwrite=args.overwrite and not resume,
+        deepspeed_config=args.deepspeed_config,
+    )
     if int(os.environ.get("RANK", "0") or 0) == 0 and result.finished:
-        print(f"[musicgan] finished at step {result.step}: checkpoint {result.checkpoint}, samples in "
-              f"{Path(args.run_dir) / 'samples'}")
+        print(
+            f"[musicgan] finished at step {result.step}: checkpoint {result.checkpoint}, samples in "
+            f"{Path(args.run_dir) / 'samples'}"
+        )
     return 0
 
 
@@ -211,8 +260,18 @@ def cmd_sample(args) -> int:
     from musicgan.training.sampling import sample_run
 
     out = args.out or str(Path(args.run) / "samples" / "sampled")
-    sample_run(args.run, out, num=args.num, length=args.length, seed=args.seed, checkpoint=args.checkpoint,
-               audio=args.audio, overrides=args.set, seconds=args.seconds, conditions={"chords": args.chords})
+    sample_run(
+        args.run,
+        out,
+        num=args.num,
+        length=args.length,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        audio=args.audio,
+        overrides=args.set,
+        seconds=args.seconds,
+        conditions={"chords": args.chords},
+    )
     return 0
 
 
@@ -221,8 +280,15 @@ def cmd_sample_notes(args) -> int:
 
     if not args.pitches:
         raise UserError("--interpolate needs --pitches")
-    sample_notes(args.run, args.out or str(Path(args.run) / "samples" / "sampled"), pitches=parse_pitches(args.pitches), num=args.num, seed=args.seed,
-                 checkpoint=args.checkpoint, interpolate=args.interpolate)
+    sample_notes(
+        args.run,
+        args.out or str(Path(args.run) / "samples" / "sampled"),
+        pitches=parse_pitches(args.pitches),
+        num=args.num,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        interpolate=args.interpolate,
+    )
     return 0
 
 
@@ -235,8 +301,13 @@ def cmd_evaluate(args) -> int:
 
         if args.generated:
             raise UserError("--listening-kit compares audio runs: use --run RUN and/or --compare RUN ...")
-        make_listening_kit(args.listening_kit, ([args.run] if args.run else []) + list(args.compare), args.reference,
-                           split=args.split, clips_per_model=args.kit_clips)
+        make_listening_kit(
+            args.listening_kit,
+            ([args.run] if args.run else []) + list(args.compare),
+            args.reference,
+            split=args.split,
+            clips_per_model=args.kit_clips,
+        )
         return 0
     if not args.out:
         raise UserError("evaluate needs --out DIR (the report folder)")
@@ -252,9 +323,18 @@ def cmd_evaluate(args) -> int:
         except ValueError:
             raise UserError(f"--reference-window must be auto, none or a number, got {window!r}") from None
     extra = {"audio": 0} if args.no_audio else {}
-    run_evaluate(run=args.run, generated=args.generated, reference=args.reference, split=args.split,
-                 compare=tuple(args.compare), out=args.out, max_songs=args.max_songs, reference_window=window,
-                 report=not args.no_report, **extra)
+    run_evaluate(
+        run=args.run,
+        generated=args.generated,
+        reference=args.reference,
+        split=args.split,
+        compare=tuple(args.compare),
+        out=args.out,
+        max_songs=args.max_songs,
+        reference_window=window,
+        report=not args.no_report,
+        **extra,
+    )
     return 0
 
 
@@ -288,9 +368,16 @@ def cmd_oracle(args) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "merge-manifests": cmd_merge, "train": cmd_train, "sample": cmd_sample,
-            "evaluate": cmd_evaluate, "listening-results": cmd_listening_results, "bench": cmd_bench,
-            "oracle": cmd_oracle}
+COMMANDS = {
+    "prepare": cmd_prepare,
+    "merge-manifests": cmd_merge,
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "evaluate": cmd_evaluate,
+    "listening-results": cmd_listening_results,
+    "bench": cmd_bench,
+    "oracle": cmd_oracle,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,6 +404,7 @@ def _run(args: argparse.Namespace) -> int:
         if os.environ.get("MUSICGAN_DEBUG"):
             traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: unexpected {type(exc).__name__}: {first} (MUSICGAN_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {first} (MUSICGAN_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
         return 1

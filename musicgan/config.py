@@ -101,7 +101,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "crnngan"  # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan | wgan-gp | seqgan | gansynth | jazzgan | spectral-lstm
+    # a family of musicgan/model_names.py: crnngan | mle | rnnrbm | lstmrbm | note-lstm | note-mlpgan |
+    # wgan-gp | seqgan | gansynth | jazzgan | spectral-lstm
+    name: str = "crnngan"
     g_hidden: int = positive(350)
     g_layers: int = positive(2)
     g_dropout: float = fraction(0.5)
@@ -291,7 +293,9 @@ CHOICES = {
 
 
 def _sections(cfg: Config) -> dict[str, Any]:
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    return {
+        f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))
+    }
 
 
 def numeric_fields(cfg: Config):
@@ -402,13 +406,16 @@ def validate(cfg: Config) -> Config:
     from musicgan.data.representations import all_representations  # late: the registry imports numpy code
 
     if cfg.data.representation not in all_representations():
-        raise ConfigError(f"data.representation={cfg.data.representation!r} is not one of "
-                          f"{', '.join(all_representations())}")
+        raise ConfigError(
+            f"data.representation={cfg.data.representation!r} is not one of {', '.join(all_representations())}"
+        )
     for key, valid, value in numeric_fields(cfg):
         if not valid.admits(value):
             raise ConfigError(f"{key} must be a finite number {valid.describe()}, got {value!r}")
     if cfg.curriculum.start > cfg.curriculum.max_len:
-        raise ConfigError(f"curriculum.start={cfg.curriculum.start} exceeds curriculum.max_len={cfg.curriculum.max_len}")
+        raise ConfigError(
+            f"curriculum.start={cfg.curriculum.start} exceeds curriculum.max_len={cfg.curriculum.max_len}"
+        )
     if cfg.train.pretrain_epochs > cfg.train.epochs:
         raise ConfigError(f"train.pretrain_epochs={cfg.train.pretrain_epochs} exceeds train.epochs={cfg.train.epochs}")
     if cfg.model.name not in FAMILY_MODULES:

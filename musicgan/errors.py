@@ -5,7 +5,6 @@ unusable input. Use `assert` only for internal invariants.
 """
 
 
-
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for the
     one-line errors of the CLI and of messages passed between ranks."""

@@ -176,4 +176,4 @@ def gradient_penalty(scores_hat: torch.Tensor, x_hat: torch.Tensor, weight: floa
 
 def drift_penalty(real_scores: torch.Tensor, epsilon: float) -> torch.Tensor:
     """epsilon * mean(D(real)^2): keeps the critic's scores near 0 (Karras et al. 2018)."""
-    return epsilon * (real_scores ** 2).mean()
+    return epsilon * (real_scores**2).mean()

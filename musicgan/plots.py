@@ -39,7 +39,9 @@ def _save(fig, path) -> str:
 
 
 # -- piano rolls -----------------------------------------------------------------------------
-def piano_roll_image(song: Song, max_width: int = 1024, columns_per_second: float = 32.0, row_height: int = 4) -> np.ndarray:
+def piano_roll_image(
+    song: Song, max_width: int = 1024, columns_per_second: float = 32.0, row_height: int = 4
+) -> np.ndarray:
     """(H, W, 3) uint8 piano roll: time left to right, high pitches on top, darker = louder.
 
     Rows span the song's pitch range (+2 semitones margin, at least two octaves) with
@@ -65,8 +67,8 @@ def piano_roll_image(song: Song, max_width: int = 1024, columns_per_second: floa
         y0 = (high - int(pitch)) * row_height
         shade = int(200 - 170 * min(max(velocity, 0.0), 127.0) / 127.0)  # louder = darker
         color = (230, shade // 2, shade // 2) if is_drum > 0.5 else (shade // 2, shade // 2 + 20, 230 - shade // 3)
-        image[y0 + 1:y0 + row_height, x0:x1] = color
-        image[y0 + 1:y0 + row_height, x0] = (0, 0, 0)  # onset tick: repeated notes stay distinct
+        image[y0 + 1 : y0 + row_height, x0:x1] = color
+        image[y0 + 1 : y0 + row_height, x0] = (0, 0, 0)  # onset tick: repeated notes stay distinct
     return image
 
 
@@ -84,8 +86,12 @@ def piano_roll_png(song: Song, path, title: str | None = None, axes: bool = True
     high = int(notes[:, 2].max()) + 2 if len(notes) else 62
     rows = image.shape[0] / 4  # row_height = 4 pixels per semitone
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    ax.imshow(image, aspect="auto", interpolation="nearest",
-              extent=(0, max(song.end_time, 1e-3), high - rows + 0.5, high + 0.5))
+    ax.imshow(
+        image,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0, max(song.end_time, 1e-3), high - rows + 0.5, high + 0.5),
+    )
     if not len(notes):
         ax.text(0.5, 0.5, "(no notes)", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("time (s)")
@@ -162,12 +168,18 @@ def histograms_png(panels: Mapping[str, Mapping[str, np.ndarray]], path, ncols: 
     for ax, (title, values) in zip(axes, panels.items()):
         draw_histograms(ax, values)
         _finish_axis(ax, title)
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
+    fig.subplots_adjust(
+        left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3
+    )  # tight_layout costs seconds
     return _save(fig, path)
 
 
-def curves_png(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path,
-               xlabel: str = "epoch", ncols: int = 3) -> str:
+def curves_png(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    path,
+    xlabel: str = "epoch",
+    ncols: int = 3,
+) -> str:
     """One line-plot panel per quantity: {title: {label: (x, y)}} (NaN gaps allowed)."""
     fig, axes = _grid(len(panels), ncols)
     for ax, (title, curves) in zip(axes, panels.items()):
@@ -176,7 +188,9 @@ def curves_png(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence
             ax.plot(x, np.asarray(y, dtype=np.float64), style, marker="o", markersize=2.5, color=color, label=label)
         ax.legend(fontsize=6)
         _finish_axis(ax, title, xlabel)
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
+    fig.subplots_adjust(
+        left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3
+    )  # tight_layout costs seconds
     return _save(fig, path)
 
 
@@ -190,7 +204,9 @@ def densities_png(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray
             ax.fill_between(grid, pdf, color=color, alpha=0.15)
         ax.legend(fontsize=6)
         _finish_axis(ax, title, "distance")
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3)  # tight_layout costs seconds
+    fig.subplots_adjust(
+        left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3
+    )  # tight_layout costs seconds
     return _save(fig, path)
 
 
@@ -200,7 +216,7 @@ TRACK_SEPARATOR = (40, 40, 40)
 
 
 def _rgb(hex_color: str) -> tuple[int, int, int]:
-    return tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def multitrack_image(roll: np.ndarray, steps_per_bar: int, row_height: int = 2, step_width: int = 2) -> np.ndarray:
@@ -210,18 +226,19 @@ def multitrack_image(roll: np.ndarray, steps_per_bar: int, row_height: int = 2, 
     steps, tracks, pitches = roll.shape
     panel = pitches * row_height
     image = np.full((tracks * (panel + 1), steps * step_width, 3), 255, dtype=np.uint8)
-    image[:, ::steps_per_bar * step_width] = BAR_LINE
+    image[:, :: steps_per_bar * step_width] = BAR_LINE
     for k in range(tracks):
         top = k * (panel + 1)
         on = roll[:, k, ::-1].T  # (P, T), highest pitch first
         pixels = np.repeat(np.repeat(on, row_height, axis=0), step_width, axis=1)
-        image[top:top + panel][pixels] = _rgb(COLORS[k % len(COLORS)])
+        image[top : top + panel][pixels] = _rgb(COLORS[k % len(COLORS)])
         image[top + panel] = TRACK_SEPARATOR
     return image
 
 
-def multitrack_png(roll: np.ndarray, track_names: Sequence[str], steps_per_bar: int, path,
-                   title: str | None = None) -> str:
+def multitrack_png(
+    roll: np.ndarray, track_names: Sequence[str], steps_per_bar: int, path, title: str | None = None
+) -> str:
     """Save `multitrack_image` as a PNG with track names and bar numbers on the axes."""
     plt = _pyplot()
     image = multitrack_image(roll, steps_per_bar)
@@ -248,4 +265,4 @@ def song_multitrack_png(song: Song, path, title: str | None = None, steps_per_be
     roll = np.stack([b.reshape(-1, b.shape[2]) for b in bars], axis=1)  # (T, K, 128)
     used = np.nonzero(roll.any(axis=(0, 1)))[0]
     low, high = (max(int(used.min()) - 2, 0), min(int(used.max()) + 2, 127)) if len(used) else (48, 72)
-    return multitrack_png(roll[:, :, low:high + 1], [name for _, _, name in tracks], bars[0].shape[1], path, title)
+    return multitrack_png(roll[:, :, low : high + 1], [name for _, _, name in tracks], bars[0].shape[1], path, title)

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from midi_factory import make_song, write_song  # tests/ is on the path: pyproject's pytest pythonpath
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,8 +57,15 @@ def bach_shards(tmp_path_factory) -> Path:
     if use_cache and (cached / "manifest.json").is_file():
         return cached
     out = tmp_path_factory.mktemp("bach_shards")
-    manifest = prepare_dataset(params["spec"], out, workers=2, shard_size=params["shard_size"],
-                               ratios=params["ratios"], progress=False, limit=params["limit"])
+    manifest = prepare_dataset(
+        params["spec"],
+        out,
+        workers=2,
+        shard_size=params["shard_size"],
+        ratios=params["ratios"],
+        progress=False,
+        limit=params["limit"],
+    )
     assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid", "test")), manifest["splits"]
     return _keep_in_cache(out, cached) if use_cache else out
 
@@ -79,8 +85,15 @@ def note_shards(tmp_path_factory) -> Path:
     if use_cache and (cached / "manifest.json").is_file():
         return cached
     out = tmp_path_factory.mktemp("note_shards")
-    prepare_dataset(params["spec"], out, workers=2, shard_size=params["shard_size"], ratios=params["ratios"],
-                    progress=False, audio_rate=params["audio_rate"])
+    prepare_dataset(
+        params["spec"],
+        out,
+        workers=2,
+        shard_size=params["shard_size"],
+        ratios=params["ratios"],
+        progress=False,
+        audio_rate=params["audio_rate"],
+    )
     return _keep_in_cache(out, cached) if use_cache else out
 
 
@@ -102,8 +115,7 @@ def midi_folder_shards(midi_folder, tmp_path_factory) -> Path:
     from musicgan.data.prepare import prepare_dataset
 
     out = tmp_path_factory.mktemp("midi_folder_shards")
-    manifest = prepare_dataset(str(midi_folder), out, workers=1, shard_size=6, ratios=(0.6, 0.2, 0.2),
-                               progress=False)
+    manifest = prepare_dataset(str(midi_folder), out, workers=1, shard_size=6, ratios=(0.6, 0.2, 0.2), progress=False)
     assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid", "test")), manifest["splits"]
     return out
 
@@ -130,8 +142,9 @@ def small_disk(tmp_path, request) -> Path:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     size = request.module.TMPFS_SIZE
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -150,7 +163,8 @@ def bach_audio_shards(tmp_path_factory) -> Path:
     if find_soundfont() is None:
         pytest.skip("needs fluidsynth + fluid-soundfont-gm")
     out = tmp_path_factory.mktemp("bach_audio_shards")
-    manifest = prepare_dataset("music21:bach", out, workers=1, ratios=(0.5, 0.5, 0), progress=False, limit=5,
-                               audio_rate=8000)
+    manifest = prepare_dataset(
+        "music21:bach", out, workers=1, ratios=(0.5, 0.5, 0), progress=False, limit=5, audio_rate=8000
+    )
     assert all(manifest["splits"][s]["songs"] > 0 for s in ("train", "valid")), manifest["splits"]
     return out

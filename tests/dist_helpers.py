@@ -29,11 +29,26 @@ def rank_env(extra: dict | None = None) -> dict:
     return env
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 300, extra_torchrun: list[str] | None = None,
-             env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str],
+    nproc: int = 2,
+    timeout: float = 300,
+    extra_torchrun: list[str] | None = None,
+    env: dict | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=N -m musicgan <args>` as a real subprocess."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           *(extra_torchrun or []), "-m", "musicgan", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *(extra_torchrun or []),
+        "-m",
+        "musicgan",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=rank_env(env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
@@ -50,8 +65,25 @@ def musicgan(args: list[str], timeout: float = 300, check: bool = True) -> subpr
 
 def torchrun_train(preset: str, shards: Path, run_dir: Path, *extra: str, steps: int = 4) -> None:
     """`musicgan train` of `preset` for `steps` steps on 2 gloo ranks; the run must finish."""
-    torchrun(["train", "--preset", preset, "--data", str(shards), "--run-dir", str(run_dir), "--max-steps", str(steps),
-              "--set", "log.progress=false", "--set", "log.tensorboard=false", *extra], timeout=240)
+    torchrun(
+        [
+            "train",
+            "--preset",
+            preset,
+            "--data",
+            str(shards),
+            "--run-dir",
+            str(run_dir),
+            "--max-steps",
+            str(steps),
+            "--set",
+            "log.progress=false",
+            "--set",
+            "log.tensorboard=false",
+            *extra,
+        ],
+        timeout=240,
+    )
     assert (run_dir / "finished.json").is_file()
 
 
@@ -81,8 +113,16 @@ def _run_then_exit(rank: int, fn, *args) -> None:
 
 
 def init_rank(rank: int, world_size: int, port: int) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     torch.set_num_threads(1)
 
 

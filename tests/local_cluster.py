@@ -37,14 +37,22 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))   # run as a script by launch/local-cluster
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script by launch/local-cluster
 
-from slurm_cluster import (REQUEUE_DELAY_S, SlurmCluster, SlurmUnavailable,  # noqa: E402
-                           _is_zombie, _wait_for, _which, ensure_slurm_installed, free_port)
+from slurm_cluster import (
+    REQUEUE_DELAY_S,
+    SlurmCluster,
+    SlurmUnavailable,  # noqa: E402
+    _is_zombie,
+    _wait_for,
+    _which,
+    ensure_slurm_installed,
+    free_port,
+)
 
 DEFAULT_NAME = "mgc"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,9}$")   # "NAME-v12" and "NAME-br" fit the 15-byte interface names
-SLURMD_PORT = 6818   # the same in every node: each slurmd has a network stack of its own
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # "NAME-v12" and "NAME-br" fit the 15-byte interface names
+SLURMD_PORT = 6818  # the same in every node: each slurmd has a network stack of its own
 LAYOUT_FILE = "cluster.json"
 
 CONF_TEMPLATE = """\
@@ -104,7 +112,7 @@ class Layout:
 
     name: str
     root: Path
-    subnet: str                    # "10.X.Y": host end .1, controller .2, nodes .3, .4, ...
+    subnet: str  # "10.X.Y": host end .1, controller .2, nodes .3, .4, ...
     nodes: int
     cpus_per_node: int
 
@@ -125,10 +133,10 @@ class Layout:
         return [self.ctl_name, *self.node_names]
 
     def addr_of(self, namespace: str) -> str:
-        return f"{self.subnet}.{2 + self.namespaces.index(namespace)}"   # ctl .2, nodeI .(2+I)
+        return f"{self.subnet}.{2 + self.namespaces.index(namespace)}"  # ctl .2, nodeI .(2+I)
 
     def link_of(self, namespace: str) -> str:
-        return f"{self.name}-v{self.namespaces.index(namespace)}"     # the host end of its veth pair
+        return f"{self.name}-v{self.namespaces.index(namespace)}"  # the host end of its veth pair
 
     def node_name(self, index: int) -> str:
         return f"{self.name}-node{index}"
@@ -145,8 +153,7 @@ class Layout:
         return self.root / "slurm.conf"
 
     def save(self) -> None:
-        data = {"name": self.name, "subnet": self.subnet, "nodes": self.nodes,
-                "cpus_per_node": self.cpus_per_node}
+        data = {"name": self.name, "subnet": self.subnet, "nodes": self.nodes, "cpus_per_node": self.cpus_per_node}
         (self.root / LAYOUT_FILE).write_text(json.dumps(data) + "\n")
 
     @classmethod
@@ -155,8 +162,13 @@ class Layout:
             data = json.loads((root / LAYOUT_FILE).read_text())
         except (OSError, ValueError):
             return None
-        return cls(name=data["name"], root=root, subnet=data["subnet"], nodes=data["nodes"],
-                   cpus_per_node=data["cpus_per_node"])
+        return cls(
+            name=data["name"],
+            root=root,
+            subnet=data["subnet"],
+            nodes=data["nodes"],
+            cpus_per_node=data["cpus_per_node"],
+        )
 
 
 @dataclass
@@ -238,8 +250,7 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     """Every IPv4 network the host routes or has an address in, to pick a subnet nobody uses."""
     text = _sh("ip", "-4", "-o", "route", "show", "table", "all", check=False).stdout
     text += _sh("ip", "-4", "-o", "addr", "show", check=False).stdout
-    return [ipaddress.ip_network(token, strict=False)
-            for token in re.findall(r"\b\d+\.\d+\.\d+\.\d+(?:/\d+)?", text)]
+    return [ipaddress.ip_network(token, strict=False) for token in re.findall(r"\b\d+\.\d+\.\d+\.\d+(?:/\d+)?", text)]
 
 
 def _free_subnet(name: str) -> str:
@@ -267,12 +278,24 @@ def _hosts_file(layout: Layout) -> str:
 def _write_conf(layout: Layout) -> None:
     node_lines = "\n".join(
         f"NodeName={layout.node_name(i)} NodeHostname={layout.node_name(i)} NodeAddr={layout.node_addr(i)} "
-        f"CPUs={layout.cpus_per_node} State=UNKNOWN" for i in range(1, layout.nodes + 1))
-    layout.conf.write_text(CONF_TEMPLATE.format(
-        nodes=layout.nodes, name=layout.name, ctld_host=layout.ctl_name,
-        ctld_addr=layout.addr_of(layout.ctl_name), ctld_port=free_port(), slurmd_port=SLURMD_PORT, root=layout.root,
-        cred_expire=REQUEUE_DELAY_S, first_job_id=random.randint(1_000, 1_000_000),
-        node_lines=node_lines, node_list=",".join(layout.node_names)))
+        f"CPUs={layout.cpus_per_node} State=UNKNOWN"
+        for i in range(1, layout.nodes + 1)
+    )
+    layout.conf.write_text(
+        CONF_TEMPLATE.format(
+            nodes=layout.nodes,
+            name=layout.name,
+            ctld_host=layout.ctl_name,
+            ctld_addr=layout.addr_of(layout.ctl_name),
+            ctld_port=free_port(),
+            slurmd_port=SLURMD_PORT,
+            root=layout.root,
+            cred_expire=REQUEUE_DELAY_S,
+            first_job_id=random.randint(1_000, 1_000_000),
+            node_lines=node_lines,
+            node_list=",".join(layout.node_names),
+        )
+    )
 
 
 def _make_folders(layout: Layout) -> None:
@@ -297,9 +320,8 @@ def _make_network(layout: Layout) -> None:
         link = layout.link_of(node)
         _sh("ip", "netns", "add", node)
         _in_netns(node, "link", "set", "lo", "up")
-        for scope in ("all", "default"):   # before eth0 exists, so it never gets an IPv6 address
-            _sh("ip", "netns", "exec", node, "sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1",
-                check=False)
+        for scope in ("all", "default"):  # before eth0 exists, so it never gets an IPv6 address
+            _sh("ip", "netns", "exec", node, "sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1", check=False)
         _sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", node)
         _disable_ipv6(link)
         _sh("ip", "link", "set", link, "master", layout.bridge, "up")
@@ -325,8 +347,14 @@ def _daemon_env() -> dict[str, str]:
 def _spawn(layout: Layout, name: str, cmd: list[str]) -> int:
     """Start a daemon detached from us (it outlives `up`); its pid is kept in run/NAME.daemon."""
     with open(layout.root / "log" / f"{name}.out", "ab") as log:
-        proc = subprocess.Popen(cmd, env=_daemon_env(), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=_daemon_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     (layout.root / "run" / f"{name}.daemon").write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -335,29 +363,67 @@ def _in_namespace(layout: Layout, namespace: str, *cmd: str) -> list[str]:
     """`cmd` inside `namespace` (a node or the controller): its network namespace, a UTS
     namespace with its hostname, a mount namespace where /etc/hosts and resolv.conf are ours."""
     etc = layout.root / "etc"
-    script = (f"hostname {namespace} && mount --bind {etc}/hosts /etc/hosts && "
-              f"mount --bind {etc}/resolv.conf /etc/resolv.conf && exec \"$@\"")
+    script = (
+        f"hostname {namespace} && mount --bind {etc}/hosts /etc/hosts && "
+        f'mount --bind {etc}/resolv.conf /etc/resolv.conf && exec "$@"'
+    )
     # (nsenter, not `ip netns exec`: that one mounts a fresh /sys without the cgroup tree
     # slurmd needs even with proctrack/linuxproc)
-    return ["nsenter", f"--net=/run/netns/{namespace}", "unshare", "--uts", "--mount",
-            "--propagation", "private", "sh", "-c", script, "node", *cmd]
+    return [
+        "nsenter",
+        f"--net=/run/netns/{namespace}",
+        "unshare",
+        "--uts",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "node",
+        *cmd,
+    ]
 
 
 def _start_daemons(layout: Layout, cluster: LocalCluster, timeout_s: float) -> None:
     root, munge_dir = layout.root, layout.root / "munge"
-    _spawn(layout, "munged", _in_namespace(
-        layout, layout.ctl_name, _sbin_path("munged"), "--foreground", "--force", f"--socket={munge_dir}/munge.socket",
-        f"--key-file={munge_dir}/munge.key", f"--pid-file={root}/run/munged.pid",
-        f"--log-file={root}/log/munged.log", f"--seed-file={munge_dir}/munged.seed"))
-    _wait_for(lambda: (munge_dir / "munge.socket").exists(), timeout_s=timeout_s, what="the munge socket", cluster=cluster)
-    _spawn(layout, "slurmctld", _in_namespace(layout, layout.ctl_name, _sbin_path("slurmctld"), "-D", "-c", "-i",
-                                              "-f", str(layout.conf)))
-    _wait_for(lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
-              timeout_s=timeout_s, what="slurmctld to answer", cluster=cluster)
+    _spawn(
+        layout,
+        "munged",
+        _in_namespace(
+            layout,
+            layout.ctl_name,
+            _sbin_path("munged"),
+            "--foreground",
+            "--force",
+            f"--socket={munge_dir}/munge.socket",
+            f"--key-file={munge_dir}/munge.key",
+            f"--pid-file={root}/run/munged.pid",
+            f"--log-file={root}/log/munged.log",
+            f"--seed-file={munge_dir}/munged.seed",
+        ),
+    )
+    _wait_for(
+        lambda: (munge_dir / "munge.socket").exists(), timeout_s=timeout_s, what="the munge socket", cluster=cluster
+    )
+    _spawn(
+        layout,
+        "slurmctld",
+        _in_namespace(layout, layout.ctl_name, _sbin_path("slurmctld"), "-D", "-c", "-i", "-f", str(layout.conf)),
+    )
+    _wait_for(
+        lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
+        timeout_s=timeout_s,
+        what="slurmctld to answer",
+        cluster=cluster,
+    )
     for node in layout.node_names:
         (root / "spool" / node).mkdir(exist_ok=True)
-        _spawn(layout, f"slurmd-{node}", _in_namespace(layout, node, _sbin_path("slurmd"), "-D", "-f", str(layout.conf),
-                                                       "-N", node))
+        _spawn(
+            layout,
+            f"slurmd-{node}",
+            _in_namespace(layout, node, _sbin_path("slurmd"), "-D", "-f", str(layout.conf), "-N", node),
+        )
     cluster.wait_until_idle(timeout_s=timeout_s)
 
 
@@ -369,8 +435,14 @@ def _sbin_path(name: str) -> str:
 
 
 def _cluster(layout: Layout) -> LocalCluster:
-    return LocalCluster(root=layout.root, node_name=layout.node_name(1), cpus=layout.cpus_per_node,
-                        conf=layout.conf, layout=layout, node_names=layout.node_names)
+    return LocalCluster(
+        root=layout.root,
+        node_name=layout.node_name(1),
+        cpus=layout.cpus_per_node,
+        conf=layout.conf,
+        layout=layout,
+        node_names=layout.node_names,
+    )
 
 
 def _daemon_pids(root: Path) -> list[int]:
@@ -384,11 +456,11 @@ def _daemon_pids(root: Path) -> list[int]:
 
 
 def _is_alive(pid: int) -> bool:
-    return not _is_zombie(Path(f"/proc/{pid}"))   # (gone counts as a zombie there)
+    return not _is_zombie(Path(f"/proc/{pid}"))  # (gone counts as a zombie there)
 
 
 def _is_running(layout: Layout) -> bool:
-    expected = 2 + layout.nodes   # munged, slurmctld, a slurmd per node
+    expected = 2 + layout.nodes  # munged, slurmctld, a slurmd per node
     return len(_daemon_pids(layout.root)) >= expected and all(_netns_exists(n) for n in layout.namespaces)
 
 
@@ -400,13 +472,18 @@ def _check_can_run() -> None:
         if shutil.which(tool) is None:
             raise SlurmUnavailable(f"{tool} is missing (Debian packages iproute2, util-linux, mount)")
     probe = _sh("unshare", "--net", "--uts", "--mount", "true", check=False)
-    if probe.returncode != 0:   # e.g. a container without CAP_SYS_ADMIN
+    if probe.returncode != 0:  # e.g. a container without CAP_SYS_ADMIN
         raise SlurmUnavailable(f"cannot create network namespaces here: {probe.stderr.strip()}")
     ensure_slurm_installed()
 
 
-def up(nodes: int = 2, name: str = DEFAULT_NAME, state_dir: str | Path | None = None,
-       cpus_per_node: int | None = None, timeout_s: float = 60) -> LocalCluster:
+def up(
+    nodes: int = 2,
+    name: str = DEFAULT_NAME,
+    state_dir: str | Path | None = None,
+    cpus_per_node: int | None = None,
+    timeout_s: float = 60,
+) -> LocalCluster:
     """Start (or find running) the cluster NAME with `nodes` nodes; return it once all are idle."""
     _check_name(name)
     if nodes < 1:
@@ -417,10 +494,12 @@ def up(nodes: int = 2, name: str = DEFAULT_NAME, state_dir: str | Path | None = 
     cpus_per_node = cpus_per_node or max(1, (os.cpu_count() or 1) // nodes)
     if existing and _is_running(existing):
         if (existing.nodes, existing.cpus_per_node) != (nodes, cpus_per_node):
-            raise ClusterError(f"cluster {name} is already up with {existing.nodes} node(s) x "
-                               f"{existing.cpus_per_node} CPU(s): run `down` first")
+            raise ClusterError(
+                f"cluster {name} is already up with {existing.nodes} node(s) x "
+                f"{existing.cpus_per_node} CPU(s): run `down` first"
+            )
         return _cluster(existing)
-    down(name, root)   # a half-made or dead cluster: start from nothing
+    down(name, root)  # a half-made or dead cluster: start from nothing
     layout = Layout(name=name, root=root, subnet=_free_subnet(name), nodes=nodes, cpus_per_node=cpus_per_node)
     cluster = _cluster(layout)
     try:
@@ -458,8 +537,7 @@ def _layout_for_down(name: str, root: Path) -> Layout:
     saved = Layout.load(root)
     if saved:
         return saved
-    count = sum(1 for ns in _netns_list()
-                if re.fullmatch(rf"{re.escape(name)}-node\d+", ns))
+    count = sum(1 for ns in _netns_list() if re.fullmatch(rf"{re.escape(name)}-node\d+", ns))
     return Layout(name=name, root=root, subnet="", nodes=count, cpus_per_node=1)
 
 
@@ -472,8 +550,8 @@ def down(name: str = DEFAULT_NAME, state_dir: str | Path | None = None) -> None:
         cluster = _cluster(layout)
         cluster.run("scancel", "--full", "--quiet", check=False, timeout=10)
     node_pids = [pid for node in layout.node_names for pid in _netns_pids(node)]
-    _terminate(node_pids)   # slurmd, its steps and every job process on the nodes
-    _terminate(_netns_pids(layout.ctl_name))   # slurmctld, munged
+    _terminate(node_pids)  # slurmd, its steps and every job process on the nodes
+    _terminate(_netns_pids(layout.ctl_name))  # slurmctld, munged
     # host-side clients (sbatch, srun) and anything else carrying our SLURM_CONF
     _terminate(_daemon_pids(root) + _cluster(layout).leftover_pids())
     # A veth pair goes with either end: the host ends first, then the bridge and namespaces
@@ -503,15 +581,19 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="launch/local-cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--nodes", type=int, default=2, help="number of nodes (up; default 2)")
-    parser.add_argument("--cpus-per-node", type=int, default=None,
-                        help="CPUs of each node (up; default: this machine's CPUs / nodes)")
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help=f"cluster name: prefix of its nodes, namespaces and links (default {DEFAULT_NAME})")
+    parser.add_argument(
+        "--cpus-per-node", type=int, default=None, help="CPUs of each node (up; default: this machine's CPUs / nodes)"
+    )
+    parser.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help=f"cluster name: prefix of its nodes, namespaces and links (default {DEFAULT_NAME})",
+    )
     parser.add_argument("--state", default=None, help="state folder (default $TMPDIR/musicgan-cluster-NAME)")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except RuntimeError as exc:   # ClusterError, SlurmUnavailable, a daemon that did not start
+    except RuntimeError as exc:  # ClusterError, SlurmUnavailable, a daemon that did not start
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
@@ -520,10 +602,12 @@ def _cmd_up(args) -> int:
     started = time.monotonic()
     cluster = up(args.nodes, args.name, args.state, args.cpus_per_node)
     layout = cluster.layout
-    print(f"[local-cluster] {layout.nodes} node(s) x {layout.cpus_per_node} CPU(s) up in "
-          f"{time.monotonic() - started:.1f} s: " + ", ".join(
-              f"{layout.node_name(i)} ({layout.node_addr(i)})" for i in range(1, layout.nodes + 1)),
-          file=sys.stderr)
+    print(
+        f"[local-cluster] {layout.nodes} node(s) x {layout.cpus_per_node} CPU(s) up in "
+        f"{time.monotonic() - started:.1f} s: "
+        + ", ".join(f"{layout.node_name(i)} ({layout.node_addr(i)})" for i in range(1, layout.nodes + 1)),
+        file=sys.stderr,
+    )
     print(f"export SLURM_CONF={cluster.conf}")
     return 0
 

@@ -15,8 +15,14 @@ from musicgan.data.song import Song
 GRID = 0.125  # seconds; at 120 bpm and 480 ticks/quarter this is 120 ticks, so it round-trips exactly
 
 
-def make_song(seed: int = 0, num_onsets: int = 40, chord_prob: float = 0.3, tempo: float = 120.0,
-              program: int = 0, source: str = "") -> Song:
+def make_song(
+    seed: int = 0,
+    num_onsets: int = 40,
+    chord_prob: float = 0.3,
+    tempo: float = 120.0,
+    program: int = 0,
+    source: str = "",
+) -> Song:
     """A random pitched song on a 1/8 s grid: melody with some chords, varied velocities."""
     rng = np.random.default_rng(seed)
     onset, duration, pitch, velocity = [], [], [], []
@@ -36,8 +42,16 @@ def make_song(seed: int = 0, num_onsets: int = 40, chord_prob: float = 0.3, temp
             pitch.append(p)
             velocity.append(int(rng.integers(40, 120)))
         t += GRID * step
-    return Song.from_columns(onset, duration, pitch, velocity, program=np.full(len(onset), program),
-                             tempos=[(0.0, tempo)], time_signatures=[(0.0, 4, 4)], source=source)
+    return Song.from_columns(
+        onset,
+        duration,
+        pitch,
+        velocity,
+        program=np.full(len(onset), program),
+        tempos=[(0.0, tempo)],
+        time_signatures=[(0.0, 4, 4)],
+        source=source,
+    )
 
 
 def write_song(path, song: Song) -> Path:
@@ -69,8 +83,7 @@ def smf(tracks: list[bytes], division: int = 480, fmt: int = 1, ntracks: int | N
 
 
 def note(delta_on: int, length: int, pitch: int = 60, velocity: int = 100, channel: int = 0) -> bytes:
-    return (vlq(delta_on) + bytes([0x90 | channel, pitch, velocity])
-            + vlq(length) + bytes([0x80 | channel, pitch, 0]))
+    return vlq(delta_on) + bytes([0x90 | channel, pitch, velocity]) + vlq(length) + bytes([0x80 | channel, pitch, 0])
 
 
 def tempo_event(delta: int, us_per_quarter: int) -> bytes:

@@ -59,8 +59,7 @@ def ensure_slurm_installed(timeout_s: float = 600) -> None:
     result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout_s)
     if result.returncode != 0:
         # Fresh machines often have no package lists yet: update once, then try again.
-        update = subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True,
-                                timeout=timeout_s)
+        update = subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True, timeout=timeout_s)
         result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout_s)
         if result.returncode != 0:
             tail = (update.stderr + result.stderr).strip().splitlines()[-3:]
@@ -96,21 +95,26 @@ class SlurmCluster:
                 path += os.pathsep + sbin
         return dict(os.environ, SLURM_CONF=str(self.conf), PATH=path)
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 60, env: dict | None = None
-            ) -> subprocess.CompletedProcess:
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = 60, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         """Run a SLURM client command against this cluster, text output captured."""
-        result = subprocess.run(list(cmd), env=env or self.env, capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(list(cmd), env=env or self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def sbatch(self, script: str | Path, *args: str, options: list[str] | None = None,
-               env: dict | None = None, cwd: str | Path | None = None) -> str:
+    def sbatch(
+        self,
+        script: str | Path,
+        *args: str,
+        options: list[str] | None = None,
+        env: dict | None = None,
+        cwd: str | Path | None = None,
+    ) -> str:
         """Submit `script args...` with extra sbatch `options`; return the job id."""
         cmd = ["sbatch", "--parsable", *(options or []), str(script), *args]
-        result = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True,
-                                timeout=60, cwd=cwd)
+        result = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True, timeout=60, cwd=cwd)
         if result.returncode != 0:
             raise RuntimeError(f"sbatch failed ({result.returncode}): {result.stderr.strip()}")
         return result.stdout.strip().split(";")[0]
@@ -121,7 +125,7 @@ class SlurmCluster:
         if result.returncode != 0:
             return {}
         info: dict[str, str] = {}
-        for line in result.stdout.splitlines()[:1]:   # array jobs: the first task is enough here
+        for line in result.stdout.splitlines()[:1]:  # array jobs: the first task is enough here
             for item in line.split():
                 key, _, value = item.partition("=")
                 info.setdefault(key, value)
@@ -130,10 +134,23 @@ class SlurmCluster:
     def job_state(self, job_id: str) -> str:
         return self.job_info(job_id).get("JobState", "UNKNOWN")
 
-    def wait_for_job(self, job_id: str, timeout_s: float = 180, poll_s: float = 0.5,
-                     final_states: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                      "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                                                      "DEADLINE", "PREEMPTED")) -> dict[str, str]:
+    def wait_for_job(
+        self,
+        job_id: str,
+        timeout_s: float = 180,
+        poll_s: float = 0.5,
+        final_states: tuple[str, ...] = (
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+            "BOOT_FAIL",
+            "DEADLINE",
+            "PREEMPTED",
+        ),
+    ) -> dict[str, str]:
         """Poll until the job reaches a final state; return its info (raise TimeoutError otherwise)."""
         deadline = time.monotonic() + timeout_s
         info: dict[str, str] = {}
@@ -215,7 +232,7 @@ class SlurmCluster:
             except OSError:
                 continue
             if marker in environ.split(b"\0") and not _is_zombie(entry) and _parent(entry) not in daemons:
-                pids.append(int(entry.name))   # (slurmctld's own helper, slurmscriptd, is no leftover)
+                pids.append(int(entry.name))  # (slurmctld's own helper, slurmscriptd, is no leftover)
         return pids
 
     @staticmethod
@@ -314,8 +331,7 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP OverSubsc
 """
 
 
-def start_cluster(base_dir: str | Path | None = None, cpus: int | None = None,
-                  timeout_s: float = 60) -> SlurmCluster:
+def start_cluster(base_dir: str | Path | None = None, cpus: int | None = None, timeout_s: float = 60) -> SlurmCluster:
     """Install (if needed) and start a private one-node cluster; return it once the node is idle."""
     started = time.monotonic()
     if os.geteuid() != 0:
@@ -330,10 +346,19 @@ def start_cluster(base_dir: str | Path | None = None, cpus: int | None = None,
     cpus = cpus or os.cpu_count() or 1
     munge_socket = root / "munge" / "munge.socket"
     conf = root / "slurm.conf"
-    conf.write_text(SLURM_CONF_TEMPLATE.format(
-        node=node, addr="127.0.0.1", cpus=cpus, root=root, munge_socket=munge_socket,
-        ctld_port=free_port(), slurmd_port=free_port(), cred_expire=REQUEUE_DELAY_S,
-        first_job_id=random.randint(1_000, 1_000_000)))
+    conf.write_text(
+        SLURM_CONF_TEMPLATE.format(
+            node=node,
+            addr="127.0.0.1",
+            cpus=cpus,
+            root=root,
+            munge_socket=munge_socket,
+            ctld_port=free_port(),
+            slurmd_port=free_port(),
+            cred_expire=REQUEUE_DELAY_S,
+            first_job_id=random.randint(1_000, 1_000_000),
+        )
+    )
     cluster = SlurmCluster(root=root, node_name=node, cpus=cpus, conf=conf)
 
     key = root / "munge" / "munge.key"
@@ -345,18 +370,33 @@ def start_cluster(base_dir: str | Path | None = None, cpus: int | None = None,
 
     def launch(name: str, cmd: list[str]) -> None:
         log = open(logs / f"{name}.out", "ab")
-        cluster.daemons[name] = subprocess.Popen(cmd, env=daemon_env, stdout=log, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        cluster.daemons[name] = subprocess.Popen(
+            cmd, env=daemon_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.close()
 
     try:
-        launch("munged", [_which("munged"), "--foreground", "--force", f"--socket={munge_socket}",
-                          f"--key-file={key}", f"--pid-file={root}/run/munged.pid",
-                          f"--log-file={logs}/munged.log", f"--seed-file={root}/munge/munged.seed"])
+        launch(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={root}/run/munged.pid",
+                f"--log-file={logs}/munged.log",
+                f"--seed-file={root}/munge/munged.seed",
+            ],
+        )
         _wait_for(lambda: munge_socket.exists(), timeout_s=10, what="munged socket", cluster=cluster)
         launch("slurmctld", [_which("slurmctld"), "-D", "-c", "-i", "-f", str(conf)])
-        _wait_for(lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
-                  timeout_s=timeout_s, what="slurmctld answering", cluster=cluster)
+        _wait_for(
+            lambda: cluster.run("scontrol", "ping", check=False, timeout=10).returncode == 0,
+            timeout_s=timeout_s,
+            what="slurmctld answering",
+            cluster=cluster,
+        )
         launch("slurmd", [_which("slurmd"), "-D", "-f", str(conf), "-N", node])
         cluster.wait_until_idle(timeout_s=timeout_s)
     except BaseException:

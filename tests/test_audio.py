@@ -8,8 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from midi_factory import make_song, write_song
+
 from musicgan.audio import find_soundfont, from_pcm16, render_audio, to_pcm16
 from musicgan.cli import main
 from musicgan.data.loader import iter_songs
@@ -23,7 +23,7 @@ RATE = 8000  # the lowest rate FluidSynth renders: the timing checks need no mor
 
 
 def _rms(audio: np.ndarray, start_s: float, end_s: float, rate: int = RATE) -> float:
-    part = from_pcm16(audio[int(start_s * rate):int(end_s * rate)])
+    part = from_pcm16(audio[int(start_s * rate) : int(end_s * rate)])
     return float(np.sqrt(np.mean(part.astype(np.float64) ** 2)))
 
 
@@ -51,14 +51,31 @@ def test_rendered_chorales_last_as_long_as_the_songs_and_render_identically(bach
 
 
 def test_prepare_with_audio_rate_stores_int16_audio_deterministically(tmp_path):
-    manifests = [prepare_dataset("music21:bach", tmp_path / name, workers=2, shard_size=2, ratios=(1, 0, 0),
-                                 progress=False, limit=3, audio_rate=RATE) for name in ("a", "b")]
+    manifests = [
+        prepare_dataset(
+            "music21:bach",
+            tmp_path / name,
+            workers=2,
+            shard_size=2,
+            ratios=(1, 0, 0),
+            progress=False,
+            limit=3,
+            audio_rate=RATE,
+        )
+        for name in ("a", "b")
+    ]
     assert manifests[0]["audio_rate"] == RATE and len(manifests[0]["included"]) == 3
     for name in manifests[0]["splits"]["train"]["files"]:  # byte-identical shards
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     with tarfile.open(tmp_path / "a" / "train-000000.tar") as tar:
-        assert sorted(m.name.split(".", 1)[1] for m in tar.getmembers()) == ["audio.npy", "audio.npy", "json", "json",
-                                                                              "notes.npy", "notes.npy"]
+        assert sorted(m.name.split(".", 1)[1] for m in tar.getmembers()) == [
+            "audio.npy",
+            "audio.npy",
+            "json",
+            "json",
+            "notes.npy",
+            "notes.npy",
+        ]
     songs = list(iter_songs(split_urls(tmp_path / "a", "train")))
     seconds = {e["path"]: e["audio_s"] for e in manifests[0]["included"]}
     for song in songs:
@@ -78,18 +95,22 @@ def test_prepare_without_audio_rate_writes_no_audio(bach_shards):
 def test_a_song_too_long_to_render_is_skipped_with_its_reason(tmp_path):
     write_song(tmp_path / "in" / "good.mid", make_song(seed=1, num_onsets=8))
     write_song(tmp_path / "in" / "endless.mid", Song.from_columns([0.0], [1300.0], [60]))
-    manifest = prepare_dataset(str(tmp_path / "in"), tmp_path / "out", workers=1, ratios=(1, 0, 0),
-                               progress=False, audio_rate=RATE)
+    manifest = prepare_dataset(
+        str(tmp_path / "in"), tmp_path / "out", workers=1, ratios=(1, 0, 0), progress=False, audio_rate=RATE
+    )
     assert [e["path"] for e in manifest["included"]] == ["good.mid"]
-    assert manifest["skipped"] == [{"path": "endless.mid",
-                                    "reason": "audio: the song lasts 22 min, above the 20 min limit for rendering"}]
+    assert manifest["skipped"] == [
+        {"path": "endless.mid", "reason": "audio: the song lasts 22 min, above the 20 min limit for rendering"}
+    ]
 
 
 def test_a_broken_soundfont_skips_every_song_with_the_reason(tmp_path, monkeypatch):
     write_song(tmp_path / "in" / "a.mid", make_song(seed=2, num_onsets=4))
     (tmp_path / "broken.sf2").write_bytes(b"not a soundfont" * 100)
     monkeypatch.setenv("MUSICGAN_SOUNDFONT", str(tmp_path / "broken.sf2"))
-    with pytest.raises(DataError, match=r"a\.mid: audio: FluidSynth rendered only silence \(fluidsynth: error: fluid_is_soundfont"):
+    with pytest.raises(
+        DataError, match=r"a\.mid: audio: FluidSynth rendered only silence \(fluidsynth: error: fluid_is_soundfont"
+    ):
         prepare_dataset(str(tmp_path / "in"), tmp_path / "out", workers=1, progress=False, audio_rate=RATE)
 
 
@@ -97,8 +118,10 @@ def test_missing_fluidsynth_or_bad_rate_is_one_line_at_the_cli(tmp_path, monkeyp
     write_song(tmp_path / "in" / "a.mid", make_song(seed=3, num_onsets=4))
     args = ["prepare", "--midi-dir", str(tmp_path / "in"), "--out", str(tmp_path / "out")]
     assert main(args + ["--audio-rate", "100"]) == 2
-    assert capsys.readouterr().err.strip() == "error: audio rate must be a whole number of Hz in 8000-96000 " \
-                                              "(FluidSynth's range), got 100"
+    assert (
+        capsys.readouterr().err.strip() == "error: audio rate must be a whole number of Hz in 8000-96000 "
+        "(FluidSynth's range), got 100"
+    )
     monkeypatch.setenv("PATH", str(tmp_path))  # no fluidsynth program on it
     assert main(args + ["--audio-rate", "16000"]) == 2
     err = capsys.readouterr().err.strip()
@@ -132,8 +155,9 @@ def test_partitioned_prepare_with_audio_merges_its_audio_totals(tmp_path):
         write_song(tmp_path / "in" / f"s{i}.mid", make_song(seed=10 + i, num_onsets=6))
     whole = prepare_dataset(str(tmp_path / "in"), tmp_path / "whole", workers=1, progress=False, audio_rate=RATE)
     for task in range(2):
-        prepare_dataset(str(tmp_path / "in"), tmp_path / "parts", workers=1, progress=False, audio_rate=RATE,
-                        partition=(task, 2))
+        prepare_dataset(
+            str(tmp_path / "in"), tmp_path / "parts", workers=1, progress=False, audio_rate=RATE, partition=(task, 2)
+        )
     merged = merge_manifests(tmp_path / "parts")
     assert merged["audio_rate"] == RATE
     for split in ("train", "valid", "test"):

@@ -92,8 +92,13 @@ def test_evaluate_scores_wav_sets_against_real_audio_and_escapes_names(bach_audi
         write_wav(pcm, copies / f"c{k}.wav", 8000)
         write_wav(noise(2.0, seed=k, amplitude=0.1), hiss / f"n{k}.wav", 8000)
     lines = []
-    result = run_audio_evaluate(run=str(copies), compare=[str(hiss)], reference=str(bach_audio_shards), out=str(tmp_path / "ev"),
-                                echo=lines.append)
+    result = run_audio_evaluate(
+        run=str(copies),
+        compare=[str(hiss)],
+        reference=str(bach_audio_shards),
+        out=str(tmp_path / "ev"),
+        echo=lines.append,
+    )
     ours, noisy = result["sets"]["copies"]["metrics"], result["sets"]["<i>hiss&co"]["metrics"]
     assert ours["copy_distance"] < 1e-3 < noisy["copy_distance"]  # training audio replayed: memorisation
     assert ours["frechet_log_mel"] < noisy["frechet_log_mel"]

@@ -40,13 +40,19 @@ def _round_trip_lsb(rep, song: Song) -> tuple[int, float]:
     decoded = rep.decode(rep.encode(song))
     assert decoded.num_notes == 0 and decoded.audio_rate == song.audio_rate and decoded.audio.dtype == np.int16
     assert len(decoded.audio) >= len(song.audio)
-    error = decoded.audio[:len(song.audio)].astype(np.int64) - song.audio
-    return int(np.abs(error).max()), float(np.sqrt(np.mean(error ** 2.0) / np.mean(song.audio ** 2.0)))
+    error = decoded.audio[: len(song.audio)].astype(np.int64) - song.audio
+    return int(np.abs(error).max()), float(np.sqrt(np.mean(error**2.0) / np.mean(song.audio**2.0)))
 
 
-@pytest.mark.parametrize("options, features", [
-    ({}, 2000), ({"spectrum": "rfft"}, 1002), ({"overlap": True}, 2000), ({"overlap": True, "spectrum": "rfft"}, 1002),
-])
+@pytest.mark.parametrize(
+    "options, features",
+    [
+        ({}, 2000),
+        ({"spectrum": "rfft"}, 1002),
+        ({"overlap": True}, 2000),
+        ({"overlap": True, "spectrum": "rfft"}, 1002),
+    ],
+)
 def test_fft_blocks_round_trip_rendered_chorales_exactly(chorales, options, features):
     rep = build_representation("fft_blocks", block_size=1000, sample_rate=RATE, **options)
     rep.fit(chorales[:2])
@@ -98,9 +104,11 @@ def test_specgram_if_mel_round_trip_keeps_the_spectrogram_within_its_stated_erro
     assert rep.num_features == 2 * 128
     rep.fit(chorales[:2])
     song = chorales[2]
-    decoded = rep.decode(rep.encode(song)).audio[:len(song.audio)]
+    decoded = rep.decode(rep.encode(song)).audio[: len(song.audio)]
     linear = build_representation("specgram_if", normalize=False, **SMALL_SPECGRAM)
-    original, rebuilt = (np.exp(linear.analyse(from_pcm16(a).astype(np.float64))[:, :128]) for a in (song.audio, decoded))
+    original, rebuilt = (
+        np.exp(linear.analyse(from_pcm16(a).astype(np.float64))[:, :128]) for a in (song.audio, decoded)
+    )
     relative = np.linalg.norm(rebuilt - original) / np.linalg.norm(original)
     # The mel matrix has rank ~70 % of its size, so high-frequency detail is smoothed. Measured on
     # bwv101.7: 0.13 of the magnitude spectrogram's norm at nfft 256 (0.09 at nfft 2048, 16 kHz);
@@ -147,14 +155,23 @@ def test_songs_without_audio_or_at_another_rate_are_clear_errors(chorales):
 def test_the_loader_streams_audio_windows(audio_shards, chorales):
     rep = build_representation("fft_blocks", block_size=1000, sample_rate=RATE, spectrum="rfft")
     rep.fit(chorales)
-    loader = make_loader(split_urls(audio_shards, "train"), rep, seq_len=6, batch_size=2, num_batches=2, seed=3,
-                         epoch=0, rank=0, world_size=1)
+    loader = make_loader(
+        split_urls(audio_shards, "train"),
+        rep,
+        seq_len=6,
+        batch_size=2,
+        num_batches=2,
+        seed=3,
+        epoch=0,
+        rank=0,
+        world_size=1,
+    )
     encoded = {song.source: rep.encode(song) for song in chorales}
     for batch in loader:
         assert batch.x.shape == (2, 6, rep.num_features) and batch.x.dtype.is_floating_point
         for row, source in zip(batch.x.numpy(), batch.keys):
             steps = encoded[source]
-            assert any(np.array_equal(row, steps[s:s + 6]) for s in range(len(steps) - 5))
+            assert any(np.array_equal(row, steps[s : s + 6]) for s in range(len(steps) - 5))
 
 
 def test_samples_of_an_audio_representation_are_written_as_wav(chorales, tmp_path):
@@ -165,8 +182,9 @@ def test_samples_of_an_audio_representation_are_written_as_wav(chorales, tmp_pat
     rep = build_representation("specgram_if", **SMALL_SPECGRAM)
     rep.fit(chorales[:1])
     steps = np.stack([rep.encode(song)[:40] for song in chorales[:2]])  # (N, L, F) as a generator emits
-    paths = write_songs(decode_all(rep, steps), tmp_path, png=False) + write_songs([chorales[0]], tmp_path, prefix="x",
-                                                                                   png=False)
+    paths = write_songs(decode_all(rep, steps), tmp_path, png=False) + write_songs(
+        [chorales[0]], tmp_path, prefix="x", png=False
+    )
     assert [p.name for p in paths] == ["sample-000.wav", "sample-001.wav", "x-000.mid"]  # notes still give MIDI
     for path, row in zip(paths[:2], steps):
         with wave.open(str(path)) as wav:

@@ -14,8 +14,13 @@ from musicgan.benchmarks import flops
 from musicgan.benchmarks.trainer_step import bare_copies, bare_step, build_trainer, first_batch, run_trainer_steps
 from musicgan.benchmarks.workload import bench_config, workload_overrides
 
-RATIOS = ("trainer_overhead_ratio", "generator_speedup", "data_headroom_ratio", "ddp_scaling_ratio",
-          "flops_utilisation")
+RATIOS = (
+    "trainer_overhead_ratio",
+    "generator_speedup",
+    "data_headroom_ratio",
+    "ddp_scaling_ratio",
+    "flops_utilisation",
+)
 
 
 @pytest.mark.slow
@@ -81,8 +86,9 @@ def test_analytic_generator_flops_match_flop_counter():
     which is why the suite uses the analytic count for the whole step."""
     from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator
 
-    shape = flops.StepShape(g_hidden=32, g_layers=2, d_hidden=16, d_layers=2, batch_size=5, seq_len=7,
-                            num_features=4, noise_dim=4)
+    shape = flops.StepShape(
+        g_hidden=32, g_layers=2, d_hidden=16, d_layers=2, batch_size=5, seq_len=7, num_features=4, noise_dim=4
+    )
     torch.manual_seed(0)
     generator = CRNNGenerator(4, hidden=32, layers=2)
     counted = flops.count_with_flop_counter(lambda: generator(5, 7).sum().backward())
@@ -92,6 +98,7 @@ def test_analytic_generator_flops_match_flop_counter():
     # nn.LSTM on CPU: not counted at all (if a torch release starts counting it, revisit).
     discriminator = CRNNDiscriminator(4, hidden=16, layers=2)
     lstm_counted = flops.count_with_flop_counter(
-        lambda: discriminator.forward_stack(torch.randn(5, 7, 4))[0].sum().backward())
+        lambda: discriminator.forward_stack(torch.randn(5, 7, 4))[0].sum().backward()
+    )
     assert lstm_counted < 0.1 * flops.discriminator_forward_flops(shape, 5)
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))

@@ -126,8 +126,17 @@ def test_training_loader_and_evaluate_skip_and_count_bad_samples(tmp_path, caplo
     folder, num_bad = _hostile_shards(tmp_path)
     urls = [str(p) for p in sorted(folder.glob("*.tar"))]
     for name, usable in (("events", {"good0", "good1", "long"}), ("pianoroll", {"good0", "good1"})):
-        loader = make_loader(urls, build_representation(name), seq_len=8, batch_size=2, num_batches=3, seed=0,
-                             epoch=0, rank=0, world_size=1)
+        loader = make_loader(
+            urls,
+            build_representation(name),
+            seq_len=8,
+            batch_size=2,
+            num_batches=3,
+            seed=0,
+            epoch=0,
+            rank=0,
+            world_size=1,
+        )
         batches = list(loader)
         assert len(batches) == 3 and {k for b in batches for k in b.keys} <= usable
         assert loader.num_skipped >= num_bad + (name == "pianoroll")

@@ -7,8 +7,13 @@ from musicgan.training import checkpoint as ckpt
 
 
 def _state(step, value=1.0):
-    return {"generator": {"w": torch.full((3,), value)}, "discriminator": {}, "step": step,
-            "config": {"a": {"b": 1}}, "optimizers": {"generator": {"state": {}, "param_groups": []}}}
+    return {
+        "generator": {"w": torch.full((3,), value)},
+        "discriminator": {},
+        "step": step,
+        "config": {"a": {"b": 1}},
+        "optimizers": {"generator": {"state": {}, "param_groups": []}},
+    }
 
 
 def test_save_prune_latest_and_weights_only(tmp_path):
@@ -94,12 +99,17 @@ def test_torch_save_failure_is_a_checkpoint_error_naming_the_cause(tmp_path, mon
 
     def failing_save(obj, handle):
         handle.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed\nmore lines")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed\nmore lines"
+        )
 
     monkeypatch.setattr(ckpt.torch, "save", failing_save)
-    with pytest.raises(ckpt.CheckpointWriteError, match=r"file write failed\); previous checkpoint "
-                                                        r"step-00000001\.pt is intact$"):
+    with pytest.raises(
+        ckpt.CheckpointWriteError,
+        match=r"file write failed\); previous checkpoint "
+        r"step-00000001\.pt is intact$",
+    ):
         ckpt.save_checkpoint(tmp_path, _state(2), 2, keep=5)
     left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert left == ["history.json", "latest", "step-00000001.pt"]
@@ -107,24 +117,38 @@ def test_torch_save_failure_is_a_checkpoint_error_naming_the_cause(tmp_path, mon
 
 def test_weights_of_another_size_name_the_tensor_and_shapes():
     small, big = torch.nn.Linear(4, 3), torch.nn.Linear(4, 5)
-    with pytest.raises(ckpt.CheckpointMismatchError,
-                       match=r"^checkpoint c\.pt is for another model size: generator weight is \[5, 4\] there, "
-                             r"\[3, 4\] here; the checkpoint"):
-        ckpt.load_network(small, big.state_dict(), name="generator", source="c.pt",
-                          hint=ckpt.model_differences({"model": {"g_hidden": 5}}, {"model": {"g_hidden": 3}}))
+    with pytest.raises(
+        ckpt.CheckpointMismatchError,
+        match=r"^checkpoint c\.pt is for another model size: generator weight is \[5, 4\] there, "
+        r"\[3, 4\] here; the checkpoint",
+    ):
+        ckpt.load_network(
+            small,
+            big.state_dict(),
+            name="generator",
+            source="c.pt",
+            hint=ckpt.model_differences({"model": {"g_hidden": 5}}, {"model": {"g_hidden": 3}}),
+        )
     with pytest.raises(ckpt.CheckpointMismatchError, match=r"1 tensors missing \(bias\), 0 unexpected"):
         ckpt.load_network(small, {"weight": small.weight.detach()}, name="generator", source="c.pt")
 
 
 def test_format_2_networks_with_aliases_and_format_1_still_read(tmp_path):
-    states = {"generator": {"w": torch.arange(3.0)}, "critic": {"v": torch.ones(2)}, "generator_ema": {"w": torch.zeros(3)}}
+    states = {
+        "generator": {"w": torch.arange(3.0)},
+        "critic": {"v": torch.ones(2)},
+        "generator_ema": {"w": torch.zeros(3)},
+    }
     packed = ckpt.pack_networks(states)
     path = ckpt.save_checkpoint(tmp_path, {**packed, "step": 1}, 1, keep=2)
     state = torch.load(path, weights_only=True)
     assert state["format_version"] == 2 and sorted(state["networks"]) == ["critic", "generator", "generator_ema"]
     assert torch.equal(state["generator"]["w"], torch.arange(3.0)) and state["discriminator"] == {}
     # The alias is the same tensor as networks["generator"] (stored once by torch.save).
-    assert state["generator"]["w"].untyped_storage().data_ptr() == state["networks"]["generator"]["w"].untyped_storage().data_ptr()
+    assert (
+        state["generator"]["w"].untyped_storage().data_ptr()
+        == state["networks"]["generator"]["w"].untyped_storage().data_ptr()
+    )
     assert torch.equal(ckpt.network_state(state, "generator_ema")["w"], torch.zeros(3))
     old = {"generator": {"w": torch.ones(1)}, "discriminator": {"u": torch.ones(2)}, "networks": {}, "step": 3}
     assert torch.equal(ckpt.network_state(old, "discriminator")["u"], torch.ones(2))

@@ -26,8 +26,14 @@ def test_triads_and_empty_segments_get_their_labels():
 
 def test_histograms_weigh_by_duration_inside_each_bar_of_the_grid():
     # 4/4 at 60 bpm with a one-beat pickup (downbeat 1 s): bar 0 is beats -3..1
-    song = Song.from_columns([0.0, 1.0, 1.0, 3.0], [1.0, 4.0, 2.0, 2.0], [67, 60, 64, 69],
-                             tempos=[(0.0, 60.0)], time_signatures=[(0.0, 4, 4)], downbeat_s=1.0)
+    song = Song.from_columns(
+        [0.0, 1.0, 1.0, 3.0],
+        [1.0, 4.0, 2.0, 2.0],
+        [67, 60, 64, 69],
+        tempos=[(0.0, 60.0)],
+        time_signatures=[(0.0, 4, 4)],
+        downbeat_s=1.0,
+    )
     bars = chords.pitch_class_histograms(song, "bar")
     assert bars.shape == (2, 12)
     np.testing.assert_allclose(bars[0, [7]], [1.0])  # the pickup G
@@ -68,7 +74,9 @@ def test_agreement_with_music21_chordify_on_chorales():
             index = int(round(beat - origin))
             if 0 <= index < len(labels):
                 total += 1
-                hit += int(chords.chord_root(labels[index]) == root and
-                           bool(chords.is_minor(labels[index])) == (quality == "minor"))
+                hit += int(
+                    chords.chord_root(labels[index]) == root
+                    and bool(chords.is_minor(labels[index])) == (quality == "minor")
+                )
     print(f"chord agreement with music21 chordify: {hit}/{total} beats = {hit / total:.1%}")
     assert total > 150 and hit / total > 0.85

@@ -40,13 +40,16 @@ def test_overrides_are_typed_and_unknown_keys_named():
         apply_overrides(Config(), ["data.batch_size=many"])
 
 
-@pytest.mark.parametrize("override,key", [
-    ("dist.backend=horovod", "dist.backend"),
-    ("data.batch_size=0", "data.batch_size"),
-    ("model.d_dropout=1.5", "model.d_dropout"),
-    ("optim.g_lr=-1", "optim.g_lr"),
-    ("model.name=transformer", "model.name"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("dist.backend=horovod", "dist.backend"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("model.d_dropout=1.5", "model.d_dropout"),
+        ("optim.g_lr=-1", "optim.g_lr"),
+        ("model.name=transformer", "model.name"),
+    ],
+)
 def test_validation_names_the_bad_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(apply_overrides(get_preset("debug"), [override]))
@@ -93,11 +96,23 @@ def test_every_numeric_field_declares_its_range():
                 assert f"{section}.{item.name}" in ranged, f"{section}.{item.name} has no valid range"
 
 
-@pytest.mark.parametrize("override", [
-    "optim.g_lr=nan", "optim.l2=inf", "optim.momentum=-3", "optim.beta1=7", "optim.beta2=1",
-    "dist.timeout_s=inf", "dist.timeout_s=0", "train.max_minutes=nan", "train.rollback_lr_factor=0",
-    "model.latent_dim=0", "train.seed=-1", "train.label_smoothing=-inf",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.g_lr=nan",
+        "optim.l2=inf",
+        "optim.momentum=-3",
+        "optim.beta1=7",
+        "optim.beta2=1",
+        "dist.timeout_s=inf",
+        "dist.timeout_s=0",
+        "train.max_minutes=nan",
+        "train.rollback_lr_factor=0",
+        "model.latent_dim=0",
+        "train.seed=-1",
+        "train.label_smoothing=-inf",
+    ],
+)
 def test_nonsense_numbers_are_refused_naming_the_key(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"^{key.replace('.', chr(92) + '.')} must be a finite number"):
@@ -115,8 +130,10 @@ def test_every_float_field_refuses_nan_and_infinity():
 def test_config_file_that_is_a_directory_or_not_text_is_one_line(tmp_path, capsys):
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe{")
-    for path, message in ((tmp_path, "is a directory: --config takes a JSON file"),
-                          (binary, "cannot read config file")):
+    for path, message in (
+        (tmp_path, "is a directory: --config takes a JSON file"),
+        (binary, "cannot read config file"),
+    ):
         assert main(["train", "--run-dir", "x", "--preset", "debug", "--config", str(path), "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: config file" if path == tmp_path else "error: cannot read") and message in err
@@ -129,8 +146,10 @@ def test_config_validation_does_not_import_the_model_families():
     import subprocess
     import sys
 
-    code = ("import sys; from musicgan.config import Config, validate; validate(Config()); "
-            "assert 'musicgan.training' not in sys.modules, sorted(m for m in sys.modules if 'musicgan' in m)")
+    code = (
+        "import sys; from musicgan.config import Config, validate; validate(Config()); "
+        "assert 'musicgan.training' not in sys.modules, sorted(m for m in sys.modules if 'musicgan' in m)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from midi_factory import make_song, write_corpus_folder, write_song
+
 from musicgan.data.corpora import MUSIC21_CORPORA, _abc_tune_text, list_items, load_item
 from musicgan.errors import DataError, MidiError
 

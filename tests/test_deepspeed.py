@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
 from dist_helpers import REPO, final_weights, free_port, init_rank, musicgan, rank_env, spawn, torchrun
+
 from musicgan.config import apply_overrides
 from musicgan.errors import ConfigError, UserError
 from musicgan.presets import get_preset
@@ -38,8 +37,10 @@ STAGES = (0, 1, 2)
 # Accumulation 1 runs the paper's optimizer (SGD, here with momentum: under ZeRO >= 1 a torch
 # SGD needs zero_allow_untested_optimizer); accumulation 2 the debug preset's Adam. Both keep
 # state, so a spurious optimizer call on a zero gradient would still move the weights.
-OPTIMIZERS = {1: ["optim.optimizer=sgd", "optim.momentum=0.9", "optim.g_lr=0.1", "optim.d_lr=0.05"],
-              2: ["optim.optimizer=adam", "optim.g_lr=0.01", "optim.d_lr=0.01"]}
+OPTIMIZERS = {
+    1: ["optim.optimizer=sgd", "optim.momentum=0.9", "optim.g_lr=0.1", "optim.d_lr=0.05"],
+    2: ["optim.optimizer=adam", "optim.g_lr=0.01", "optim.d_lr=0.01"],
+}
 # Forced freezing, one (freeze D, freeze G) per adversarial step, cycled. Chosen so that over
 # windows of two micro steps each network is frozen at the first micro step, at the closing
 # one (the other micro step's gradient must still be applied), and for a whole window (its
@@ -50,15 +51,30 @@ FREEZE_PATTERN = ((False, False), (True, False), (False, True), (True, True), (T
 def parity_cfg(data: Path, backend: str, stage: int, accum: int, max_steps: int = PARITY_STEPS):
     cfg = get_preset("debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, [
-        f"dist.backend={backend}", f"dist.zero_stage={stage}", f"dist.grad_accum={accum}", *OPTIMIZERS[accum],
-        f"train.max_steps={max_steps}", "train.epochs=20", "train.seed=7", "optim.l2=0.1",
-        # batch 6 x 2 ranks: an odd number of batches per epoch on the fixture, so some
-        # accumulation windows are cut short by an epoch end.
-        "data.batch_size=6",
-        "log.interval=1", "log.sample_every=0", "log.tensorboard=false", "log.progress=false",
-        "log.num_samples=1", "log.metric_samples=2", "log.metric_songs=4", "dist.timeout_s=60",
-    ])
+    return apply_overrides(
+        cfg,
+        [
+            f"dist.backend={backend}",
+            f"dist.zero_stage={stage}",
+            f"dist.grad_accum={accum}",
+            *OPTIMIZERS[accum],
+            f"train.max_steps={max_steps}",
+            "train.epochs=20",
+            "train.seed=7",
+            "optim.l2=0.1",
+            # batch 6 x 2 ranks: an odd number of batches per epoch on the fixture, so some
+            # accumulation windows are cut short by an epoch end.
+            "data.batch_size=6",
+            "log.interval=1",
+            "log.sample_every=0",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=1",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            "dist.timeout_s=60",
+        ],
+    )
 
 
 def parity_runs() -> list[tuple[str, str, int, int]]:
@@ -73,8 +89,11 @@ def parity_runs() -> list[tuple[str, str, int, int]]:
     # full one.
     runs.append(("ds-zero2-acc2-stopped", "deepspeed", 2, 2))
     # Every update refused (gradient norm above train.max_grad_norm): weights must not move.
-    runs += [("ddp-refused", "ddp", 0, 2), ("ds-zero0-refused", "deepspeed", 0, 2),
-             ("ds-zero2-refused", "deepspeed", 2, 2)]
+    runs += [
+        ("ddp-refused", "ddp", 0, 2),
+        ("ds-zero0-refused", "deepspeed", 0, 2),
+        ("ds-zero2-refused", "deepspeed", 2, 2),
+    ]
     return runs
 
 
@@ -166,8 +185,9 @@ def test_deepspeed_zero_0_1_2_match_ddp_with_accumulation_and_freezing(bach_shar
             assert state["step"] == PARITY_STEPS and state["backend"] == "deepspeed"
             ds_rows = [r for r in read_log(tmp_path / label) if r["event"] == "train"]
             ds_rows = list({r["step"]: r for r in ds_rows}.values())  # a resumed run logs each step once anyway
-            assert [(r["freeze/discriminator"], r["freeze/generator"]) for r in ds_rows] == \
-                   [(r["freeze/discriminator"], r["freeze/generator"]) for r in rows], label
+            assert [(r["freeze/discriminator"], r["freeze/generator"]) for r in ds_rows] == [
+                (r["freeze/discriminator"], r["freeze/generator"]) for r in rows
+            ], label
             # The engines' global gradient norms (UpdateResult) match DDP's clip_grad_norm_.
             for ds_row, row in zip(ds_rows, rows):
                 for key in ("grad_norm/generator", "grad_norm/discriminator"):
@@ -213,8 +233,21 @@ def test_torchrun_deepspeed_run_exits_0_resumes_and_samples(bach_shards, tmp_pat
     """The issue's command under torchrun, `--resume` to 30 steps, then `musicgan sample`."""
     run = tmp_path / "run"
     # epochs=10: the debug preset's 4 epochs end before step 30 on the fixture.
-    common = ["train", "--preset", "debug", "--data", str(bach_shards), "--run-dir", str(run),
-              "--set", "dist.backend=deepspeed", "--set", "train.epochs=10", "--set", "log.progress=false"]
+    common = [
+        "train",
+        "--preset",
+        "debug",
+        "--data",
+        str(bach_shards),
+        "--run-dir",
+        str(run),
+        "--set",
+        "dist.backend=deepspeed",
+        "--set",
+        "train.epochs=10",
+        "--set",
+        "log.progress=false",
+    ]
     first = torchrun(common + ["--max-steps", "20"])
     assert first.returncode == 0  # engines and process group torn down: no abort at exit
     state20 = final_weights(run)
@@ -248,9 +281,27 @@ def test_deepspeed_launcher_script_runs_two_cpu_ranks(bach_shards, tmp_path):
     env = rank_env({"MUSICGAN_NPROC": "2", "MASTER_PORT": str(free_port())})
     env.pop("OMP_NUM_THREADS")  # the script must set it itself (the launcher does not)
     proc = subprocess.run(
-        [str(REPO / "launch" / "train-deepspeed"), "--preset", "debug", "--data", str(bach_shards),
-         "--run-dir", str(run), "--max-steps", "8", "--set", "dist.zero_stage=2", "--set", "log.progress=false"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        [
+            str(REPO / "launch" / "train-deepspeed"),
+            "--preset",
+            "debug",
+            "--data",
+            str(bach_shards),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "8",
+            "--set",
+            "dist.zero_stage=2",
+            "--set",
+            "log.progress=false",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     state = final_weights(run)
     assert state["step"] == 8 and state["world_size"] == 2 and state["backend"] == "deepspeed"
@@ -263,12 +314,30 @@ def test_user_deepspeed_json_overrides_one_process(bach_shards, tmp_path):
     user = tmp_path / "ds.json"
     user.write_text(json.dumps({"zero_optimization": {"stage": 1}, "discriminator": {"gradient_clipping": 1.5}}))
     run = tmp_path / "run"
-    musicgan(["train", "--preset", "debug", "--data", str(bach_shards), "--run-dir", str(run), "--max-steps", "6",
-              "--set", "dist.backend=deepspeed", "--set", "log.progress=false", "--deepspeed-config", str(user)])
+    musicgan(
+        [
+            "train",
+            "--preset",
+            "debug",
+            "--data",
+            str(bach_shards),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "6",
+            "--set",
+            "dist.backend=deepspeed",
+            "--set",
+            "log.progress=false",
+            "--deepspeed-config",
+            str(user),
+        ]
+    )
     configs = {}
     for net in ("generator", "discriminator"):
-        saved = torch.load(run / "checkpoints" / "deepspeed" / net / "step-00000006" / "mp_rank_00_model_states.pt",
-                           weights_only=False)  # DeepSpeed's own (pickled) file, written by this test
+        saved = torch.load(
+            run / "checkpoints" / "deepspeed" / net / "step-00000006" / "mp_rank_00_model_states.pt", weights_only=False
+        )  # DeepSpeed's own (pickled) file, written by this test
         configs[net] = saved["ds_config"]
     assert configs["generator"]["zero_optimization"]["stage"] == 1
     assert configs["discriminator"]["zero_optimization"]["stage"] == 1
@@ -283,8 +352,21 @@ def test_bad_deepspeed_json_is_a_one_line_error(bach_shards, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"zero_optimization": {"stage": 1,}}')
     # In-process: the file is rejected before deepspeed is imported or any group is made.
-    code = main(["train", "--preset", "debug", "--data", str(bach_shards), "--run-dir", str(tmp_path / "r"),
-                 "--set", "dist.backend=deepspeed", "--deepspeed-config", str(bad)])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "debug",
+            "--data",
+            str(bach_shards),
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--set",
+            "dist.backend=deepspeed",
+            "--deepspeed-config",
+            str(bad),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith("error: DeepSpeed config") and "not valid JSON" in err and "at line 1" in err
@@ -326,13 +408,16 @@ def test_user_config_merges_and_rejects_what_the_trainer_owns(tmp_path):
     assert "discriminator" not in g and "discriminator" not in d
     ok = engine_config(cfg, "generator", world_size=2, bf16_supported=False, user={"train_batch_size": 16})
     assert ok["train_batch_size"] == 16  # 4 x 2 x 2, consistent
-    for bad, match in [({"optimizer": {"type": "Adam"}}, "optimizer"), ({"generator": {"scheduler": {}}}, "scheduler"),
-                       ({"gradient_accumulation_steps": 4}, "dist.grad_accum"),
-                       ({"train_micro_batch_size_per_gpu": 8}, "data.batch_size"),
-                       ({"train_batch_size": 10}, "train_batch_size"),
-                       ({"zero_optimization": {"stage": 3}}, "ZeRO stage 3"),
-                       ({"generator": {"bf16": {"enabled": True}}}, "dist.precision=bf16"),
-                       ({"fp16": {"enabled": True}}, "'fp16' is not supported")]:
+    for bad, match in [
+        ({"optimizer": {"type": "Adam"}}, "optimizer"),
+        ({"generator": {"scheduler": {}}}, "scheduler"),
+        ({"gradient_accumulation_steps": 4}, "dist.grad_accum"),
+        ({"train_micro_batch_size_per_gpu": 8}, "data.batch_size"),
+        ({"train_batch_size": 10}, "train_batch_size"),
+        ({"zero_optimization": {"stage": 3}}, "ZeRO stage 3"),
+        ({"generator": {"bf16": {"enabled": True}}}, "dist.precision=bf16"),
+        ({"fp16": {"enabled": True}}, "'fp16' is not supported"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             engine_config(cfg, "generator", world_size=2, bf16_supported=False, user=bad)
     (tmp_path / "list.json").write_text("[1, 2]")
@@ -355,7 +440,8 @@ def test_user_sections_are_checked_against_the_family_networks():
     from musicgan.training.families import all_network_names
 
     others = all_network_names() - {"generator"}
-    check_sections({"generator": {"gradient_clipping": 1.0}, "zero_optimization": {"stage": 1}}, "mle",
-                   ("generator",), others)
+    check_sections(
+        {"generator": {"gradient_clipping": 1.0}, "zero_optimization": {"stage": 1}}, "mle", ("generator",), others
+    )
     with pytest.raises(ConfigError, match="section 'discriminator' names no network of model mle"):
         check_sections({"discriminator": {"gradient_clipping": 1.0}}, "mle", ("generator",), others)

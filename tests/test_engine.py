@@ -56,6 +56,7 @@ def make_step(seen: list[frozenset]):
         x = batch
         losses = {name: ctx.module(name)(x).mean() for name in ctx.trains}  # only what trains
         return StepOutput(losses, {"real_mean": x.mean().detach()})
+
     return step
 
 
@@ -65,9 +66,19 @@ def run(phase: Phase, step: int, backend=None, *, stop=False, budget=False, boun
     plan = engine.StepPlan.at(phase, step)
     out = engine.forward(plan, ctx, torch.ones(3, 2))
     reduced = engine.reduce(out, stop=stop, budget_spent=budget, what="test")
-    report = engine.update(backend, plan, out, reduced, boundary=boundary,
-                           redo=redo or (lambda name: engine.forward(
-                               engine.StepPlan(phase, step, frozenset({name})), ctx, torch.ones(3, 2)).losses[name]))
+    report = engine.update(
+        backend,
+        plan,
+        out,
+        reduced,
+        boundary=boundary,
+        redo=redo
+        or (
+            lambda name: engine.forward(engine.StepPlan(phase, step, frozenset({name})), ctx, torch.ones(3, 2)).losses[
+                name
+            ]
+        ),
+    )
     engine.after_updates(plan, ctx, report)
     return backend, reduced, report
 
@@ -116,16 +127,23 @@ def test_one_payload_one_all_reduce_with_the_non_finite_flag_folded_in(monkeypat
     monkeypatch.setattr(collectives, "all_reduce_mean", counting)
 
     def nan_step(ctx, batch):
-        return StepOutput({"generator": torch.tensor(float("nan")), "critic": torch.tensor(2.0)},
-                          {"b": torch.tensor(3.0), "a": torch.tensor(4.0)})
+        return StepOutput(
+            {"generator": torch.tensor(float("nan")), "critic": torch.tensor(2.0)},
+            {"b": torch.tensor(3.0), "a": torch.tensor(4.0)},
+        )
 
-    out = engine.forward(engine.StepPlan.at(Phase("p", None, NETWORKS, nan_step), 0), StepContext(None, None, None, 1),
-                         None)
+    out = engine.forward(
+        engine.StepPlan.at(Phase("p", None, NETWORKS, nan_step), 0), StepContext(None, None, None, 1), None
+    )
     reduced = engine.reduce(out, stop=True, budget_spent=False, what="test")
     assert len(payloads) == 1 and payloads[0].shape == (2 + 2 + 3,)  # losses, stats, non-finite, stop, budget
     assert payloads[0][-3:].tolist() == [1.0, 1.0, 0.0]
     assert reduced.nonfinite and reduced.stop and not reduced.budget_spent
-    assert reduced.values["loss/critic"] == 2.0 and reduced.values["a"] == 4.0 and math.isnan(reduced.values["loss/generator"])
+    assert (
+        reduced.values["loss/critic"] == 2.0
+        and reduced.values["a"] == 4.0
+        and math.isnan(reduced.values["loss/generator"])
+    )
     assert reduced.nonfinite_message() == "non-finite loss generator=nan, critic=2.0"
     finite = engine.reduce(StepOutput({"critic": torch.tensor(1.0)}), stop=False, budget_spent=True, what="test")
     assert not finite.nonfinite and not finite.stop and finite.budget_spent
@@ -151,8 +169,14 @@ def test_repeat_applies_the_loss_again_on_the_same_batch():
 
 def test_after_updates_sees_the_networks_that_trained_and_refusals_are_reported():
     seen, hooks = [], []
-    phase = Phase("adversarial", None, NETWORKS, make_step(seen), trains=every({"generator": 2}, NETWORKS),
-                  after_updates=lambda ctx, trained: hooks.append(trained))
+    phase = Phase(
+        "adversarial",
+        None,
+        NETWORKS,
+        make_step(seen),
+        trains=every({"generator": 2}, NETWORKS),
+        after_updates=lambda ctx, trained: hooks.append(trained),
+    )
     backend = RecordingBackend(refuse=frozenset({"critic"}))
     _, _, report = run(phase, 0, backend, boundary=False)
     assert hooks == [frozenset({"critic"})] and backend.boundaries == [False]

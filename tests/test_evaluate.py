@@ -11,9 +11,9 @@ import pytest
 from midi_factory import make_song, write_song
 
 from musicgan.data.midi import read_midi, write_midi
+from musicgan.data.song import Song
 from musicgan.errors import DataError, UserError
 from musicgan.metrics.distributions import compare_features, compute_statistics
-from musicgan.data.song import Song
 from musicgan.metrics.evaluate import crop_window, latest_samples_dir, random_songs, read_curves, run_evaluate
 
 
@@ -32,8 +32,15 @@ def test_evaluate_midi_folders_end_to_end(tmp_path, midi_folder):
     gen = write_folder(tmp_path / "gen", generated_like(100, 10))
     rand = write_folder(tmp_path / "rand", random_songs(10, seed=1))
     lines: list[str] = []
-    result = run_evaluate(generated=str(gen), reference=str(midi_folder), compare=[str(rand)], out=str(tmp_path / "out"),
-                          cache_root=tmp_path / "cache", audio=1, echo=lines.append)
+    result = run_evaluate(
+        generated=str(gen),
+        reference=str(midi_folder),
+        compare=[str(rand)],
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "cache",
+        audio=1,
+        echo=lines.append,
+    )
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     for name in ("gen", "rand"):
         for key in ("overlap_area_mean", "frechet", "realism"):
@@ -59,8 +66,15 @@ def test_evaluate_midi_folders_end_to_end(tmp_path, midi_folder):
     assert "Side by side" in page and "realism" in page
 
     # Second run against the same reference: statistics come from the content-hash cache.
-    again = run_evaluate(generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out2"),
-                         cache_root=tmp_path / "cache", audio=0, calibrate=False, echo=lambda _: None)
+    again = run_evaluate(
+        generated=str(gen),
+        reference=str(midi_folder),
+        out=str(tmp_path / "out2"),
+        cache_root=tmp_path / "cache",
+        audio=0,
+        calibrate=False,
+        echo=lambda _: None,
+    )
     assert again["reference"]["cache_hit"] is True
     assert again["reference"]["load_seconds"] < result["reference"]["load_seconds"]
     assert again["reference"]["load_seconds"] < 1.0
@@ -77,10 +91,24 @@ def make_run(root: Path, with_final: bool) -> Path:
             write_song(run / "samples" / "final" / f"sample-{i:03d}.mid", make_song(seed=50 + i))
     records = [
         {"event": "train", "step": 5, "loss/d": 1.0},
-        {"event": "epoch_metrics", "step": 10, "epoch": 1, "gen/polyphony": 0.1, "real/polyphony": 0.5,
-         "gen/tone_span": 30.0, "real/tone_span": 20.0},
-        {"event": "epoch_metrics", "step": 20, "epoch": 2, "gen/polyphony": 0.3, "real/polyphony": 0.5,
-         "gen/tone_span": 25.0, "real/tone_span": 20.0},
+        {
+            "event": "epoch_metrics",
+            "step": 10,
+            "epoch": 1,
+            "gen/polyphony": 0.1,
+            "real/polyphony": 0.5,
+            "gen/tone_span": 30.0,
+            "real/tone_span": 20.0,
+        },
+        {
+            "event": "epoch_metrics",
+            "step": 20,
+            "epoch": 2,
+            "gen/polyphony": 0.3,
+            "real/polyphony": 0.5,
+            "gen/tone_span": 25.0,
+            "real/tone_span": 20.0,
+        },
     ]
     text = "\n".join(json.dumps(r) for r in records) + '\n{"event": "epoch_metr'  # cut last line
     (run / "log.jsonl").write_text(text)
@@ -101,8 +129,16 @@ def test_run_directory_samples_curves_and_extra_metrics(tmp_path, midi_folder):
         seen.append(context)
         return {"frame_accuracy": 0.25} if context.kind == "run" else {}
 
-    result = run_evaluate(run=str(run), reference=str(midi_folder), out=str(tmp_path / "out"), cache_root=tmp_path / "c",
-                          audio=0, calibrate=False, extra_metrics=[likelihood_hook], echo=lambda _: None)
+    result = run_evaluate(
+        run=str(run),
+        reference=str(midi_folder),
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "c",
+        audio=0,
+        calibrate=False,
+        extra_metrics=[likelihood_hook],
+        echo=lambda _: None,
+    )
     entry = result["sets"]["run-a"]
     assert entry["kind"] == "run" and entry["num_songs"] == 4 and entry["samples_dir"].endswith("final")
     assert entry["curves"]["tone_span"]["gen"] == [30.0, 25.0]
@@ -156,14 +192,24 @@ def test_bach_shards_real_close_random_far(tmp_path, bach_shards):
     # Shard reference end to end: the valid songs as "generated" MIDI against train.
     valid = list(iter_songs(split_urls(bach_shards, "valid")))
     folder = write_folder(tmp_path / "valid-midi", valid)
-    result = run_evaluate(generated=str(folder), reference=str(bach_shards), split="train", out=str(tmp_path / "out"),
-                          cache_root=tmp_path / "cache", report=False, reference_window=None,
-                          echo=lambda _: None)
+    result = run_evaluate(
+        generated=str(folder),
+        reference=str(bach_shards),
+        split="train",
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "cache",
+        report=False,
+        reference_window=None,
+        echo=lambda _: None,
+    )
     assert not (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "metrics.json").is_file()
     assert result["reference"]["kind"] == "shards" and result["reference"]["num_songs"] == len(train)
     assert result["calibration"]["random_vs_train"]["overlap_area_mean"] <= 0.4
     assert "valid_vs_train" in result["calibration"]
-    assert result["summary"]["valid-midi"]["overlap_area_mean"] > result["calibration"]["random_vs_train"]["overlap_area_mean"]
+    assert (
+        result["summary"]["valid-midi"]["overlap_area_mean"]
+        > result["calibration"]["random_vs_train"]["overlap_area_mean"]
+    )
 
 
 def test_windowed_calibration_on_bach_shards(tmp_path, bach_shards):
@@ -196,8 +242,16 @@ def test_windowed_calibration_on_bach_shards(tmp_path, bach_shards):
     valid = list(iter_songs(split_urls(bach_shards, "valid")))
     folder = write_folder(tmp_path / "valid-midi", valid)
     lines: list[str] = []
-    result = run_evaluate(generated=str(folder), reference=str(bach_shards), split="train", out=str(tmp_path / "out"),
-                          cache_root=tmp_path / "cache", report=False, reference_window=64, echo=lines.append)
+    result = run_evaluate(
+        generated=str(folder),
+        reference=str(bach_shards),
+        split="train",
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "cache",
+        report=False,
+        reference_window=64,
+        echo=lines.append,
+    )
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["reference"]["window_notes"] == 64 and set(saved["reference"]["excluded_features"]) == {"note_count"}
     assert saved["sets"]["valid-midi"]["distances"]["features"]["note_count"]["headline"] is False
@@ -210,15 +264,18 @@ def test_crop_window_keeps_bar_alignment_and_tempo():
     # 3/4 at 120 bpm until 6 s, then 60 bpm; one note per beat: beats 0-11 at 0.5 s, 12-17 at 1 s
     beats = np.arange(18)
     onsets = np.where(beats < 12, beats * 0.5, 6.0 + (beats - 12) * 1.0)
-    song = Song.from_columns(onsets, [0.25] * 18, 60 + beats, tempos=[(0.0, 120.0), (6.0, 60.0)],
-                             time_signatures=[(0.0, 3, 4)], source="x")
+    song = Song.from_columns(
+        onsets, [0.25] * 18, 60 + beats, tempos=[(0.0, 120.0), (6.0, 60.0)], time_signatures=[(0.0, 3, 4)], source="x"
+    )
     assert crop_window(song, 18) is song and crop_window(song, None) is song
     for seed in range(6):
         window = crop_window(song, 5, seed)
         assert window.num_notes == 5
         first = int(window.notes[0, 2]) - 60  # the beat the window starts on
-        assert window.notes[0, 0] == pytest.approx(song.beats_to_seconds(first) - song.beats_to_seconds(first - first % 3))
-        np.testing.assert_allclose(np.diff(window.onsets), np.diff(song.onsets[first:first + 5]))
+        assert window.notes[0, 0] == pytest.approx(
+            song.beats_to_seconds(first) - song.beats_to_seconds(first - first % 3)
+        )
+        np.testing.assert_allclose(np.diff(window.onsets), np.diff(song.onsets[first : first + 5]))
         assert window.time_signatures == [(0.0, 3, 4)]
         assert window.tempos[0][0] == 0.0
         assert float(window.seconds_to_beats(window.notes[0, 0])) == pytest.approx(first % 3)
@@ -227,13 +284,28 @@ def test_crop_window_keeps_bar_alignment_and_tempo():
 
 def test_reference_window_auto_matches_generated_length(tmp_path, midi_folder):
     gen = write_folder(tmp_path / "short", [make_song(seed=200 + i, num_onsets=12) for i in range(6)])
-    result = run_evaluate(generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out"),
-                          cache_root=tmp_path / "c", report=False, calibrate=False, echo=lambda _: None)
+    result = run_evaluate(
+        generated=str(gen),
+        reference=str(midi_folder),
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "c",
+        report=False,
+        calibrate=False,
+        echo=lambda _: None,
+    )
     window = result["reference"]["window_notes"]
     counts = [read_midi(path).num_notes for path in sorted(gen.glob("*.mid"))]
     assert window == int(np.median(counts)) and window < 30
-    full = run_evaluate(generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out2"), reference_window=None,
-                        cache_root=tmp_path / "c", report=False, calibrate=False, echo=lambda _: None)
+    full = run_evaluate(
+        generated=str(gen),
+        reference=str(midi_folder),
+        out=str(tmp_path / "out2"),
+        reference_window=None,
+        cache_root=tmp_path / "c",
+        report=False,
+        calibrate=False,
+        echo=lambda _: None,
+    )
     assert full["reference"]["window_notes"] is None
     # length-matched references make short excerpts look closer than whole songs do
     assert result["summary"]["short"]["overlap_area_mean"] > full["summary"]["short"]["overlap_area_mean"]
@@ -252,9 +324,17 @@ def test_comparison_under_a_window_leaves_the_fixed_feature_out(tmp_path, midi_f
     gen = write_folder(tmp_path / "gen", generated_like(300, 8))
     rand = write_folder(tmp_path / "rand", random_songs(8, seed=3))
     lines: list[str] = []
-    result = run_evaluate(generated=str(gen), compare=[str(rand)], reference=str(midi_folder), out=str(tmp_path / "out"),
-                          reference_window=40, cache_root=tmp_path / "c", report=False, calibrate=False,
-                          echo=lines.append)
+    result = run_evaluate(
+        generated=str(gen),
+        compare=[str(rand)],
+        reference=str(midi_folder),
+        out=str(tmp_path / "out"),
+        reference_window=40,
+        cache_root=tmp_path / "c",
+        report=False,
+        calibrate=False,
+        echo=lines.append,
+    )
     row = result["comparison"]["overlap_area/note_count"]
     assert row["closer"] is None and row["rule"].startswith("not compared: fixed by the window construction")
     counts = result["comparison_counts"]
@@ -315,7 +395,8 @@ def test_fixed_length_reference_leaves_note_count_out_of_the_tune_objective():
     assert full["features"]["note_count"]["oa"] == 1.0  # equal by construction: would inflate realism
     kept = [e for name, e in full["features"].items() if name != "note_count"]
     assert realism_score(fixed, generated, exclude=exclude) == pytest.approx(
-        np.mean([(e["oa"] + e["oa_intra"]) / 2 for e in kept]))
+        np.mean([(e["oa"] + e["oa_intra"]) / 2 for e in kept])
+    )
     assert realism_score(fixed, generated, exclude=exclude) < realism_score(fixed, generated)
 
 
@@ -324,8 +405,24 @@ def test_negative_counts_are_refused_in_one_line(tmp_path, midi_folder, option, 
     from dist_helpers import musicgan
 
     gen = write_folder(tmp_path / "gen", generated_like(1, 2))
-    proc = musicgan(["evaluate", "--generated", str(gen), "--reference", str(midi_folder), "--out", str(tmp_path / "o"),
-                     "--no-report", option, value], check=False, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == \
-        f"error: {option} must be a whole number >= 1, got {int(value)}", proc.stderr[-2000:]
+    proc = musicgan(
+        [
+            "evaluate",
+            "--generated",
+            str(gen),
+            "--reference",
+            str(midi_folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-report",
+            option,
+            value,
+        ],
+        check=False,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip().splitlines()[-1] == f"error: {option} must be a whole number >= 1, got {int(value)}"
+    ), proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dist_helpers import REPO, assert_same_weights, final_weights, rank_env, torchrun
 
 STEPS = 20
@@ -29,10 +28,20 @@ def uninterrupted(bach_shards, tmp_path_factory) -> dict:
 
 
 def _start(args: list[str], extra_torchrun: list[str] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *(extra_torchrun or []), "-m", "musicgan", *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        *(extra_torchrun or []),
+        "-m",
+        "musicgan",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def _workers(torchrun_pid: int) -> list[int]:
@@ -65,8 +74,11 @@ def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float 
 
 def test_sigkill_of_a_worker_restarts_and_ends_with_uninterrupted_weights(bach_shards, tmp_path, uninterrupted):
     run = tmp_path / "killed"
-    proc = _start(DEBUG + ["--data", str(bach_shards), "--run-dir", str(run), "--max-steps", str(STEPS),
-                           "--set", "log.interval=1"], ["--max-restarts=1"])
+    proc = _start(
+        DEBUG
+        + ["--data", str(bach_shards), "--run-dir", str(run), "--max-steps", str(STEPS), "--set", "log.interval=1"],
+        ["--max-restarts=1"],
+    )
     _wait_for_step(run, 10, proc)
     victim = _workers(proc.pid)[-1]
     os.kill(victim, signal.SIGKILL)  # one worker dies mid-run, no warning
@@ -80,8 +92,16 @@ def test_sigkill_of_a_worker_restarts_and_ends_with_uninterrupted_weights(bach_s
 
 def test_sigterm_stops_all_ranks_cleanly_and_resumes_exactly(bach_shards, tmp_path, uninterrupted):
     run = tmp_path / "terminated"
-    args = DEBUG + ["--data", str(bach_shards), "--run-dir", str(run), "--max-steps", str(STEPS),
-                    "--set", "log.interval=1"]
+    args = DEBUG + [
+        "--data",
+        str(bach_shards),
+        "--run-dir",
+        str(run),
+        "--max-steps",
+        str(STEPS),
+        "--set",
+        "log.interval=1",
+    ]
     proc = _start(args)
     _wait_for_step(run, 6, proc)
     os.kill(_workers(proc.pid)[-1], signal.SIGTERM)  # only rank 1 gets the signal
@@ -97,8 +117,23 @@ def test_sigterm_stops_all_ranks_cleanly_and_resumes_exactly(bach_shards, tmp_pa
 
 def test_stalled_rank_becomes_an_error_naming_rank_and_operation(bach_shards, tmp_path):
     run = tmp_path / "stalled"
-    proc = _start(DEBUG + ["--data", str(bach_shards), "--run-dir", str(run), "--max-steps", "200",
-                           "--set", "log.interval=1", "--set", "dist.timeout_s=8", "--set", "train.epochs=100"])
+    proc = _start(
+        DEBUG
+        + [
+            "--data",
+            str(bach_shards),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "200",
+            "--set",
+            "log.interval=1",
+            "--set",
+            "dist.timeout_s=8",
+            "--set",
+            "train.epochs=100",
+        ]
+    )
     _wait_for_step(run, 3, proc)
     stalled = _workers(proc.pid)[-1]
     os.kill(stalled, signal.SIGSTOP)  # alive but frozen: the worst kind of hang
@@ -136,14 +171,33 @@ def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(bach_sha
     the 2 loader workers included, gets SIGTERM. The workers must survive it; the run stops at
     a step with a checkpoint and stopped.json, then shuts its workers down itself."""
     run = tmp_path / "group"
-    cmd = [sys.executable, "-m", "musicgan", *DEBUG, "--data", str(bach_shards), "--run-dir", str(run),
-           "--max-steps", "400", "--set", "train.epochs=100", "--set", "log.interval=1",
-           "--set", "data.num_workers=2", "--set", "log.tensorboard=false",
-           # Small batches: an epoch of many batches, so the signal lands in the middle of
-           # one, while its workers are running (a new epoch forks new workers).
-           "--set", "data.batch_size=2"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "musicgan",
+        *DEBUG,
+        "--data",
+        str(bach_shards),
+        "--run-dir",
+        str(run),
+        "--max-steps",
+        "400",
+        "--set",
+        "train.epochs=100",
+        "--set",
+        "log.interval=1",
+        "--set",
+        "data.num_workers=2",
+        "--set",
+        "log.tensorboard=false",
+        # Small batches: an epoch of many batches, so the signal lands in the middle of
+        # one, while its workers are running (a new epoch forks new workers).
+        "--set",
+        "data.batch_size=2",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         _wait_for_step(run, 3, proc)
         # On a quiet machine a debug epoch lasts a fraction of a second and its workers are
@@ -161,5 +215,6 @@ def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(bach_sha
     stopped = json.loads((run / "stopped.json").read_text())
     assert "SIGTERM" in stopped["reason"] and stopped["step"] < 400
     assert final_weights(run)["step"] == stopped["step"]
-    assert not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-                   for pid in workers)  # no worker outlives the run
+    assert not any(
+        Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in workers
+    )  # no worker outlives the run

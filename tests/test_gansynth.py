@@ -29,8 +29,7 @@ START, STAGES, CAP, PITCHES, LATENT = (2, 2), 4, 8, 5, 6
 
 def nets(seed: int = 0):
     torch.manual_seed(seed)
-    return (ProgressiveGenerator(LATENT, PITCHES, START, STAGES, CAP),
-            ProgressiveCritic(PITCHES, START, STAGES, CAP))
+    return (ProgressiveGenerator(LATENT, PITCHES, START, STAGES, CAP), ProgressiveCritic(PITCHES, START, STAGES, CAP))
 
 
 def inputs(batch: int = 3):
@@ -94,7 +93,7 @@ def test_gradient_penalty_double_backward_reaches_every_used_critic_weight():
     # The step's loss shape (distance + penalty); the distance is zeroed, so every nonzero
     # weight gradient below comes from the penalty's double backward.
     (scores.mean() * 0 + losses.gradient_penalty(scores, x_hat, 10.0)).backward()
-    used = [critic.inputs[stage], critic.inputs[stage - 1], *critic.blocks[:stage + 1], critic.heads]
+    used = [critic.inputs[stage], critic.inputs[stage - 1], *critic.blocks[: stage + 1], critic.heads]
     # Weights only: the critic is piecewise linear, so dD/dx̂ (hence the penalty) does not
     # depend on its biases.
     for module in used:
@@ -123,8 +122,18 @@ RESUME_AT = 6  # inside the fade-in of steps 5..8 (1-based): 2 steps per epoch, 
 def gansynth_cfg(data: Path, *overrides: str):
     cfg = get_preset("gansynth-debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false",
-                                 "train.stage_epochs=2", "model.min_pitch=48", "model.num_pitches=6", *overrides])
+    return apply_overrides(
+        cfg,
+        [
+            "log.interval=1",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "train.stage_epochs=2",
+            "model.min_pitch=48",
+            "model.num_pitches=6",
+            *overrides,
+        ],
+    )
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -138,8 +147,9 @@ def test_the_phase_table_has_a_stable_and_a_fade_in_stage_per_resolution():
 
     cfg = apply_overrides(get_preset("gansynth-small"), ["train.stage_epochs=3"])
     table = get_family(cfg).phases()
-    assert [p.name for p in table] == ["stable-4x4"] + [f"{kind}-{4 * 2 ** s}x{4 * 2 ** s}"
-                                                        for s in range(1, 6) for kind in ("fade", "stable")]
+    assert [p.name for p in table] == ["stable-4x4"] + [
+        f"{kind}-{4 * 2**s}x{4 * 2**s}" for s in range(1, 6) for kind in ("fade", "stable")
+    ]
     assert [p.epochs for p in table] == [3] * 10 + [None]
     assert [fade_alpha(s, 4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
 
@@ -219,22 +229,51 @@ def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torc
     train(gansynth_cfg(note_shards, "train.max_steps=3", "log.num_samples=1", "log.metric_samples=1"), run)
     out = tmp_path / "notes"
     musicgan(["sample", "--run", str(run), "--pitches", "48,50", "--num", "2", "--out", str(out)], timeout=120)
-    assert sorted(p.name for p in out.iterdir()) == [f"pitch0{p}-00{i}.{ext}" for p in (48, 50) for i in (0, 1)
-                                                    for ext in ("png", "wav")]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"pitch0{p}-00{i}.{ext}" for p in (48, 50) for i in (0, 1) for ext in ("png", "wav")
+    ]
     with wave.open(str(out / "pitch048-000.wav")) as wav:
         assert wav.getframerate() == 8000 and wav.getnframes() > 4000  # 64 frames x hop 128
     morph = tmp_path / "morph"
-    musicgan(["sample", "--run", str(run), "--pitches", "53", "--num", "3", "--interpolate", "--out", str(morph)],
-             timeout=120)
+    musicgan(
+        ["sample", "--run", str(run), "--pitches", "53", "--num", "3", "--interpolate", "--out", str(morph)],
+        timeout=120,
+    )
     assert len(list(morph.glob("morph-pitch053-*.wav"))) == 3
     failed = musicgan(["sample", "--run", str(run), "--pitches", "47", "--out", str(out)], check=False)
-    assert failed.returncode == 2 and failed.stderr.strip() == "error: pitches [47] are outside the model's range 48..53"
+    assert (
+        failed.returncode == 2 and failed.stderr.strip() == "error: pitches [47] are outside the model's range 48..53"
+    )
     monkeypatch.setenv("MUSICGAN_CACHE", str(tmp_path / "cache"))
-    one_note = musicgan(["evaluate", "--run", str(run), "--reference", str(note_shards), "--split", "test",
-                         "--out", str(tmp_path / "eval")], check=False)
+    one_note = musicgan(
+        [
+            "evaluate",
+            "--run",
+            str(run),
+            "--reference",
+            str(note_shards),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        check=False,
+    )
     assert one_note.returncode == 2 and "has 1 note(s)" in one_note.stderr
-    musicgan(["evaluate", "--run", str(run), "--reference", str(note_shards), "--split", "train", "--out",
-              str(tmp_path / "eval")], timeout=240)
+    musicgan(
+        [
+            "evaluate",
+            "--run",
+            str(run),
+            "--reference",
+            str(note_shards),
+            "--split",
+            "train",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        timeout=240,
+    )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert sorted(metrics) == ["generated", "noise", "real held-out"]
     assert sorted(metrics["noise"]) == ["frechet", "ndb", "pitch_accuracy", "pitch_entropy"]
@@ -267,11 +306,11 @@ def test_pitch_metrics_tell_real_notes_from_noise_and_the_classifier_is_cached(n
     representation.fit(iter_songs(urls))
     images, classes = note_images(family, representation, urls)
     assert images.shape[1:] == (2, 64, 128) and set(classes.tolist()) <= set(range(6))
-    classifier = notes.cached_classifier(urls, images, classes, 6, encoding=representation.state_dict(),
-                                         root=tmp_path)
+    classifier = notes.cached_classifier(urls, images, classes, 6, encoding=representation.state_dict(), root=tmp_path)
     assert len(list((tmp_path / "pitch-classifier").glob("*.pt"))) == 1
-    again = notes.cached_classifier(urls, images[:1], classes[:1], 6, encoding=representation.state_dict(),
-                                    root=tmp_path)  # loaded, not retrained on the one note given
+    again = notes.cached_classifier(
+        urls, images[:1], classes[:1], 6, encoding=representation.state_dict(), root=tmp_path
+    )  # loaded, not retrained on the one note given
     assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), again.state_dict().values()))
     centroids = notes.ndb_bins(notes.log_spectra(images), 3)
     real = notes.note_metrics(classifier, images, centroids, images, classes)

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from dist_helpers import final_weights, init_rank, spawn
+
 from musicgan.config import apply_overrides
 from musicgan.presets import get_preset
 
@@ -29,11 +29,21 @@ REGENERATE = os.environ.get("MUSICGAN_REGENERATE_GOLDEN") == "1"
 def golden_cfg(data: Path, *overrides: str):
     cfg = get_preset("debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, [
-        "train.seed=0", f"train.max_steps={GOLDEN_STEPS}", "log.interval=1", "log.sample_every=0",
-        "log.tensorboard=false", "log.progress=false", "log.num_samples=1", "log.metric_samples=2",
-        "log.metric_songs=4", *overrides,
-    ])
+    return apply_overrides(
+        cfg,
+        [
+            "train.seed=0",
+            f"train.max_steps={GOLDEN_STEPS}",
+            "log.interval=1",
+            "log.sample_every=0",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=1",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            *overrides,
+        ],
+    )
 
 
 def weights_digest(state: dict) -> str:
@@ -115,8 +125,9 @@ def test_golden_curves_are_distinct_runs_and_zero1_equals_ddp():
     assert stored["one-process"]["weights_sha256"] != ddp["weights_sha256"]
     assert zero1["weights_sha256"] == ddp["weights_sha256"]
     for a, b in zip(ddp["rows"], zero1["rows"]):
-        assert {k: v for k, v in a.items() if k.startswith("loss/")} == \
-               {k: v for k, v in b.items() if k.startswith("loss/")}
+        assert {k: v for k, v in a.items() if k.startswith("loss/")} == {
+            k: v for k, v in b.items() if k.startswith("loss/")
+        }
         assert a.keys() == b.keys()
         for key in (k for k in a if k.startswith("grad_norm/")):
             assert b[key] == pytest.approx(a[key], rel=1e-6)

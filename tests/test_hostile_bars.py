@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from midi_factory import note, program_change, smf, time_signature_event, track
+
 from musicgan.data import chords
 from musicgan.data.bounds import GridTooLarge
 from musicgan.data.chords import song_chords
@@ -40,8 +40,12 @@ def test_forty_tracks_are_kept_and_grouped_or_skipped_with_a_reason(tmp_path):
         build_representation("multitrack").encode(song)
     groups = group_tracks(song, "lpd5")
     programs = 3 * np.arange(40)
-    expected = [0, (programs <= 7).sum(), ((programs >= 24) & (programs <= 31)).sum(),
-                ((programs >= 32) & (programs <= 39)).sum()]
+    expected = [
+        0,
+        (programs <= 7).sum(),
+        ((programs >= 24) & (programs <= 31)).sum(),
+        ((programs >= 32) & (programs <= 39)).sum(),
+    ]
     dropped = (((programs >= 96) & (programs <= 103)) | (programs >= 112)).sum()
     expected.append(40 - sum(expected) - dropped)
     assert [len(g.notes) for g in groups] == expected

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_helpers import final_weights, init_rank, spawn
 from torch import nn
 
-from dist_helpers import final_weights, init_rank, spawn
 from musicgan import losses
 from musicgan.config import apply_overrides, validate
 from musicgan.data.melody_events import RHYTHM_ENCODINGS
@@ -67,7 +67,7 @@ def test_generator_and_critic_shapes_and_penalty_through_the_critic():
     tokens = generator.tokens(logits)
     assert tokens.shape == (3, 10, 2) and int(tokens[..., 0].max()) < VOCAB[0]
     real = torch.cat([one_hot_tokens(tokens, VOCAB), chords], dim=2)
-    assert torch.equal(real[..., :sum(VOCAB)].sum(dim=2), torch.full((3, 10), 2.0))
+    assert torch.equal(real[..., : sum(VOCAB)].sum(dim=2), torch.full((3, 10), 2.0))
     fake = torch.cat([soft.detach(), chords], dim=2)
     x_hat = losses.interpolate(real, fake)
     scores = critic(torch.cat([real, fake, x_hat]))
@@ -83,15 +83,24 @@ def test_generator_and_critic_shapes_and_penalty_through_the_critic():
 # -- the family -------------------------------------------------------------------------------
 
 
-
 STEPS, RESUME_AT = 12, 7  # G trains at steps 5 and 10 (1-based): the resume lands in a critic run
 
 
 def jazz_cfg(data: Path, *overrides: str):
     cfg = get_preset("jazzgan-debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false", "log.num_samples=2",
-                                 "log.metric_samples=2", "log.metric_songs=4", *overrides])
+    return apply_overrides(
+        cfg,
+        [
+            "log.interval=1",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=2",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            *overrides,
+        ],
+    )
 
 
 def train_rows(run_dir: Path) -> list[dict]:
@@ -150,8 +159,14 @@ def _worker(rank, world_size, port, data, root):
         for encoding in RHYTHM_ENCODINGS:
             for label in ("straight", "resumed"):
                 run_dir = Path(root) / encoding / label
-                cfg = partial(jazz_cfg, Path(data), f"data.rhythm_encoding={encoding}", "log.sample_every=0",
-                              "log.num_samples=0", "log.metric_samples=0")
+                cfg = partial(
+                    jazz_cfg,
+                    Path(data),
+                    f"data.rhythm_encoding={encoding}",
+                    "log.sample_every=0",
+                    "log.num_samples=0",
+                    "log.metric_samples=0",
+                )
                 if label == "resumed":
                     fit(cfg(f"train.max_steps={RESUME_AT}"), run_dir)
                 fit(cfg(f"train.max_steps={STEPS}"), run_dir, resume=label == "resumed")
@@ -162,7 +177,10 @@ def _worker(rank, world_size, port, data, root):
 def test_two_ranks_resume_equals_straight_run_with_each_encoding(bach_shards, tmp_path):
     spawn(_worker, 2, str(bach_shards), str(tmp_path))
     for encoding in RHYTHM_ENCODINGS:
-        straight, resumed = final_weights(tmp_path / encoding / "straight"), final_weights(tmp_path / encoding / "resumed")
+        straight, resumed = (
+            final_weights(tmp_path / encoding / "straight"),
+            final_weights(tmp_path / encoding / "resumed"),
+        )
         assert straight["step"] == resumed["step"] == STEPS
         assert straight["updates"] == resumed["updates"] == {"critic": 12, "generator": 2}
         for net, params in straight["networks"].items():

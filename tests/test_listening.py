@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
-
 from dist_helpers import musicgan
+
 from musicgan.audio import read_wav, write_wav
 from musicgan.errors import DataError
 from musicgan.metrics.listening import REAL_MODEL, interval, listening_results, make_listening_kit
@@ -31,7 +30,9 @@ def wav_run(folder, seed: int, clips: int = 3):
 @pytest.fixture
 def kit(bach_audio_shards, tmp_path):
     runs = [str(wav_run(tmp_path / "bilinear", 1)), str(wav_run(tmp_path / "baseline", 2))]
-    key = make_listening_kit(str(tmp_path / "kit"), runs, str(bach_audio_shards), clips_per_model=2, echo=lambda _: None)
+    key = make_listening_kit(
+        str(tmp_path / "kit"), runs, str(bach_audio_shards), clips_per_model=2, echo=lambda _: None
+    )
     return tmp_path / "kit", key
 
 
@@ -73,7 +74,7 @@ def test_results_aggregate_mean_and_95_percent_interval_per_model(kit, tmp_path)
 
 def test_interval_matches_the_student_t_formula():
     r = interval([1, 2, 3, 4, 5])
-    assert r["mean"] == 3 and r["high"] - 3 == pytest.approx(2.7764451 * np.std([1, 2, 3, 4, 5], ddof=1) / 5 ** 0.5)
+    assert r["mean"] == 3 and r["high"] - 3 == pytest.approx(2.7764451 * np.std([1, 2, 3, 4, 5], ddof=1) / 5**0.5)
 
 
 def _chromium():
@@ -92,12 +93,20 @@ def test_rating_page_in_headless_chromium_writes_the_csv_that_results_read(kit, 
     out, key = kit
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(tmp_path / "downloads"), "download.prompt_for_download": False}
+    )
     browser_session = webdriver.Chrome(options=options, service=Service(driver_path))
     try:
         browser_session.get((out / "kit" / "index.html").resolve().as_uri())
@@ -126,7 +135,20 @@ def test_rating_page_in_headless_chromium_writes_the_csv_that_results_read(kit, 
 
 def test_cli_writes_a_kit_from_runs(bach_audio_shards, tmp_path):
     runs = [str(wav_run(tmp_path / "a", 1)), str(wav_run(tmp_path / "b", 2))]
-    out = musicgan(["evaluate", "--listening-kit", str(tmp_path / "kit"), "--run", runs[0], "--compare", runs[1],
-                    "--reference", str(bach_audio_shards), "--kit-clips", "1"])
+    out = musicgan(
+        [
+            "evaluate",
+            "--listening-kit",
+            str(tmp_path / "kit"),
+            "--run",
+            runs[0],
+            "--compare",
+            runs[1],
+            "--reference",
+            str(bach_audio_shards),
+            "--kit-clips",
+            "1",
+        ]
+    )
     assert "listening kit: 3 clips" in out.stdout
     assert sorted(json.loads((tmp_path / "kit" / "answer_key.json").read_text()).values()) == ["a", "b", REAL_MODEL]

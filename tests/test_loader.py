@@ -53,7 +53,7 @@ def test_windows_are_crops_of_the_whole_song_encoding(midi_folder_shards):
     for batch in _loader(urls, rep, seq_len=8, num_batches=3):
         for row, key in zip(batch.x.numpy(), batch.keys):
             full = encodings[key]
-            assert any(np.array_equal(full[s:s + 8], row) for s in range(len(full) - 7))
+            assert any(np.array_equal(full[s : s + 8], row) for s in range(len(full) - 7))
 
 
 def test_same_arguments_give_identical_batches(midi_folder_shards):

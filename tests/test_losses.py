@@ -17,7 +17,6 @@ from musicgan.losses import (
     sequence_probability,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -50,9 +49,7 @@ def test_discriminator_loss_without_mask_and_separate_fake_mask():
         -math.log(1 - _sig(0.0)) - math.log(1 - _sig(3.0))
     ) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    loss_fm, _ = discriminator_loss(
-        real, fake, torch.tensor([[True, False]]), fake_mask=torch.tensor([[False, True]])
-    )
+    loss_fm, _ = discriminator_loss(real, fake, torch.tensor([[True, False]]), fake_mask=torch.tensor([[False, True]]))
     assert loss_fm.item() == pytest.approx(-math.log(_sig(1.0)) - math.log(1 - _sig(3.0)), rel=1e-6)
 
 

@@ -106,8 +106,10 @@ def test_frozen_parameters_give_input_gradients_only():
         torch.testing.assert_close(got.detach(), want, **F64)
     assert all(p.grad is None for lstm in lstms for p in lstm.parameters())
     # Forward: per stack and layer the projection (T*B x F_l x 4H) and T-1 recurrent products.
-    per_stack = sum(2 * steps * batch * f_in * 4 * hidden + 2 * (steps - 1) * batch * hidden * 4 * hidden
-                    for f_in in (features, hidden))
+    per_stack = sum(
+        2 * steps * batch * f_in * 4 * hidden + 2 * (steps - 1) * batch * hidden * 4 * hidden
+        for f_in in (features, hidden)
+    )
     assert forward_flops == 2 * per_stack
     assert backward_flops == forward_flops
 
@@ -170,8 +172,9 @@ def test_discriminator_takes_the_fast_path_only_where_it_should():
     and fast_lstm=False take nn.LSTM."""
     disc = CRNNDiscriminator(4, hidden=12, layers=2).eval()
     x = torch.randn(3, 8, 4)
-    shape = flops.StepShape(g_hidden=12, g_layers=2, d_hidden=12, d_layers=2, batch_size=3, seq_len=8,
-                            num_features=4, noise_dim=4)
+    shape = flops.StepShape(
+        g_hidden=12, g_layers=2, d_hidden=12, d_layers=2, batch_size=3, seq_len=8, num_features=4, noise_dim=4
+    )
     analytic = flops.discriminator_forward_flops(shape, 3)
     h = 12  # the analytic count includes the recurrent product of step 0 (h_{-1} = 0, skipped here)
     skipped_step0 = 2 * 2 * 2 * 3 * h * 4 * h
@@ -254,7 +257,9 @@ def test_two_stacks_on_two_threads_equal_nn_lstm(inference):
                 torch.testing.assert_close(got, want.detach(), **F64)
         else:
             torch.manual_seed(6)
-            ref, ref_grads = _outputs_and_grads(lambda: [l(x)[0] for l, x in zip(lstms, inputs)], lstms, inputs, upstream)
+            ref, ref_grads = _outputs_and_grads(
+                lambda: [l(x)[0] for l, x in zip(lstms, inputs)], lstms, inputs, upstream
+            )
             torch.manual_seed(6)
             fast, fast_grads = _outputs_and_grads(lambda: run_lstm_stacks(lstms, inputs), lstms, inputs, upstream)
             for got, want in zip([*fast, *fast_grads], [*ref, *ref_grads]):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from chorales import chorale
+
 from musicgan.data import chords
 from musicgan.data.loader import make_loader
 from musicgan.data.representations import build_representation, representation_from_state
@@ -15,7 +15,6 @@ from musicgan.data.shards import split_urls
 from musicgan.data.song import Song
 
 STEMS = ("bwv10.7", "bwv101.7", "bwv102.7", "bwv103.6", "bwv104.6", "bwv108.6")
-
 
 
 def soprano_notes(song: Song) -> set:
@@ -69,15 +68,17 @@ def test_melody_chord_round_trip_on_chorales_states_its_error():
         x = rep.encode(song)
         back = rep.decode(x)
         again = rep.encode(back)
-        np.testing.assert_array_equal(again[16:16 + len(x), :128], x[:, :128])  # melody rows exact
+        np.testing.assert_array_equal(again[16 : 16 + len(x), :128], x[:, :128])  # melody rows exact
         decoded_chords = chords.song_chords(back.replace(notes=back.notes[back.track_ids == 1]), "bar", len(x) // 16)
         np.testing.assert_array_equal(decoded_chords, chords.labels_from_midinet(x[::16, 128:]))
         # against the score: the empty bar costs one bar of offset; repeated notes merge
         kept += len(soprano_notes(song) & decoded_notes(back, 0, offset_beats=4.0))
         total += len(soprano_notes(song))
         separate += notes_without_repeats(song)
-    print(f"melody_chord round trip: {kept}/{total} soprano notes exact ({kept / total:.1%}); the others are "
-          "repeated notes of one pitch, merged as in MidiNet")
+    print(
+        f"melody_chord round trip: {kept}/{total} soprano notes exact ({kept / total:.1%}); the others are "
+        "repeated notes of one pitch, merged as in MidiNet"
+    )
     assert kept == separate  # exactly the notes that do not touch a repeat of their pitch
 
 
@@ -88,11 +89,15 @@ def test_melody_chord_transposition_moves_melody_and_chord_root_together():
     seen = set()
     for _ in range(40):
         out = rep.augment(x, rng)
-        shift = int(out[:, :128].argmax(axis=1)[x[:, :128].any(axis=1)][0] - x[:, :128].argmax(axis=1)[
-            x[:, :128].any(axis=1)][0])
+        shift = int(
+            out[:, :128].argmax(axis=1)[x[:, :128].any(axis=1)][0]
+            - x[:, :128].argmax(axis=1)[x[:, :128].any(axis=1)][0]
+        )
         np.testing.assert_array_equal(out[:, :128], np.roll(x[:, :128], shift, axis=1))  # no note leaves 0..127
-        np.testing.assert_array_equal(chords.labels_from_midinet(out[:, 128:]),
-                                      chords.transpose_chords(chords.labels_from_midinet(x[:, 128:]), shift))
+        np.testing.assert_array_equal(
+            chords.labels_from_midinet(out[:, 128:]),
+            chords.transpose_chords(chords.labels_from_midinet(x[:, 128:]), shift),
+        )
         seen.add(shift)
     assert seen == set(range(-6, 6))
 

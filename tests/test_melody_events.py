@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from chorales import chorale
+from test_melody import STEMS, decoded_notes, soprano_notes
+
 from musicgan.data import chords
 from musicgan.data.loader import make_loader
 from musicgan.data.melody_events import RHYTHM_ENCODINGS, chord_vectors, labels_from_chord_vectors
 from musicgan.data.representations import build_representation, representation_from_state
 from musicgan.data.shards import split_urls
 from musicgan.errors import ConfigError
-from test_melody import STEMS, decoded_notes, soprano_notes
 
 
 @pytest.mark.parametrize("encoding", RHYTHM_ENCODINGS)
@@ -27,7 +27,7 @@ def test_round_trip_on_chorales_is_exact_and_states_its_error(encoding):
         x = rep.encode(song)
         back = rep.decode(x)
         again = rep.encode(back)
-        np.testing.assert_array_equal(again[:, :rep.num_token_fields], x[:, :rep.num_token_fields])
+        np.testing.assert_array_equal(again[:, : rep.num_token_fields], x[:, : rep.num_token_fields])
         np.testing.assert_array_equal(rep.chord_labels(again), rep.chord_labels(x))
         beats = chords.song_chords(song, "beat", len(x) // rep.window_align * 4)
         np.testing.assert_array_equal(rep.chord_labels(x), beats)  # the per-beat labels, unchanged
@@ -35,8 +35,9 @@ def test_round_trip_on_chorales_is_exact_and_states_its_error(encoding):
         kept += len(original & decoded)
         total += len(original)
         worst = max(worst, max(abs(a[1] - b[1]) + abs(a[2] - b[2]) for a, b in zip(sorted(original), sorted(decoded))))
-    print(f"melody_chord_events/{encoding}: {kept}/{total} soprano notes exact; "
-          f"worst onset + length error {worst} beats")
+    print(
+        f"melody_chord_events/{encoding}: {kept}/{total} soprano notes exact; worst onset + length error {worst} beats"
+    )
     assert kept == total and worst == 0.0  # chorale rhythms lie on the 48-per-bar grid
 
 
@@ -91,7 +92,7 @@ def test_chord_vectors_hold_the_triad_and_its_root():
 @pytest.mark.parametrize("encoding", ["timestep", "end_position", "interval"])
 def test_transposition_moves_chords_and_absolute_pitches(encoding):
     rep = build_representation("melody_chord_events", rhythm_encoding=encoding, transpose=(-5, 6))
-    x = rep.encode(chorale("bwv10.7"))[:2 * rep.window_align]
+    x = rep.encode(chorale("bwv10.7"))[: 2 * rep.window_align]
     rng = np.random.default_rng(3)
     for _ in range(10):
         out = rep.augment(x, rng)

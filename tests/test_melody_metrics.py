@@ -50,8 +50,14 @@ def test_melody_metrics_of_a_known_melody():
 
 def test_melody_metrics_are_nan_without_a_melody():
     song = _song([(C_MAJOR, [-1] * 16)])
-    for name in ("chord_tone_ratio", "melody_pitch_range", "distinct_pitches_per_bar", "melody_note_length",
-                 "melody_note_length_entropy", "melody_scale_consistency"):
+    for name in (
+        "chord_tone_ratio",
+        "melody_pitch_range",
+        "distinct_pitches_per_bar",
+        "melody_note_length",
+        "melody_note_length_entropy",
+        "melody_scale_consistency",
+    ):
         assert math.isnan(METRICS[name](song)), name
 
 
@@ -66,9 +72,17 @@ def test_chord_tone_ratio_reads_the_soprano_of_a_chorale(bach_shards):
 def test_jazzgan_melody_metrics_of_a_known_melody():
     # C E G D over C major, then A A A (one note) B, a 16th C, a 16th rest... over A minor
     song = _song([(C_MAJOR, _quarters(72, 76, 79, 74)), (A_MINOR, [81] * 8 + [83] * 4 + [72, -1, 84, 84])])
-    values = {name: METRICS[name].fn(song) for name in ("melody_distinct_pitches", "melody_distinct_pitch_classes",
-                                                        "melody_repetitions_3", "qualified_note_rate",
-                                                        "non_chord_tone_ratio", "chord_tone_ratio")}
+    values = {
+        name: METRICS[name].fn(song)
+        for name in (
+            "melody_distinct_pitches",
+            "melody_distinct_pitch_classes",
+            "melody_repetitions_3",
+            "qualified_note_rate",
+            "non_chord_tone_ratio",
+            "chord_tone_ratio",
+        )
+    }
     assert values["melody_distinct_pitches"] == 7  # 72 76 79 74 81 83 84
     assert values["melody_distinct_pitch_classes"] == 6  # C twice (72, 84)
     assert values["melody_repetitions_3"] == 0

@@ -127,8 +127,9 @@ def test_groove_consistency():
     two_bars = melody([60] * 8, time_signatures=[(0.0, 4, 4)])
     assert value("groove_consistency", two_bars) == 1.0  # MusPy gives 0.875 here
     # second bar lacks its last beat's onset: Hamming 1 of 48 steps (12 per beat)
-    gap = Song.from_columns(np.array([0, 1, 2, 3, 4, 5, 6]) * QUARTER, [QUARTER] * 7, [60] * 7,
-                            time_signatures=[(0.0, 4, 4)])
+    gap = Song.from_columns(
+        np.array([0, 1, 2, 3, 4, 5, 6]) * QUARTER, [QUARTER] * 7, [60] * 7, time_signatures=[(0.0, 4, 4)]
+    )
     assert value("groove_consistency", gap) == pytest.approx(1 - 1 / 48)
     # 3/4: bars of 36 steps; identical waltz bars
     waltz = melody([48, 60, 60] * 3, time_signatures=[(0.0, 3, 4)])
@@ -138,8 +139,15 @@ def test_groove_consistency():
 
 def test_empty_song_is_nan_or_zero():
     empty = Song(np.zeros((0, 6)))
-    counts = {"unique_tones", "repetitions_3", "n_pitches_used", "n_pitch_classes_used", "melody_distinct_pitches",
-              "melody_distinct_pitch_classes", "melody_repetitions_3"}
+    counts = {
+        "unique_tones",
+        "repetitions_3",
+        "n_pitches_used",
+        "n_pitch_classes_used",
+        "melody_distinct_pitches",
+        "melody_distinct_pitch_classes",
+        "melody_repetitions_3",
+    }
     for name, metric in METRICS.items():
         result = metric(empty)
         if name in counts:
@@ -150,12 +158,30 @@ def test_empty_song_is_nan_or_zero():
 
 def test_registry_groups_and_batch_api():
     crnngan = metric_names("crnngan")
-    for name in ("scale_consistency", "tone_span", "unique_tones", "intensity_span", "polyphony", "repetitions_3",
-                 "scale_consistency_compat", "polyphony_compat", "repetitions_3_compat"):
+    for name in (
+        "scale_consistency",
+        "tone_span",
+        "unique_tones",
+        "intensity_span",
+        "polyphony",
+        "repetitions_3",
+        "scale_consistency_compat",
+        "polyphony_compat",
+        "repetitions_3_compat",
+    ):
         assert name in crnngan
     muspy = metric_names("muspy")
-    for name in ("pitch_range", "n_pitches_used", "n_pitch_classes_used", "pitch_entropy", "pitch_class_entropy",
-                 "polyphony_muspy", "polyphony_rate", "empty_beat_rate", "groove_consistency"):
+    for name in (
+        "pitch_range",
+        "n_pitches_used",
+        "n_pitch_classes_used",
+        "pitch_entropy",
+        "pitch_class_entropy",
+        "polyphony_muspy",
+        "polyphony_rate",
+        "empty_beat_rate",
+        "groove_consistency",
+    ):
         assert name in muspy
     with pytest.raises(ValueError):
         metric_names("nope")

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from midi_factory import make_song, malformed_files, note, simple_midi, smf, tempo_event, track, write_song
+
 from musicgan.data.midi import midi_bytes, read_midi, read_midi_bytes, synthesize_sine, write_midi
 from musicgan.data.song import Song
 from musicgan.errors import DataError, MidiError
@@ -41,8 +41,14 @@ def test_tempo_changes_are_honoured_from_raw_bytes():
 
 
 def test_tempo_map_survives_write_and_read(tmp_path):
-    song = Song.from_columns([0.0, 0.5, 1.0, 2.0], [0.5, 0.5, 1.0, 1.0], [60, 62, 64, 65], [90, 91, 92, 93],
-                             tempos=[(0.0, 120.0), (1.0, 60.0)], time_signatures=[(0.0, 3, 4)])
+    song = Song.from_columns(
+        [0.0, 0.5, 1.0, 2.0],
+        [0.5, 0.5, 1.0, 1.0],
+        [60, 62, 64, 65],
+        [90, 91, 92, 93],
+        tempos=[(0.0, 120.0), (1.0, 60.0)],
+        time_signatures=[(0.0, 3, 4)],
+    )
     back = read_midi_bytes(midi_bytes(song))
     np.testing.assert_allclose(back.notes[:, :6], song.notes[:, :6], atol=1e-6)  # track: -1 written, 0 read
     assert [(round(t, 6), round(b, 6)) for t, b in back.tempos] == [(0.0, 120.0), (1.0, 60.0)]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dist_helpers import final_weights, init_rank, spawn
+
 from musicgan.config import apply_overrides
 from musicgan.errors import ConfigError, UserError
 from musicgan.models.midinet import CHORD_DIM, NUM_PITCHES, MidiNetDiscriminator, MidiNetGenerator
@@ -29,7 +29,10 @@ def _bars(batch: int, steps: int = 16, seed: int = 0):
 @pytest.mark.parametrize("steps", [16, 8])
 def test_generator_and_discriminator_shapes(steps):
     torch.manual_seed(0)
-    generator, discriminator = MidiNetGenerator(steps, latent_dim=10, hidden=32, channels=8), MidiNetDiscriminator(steps)
+    generator, discriminator = (
+        MidiNetGenerator(steps, latent_dim=10, hidden=32, channels=8),
+        MidiNetDiscriminator(steps),
+    )
     previous, chord = _bars(3, steps)
     fake = generator(generator.noise(3), chord, previous)
     assert fake.shape == (3, 1, steps, NUM_PITCHES) and 0 < fake.min() and fake.max() < 1
@@ -97,8 +100,18 @@ RESUME_AT = 6
 def midinet_cfg(data: Path, *overrides: str):
     cfg = get_preset("midinet-debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false", "log.num_samples=1",
-                                 "log.metric_samples=2", "log.metric_songs=4", *overrides])
+    return apply_overrides(
+        cfg,
+        [
+            "log.interval=1",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=1",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            *overrides,
+        ],
+    )
 
 
 def _one_process(cfg):
@@ -147,11 +160,14 @@ def test_step_losses_are_the_papers_with_separate_d_calls(tmp_path):
     fake = generator(generator.noise(5), chord, previous)
     real_logits, real_f = discriminator(real, chord)
     fake_logits, fake_f = discriminator(fake, chord)
-    d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, 0.9))
-              + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-    g_loss = (F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-              + 0.1 * (fake_f.mean(0) - real_f.mean(0)).square().sum() / 2
-              + 0.01 * (fake.flatten(1).mean(0) - real.flatten(1).mean(0)).square().sum() / 2)
+    d_loss = F.binary_cross_entropy_with_logits(
+        real_logits, torch.full_like(real_logits, 0.9)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    g_loss = (
+        F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+        + 0.1 * (fake_f.mean(0) - real_f.mean(0)).square().sum() / 2
+        + 0.01 * (fake.flatten(1).mean(0) - real.flatten(1).mean(0)).square().sum() / 2
+    )
     torch.testing.assert_close(out.losses["discriminator"], d_loss)
     torch.testing.assert_close(out.losses["generator"], g_loss)
 
@@ -189,8 +205,11 @@ def _worker(rank, world_size, port, data, root, runs):
             run_dir = Path(root) / label
             if label.endswith("-resumed"):
                 fit(midinet_cfg(Path(data), f"train.max_steps={RESUME_AT}", *overrides), run_dir)
-            fit(midinet_cfg(Path(data), f"train.max_steps={STEPS}", *overrides), run_dir,
-                resume=label.endswith("-resumed"))
+            fit(
+                midinet_cfg(Path(data), f"train.max_steps={STEPS}", *overrides),
+                run_dir,
+                resume=label.endswith("-resumed"),
+            )
     finally:
         teardown(env)
 
@@ -301,8 +320,22 @@ def test_sample_cli_writes_eight_bar_melodies_and_rejects_bad_chords(trained_run
     from musicgan.cli import main
     from musicgan.data.midi import read_midi
 
-    assert main(["sample", "--run", str(trained_run), "--num", "2", "--chords", "C G Am F C G C C",
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(trained_run),
+                "--num",
+                "2",
+                "--chords",
+                "C G Am F C G C C",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     files = sorted((tmp_path / "out").glob("*.mid"))
     assert len(files) == 2 and len(list((tmp_path / "out").glob("*.png"))) == 2
     song = read_midi(files[0])
@@ -336,8 +369,10 @@ def test_chords_are_refused_by_a_family_without_them(bach_shards, tmp_path, caps
     from musicgan.cli import main
     from musicgan.training.loop import train
 
-    cfg = apply_overrides(get_preset("wgan-gp-debug"), [f"data.path={bach_shards}", "train.max_steps=1",
-                                                        "log.tensorboard=false", "log.progress=false"])
+    cfg = apply_overrides(
+        get_preset("wgan-gp-debug"),
+        [f"data.path={bach_shards}", "train.max_steps=1", "log.tensorboard=false", "log.progress=false"],
+    )
     train(cfg, tmp_path / "wgan")
     assert main(["sample", "--run", str(tmp_path / "wgan"), "--chords", "C G", "--out", str(tmp_path / "s")]) == 2
     assert "model.name=wgan-gp takes no chords" in capsys.readouterr().err

@@ -16,7 +16,6 @@ from musicgan.models.crnngan import (
     release_workspace,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from chorales import chorale
+
 from musicgan.data.loader import iter_songs, make_loader
 from musicgan.data.representation_base import skip_summary
 from musicgan.data.representations import build_representation, representation_from_state
@@ -18,7 +18,6 @@ from musicgan.data.song import ONSET, Song
 from musicgan.errors import ConfigError, SongSkipped
 
 BAR = 48  # 4/4 at 12 steps per beat
-
 
 
 def test_a_pickup_lands_before_the_first_bar_line():
@@ -45,10 +44,18 @@ def test_round_trip_on_real_chorales_states_its_error():
         # against the score: every note on the grid comes back with its pitch, part and onset
         # beat; the step the encoding takes off is given back, so lengths are exact too
         origin = song.bar_origin_beats()
-        original = {(int(t), int(p), round(float(b - origin), 6), round(float(e - b), 6)) for t, p, b, e in zip(
-            song.track_ids, song.pitches, song.seconds_to_beats(song.onsets), song.seconds_to_beats(song.offsets))}
-        decoded = {(int(t), int(p), round(float(b), 6), round(float(e - b), 6)) for t, p, b, e in zip(
-            back.track_ids, back.pitches, back.seconds_to_beats(back.onsets), back.seconds_to_beats(back.offsets))}
+        original = {
+            (int(t), int(p), round(float(b - origin), 6), round(float(e - b), 6))
+            for t, p, b, e in zip(
+                song.track_ids, song.pitches, song.seconds_to_beats(song.onsets), song.seconds_to_beats(song.offsets)
+            )
+        }
+        decoded = {
+            (int(t), int(p), round(float(b), 6), round(float(e - b), 6))
+            for t, p, b, e in zip(
+                back.track_ids, back.pitches, back.seconds_to_beats(back.onsets), back.seconds_to_beats(back.offsets)
+            )
+        }
         kept += len(original & decoded)
         total += len(original)
         assert [t.name for t in back.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
@@ -59,8 +66,9 @@ def test_round_trip_on_real_chorales_states_its_error():
 def test_note_encoding_follows_the_paper_and_inverts_exactly():
     rep = build_representation("multitrack", grouping="lpd5", steps_per_beat=4, lowest=36, num_pitches=48)
     # at 120 bpm one step = 0.125 s: a 4-step note, the same pitch again, a 1-step note, a drum
-    song = Song.from_columns([0.0, 0.5, 1.0, 0.0], [0.5, 0.5, 0.125, 0.5], [60, 60, 64, 38],
-                             program=[0, 0, 0, 0], is_drum=[0, 0, 0, 1])
+    song = Song.from_columns(
+        [0.0, 0.5, 1.0, 0.0], [0.5, 0.5, 0.125, 0.5], [60, 60, 64, 38], program=[0, 0, 0, 0], is_drum=[0, 0, 0, 1]
+    )
     x = rep.encode(song).reshape(-1, 5, 48) > 0
     assert x.shape == (16, 5, 48)
     assert np.flatnonzero(x[:, 1, 60 - 36]).tolist() == [0, 1, 2, 4, 5, 6]  # ends one step early
@@ -93,15 +101,16 @@ def test_loader_draws_bar_aligned_full_windows_and_reports_what_it_skips(bach_sh
         except SongSkipped:
             pass
     with caplog.at_level(logging.INFO, logger="musicgan.data.loader"):
-        loader = make_loader(urls, rep, seq_len=4 * bar, batch_size=4, num_batches=6, seed=3, epoch=0, rank=0,
-                             world_size=1)
+        loader = make_loader(
+            urls, rep, seq_len=4 * bar, batch_size=4, num_batches=6, seed=3, epoch=0, rank=0, world_size=1
+        )
         batches = list(loader)
     starts = []
     for batch in batches:
         assert (batch.lengths == 4 * bar).all()  # full windows only
         for row, key in zip(batch.x.numpy(), batch.keys):
             full = encodings[key]
-            found = [s for s in range(len(full) - 4 * bar + 1) if np.array_equal(full[s:s + 4 * bar], row)]
+            found = [s for s in range(len(full) - 4 * bar + 1) if np.array_equal(full[s : s + 4 * bar], row)]
             assert any(s % bar == 0 for s in found)
             starts += found
     assert any(s > 0 for s in starts)
@@ -121,8 +130,10 @@ def test_skip_summary_counts_what_the_filters_drop(bach_shards):
 def test_ranks_get_equal_batch_counts_of_different_windows_despite_the_filters(bach_shards):
     urls = split_urls(bach_shards, "train")
     rep = build_representation("multitrack", steps_per_beat=4, lowest=36, num_pitches=48)
-    ranks = [list(make_loader(urls, rep, seq_len=64, batch_size=3, num_batches=4, seed=2, epoch=0, rank=r,
-                              world_size=2)) for r in (0, 1)]
+    ranks = [
+        list(make_loader(urls, rep, seq_len=64, batch_size=3, num_batches=4, seed=2, epoch=0, rank=r, world_size=2))
+        for r in (0, 1)
+    ]
     assert [len(batches) for batches in ranks] == [4, 4]  # no rank runs short: DDP would hang
     assert not all(torch.equal(a.x, b.x) for a, b in zip(*ranks))
 
@@ -138,8 +149,9 @@ def test_windows_must_be_whole_bars(bach_shards):
 
 
 def test_transposition_shifts_pitched_tracks_and_leaves_drums():
-    rep = build_representation("multitrack", grouping="lpd5", steps_per_beat=4, lowest=36, num_pitches=48,
-                               transpose=(-5, 6))
+    rep = build_representation(
+        "multitrack", grouping="lpd5", steps_per_beat=4, lowest=36, num_pitches=48, transpose=(-5, 6)
+    )
     window = -np.ones((16, 5 * 48), dtype=np.float32)
     blocks = window.reshape(16, 5, 48)
     blocks[0, 0, 2] = blocks[0, 1, 24] = blocks[3, 4, 30] = 1.0

@@ -51,9 +51,15 @@ def test_phrase_means_per_track_and_pair_with_the_shuffled_row(bach_shards):
 
 
 def test_summary_lines_and_report_table_show_every_row():
-    extra = {"musegan/generated/EB/Soprano": 10.0, "musegan/generated/EB/Bass": 20.0,
-             "musegan/generated/TD/Soprano-Bass": 1.5, "musegan/generated/num_bars": 800.0,
-             "musegan/real_valid/EB/Soprano": 1.0, "musegan/real_valid/num_bars": 40.0, "loglik": 3.0}
+    extra = {
+        "musegan/generated/EB/Soprano": 10.0,
+        "musegan/generated/EB/Bass": 20.0,
+        "musegan/generated/TD/Soprano-Bass": 1.5,
+        "musegan/generated/num_bars": 800.0,
+        "musegan/real_valid/EB/Soprano": 1.0,
+        "musegan/real_valid/num_bars": 40.0,
+        "loglik": 3.0,
+    }
     lines = musegan_summary_lines(extra)
     assert lines == ["musegan generated: EB=15 TD=1.5 (800 bars)", "musegan real_valid: EB=1 (40 bars)"]
     html = "".join(_musegan_section({"sets": {"run": {"extra": extra}}}, ["run"]))
@@ -65,8 +71,14 @@ def test_multi_track_samples_get_a_panel_per_track_picture(tmp_path):
     pytest.importorskip("matplotlib")
     import matplotlib.image
 
-    song = Song.from_columns([0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [72, 48, 74], track=[0, 1, 0],
-                             tracks=[Track("Soprano"), Track("Bass")], time_signatures=[(0.0, 4, 4)])
-    path, = write_songs([song], tmp_path)
+    song = Song.from_columns(
+        [0.0, 0.0, 1.0],
+        [1.0, 1.0, 1.0],
+        [72, 48, 74],
+        track=[0, 1, 0],
+        tracks=[Track("Soprano"), Track("Bass")],
+        time_signatures=[(0.0, 4, 4)],
+    )
+    (path,) = write_songs([song], tmp_path)
     pixels = (matplotlib.image.imread(path.with_suffix(".png"))[..., :3] * 255).round().astype(int)
     assert (pixels == _rgb(COLORS[1])).all(axis=2).any()  # the second track's panel colour

@@ -10,8 +10,8 @@ from pathlib import Path
 import pretty_midi
 import pytest
 import torch
-
 from dist_helpers import final_weights, init_rank, spawn
+
 from musicgan.config import apply_overrides
 from musicgan.errors import ConfigError
 from musicgan.presets import get_preset
@@ -23,8 +23,18 @@ RESUME_AT = 9  # musegan-debug: G trains at steps 2, 7, 12 (1-based); 9 is insid
 def musegan_cfg(data: Path, *overrides: str):
     cfg = get_preset("musegan-debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false", "log.num_samples=2",
-                                 "log.metric_samples=2", "log.metric_songs=4", *overrides])
+    return apply_overrides(
+        cfg,
+        [
+            "log.interval=1",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=2",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            *overrides,
+        ],
+    )
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -65,10 +75,14 @@ def test_evaluate_hook_reports_generated_and_real_rows(bach_shards, tmp_path):
     assert musegan_set_metric(other) == {}  # a MIDI folder: not a MuseGAN run
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("data.num_pitches", "50", "whole octaves"), ("curriculum.max_len", "72", "whole bars"),
-    ("data.representation", "pianoroll", "needs data.representation=multitrack"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data.num_pitches", "50", "whole octaves"),
+        ("curriculum.max_len", "72", "whole bars"),
+        ("data.representation", "pianoroll", "needs data.representation=multitrack"),
+    ],
+)
 def test_bad_musegan_configs_are_one_line_errors(bach_shards, tmp_path, key, value, message):
     from musicgan.training.loop import train
 
@@ -96,8 +110,11 @@ def _worker(rank, world_size, port, data, root, runs):
             run_dir = Path(root) / label
             if label.endswith("-resumed"):
                 fit(musegan_cfg(Path(data), f"train.max_steps={RESUME_AT}", *overrides), run_dir)
-            fit(musegan_cfg(Path(data), f"train.max_steps={STEPS}", *overrides), run_dir,
-                resume=label.endswith("-resumed"))
+            fit(
+                musegan_cfg(Path(data), f"train.max_steps={STEPS}", *overrides),
+                run_dir,
+                resume=label.endswith("-resumed"),
+            )
     finally:
         teardown(env)
 
@@ -124,8 +141,12 @@ def test_linear_lr_decay_follows_generator_steps(bach_shards, tmp_path):
 
     # Generator steps at trainer steps 2 and 7 (1-based); the 8th step sets lr for 2 G steps
     # done of a decay over G steps 0 -> 4: half the configured rate.
-    result = train(musegan_cfg(bach_shards, "train.max_steps=8", "optim.lr_decay_start=0", "optim.lr_decay_end=4",
-                               "log.num_samples=0"), tmp_path / "run")
+    result = train(
+        musegan_cfg(
+            bach_shards, "train.max_steps=8", "optim.lr_decay_start=0", "optim.lr_decay_end=4", "log.num_samples=0"
+        ),
+        tmp_path / "run",
+    )
     state = torch.load(result.checkpoint, weights_only=True)
     for name in ("generator", "critic"):
         assert state["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(0.5e-3), name

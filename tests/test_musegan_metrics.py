@@ -32,15 +32,19 @@ def bars(num_bars=1, steps=S, pitches=P):
 
 
 def play(roll, bar, midi, start, length, low=LOW):
-    roll[bar, start:start + length, midi - low] = True
+    roll[bar, start : start + length, midi - low] = True
     return roll
 
 
 def test_empty_bars_is_percent_per_bar_and_the_rest_is_nan_there():
     roll = play(bars(4), 1, 40, 0, 4)
     assert empty_bars(roll).tolist() == [100.0, 0.0, 100.0, 100.0]  # EB mean: 75 %
-    for values in (used_pitch_classes(roll, LOW), used_pitch_classes_compat(roll), qualified_notes(roll),
-                   drum_pattern(roll)):
+    for values in (
+        used_pitch_classes(roll, LOW),
+        used_pitch_classes_compat(roll),
+        qualified_notes(roll),
+        drum_pattern(roll),
+    ):
         assert np.isnan(values[[0, 2, 3]]).all() and not np.isnan(values[1])
 
 
@@ -127,11 +131,23 @@ def _phrases():
 
 
 def test_phrase_metrics_names_tracks_and_pairs_and_skips_drums_for_pitch_metrics():
-    values = phrase_metrics(_phrases(), ["bass", "piano", "drums"], drum_tracks=["drums"], lowest_pitch=LOW,
-                            shuffle_seed=0)
-    assert set(values) == {"EB/bass", "EB/piano", "EB/drums", "UPC/bass", "UPC/piano", "UPC_compat/bass",
-                           "UPC_compat/piano", "QN/bass", "QN/piano", "DP/drums", "TD/bass-piano",
-                           "TD_shuffled/bass-piano"}
+    values = phrase_metrics(
+        _phrases(), ["bass", "piano", "drums"], drum_tracks=["drums"], lowest_pitch=LOW, shuffle_seed=0
+    )
+    assert set(values) == {
+        "EB/bass",
+        "EB/piano",
+        "EB/drums",
+        "UPC/bass",
+        "UPC/piano",
+        "UPC_compat/bass",
+        "UPC_compat/piano",
+        "QN/bass",
+        "QN/piano",
+        "DP/drums",
+        "TD/bass-piano",
+        "TD_shuffled/bass-piano",
+    }
     assert values["EB/piano"].tolist() == [0.0, 100.0, 100.0, 100.0]  # bars in (phrase, bar) order
     assert values["DP/drums"].tolist() == [100.0] * 4
     td = values["TD/bass-piano"]
@@ -168,8 +184,9 @@ def test_song_tracks_without_identity_are_instruments_in_order_of_appearance():
 
 def test_song_tracks_follow_the_songs_parts():
     # Two voices on the same program stay two tracks when the song knows its parts.
-    song = Song.from_columns([0.0, 0.0, 0.5], [0.5, 0.5, 0.5], [72, 48, 74], track=[0, 1, 0],
-                             tracks=[Track("Soprano"), Track("Bass")])
+    song = Song.from_columns(
+        [0.0, 0.0, 0.5], [0.5, 0.5, 0.5], [72, 48, 74], track=[0, 1, 0], tracks=[Track("Soprano"), Track("Bass")]
+    )
     tracks = song_tracks(song)
     assert [(name, notes[:, 2].tolist()) for notes, _, name in tracks] == [("Soprano", [72, 74]), ("Bass", [48])]
 
@@ -184,8 +201,13 @@ def test_song_bars_start_at_the_downbeat_after_a_pickup():
 
 
 def test_registered_song_metrics_pool_bars_and_tracks():
-    assert metric_names("musegan") == ["musegan_empty_bars", "musegan_used_pitch_classes", "musegan_qualified_notes",
-                                       "musegan_drum_pattern", "musegan_tonal_distance"]
+    assert metric_names("musegan") == [
+        "musegan_empty_bars",
+        "musegan_used_pitch_classes",
+        "musegan_qualified_notes",
+        "musegan_drum_pattern",
+        "musegan_tonal_distance",
+    ]
     assert not set(metric_names("all")) & set(metric_names("musegan"))  # asked for by name only
     # Piano (program 0): C3 for bar 1 only; bass (program 33): G2 for both bars; 4/4 at 120 bpm.
     song = _song([(0.0, 2.0, 48, 0, 0), (0.0, 4.0, 43, 33, 0)], time_signatures=[(0.0, 4, 4)])

@@ -33,14 +33,37 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Toy phrases: 2 tracks x 2 bars; v3 12 steps (3 per beat) x 24 pitches; paper 48 x 24.
 TOY = {
-    "v3": MuseGANGeometry(num_tracks=2, num_bars=2, steps_per_bar=12, num_pitches=24, lowest_pitch=36,
-                          width_scale=1 / 16, v3_time_factors=(2, 2, 3), v3_pitch_layers=((1, 1), (2, 2))),
-    "paper": MuseGANGeometry(num_tracks=2, num_bars=2, steps_per_bar=48, num_pitches=24, lowest_pitch=36,
-                             width_scale=1 / 16, paper_time_factors=(2, 2, 2, 3), paper_pitch_factors=(2, 12)),
+    "v3": MuseGANGeometry(
+        num_tracks=2,
+        num_bars=2,
+        steps_per_bar=12,
+        num_pitches=24,
+        lowest_pitch=36,
+        width_scale=1 / 16,
+        v3_time_factors=(2, 2, 3),
+        v3_pitch_layers=((1, 1), (2, 2)),
+    ),
+    "paper": MuseGANGeometry(
+        num_tracks=2,
+        num_bars=2,
+        steps_per_bar=48,
+        num_pitches=24,
+        lowest_pitch=36,
+        width_scale=1 / 16,
+        paper_time_factors=(2, 2, 2, 3),
+        paper_pitch_factors=(2, 12),
+    ),
 }
 # The spec's small config (chorales) and both published configs must build.
-SMALL_V3 = MuseGANGeometry(num_tracks=4, num_bars=4, steps_per_bar=48, num_pitches=48, lowest_pitch=36,
-                           width_scale=0.25, v3_pitch_layers=((2, 2), (2, 2)))
+SMALL_V3 = MuseGANGeometry(
+    num_tracks=4,
+    num_bars=4,
+    steps_per_bar=48,
+    num_pitches=48,
+    lowest_pitch=36,
+    width_scale=0.25,
+    v3_pitch_layers=((2, 2), (2, 2)),
+)
 PAPER_V1 = MuseGANGeometry(steps_per_bar=96)
 
 
@@ -86,8 +109,10 @@ def _track_dependence(generator, z):
     # grouped (per-track) channels stay independent, and nothing saturates the tanh.
     z = z.clone().requires_grad_(True)
     phrase = generator(z)
-    rows = [torch.autograd.grad(phrase[:, k].sum(), z, retain_graph=True)[0].abs().sum(0) > 0
-            for k in range(phrase.shape[1])]
+    rows = [
+        torch.autograd.grad(phrase[:, k].sum(), z, retain_graph=True)[0].abs().sum(0) > 0
+        for k in range(phrase.shape[1])
+    ]
     return torch.stack(rows)
 
 
@@ -106,7 +131,11 @@ def test_which_latent_reaches_which_track(arch, mode):
     depends = _track_dependence(generator, torch.randn(4, generator.latent_dim))
     owner = _latent_owner(generator.layout, TOY[arch].num_tracks)
     for track in range(TOY[arch].num_tracks):
-        expected = (owner == -1) | (owner == track) if generator.layout.num_generators > 1 else torch.ones_like(owner, dtype=torch.bool)
+        expected = (
+            (owner == -1) | (owner == track)
+            if generator.layout.num_generators > 1
+            else torch.ones_like(owner, dtype=torch.bool)
+        )
         assert torch.equal(depends[track], expected), (mode, track)
 
 
@@ -115,8 +144,7 @@ def test_paper_generator_static_latents_repeat_per_bar_and_temporal_ones_vary():
     generator.eval()
     inputs = generator.bar_inputs(torch.randn(2, generator.latent_dim))  # (B, N, G, 128)
     layout = generator.layout
-    static = torch.cat([inputs[..., :layout.shared_static],
-                        inputs[..., 64:64 + layout.private_static]], -1)
+    static = torch.cat([inputs[..., : layout.shared_static], inputs[..., 64 : 64 + layout.private_static]], -1)
     temporal = torch.cat([inputs[..., 32:64], inputs[..., 96:]], -1)
     assert torch.equal(static[:, 0], static[:, 1])
     assert not torch.allclose(temporal[:, 0], temporal[:, 1])
@@ -156,8 +184,16 @@ def test_critics_have_no_batch_norm_and_score_each_sample_alone(arch):
 
 
 def test_v3_chroma_folds_octaves_from_the_lowest_pitch():
-    geometry = MuseGANGeometry(num_tracks=1, num_bars=2, steps_per_bar=12, num_pitches=24, lowest_pitch=30,
-                               width_scale=1 / 16, v3_time_factors=(2, 2, 3), v3_pitch_layers=((1, 1), (2, 2)))
+    geometry = MuseGANGeometry(
+        num_tracks=1,
+        num_bars=2,
+        steps_per_bar=12,
+        num_pitches=24,
+        lowest_pitch=30,
+        width_scale=1 / 16,
+        v3_time_factors=(2, 2, 3),
+        v3_pitch_layers=((1, 1), (2, 2)),
+    )
     critic = V3Critic(geometry)
     x = -torch.ones(1, *geometry.phrase_shape)
     x[0, 0, 0, 0:3, 2] = 1  # MIDI 32 (G#) for the first beat (3 steps)
@@ -183,9 +219,9 @@ def _penalty_and_score(critic, real, fake, alpha):
     mixed = (real + alpha * (fake - real)).requires_grad_(True)
     scores = critic(torch.cat([real, fake, mixed]))
     b = real.shape[0]
-    grad, = torch.autograd.grad(scores[2 * b:].sum(), mixed, create_graph=True)
+    (grad,) = torch.autograd.grad(scores[2 * b :].sum(), mixed, create_graph=True)
     penalty = (grad.flatten(1).norm(dim=1) - 1).square().mean()
-    return scores[b:2 * b].mean() - scores[:b].mean() + 10 * penalty
+    return scores[b : 2 * b].mean() - scores[:b].mean() + 10 * penalty
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -215,15 +251,18 @@ def test_gradient_penalty_double_backward_matches_finite_differences(arch):
     torch.testing.assert_close(analytic, (plus - minus) / (2 * eps), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize(("changes", "arch", "message"), [
-    ({"v3_time_factors": (4, 4, 2)}, "v3", "v3 time factors"),
-    ({"num_pitches": 72}, "v3", "v3 pitch layers"),
-    ({"steps_per_bar": 50}, "v3", "not a multiple of 4 beats"),
-    ({"num_bars": 1}, "v3", ">= 2 bars"),
-    ({"steps_per_bar": 96, "paper_time_factors": (2, 2, 2, 2)}, "paper", "paper time factors"),
-    ({"steps_per_bar": 96, "paper_pitch_factors": (6, 12)}, "paper", "paper pitch factors"),
-    ({"steps_per_bar": 24, "paper_time_factors": (2, 2, 3)}, "paper", "bar critic needs more"),
-])
+@pytest.mark.parametrize(
+    ("changes", "arch", "message"),
+    [
+        ({"v3_time_factors": (4, 4, 2)}, "v3", "v3 time factors"),
+        ({"num_pitches": 72}, "v3", "v3 pitch layers"),
+        ({"steps_per_bar": 50}, "v3", "not a multiple of 4 beats"),
+        ({"num_bars": 1}, "v3", ">= 2 bars"),
+        ({"steps_per_bar": 96, "paper_time_factors": (2, 2, 2, 2)}, "paper", "paper time factors"),
+        ({"steps_per_bar": 96, "paper_pitch_factors": (6, 12)}, "paper", "paper pitch factors"),
+        ({"steps_per_bar": 24, "paper_time_factors": (2, 2, 3)}, "paper", "bar critic needs more"),
+    ],
+)
 def test_impossible_geometries_are_config_errors(changes, arch, message):
     geometry = MuseGANGeometry(**changes)
     with pytest.raises(ConfigError, match=message):
@@ -244,14 +283,28 @@ def test_state_dict_keeps_the_track_order():
     with pytest.raises(ConfigError, match="differ"):
         PaperCritic(TOY["paper"], track_names=["bass", "soprano"]).load_state_dict(state)
     with pytest.raises(ConfigError, match="2 track names for 3 tracks"):
-        PaperCritic(MuseGANGeometry(num_tracks=3, num_bars=2, steps_per_bar=48, num_pitches=24,
-                                    paper_time_factors=(2, 2, 2, 3), paper_pitch_factors=(2, 12)), ["a", "b"])
+        PaperCritic(
+            MuseGANGeometry(
+                num_tracks=3,
+                num_bars=2,
+                steps_per_bar=48,
+                num_pitches=24,
+                paper_time_factors=(2, 2, 2, 3),
+                paper_pitch_factors=(2, 12),
+            ),
+            ["a", "b"],
+        )
 
 
-@pytest.mark.parametrize(("kernel", "stride", "groups"), [
-    ((1, 1, 12), (1, 1, 12), 2), ((1, 3, 1), (1, 3, 1), 2), ((2, 4, 2), (2, 4, 2), 1),
-    ((1, 4, 3), (1, 4, 2), 2),  # overlapping: falls back to nn.Conv3d
-])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "groups"),
+    [
+        ((1, 1, 12), (1, 1, 12), 2),
+        ((1, 3, 1), (1, 3, 1), 2),
+        ((2, 4, 2), (2, 4, 2), 1),
+        ((1, 4, 3), (1, 4, 2), 2),  # overlapping: falls back to nn.Conv3d
+    ],
+)
 def test_patch_convolutions_equal_atens_in_values_and_gradients(kernel, stride, groups):
     torch.manual_seed(0)
     conv = PatchConv3d(2 * groups, 3 * groups, kernel, stride, groups=groups).double()

@@ -35,15 +35,18 @@ def test_a_note_is_one_song_held_then_released_with_its_labels():
     assert song.corpus == "soundfont:notes" and song.source == "soundfont:notes/program040/pitch062"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("soundfont:notes?programs=0-200", "programs must lie in 0-127"),
-    ("soundfont:notes?pitches=a-b", "pitches must be numbers and ranges"),
-    ("soundfont:notes?hold=5&seconds=4", "hold <= seconds"),
-    ("soundfont:notes?seconds=0", "seconds must be seconds in (0, 20]"),
-    ("soundfont:notes?colour=red", "unknown option 'colour'"),
-    ("soundfont:notes?programs", "options must look like"),
-    ("soundfont:chords", "unknown corpus soundfont:chords; valid: soundfont:notes"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("soundfont:notes?programs=0-200", "programs must lie in 0-127"),
+        ("soundfont:notes?pitches=a-b", "pitches must be numbers and ranges"),
+        ("soundfont:notes?hold=5&seconds=4", "hold <= seconds"),
+        ("soundfont:notes?seconds=0", "seconds must be seconds in (0, 20]"),
+        ("soundfont:notes?colour=red", "unknown option 'colour'"),
+        ("soundfont:notes?programs", "options must look like"),
+        ("soundfont:chords", "unknown corpus soundfont:chords; valid: soundfont:notes"),
+    ],
+)
 def test_bad_note_options_are_one_line_errors(spec, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         list_items(spec)
@@ -59,10 +62,10 @@ def test_prepared_notes_sound_at_their_pitch_for_their_length(tmp_path):
     for song in songs:
         audio = from_pcm16(song.audio).astype(np.float64)
         assert len(audio) == RATE and song.audio_rate == RATE  # seconds=1, release included
-        held = audio[int(0.1 * RATE):int(0.7 * RATE)]
+        held = audio[int(0.1 * RATE) : int(0.7 * RATE)]
         spectrum = np.abs(np.fft.rfft(held * np.hanning(len(held)), 1 << 16))
         peak_hz = np.argmax(spectrum) * RATE / (1 << 16)
         # The strongest partial is the fundamental or an octave of it: the pitch class must match.
         assert round(12 * np.log2(peak_hz / 440.0) + 69) % 12 == song.labels["pitch"] % 12, peak_hz
-        tail = audio[-int(0.05 * RATE):]
-        assert np.sqrt(np.mean(tail ** 2)) < np.sqrt(np.mean(held ** 2)) / 10  # released, not held to the end
+        tail = audio[-int(0.05 * RATE) :]
+        assert np.sqrt(np.mean(tail**2)) < np.sqrt(np.mean(held**2)) / 10  # released, not held to the end

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dist_helpers import sample_cli, torchrun_train
+
 from musicgan.data.midi import read_midi
 from musicgan.models.notes import (
     LSTMNoteDiscriminator,
@@ -37,8 +37,9 @@ def test_note_lstm_learns_a_repeating_sequence(bidirectional):
     torch.manual_seed(0)
     vocab, seq = 10, 18
     pattern = torch.tensor([2, 5, 3, 7, 4, 9])
-    model = NoteLSTM(vocab, embedding_dim=8, hidden=32, layers=1, dropout=0.0, bidirectional=bidirectional,
-                     head_hidden=16)
+    model = NoteLSTM(
+        vocab, embedding_dim=8, hidden=32, layers=1, dropout=0.0, bidirectional=bidirectional, head_hidden=16
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(80):
         offsets = torch.randint(0, 6, (16,))
@@ -90,8 +91,9 @@ def test_mlp_generator_and_lstm_discriminator_shapes():
 def test_two_rank_gloo_training_and_sampling(preset, bach_shards, tmp_path):
     run_dir = tmp_path / "run"
     torchrun_train(preset, bach_shards, run_dir)
-    state = torch.load(run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip(),
-                       weights_only=True)
+    state = torch.load(
+        run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip(), weights_only=True
+    )
     assert state["representation"]["name"] == "tokens" and len(state["representation"]["vocab"]) > 10
     assert (state["discriminator"] != {}) == (preset == "note-mlpgan-debug")
     songs = [read_midi(path) for path in sample_cli(run_dir, tmp_path / "samples")]

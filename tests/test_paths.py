@@ -39,8 +39,15 @@ def _hostile_copy(shards: Path, tmp_path: Path, name: str) -> Path:
 def _musicgan_in(folder: Path, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     """The CLI run with `folder` as working directory and stdin left open (a read would hang)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "musicgan", *args], cwd=folder, env=env, stdin=subprocess.PIPE,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "musicgan", *args],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
@@ -53,8 +60,19 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> 
 def test_a_manifest_listing_pipe_runs_nothing_from_the_dot_folder(midi_folder_shards, tmp_path):
     folder = _hostile_copy(midi_folder_shards, tmp_path, "pipe:touch MARKER")
     (tmp_path / "gen").mkdir()
-    proc = _musicgan_in(folder, ["evaluate", "--generated", str(tmp_path / "gen"), "--reference", ".",
-                                 "--out", str(tmp_path / "out"), "--no-report"])
+    proc = _musicgan_in(
+        folder,
+        [
+            "evaluate",
+            "--generated",
+            str(tmp_path / "gen"),
+            "--reference",
+            ".",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-report",
+        ],
+    )
     _assert_one_line_error(proc, "not a local path")
     with pytest.raises(DataError, match="not a local path"):
         split_urls(folder, "train")
@@ -64,8 +82,20 @@ def test_a_manifest_listing_pipe_runs_nothing_from_the_dot_folder(midi_folder_sh
 def test_a_manifest_listing_dash_never_reads_stdin(midi_folder_shards, tmp_path):
     folder = _hostile_copy(midi_folder_shards, tmp_path, "-")
     (tmp_path / "gen").mkdir()
-    proc = _musicgan_in(folder, ["evaluate", "--generated", str(tmp_path / "gen"), "--reference", ".",
-                                 "--out", str(tmp_path / "out"), "--no-report"], timeout=120)
+    proc = _musicgan_in(
+        folder,
+        [
+            "evaluate",
+            "--generated",
+            str(tmp_path / "gen"),
+            "--reference",
+            ".",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-report",
+        ],
+        timeout=120,
+    )
     _assert_one_line_error(proc, "not a local path")
 
 
@@ -83,16 +113,28 @@ def test_shards_outside_the_folder_or_not_regular_files_are_refused(midi_folder_
     if kind == "folder":
         (folder / "sub").mkdir()
     monkeypatch.chdir(folder)  # the folder given as "."
-    expected = {"parent": "outside its folder", "absolute": "outside its folder", "symlink": "outside",
-                "folder": "not a regular file"}[kind]
+    expected = {
+        "parent": "outside its folder",
+        "absolute": "outside its folder",
+        "symlink": "outside",
+        "folder": "not a regular file",
+    }[kind]
     with pytest.raises(DataError, match=expected) as info:
         split_urls(".", "train")
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("text", ['[]', '{"splits": []}', '{"splits": {"train": {"files": "a.tar"}}}',
-                                  '{"splits": {"train": "a.tar"}}', '{"splits": {"train": {"files": [3], "songs": 1}}}',
-                                  '{"splits": {"train": {"files": ["train-000000.tar"], "songs": "many"}}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"splits": []}',
+        '{"splits": {"train": {"files": "a.tar"}}}',
+        '{"splits": {"train": "a.tar"}}',
+        '{"splits": {"train": {"files": [3], "songs": 1}}}',
+        '{"splits": {"train": {"files": ["train-000000.tar"], "songs": "many"}}}',
+    ],
+)
 def test_manifests_of_the_wrong_shape_are_one_line_data_errors(midi_folder_shards, tmp_path, text):
     folder = tmp_path / "data"
     shutil.copytree(midi_folder_shards, folder)
@@ -104,16 +146,21 @@ def test_manifests_of_the_wrong_shape_are_one_line_data_errors(midi_folder_shard
 
 def test_every_data_path_option_goes_through_the_resolver(tmp_path):
     for args in (["--data", "pipe:touch MARKER"], ["--set", "data.path=pipe:touch MARKER"]):
-        proc = _musicgan_in(tmp_path, ["train", "--run-dir", str(tmp_path / "run"), "--preset", "debug", *args,
-                                       "--dry-run"])
+        proc = _musicgan_in(
+            tmp_path, ["train", "--run-dir", str(tmp_path / "run"), "--preset", "debug", *args, "--dry-run"]
+        )
         _assert_one_line_error(proc, "not a local path")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"data": {"path": "-"}}))
-    proc = _musicgan_in(tmp_path, ["train", "--run-dir", str(tmp_path / "run"), "--preset", "debug",
-                                   "--config", str(config), "--dry-run"])
+    proc = _musicgan_in(
+        tmp_path,
+        ["train", "--run-dir", str(tmp_path / "run"), "--preset", "debug", "--config", str(config), "--dry-run"],
+    )
     _assert_one_line_error(proc, "not a local path")
-    proc = _musicgan_in(tmp_path, ["train", "--run-dir", str(tmp_path / "run"), "--preset", "debug", "--set",
-                                   "data.path=.", "--dry-run"])
+    proc = _musicgan_in(
+        tmp_path,
+        ["train", "--run-dir", str(tmp_path / "run"), "--preset", "debug", "--set", "data.path=.", "--dry-run"],
+    )
     assert proc.returncode == 0 and json.loads(proc.stdout)["data"]["path"] == str(tmp_path.resolve())
     assert not (tmp_path / "MARKER").exists()
 
@@ -121,8 +168,9 @@ def test_every_data_path_option_goes_through_the_resolver(tmp_path):
 def test_tune_data_option_uses_the_same_resolver(tmp_path, monkeypatch):
     from tune.search import SweepOptions, resolve_paths
 
-    options = SweepOptions(space="lr", preset="debug", scheduler="asha", num_samples=1, data="pipe:ls",
-                           storage=str(tmp_path))
+    options = SweepOptions(
+        space="lr", preset="debug", scheduler="asha", num_samples=1, data="pipe:ls", storage=str(tmp_path)
+    )
     with pytest.raises(DataError, match="not a local path"):
         resolve_paths(options)
     monkeypatch.chdir(tmp_path)
@@ -133,12 +181,14 @@ def test_the_loader_refuses_urls_and_relative_paths(midi_folder_shards):
     representation = build_representation("events")
     for url in ("pipe:cat x.tar", "-", "relative/train-000000.tar"):
         with pytest.raises(DataError):
-            make_loader([url], representation, seq_len=4, batch_size=1, num_batches=1, seed=0, epoch=0,
-                        rank=0, world_size=1)
+            make_loader(
+                [url], representation, seq_len=4, batch_size=1, num_batches=1, seed=0, epoch=0, rank=0, world_size=1
+            )
         with pytest.raises(DataError):
             list(iter_songs([url]))
     assert len(list(iter_songs(split_urls(midi_folder_shards, "train")))) == len(
-        [e for e in load_manifest(midi_folder_shards)["included"] if e["split"] == "train"])
+        [e for e in load_manifest(midi_folder_shards)["included"] if e["split"] == "train"]
+    )
 
 
 def test_names_that_are_not_utf8_or_hold_newlines_become_safe_text():
@@ -167,8 +217,20 @@ def test_any_file_name_is_included_or_skipped_with_a_reason(tmp_path, caplog):
     _write_named(root, b"bad\xff.mid", b"not music")
     _write_named(elsewhere, b"outside.mid", midi_bytes(make_song(seed=9)))
     (root / "linked").symlink_to(elsewhere, target_is_directory=True)
-    proc = _musicgan_in(tmp_path, ["prepare", "--midi-dir", str(root), "--out", str(tmp_path / "shards"),
-                                   "--workers", "1", "--split-ratios", "1,0,0"])
+    proc = _musicgan_in(
+        tmp_path,
+        [
+            "prepare",
+            "--midi-dir",
+            str(root),
+            "--out",
+            str(tmp_path / "shards"),
+            "--workers",
+            "1",
+            "--split-ratios",
+            "1,0,0",
+        ],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert all(line.startswith(("[musicgan]", "  skipped ")) for line in proc.stdout.splitlines()), proc.stdout
     manifest = load_manifest(tmp_path / "shards")
@@ -180,8 +242,15 @@ def test_any_file_name_is_included_or_skipped_with_a_reason(tmp_path, caplog):
     assert "symlinked folder" in skipped["linked/"]
     assert {s.source for s in iter_songs(split_urls(tmp_path / "shards", "train"))} == included
     with caplog.at_level("WARNING"):
-        result = run_evaluate(generated=str(root), reference=str(root), out=str(tmp_path / "eval"), audio=0,
-                              calibrate=False, cache_root=tmp_path / "cache", echo=lambda line: None)
+        result = run_evaluate(
+            generated=str(root),
+            reference=str(root),
+            out=str(tmp_path / "eval"),
+            audio=0,
+            calibrate=False,
+            cache_root=tmp_path / "cache",
+            echo=lambda line: None,
+        )
     assert "skipping linked/ in" in caplog.text and "symlinked folder" in caplog.text
     assert result["sets"]["in"]["num_songs"] == 5  # the unusable file is skipped, the clash read twice
     page = (tmp_path / "eval" / "index.html").read_text(encoding="utf-8")

@@ -18,9 +18,16 @@ WARMUP = Phase("warmup", 1, ("discriminator",), _no_step)
 ADVERSARIAL = Phase("adversarial", None, ("generator", "discriminator"), _no_step)
 
 
-@pytest.mark.parametrize("epoch, name, start", [
-    (0, "pretrain", 0), (1, "pretrain", 0), (2, "warmup", 2), (3, "adversarial", 3), (50, "adversarial", 3),
-])
+@pytest.mark.parametrize(
+    "epoch, name, start",
+    [
+        (0, "pretrain", 0),
+        (1, "pretrain", 0),
+        (2, "warmup", 2),
+        (3, "adversarial", 3),
+        (50, "adversarial", 3),
+    ],
+)
 def test_phase_for_epoch_walks_the_table_and_the_open_ended_phase_runs_on(epoch, name, start):
     phase, first_epoch = phase_for_epoch([PRETRAIN, WARMUP, ADVERSARIAL], epoch)
     assert (phase.name, first_epoch) == (name, start)

@@ -51,8 +51,10 @@ def test_bf16_is_refused_on_cpu_with_a_warning_and_trains_in_fp32(caplog):
         backend = DDPBackend(_cpu_env(), grad_clip=5.0, max_grad_norm=1e6, precision="bf16")
     assert backend.autocast_dtype is None
     assert "not supported on cpu" in caplog.text
-    backend.setup({"generator": CRNNGenerator(4, hidden=8, layers=1, dropout=0.0)},
-                  {"generator": lambda params: torch.optim.SGD(params, lr=0.1)})
+    backend.setup(
+        {"generator": CRNNGenerator(4, hidden=8, layers=1, dropout=0.0)},
+        {"generator": lambda params: torch.optim.SGD(params, lr=0.1)},
+    )
     assert backend.train_module("generator").autocast_dtype is None
     assert backend.train_module("generator")("forward", 2, 3).dtype == torch.float32
 
@@ -62,7 +64,9 @@ def test_bf16_autocast_on_a_cuda_gpu():
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0), initialized_here=False)
     backend = DDPBackend(env, grad_clip=5.0, max_grad_norm=1e6, precision="bf16")
     assert backend.autocast_dtype == torch.bfloat16
-    backend.setup({"generator": CRNNGenerator(4, hidden=8, layers=1, dropout=0.0)},
-                  {"generator": lambda params: torch.optim.SGD(params, lr=0.1)})
+    backend.setup(
+        {"generator": CRNNGenerator(4, hidden=8, layers=1, dropout=0.0)},
+        {"generator": lambda params: torch.optim.SGD(params, lr=0.1)},
+    )
     out = backend.train_module("generator")("teacher_forced", torch.rand(2, 5, 4, device="cuda"))
     assert out.dtype == torch.bfloat16

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import musicgan.data.prepare as prepare_module
 from midi_factory import make_song, write_corpus_folder, write_song
 from prepare_helpers import die_on_poison
+
+import musicgan.data.prepare as prepare_module
 from musicgan.data.corpora import list_items, load_item
 from musicgan.data.loader import iter_songs
 from musicgan.data.midi import read_midi
@@ -212,17 +212,19 @@ def test_a_worker_dying_on_one_file_skips_that_file_only(tmp_path):
 
 def test_partitions_merge_to_the_one_process_splits(tmp_path):
     layout = write_corpus_folder(tmp_path / "in", num_valid=10)
-    whole = prepare_dataset(str(tmp_path / "in"), tmp_path / "whole", workers=1, shard_size=2, ratios=RATIOS,
-                            progress=False)
+    whole = prepare_dataset(
+        str(tmp_path / "in"), tmp_path / "whole", workers=1, shard_size=2, ratios=RATIOS, progress=False
+    )
     out = tmp_path / "parts"
     for task in range(3):
-        part = prepare_dataset(str(tmp_path / "in"), out, workers=1, shard_size=2, ratios=RATIOS, progress=False,
-                               partition=(task, 3))
+        part = prepare_dataset(
+            str(tmp_path / "in"), out, workers=1, shard_size=2, ratios=RATIOS, progress=False, partition=(task, 3)
+        )
         assert all("-p%04d-" % task in name for info in part["splits"].values() for name in info["files"])
     with pytest.raises(DataError, match="manifest"):
         load_manifest(out)
     good = (out / "manifest-p0001.json").read_text()
-    for hostile in ('{"splits": {}}', '[1, 2]', good.replace('"partition": [', '"partition": "x", "was": [')):
+    for hostile in ('{"splits": {}}', "[1, 2]", good.replace('"partition": [', '"partition": "x", "was": [')):
         (out / "manifest-p0001.json").write_text(hostile)
         with pytest.raises(DataError, match="manifest-p0001.json") as info:
             merge_manifests(out)

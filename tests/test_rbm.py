@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from dist_helpers import sample_cli, torchrun_train
+
 from musicgan.data.midi import read_midi
 from musicgan.metrics.pianoroll import (
     accuracy_counts,
@@ -28,6 +28,7 @@ from musicgan.models.rbm import (
     free_energy,
     gibbs_chain,
 )
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -35,9 +36,9 @@ def brute_force_log_partition(weight, bv, bh) -> float:
     """log Z summing exp(-E(v, h)) over every joint state of a tiny RBM (one set of biases)."""
     nv, nh = weight.shape
     total = []
-    for code_v in range(2 ** nv):
+    for code_v in range(2**nv):
         v = torch.tensor([(code_v >> i) & 1 for i in range(nv)], dtype=torch.float64)
-        for code_h in range(2 ** nh):
+        for code_h in range(2**nh):
             h = torch.tensor([(code_h >> j) & 1 for j in range(nh)], dtype=torch.float64)
             total.append(bv.double() @ v + bh.double() @ h + v @ weight.double() @ h)
     return float(torch.logsumexp(torch.stack(total), 0))
@@ -57,8 +58,10 @@ def test_free_energy_is_the_marginal_of_the_joint():
     torch.manual_seed(1)
     weight, bv, bh = torch.randn(4, 3), torch.randn(4), torch.randn(3)
     v = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    joint = [bv @ v + bh @ h + v @ weight @ h
-             for h in (torch.tensor([(c >> j) & 1 for j in range(3)], dtype=torch.float32) for c in range(8))]
+    joint = [
+        bv @ v + bh @ h + v @ weight @ h
+        for h in (torch.tensor([(c >> j) & 1 for j in range(3)], dtype=torch.float32) for c in range(8))
+    ]
     expected = float(torch.logsumexp(torch.stack(joint), 0))
     assert float(-free_energy(v, weight, bv, bh)) == pytest.approx(expected, abs=1e-5)
 
@@ -72,7 +75,7 @@ def test_ais_matches_exact_partition_of_tiny_88_key_rbms():
     exact = exact_log_partition(weight, bv, bh)
     estimate, stderr = ais_log_partition(weight, bv, bh, num_chains=64, num_betas=400)
     assert estimate.shape == (6,) and stderr.shape == (6,)
-    assert torch.all((estimate - exact).abs() < 0.1), (estimate - exact)
+    assert torch.all((estimate - exact).abs() < 0.1), estimate - exact
     # Too few temperatures for a strongly coupled RBM must be visibly worse than many: the
     # estimator really anneals rather than returning the base model's log Z.
     strong = torch.randn(88, 10) * 0.8
@@ -170,15 +173,14 @@ def test_likelihood_metrics_ais_agrees_with_exact_on_a_tiny_model():
     assert 0.0 <= exact["frame_accuracy"] <= 1.0 or math.isnan(exact["frame_accuracy"])
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["rnnrbm-debug", "lstmrbm-debug"])
 def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     torchrun_train(preset, bach_shards, run_dir, "--set", "log.interval=1", steps=3)
-    state = torch.load(run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip(),
-                       weights_only=True)
+    state = torch.load(
+        run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip(), weights_only=True
+    )
     assert state["discriminator"] == {} and "weight" in state["generator"]
     assert state["world_size"] == 2
     log_lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -188,8 +190,9 @@ def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp
     assert any(len(song.notes) for song in songs)
     assert all(21 <= p <= 108 for song in songs for p in song.notes[:, 2])
     assert is_likelihood_run(run_dir)
-    metrics = pianoroll_likelihood_metrics(run_dir, bach_shards, "valid", num_chains=8, num_betas=50,
-                                           accuracy_chains=2, max_songs=2)
+    metrics = pianoroll_likelihood_metrics(
+        run_dir, bach_shards, "valid", num_chains=8, num_betas=50, accuracy_chains=2, max_songs=2
+    )
     for key in ("loglik_per_frame", "bernoulli_loglik_per_frame", "frame_accuracy"):
         assert key in metrics
     assert np.isfinite(metrics["loglik_per_frame"]) and metrics["loglik_per_frame"] < 0
@@ -205,5 +208,3 @@ def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp
     assert {"loglik_per_frame", "bernoulli_loglik_per_frame", "frame_accuracy"} <= set(extra)
     assert extra["bernoulli_loglik_per_frame"] < 0
     assert hook(SetContext("midi", "midi", tmp_path / "samples", [], bach_shards, "shards", "valid")) == {}
-
-

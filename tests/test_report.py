@@ -12,7 +12,7 @@ from midi_factory import make_song, note, smf, track, vlq, write_song
 
 from musicgan.metrics.evaluate import run_evaluate
 
-MARKUP = '<img src=x onerror=alert(1)>'  # no "/": a valid file name on every POSIX file system
+MARKUP = "<img src=x onerror=alert(1)>"  # no "/": a valid file name on every POSIX file system
 
 
 class _Tags(HTMLParser):
@@ -27,8 +27,9 @@ class _Tags(HTMLParser):
 def _track_named(name: str) -> bytes:
     """A valid MIDI file whose one track is named `name` (meta event FF 03)."""
     title = name.encode()
-    return smf([track(b"\x00\xff\x03" + vlq(len(title)) + title + note(0, 480, 60) + note(0, 480, 64)
-                      + note(0, 480, 67))])
+    return smf(
+        [track(b"\x00\xff\x03" + vlq(len(title)) + title + note(0, 480, 60) + note(0, 480, 64) + note(0, 480, 67))]
+    )
 
 
 def _folder(root: Path, count: int, seed: int) -> Path:
@@ -50,8 +51,16 @@ def test_everything_from_outside_is_escaped_in_the_report(tmp_path):
     reference = _folder(tmp_path / f"ref {MARKUP}", 4, seed=0)
     generated = _folder(tmp_path / f"gen {MARKUP}", 3, seed=20)
     run = _hostile_run(tmp_path / f"run {MARKUP}")
-    run_evaluate(generated=str(generated), reference=str(reference), compare=[str(run)], out=str(tmp_path / "out"),
-                 cache_root=tmp_path / "cache", audio=1, calibrate=False, echo=lambda line: None)
+    run_evaluate(
+        generated=str(generated),
+        reference=str(reference),
+        compare=[str(run)],
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "cache",
+        audio=1,
+        calibrate=False,
+        echo=lambda line: None,
+    )
     page = (tmp_path / "out" / "index.html").read_text()
     parser = _Tags()
     parser.feed(page)
@@ -69,8 +78,16 @@ def test_sets_whose_names_differ_only_in_punctuation_get_their_own_files(tmp_pat
         for i in range(2):
             write_song(tmp_path / name / f"s{i}.mid", make_song(seed=10 * seed + i + 7, num_onsets=30))
         sets.append(str(tmp_path / name))
-    run_evaluate(generated=sets[0], compare=sets[1:], reference=str(reference), out=str(tmp_path / "out"),
-                 cache_root=tmp_path / "cache", audio=1, calibrate=False, echo=lambda line: None)
+    run_evaluate(
+        generated=sets[0],
+        compare=sets[1:],
+        reference=str(reference),
+        out=str(tmp_path / "out"),
+        cache_root=tmp_path / "cache",
+        audio=1,
+        calibrate=False,
+        echo=lambda line: None,
+    )
     page = (tmp_path / "out" / "index.html").read_text()
     rolls = re.findall(r'<img src="(plots/roll-[^"]+)"', page)
     sounds = re.findall(r"src='(audio/[^']+)'", page)
@@ -92,4 +109,6 @@ def test_report_audio_is_a_bounded_excerpt_of_an_hours_long_song(tmp_path):
     reference = Reference("midi", tmp_path, "valid", None, [], "", False, 0.0)
     made = _audio(tmp_path, reference, [long_set], num_per_set=1)
     wav = tmp_path / made["long/0"][0]
-    assert wav.stat().st_size <= 4 * 22050 * (LISTEN_SECONDS + 5)  # 16-bit stereo at most, plus a release tail: not an hour
+    assert wav.stat().st_size <= 4 * 22050 * (
+        LISTEN_SECONDS + 5
+    )  # 16-bit stereo at most, plus a release tail: not an hour

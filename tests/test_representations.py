@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from midi_factory import make_song
+
 from musicgan.data.representations import (
     build_representation,
     estimate_key,
@@ -32,7 +32,9 @@ def _pitched(song: Song) -> np.ndarray:
     return song.notes[:, :4]  # onset, duration, pitch, velocity (program/drum are not encoded)
 
 
-@pytest.mark.parametrize("options", EVENT_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize(
+    "options", EVENT_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+)
 def test_events_round_trip_exactly(options):
     song = make_song(seed=11, num_onsets=80, chord_prob=0.5)
     rep = build_representation("events", **options)
@@ -72,8 +74,16 @@ def test_ticks_mode_counts_384_per_quarter_with_the_tempo_honoured():
     np.testing.assert_allclose(_pitched(rep.decode(rep.encode(song))), _pitched(song), atol=1e-9)
 
 
-@pytest.mark.parametrize("name,options", [("events", {}), ("events", {"tones_per_step": 3, "pitch_unit": "hz"}),
-                                          ("events", {"time_unit": "ticks"}), ("pianoroll", {}), ("tokens", {})])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("events", {}),
+        ("events", {"tones_per_step": 3, "pitch_unit": "hz"}),
+        ("events", {"time_unit": "ticks"}),
+        ("pianoroll", {}),
+        ("tokens", {}),
+    ],
+)
 def test_decode_survives_arbitrary_generator_output(name, options):
     rep = build_representation(name, **options)
     if rep.needs_fit:
@@ -114,17 +124,21 @@ def test_pianoroll_drops_notes_outside_88_keys_and_keeps_short_notes():
 
 
 def test_key_estimation_and_transposition_to_c():
-    d_major = Song.from_columns(np.arange(15) * 0.5, [0.5] * 15, [62, 64, 66, 67, 69, 71, 73, 74] + [62, 66, 69] * 2 + [62],
-                                [90] * 15)
+    d_major = Song.from_columns(
+        np.arange(15) * 0.5, [0.5] * 15, [62, 64, 66, 67, 69, 71, 73, 74] + [62, 66, 69] * 2 + [62], [90] * 15
+    )
     assert estimate_key(d_major) == (2, "major")
     assert transposition_to_c(d_major) == -2
-    a_minor = Song.from_columns(np.arange(11) * 0.5, [0.5] * 11, [57, 59, 60, 62, 64, 65, 67, 69, 57, 60, 64], [90] * 11)
+    a_minor = Song.from_columns(
+        np.arange(11) * 0.5, [0.5] * 11, [57, 59, 60, 62, 64, 65, 67, 69, 57, 60, 64], [90] * 11
+    )
     assert estimate_key(a_minor) == (9, "minor")
     assert transposition_to_c(a_minor) == 3
     plain = build_representation("pianoroll", frames_per_beat=2)
     shifted = d_major.replace(notes=d_major.notes + np.array([0, 0, -2, 0, 0, 0, 0]))
-    np.testing.assert_array_equal(build_representation("pianoroll", frames_per_beat=2, transpose="c").encode(d_major),
-                                  plain.encode(shifted))
+    np.testing.assert_array_equal(
+        build_representation("pianoroll", frames_per_beat=2, transpose="c").encode(d_major), plain.encode(shifted)
+    )
 
 
 def test_tokens_vocabulary_round_trip_and_state():
@@ -158,8 +172,10 @@ def test_tokens_need_fit_and_vocab_is_deterministic():
 
 
 def test_state_dict_round_trip_for_every_representation():
-    for name, options in [("events", {"tones_per_step": 3, "pitch_unit": "hz"}),
-                          ("pianoroll", {"frames_per_beat": 2, "transpose": "c"})]:
+    for name, options in [
+        ("events", {"tones_per_step": 3, "pitch_unit": "hz"}),
+        ("pianoroll", {"frames_per_beat": 2, "transpose": "c"}),
+    ]:
         rep = build_representation(name, **options)
         again = representation_from_state(json.loads(json.dumps(rep.state_dict())))
         assert again.options == rep.options and again.num_features == rep.num_features

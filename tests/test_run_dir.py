@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from musicgan.cli import main
@@ -15,10 +14,32 @@ from musicgan.training import checkpoint as ckpt
 
 
 def _train(bach_shards: Path, run: Path, steps: int, *extra: str) -> int:
-    return main(["train", "--preset", "debug", "--data", str(bach_shards), "--run-dir", str(run),
-                 "--max-steps", str(steps), "--set", "log.progress=false", "--set", "log.tensorboard=false",
-                 "--set", "log.sample_every=0", "--set", "log.num_samples=1", "--set", "log.metric_samples=2",
-                 "--set", "log.metric_songs=4", *extra])
+    return main(
+        [
+            "train",
+            "--preset",
+            "debug",
+            "--data",
+            str(bach_shards),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            str(steps),
+            "--set",
+            "log.progress=false",
+            "--set",
+            "log.tensorboard=false",
+            "--set",
+            "log.sample_every=0",
+            "--set",
+            "log.num_samples=1",
+            "--set",
+            "log.metric_samples=2",
+            "--set",
+            "log.metric_songs=4",
+            *extra,
+        ]
+    )
 
 
 def _newest_step(run: Path) -> int:

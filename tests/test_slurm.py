@@ -19,16 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from slurm_cluster import SlurmCluster, SlurmUnavailable, free_port, start_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_STEPS = 40      # ~0.25 s a step with 2 CPU ranks: the stop signal lands well before the end
+TRAIN_STEPS = 40  # ~0.25 s a step with 2 CPU ranks: the stop signal lands well before the end
 SIGNAL_AFTER_STEP = 5
-PREPARE_ARGS = ["--corpus", "music21:bach", "--limit", "12", "--split-ratios", "0.5,0.25,0.25",
-                "--shard-size", "2"]
+PREPARE_ARGS = ["--corpus", "music21:bach", "--limit", "12", "--split-ratios", "0.5,0.25,0.25", "--shard-size", "2"]
 JOB_TIMEOUT_S = 300
 
 
@@ -39,8 +37,10 @@ def slurm_cluster(tmp_path_factory) -> SlurmCluster:
         cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
     except SlurmUnavailable as exc:
         pytest.skip(f"no SLURM here: {exc}")
-    print(f"\n[slurm] cluster up in {cluster.startup_s:.1f} s (install included), node {cluster.node_name}, "
-          f"{cluster.cpus} CPUs, SLURM_CONF={cluster.conf}")
+    print(
+        f"\n[slurm] cluster up in {cluster.startup_s:.1f} s (install included), node {cluster.node_name}, "
+        f"{cluster.cpus} CPUs, SLURM_CONF={cluster.conf}"
+    )
     try:
         yield cluster
     finally:
@@ -55,19 +55,34 @@ def _job_env(cluster: SlurmCluster) -> dict[str, str]:
 
 
 def _train_args(shards: Path, run_dir: Path) -> list[str]:
-    return ["--preset", "debug", "--data", str(shards), "--run-dir", str(run_dir),
-            "--max-steps", str(TRAIN_STEPS), "--set", "train.epochs=1000",
-            "--set", "log.sample_every=0", "--set", "log.progress=false", "--set", "log.interval=1"]
+    return [
+        "--preset",
+        "debug",
+        "--data",
+        str(shards),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        str(TRAIN_STEPS),
+        "--set",
+        "train.epochs=1000",
+        "--set",
+        "log.sample_every=0",
+        "--set",
+        "log.progress=false",
+        "--set",
+        "log.interval=1",
+    ]
 
 
 def _submit_train(cluster: SlurmCluster, shards: Path, run_dir: Path, log: Path, name: str) -> str:
     # 2 CPU ranks on the one node (CPU-only partition: processes per node from --ntasks-per-node).
-    options = ["--ntasks-per-node=2", "--cpus-per-task=1", "--time=15", f"--job-name={name}",
-               f"--output={log}"]
+    options = ["--ntasks-per-node=2", "--cpus-per-task=1", "--time=15", f"--job-name={name}", f"--output={log}"]
     # A free rendezvous port of our own: other test sessions may run torchrun on this host too.
     env = dict(_job_env(cluster), MUSICGAN_RDZV_PORT=str(free_port()))
-    return cluster.sbatch(ROOT / "slurm" / "train.sbatch", *_train_args(shards, run_dir),
-                          options=options, env=env, cwd=ROOT)
+    return cluster.sbatch(
+        ROOT / "slurm" / "train.sbatch", *_train_args(shards, run_dir), options=options, env=env, cwd=ROOT
+    )
 
 
 def _final_checkpoint(run_dir: Path) -> dict:
@@ -104,7 +119,7 @@ def test_train_job_completes_with_checkpoint(slurm_cluster, uninterrupted_run):
     assert (run_dir / "finished.json").is_file(), text[-3000:]
     checkpoint = _final_checkpoint(run_dir)
     assert checkpoint["step"] == TRAIN_STEPS
-    assert checkpoint["world_size"] == 2   # really two ranks under torchrun, not one process
+    assert checkpoint["world_size"] == 2  # really two ranks under torchrun, not one process
     assert checkpoint["generator"] and checkpoint["discriminator"]
     # --resume is always passed: a fresh run dir says so instead of failing.
     assert "no checkpoint to resume: starting fresh" in text
@@ -120,12 +135,13 @@ def _log_step(run_dir: Path) -> int:
         try:
             step = max(step, int(json.loads(line).get("step", 0)))
         except ValueError:
-            continue   # a line being written right now
+            continue  # a line being written right now
     return step
 
 
-def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster, bach_shards,
-                                                                  uninterrupted_run, tmp_path):
+def test_preempted_job_requeues_resumes_and_matches_uninterrupted(
+    slurm_cluster, bach_shards, uninterrupted_run, tmp_path
+):
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
     # A finished.json of an earlier, shorter invocation (the run is being extended) must not
     # stop the requeue: it is not this run's.
@@ -172,9 +188,24 @@ def test_train_job_as_the_readme_writes_it_starts_on_a_small_node(slurm_cluster,
     2 CPUs), not pend for ever with reason PartitionConfig."""
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
     env = dict(_job_env(slurm_cluster), MUSICGAN_RDZV_PORT=str(free_port()))
-    job_id = slurm_cluster.sbatch(ROOT / "slurm" / "train.sbatch", "--preset", "debug", "--data", str(bach_shards),
-                                  "--run-dir", str(run_dir), "--max-steps", "2", "--set", "log.sample_every=0",
-                                  "--set", "log.progress=false", options=[f"--output={log}"], env=env, cwd=ROOT)
+    job_id = slurm_cluster.sbatch(
+        ROOT / "slurm" / "train.sbatch",
+        "--preset",
+        "debug",
+        "--data",
+        str(bach_shards),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "2",
+        "--set",
+        "log.sample_every=0",
+        "--set",
+        "log.progress=false",
+        options=[f"--output={log}"],
+        env=env,
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 30
     while slurm_cluster.job_state(job_id) == "PENDING":
         reason = slurm_cluster.job_info(job_id).get("Reason", "")
@@ -191,15 +222,25 @@ def test_rerunning_one_array_task_needs_the_arrays_task_count(slurm_cluster, tmp
     out = tmp_path / "shards"
     script, args = ROOT / "slurm" / "prepare.sbatch", [*PREPARE_ARGS, "--out", str(out)]
     refused_log, rerun_log = tmp_path / "refused.out", tmp_path / "rerun.out"
-    refused = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=7", f"--output={refused_log}"],
-                                   env=_job_env(slurm_cluster), cwd=ROOT)
+    refused = slurm_cluster.sbatch(
+        script,
+        *args,
+        options=["--cpus-per-task=1", "--array=7", f"--output={refused_log}"],
+        env=_job_env(slurm_cluster),
+        cwd=ROOT,
+    )
     info = slurm_cluster.wait_for_job(refused, timeout_s=JOB_TIMEOUT_S)
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", _describe(slurm_cluster, refused, refused_log)
     assert "MUSICGAN_NUM_TASKS=N" in refused_log.read_text()
     assert not out.exists() or not list(out.glob("manifest-p*.json"))
 
-    rerun = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=7", f"--output={rerun_log}"],
-                                 env=dict(_job_env(slurm_cluster), MUSICGAN_NUM_TASKS="8"), cwd=ROOT)
+    rerun = slurm_cluster.sbatch(
+        script,
+        *args,
+        options=["--cpus-per-task=1", "--array=7", f"--output={rerun_log}"],
+        env=dict(_job_env(slurm_cluster), MUSICGAN_NUM_TASKS="8"),
+        cwd=ROOT,
+    )
     info = slurm_cluster.wait_for_job(rerun, timeout_s=JOB_TIMEOUT_S)
     assert info["JobState"] == "COMPLETED", _describe(slurm_cluster, rerun, rerun_log)
     assert "array task 7 of 8" in rerun_log.read_text()
@@ -207,8 +248,13 @@ def test_rerunning_one_array_task_needs_the_arrays_task_count(slurm_cluster, tmp
 
     # Now --array=0 alone: the task manifest of an 8-task array is there, so it is refused too.
     again_log = tmp_path / "again.out"
-    again = slurm_cluster.sbatch(script, *args, options=["--cpus-per-task=1", "--array=0", f"--output={again_log}"],
-                                 env=_job_env(slurm_cluster), cwd=ROOT)
+    again = slurm_cluster.sbatch(
+        script,
+        *args,
+        options=["--cpus-per-task=1", "--array=0", f"--output={again_log}"],
+        env=_job_env(slurm_cluster),
+        cwd=ROOT,
+    )
     info = slurm_cluster.wait_for_job(again, timeout_s=JOB_TIMEOUT_S)
     assert info["JobState"] == "FAILED" and "manifest-p0007.json" in again_log.read_text(), again_log.read_text()
     assert [p.name for p in out.glob("manifest-p*.json")] == ["manifest-p0007.json"]
@@ -225,13 +271,30 @@ def test_array_prepare_matches_one_process_prepare(slurm_cluster, tmp_path):
     one_process_out, out = tmp_path / "one-process", tmp_path / "array"
     started = time.monotonic()
     # The reference prepare runs beside the array job (same CLI, no SLURM).
-    reference_proc = subprocess.Popen([sys.executable, "-m", "musicgan", "prepare", *PREPARE_ARGS,
-                                       "--workers", "1", "--out", str(one_process_out)],
-                                      env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reference_proc = subprocess.Popen(
+        [sys.executable, "-m", "musicgan", "prepare", *PREPARE_ARGS, "--workers", "1", "--out", str(one_process_out)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     submit = subprocess.run(
-        [str(ROOT / "slurm" / "submit-prepare"), "--cpus-per-task=1", f"--output={tmp_path}/%x-%j.out",
-         "3", *PREPARE_ARGS, "--out", str(out)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            str(ROOT / "slurm" / "submit-prepare"),
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/%x-%j.out",
+            "3",
+            *PREPARE_ARGS,
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert submit.returncode == 0, submit.stderr
     array_id, merge_id = submit.stdout.split()
     merge = slurm_cluster.wait_for_job(merge_id, timeout_s=JOB_TIMEOUT_S)
@@ -260,7 +323,7 @@ def assert_same_prepared_shards(out: Path, one_process_out: Path, num_tasks: int
     for split in ("train", "valid", "test"):
         assert merged["splits"][split]["songs"] == reference["splits"][split]["songs"]
         files = merged["splits"][split]["files"]
-        assert len(files) == len(set(files)), files   # task shards do not collide
+        assert len(files) == len(set(files)), files  # task shards do not collide
         assert all(re.search(rf"-p000[0-{num_tasks - 1}]-", name) for name in files), files
         # Every song of the split is really in the listed shards, once.
         assert sum(_tar_members(out / name) for name in files) == merged["splits"][split]["songs"]
@@ -274,11 +337,28 @@ def test_tune_job_runs_a_sweep_on_a_ray_cluster_in_the_allocation(slurm_cluster,
     storage, log = tmp_path / "sweep", tmp_path / "job.out"
     started = time.monotonic()
     job_id = slurm_cluster.sbatch(
-        ROOT / "slurm" / "tune.sbatch", "--space", "crnngan", "--preset", "debug", "--scheduler", "asha",
-        "--num-samples", "1", "--max-steps", "3", "--eval-songs", "4", "--quiet",
-        "--data", str(bach_shards), "--storage", str(storage),
+        ROOT / "slurm" / "tune.sbatch",
+        "--space",
+        "crnngan",
+        "--preset",
+        "debug",
+        "--scheduler",
+        "asha",
+        "--num-samples",
+        "1",
+        "--max-steps",
+        "3",
+        "--eval-songs",
+        "4",
+        "--quiet",
+        "--data",
+        str(bach_shards),
+        "--storage",
+        str(storage),
         options=[f"--cpus-per-task={slurm_cluster.cpus}", "--time=15", f"--output={log}"],
-        env=_job_env(slurm_cluster), cwd=ROOT)
+        env=_job_env(slurm_cluster),
+        cwd=ROOT,
+    )
     info = slurm_cluster.wait_for_job(job_id, timeout_s=JOB_TIMEOUT_S)
     print(f"\n[slurm] tune job (Ray head + 1 trial) took {time.monotonic() - started:.1f} s")
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", _describe(slurm_cluster, job_id, log)

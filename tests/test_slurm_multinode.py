@@ -26,20 +26,26 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import local_cluster
+import pytest
 from slurm_cluster import SlurmUnavailable
-from test_slurm import (PREPARE_ARGS, ROOT, _describe, _final_checkpoint, _job_env, _log_step,
-                        assert_same_prepared_shards)
+from test_slurm import (
+    PREPARE_ARGS,
+    ROOT,
+    _describe,
+    _final_checkpoint,
+    _job_env,
+    _log_step,
+    assert_same_prepared_shards,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TRAIN_STEPS = 100       # 4-7 s of steps on 2 nodes x 1 CPU: room to interrupt mid-run
+TRAIN_STEPS = 100  # 4-7 s of steps on 2 nodes x 1 CPU: room to interrupt mid-run
 CHECKPOINT_EVERY = 20
 SIGNAL_AFTER_STEP = 10
 KILL_AFTER_STEP = CHECKPOINT_EVERY + 5
-COLLECTIVE_TIMEOUT_S = 60   # dist.timeout_s of these runs: a lost peer must not outlast it
+COLLECTIVE_TIMEOUT_S = 60  # dist.timeout_s of these runs: a lost peer must not outlast it
 JOB_TIMEOUT_S = 240
 
 
@@ -84,11 +90,25 @@ def cluster(tmp_path_factory):
 
 def test_up_again_is_a_no_op_and_refuses_another_size(cluster):
     daemons = sorted(local_cluster._daemon_pids(cluster.root))
-    again = subprocess.run([str(ROOT / "launch" / "local-cluster"), "up", "--nodes", "2", "--cpus-per-node", "1",
-                            "--name", cluster.layout.name, "--state", str(cluster.root)],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [
+            str(ROOT / "launch" / "local-cluster"),
+            "up",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "1",
+            "--name",
+            cluster.layout.name,
+            "--state",
+            str(cluster.root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and again.stdout == f"export SLURM_CONF={cluster.conf}\n", again
-    assert sorted(local_cluster._daemon_pids(cluster.root)) == daemons   # nothing restarted
+    assert sorted(local_cluster._daemon_pids(cluster.root)) == daemons  # nothing restarted
     with pytest.raises(local_cluster.ClusterError, match="already up with 2 node"):
         local_cluster.up(nodes=3, name=cluster.layout.name, state_dir=cluster.root, cpus_per_node=1)
 
@@ -97,10 +117,12 @@ def test_nodes_have_their_own_hostnames_and_no_way_out(cluster):
     """Inside a node: its own hostname, the others by their cluster address, no default route,
     no DNS server, and a send to an outside address fails before any packet leaves."""
     first, second = cluster.node_names
-    probe = ("hostname; getent hosts " + first + "; ip -4 route show default | wc -l; "
-             "grep -c nameserver /etc/resolv.conf || true; "
-             f"{sys.executable} -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-             "s.connect(('192.0.2.1', 9))\" 2>&1 | tail -n1")
+    probe = (
+        "hostname; getent hosts " + first + "; ip -4 route show default | wc -l; "
+        "grep -c nameserver /etc/resolv.conf || true; "
+        f'{sys.executable} -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); '
+        "s.connect(('192.0.2.1', 9))\" 2>&1 | tail -n1"
+    )
     result = cluster.run("srun", "--nodes=1", f"--nodelist={second}", "bash", "-c", probe, timeout=120)
     lines = result.stdout.splitlines()
     assert lines[0] == second, lines
@@ -110,8 +132,9 @@ def test_nodes_have_their_own_hostnames_and_no_way_out(cluster):
 
 
 def test_bad_cluster_name_is_a_one_line_error():
-    result = subprocess.run([str(ROOT / "launch" / "local-cluster"), "up", "--name", "Bad_Name"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(ROOT / "launch" / "local-cluster"), "up", "--name", "Bad_Name"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: cluster name 'Bad_Name'") and result.stderr.count("\n") == 1, result.stderr
 
@@ -120,15 +143,21 @@ def test_down_removes_a_half_made_cluster(tmp_path):
     """What a crash in the middle of `up` leaves (network and munged, no slurmctld), `down` removes."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
-    layout = local_cluster.Layout(name=f"mgh{os.getpid()}", root=tmp_path / "state",
-                                  subnet=local_cluster._free_subnet("half"), nodes=2, cpus_per_node=1)
+    layout = local_cluster.Layout(
+        name=f"mgh{os.getpid()}",
+        root=tmp_path / "state",
+        subnet=local_cluster._free_subnet("half"),
+        nodes=2,
+        cpus_per_node=1,
+    )
     try:
         local_cluster._make_folders(layout)
         layout.save()
         local_cluster._make_network(layout)
-        inside = local_cluster._spawn(layout, "munged", local_cluster._in_namespace(
-            layout, layout.ctl_name, "sleep", "600"))   # a process inside, as munged would be
-        assert len(local_cluster.leftovers(layout.name, layout.root)) >= 4   # namespaces, links, folder
+        inside = local_cluster._spawn(
+            layout, "munged", local_cluster._in_namespace(layout, layout.ctl_name, "sleep", "600")
+        )  # a process inside, as munged would be
+        assert len(local_cluster.leftovers(layout.name, layout.root)) >= 4  # namespaces, links, folder
     finally:
         local_cluster.down(layout.name, layout.root)
     assert local_cluster.leftovers(layout.name, layout.root) == []
@@ -136,16 +165,35 @@ def test_down_removes_a_half_made_cluster(tmp_path):
 
 
 def _train_args(shards: Path, run_dir: Path) -> list[str]:
-    return ["--preset", "debug", "--data", str(shards), "--run-dir", str(run_dir),
-            "--max-steps", str(TRAIN_STEPS), "--set", "train.epochs=1000", "--set", "log.sample_every=0",
-            "--set", "log.progress=false", "--set", "log.interval=1",
-            "--set", f"log.checkpoint_every={CHECKPOINT_EVERY}", "--set", f"dist.timeout_s={COLLECTIVE_TIMEOUT_S}"]
+    return [
+        "--preset",
+        "debug",
+        "--data",
+        str(shards),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        str(TRAIN_STEPS),
+        "--set",
+        "train.epochs=1000",
+        "--set",
+        "log.sample_every=0",
+        "--set",
+        "log.progress=false",
+        "--set",
+        "log.interval=1",
+        "--set",
+        f"log.checkpoint_every={CHECKPOINT_EVERY}",
+        "--set",
+        f"dist.timeout_s={COLLECTIVE_TIMEOUT_S}",
+    ]
 
 
 def _submit_train(cluster, shards: Path, run_dir: Path, log: Path) -> str:
     options = ["--nodes=2", "--cpus-per-task=1", "--time=10", f"--output={log}"]
-    return cluster.sbatch(ROOT / "slurm" / "train.sbatch", *_train_args(shards, run_dir),
-                          options=options, env=_job_env(cluster), cwd=ROOT)
+    return cluster.sbatch(
+        ROOT / "slurm" / "train.sbatch", *_train_args(shards, run_dir), options=options, env=_job_env(cluster), cwd=ROOT
+    )
 
 
 def _wait_for_step(cluster, job_id: str, run_dir: Path, log: Path, step: int) -> int:
@@ -171,10 +219,24 @@ def two_node_run(cluster, bach_shards, tmp_path_factory) -> dict:
     started = time.monotonic()
     job_id = _submit_train(cluster, bach_shards, run_dir, log)
     reference = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         "-m", "musicgan", "train", *_train_args(bach_shards, reference_dir), "--resume"],
-        env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT, capture_output=True, text=True,
-        timeout=JOB_TIMEOUT_S)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "musicgan",
+            "train",
+            *_train_args(bach_shards, reference_dir),
+            "--resume",
+        ],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+    )
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
     info = _wait_completed(cluster, job_id, log)
     print(f"\n[cluster] 2-node {TRAIN_STEPS}-step job + 1-node reference took {time.monotonic() - started:.1f} s")
@@ -197,8 +259,9 @@ def test_preempted_two_node_job_requeues_and_matches(cluster, bach_shards, two_n
     signalled_at = _wait_for_step(cluster, job_id, run_dir, log, SIGNAL_AFTER_STEP)
     cluster.run("scancel", "--signal=USR2", "--batch", job_id)
     info = _wait_completed(cluster, job_id, log)
-    print(f"\n[cluster] preempted 2-node job (signal after step {signalled_at}) took "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\n[cluster] preempted 2-node job (signal after step {signalled_at}) took {time.monotonic() - started:.1f} s"
+    )
     text = log.read_text()
     assert info["Restarts"] == "1", _describe(cluster, job_id, log)
     assert text.index("got SIGUSR2") < text.index("requeueing job") < text.index("(restart 1)"), text[-4000:]
@@ -231,7 +294,7 @@ def test_losing_one_node_fails_fast_and_resubmission_resumes(cluster, bach_shard
     info = cluster.wait_for_job(job_id, timeout_s=COLLECTIVE_TIMEOUT_S)
     took = time.monotonic() - killed_at
     print(f"\n[cluster] job failed {took:.1f} s after its processes on one node were killed")
-    assert info["JobState"] == "FAILED", _describe(cluster, job_id, log)   # srun --kill-on-bad-exit
+    assert info["JobState"] == "FAILED", _describe(cluster, job_id, log)  # srun --kill-on-bad-exit
     assert not (run_dir / "finished.json").exists()
     last = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert last != f"step-{TRAIN_STEPS:08d}.pt", "the run ended before the kill: nothing was tested"
@@ -246,11 +309,28 @@ def test_tune_job_runs_trials_on_both_nodes(cluster, bach_shards, tmp_path):
     storage, log = tmp_path / "sweep", tmp_path / "job.out"
     started = time.monotonic()
     job_id = cluster.sbatch(
-        ROOT / "slurm" / "tune.sbatch", "--space", "crnngan", "--preset", "debug", "--scheduler", "asha",
-        "--num-samples", "2", "--max-steps", "3", "--eval-songs", "4", "--quiet",
-        "--data", str(bach_shards), "--storage", str(storage),
+        ROOT / "slurm" / "tune.sbatch",
+        "--space",
+        "crnngan",
+        "--preset",
+        "debug",
+        "--scheduler",
+        "asha",
+        "--num-samples",
+        "2",
+        "--max-steps",
+        "3",
+        "--eval-songs",
+        "4",
+        "--quiet",
+        "--data",
+        str(bach_shards),
+        "--storage",
+        str(storage),
         options=["--nodes=2", "--cpus-per-task=1", "--time=10", f"--output={log}"],
-        env=_job_env(cluster), cwd=ROOT)
+        env=_job_env(cluster),
+        cwd=ROOT,
+    )
     _wait_completed(cluster, job_id, log)
     print(f"\n[cluster] 2-node tune job (2 trials) took {time.monotonic() - started:.1f} s")
     text = log.read_text()
@@ -267,13 +347,30 @@ def test_array_prepare_on_two_nodes_matches_one_process(cluster, tmp_path):
     env = _job_env(cluster)
     one_process_out, out = tmp_path / "one-process", tmp_path / "array"
     started = time.monotonic()
-    reference = subprocess.Popen([sys.executable, "-m", "musicgan", "prepare", *PREPARE_ARGS,
-                                  "--workers", "1", "--out", str(one_process_out)],
-                                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "musicgan", "prepare", *PREPARE_ARGS, "--workers", "1", "--out", str(one_process_out)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     submit = subprocess.run(
-        [str(ROOT / "slurm" / "submit-prepare"), "--cpus-per-task=1", f"--output={tmp_path}/%x-%j.out",
-         "2", *PREPARE_ARGS, "--out", str(out)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            str(ROOT / "slurm" / "submit-prepare"),
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/%x-%j.out",
+            "2",
+            *PREPARE_ARGS,
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert submit.returncode == 0, submit.stderr
     array_id, merge_id = submit.stdout.split()
     merge = cluster.wait_for_job(merge_id, timeout_s=JOB_TIMEOUT_S)
@@ -284,5 +381,5 @@ def test_array_prepare_on_two_nodes_matches_one_process(cluster, tmp_path):
     assert merge["JobState"] == "COMPLETED", f"merge job: {merge}\n{logs}"
     tasks = cluster.run("scontrol", "-o", "show", "job", array_id).stdout.splitlines()
     hosts = sorted(item.split("=", 1)[1] for task in tasks for item in task.split() if item.startswith("BatchHost="))
-    assert hosts == cluster.node_names, "\n".join(tasks)   # one task on each node
+    assert hosts == cluster.node_names, "\n".join(tasks)  # one task on each node
     assert_same_prepared_shards(out, one_process_out, num_tasks=2)

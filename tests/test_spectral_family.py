@@ -8,8 +8,8 @@ import wave
 import numpy as np
 import pytest
 import torch
-
 from dist_helpers import assert_same_weights, final_weights, musicgan, torchrun
+
 from musicgan.config import Config, apply_overrides, validate
 from musicgan.errors import ConfigError, UserError
 from musicgan.models.spectral import build_spectral_net
@@ -34,8 +34,9 @@ def test_next_frame_loss_compares_prediction_t_with_frame_t_plus_1_on_valid_step
     frames = torch.randn(2, 5, 3)
     predictions = torch.randn(2, 5, 3)
     lengths = torch.tensor([5, 3])  # row 1: frames 3, 4 are padding
-    expected = torch.cat([(predictions[0, :4] - frames[0, 1:5]).square().mean(1),
-                          (predictions[1, :2] - frames[1, 1:3]).square().mean(1)]).mean()
+    expected = torch.cat(
+        [(predictions[0, :4] - frames[0, 1:5]).square().mean(1), (predictions[1, :2] - frames[1, 1:3]).square().mean(1)]
+    ).mean()
     torch.testing.assert_close(next_frame_loss(predictions, frames, lengths), expected)
     # The loss is zero for a perfect next-frame predictor, whatever the padding holds.
     shifted = torch.cat([frames[:, 1:], torch.randn(2, 1, 3)], dim=1)
@@ -100,7 +101,7 @@ def test_seeds_are_windows_of_held_out_songs(bach_audio_shards):
 
     def windows_of(split):
         encoded = [frames for _, frames in iter_encoded(split_urls(bach_audio_shards, split), rep)]
-        return [f[i:i + family.seed_frames] for f in encoded for i in range(len(f) - family.seed_frames + 1)]
+        return [f[i : i + family.seed_frames] for f in encoded for i in range(len(f) - family.seed_frames + 1)]
 
     valid, train = windows_of("valid"), windows_of("train")
     for seed in seeds:
@@ -121,7 +122,7 @@ def test_one_process_run_then_sample_seconds_writes_non_silent_wavs_and_spectrog
         with wave.open(str(tmp_path / "s" / f"sample-{index:03d}.wav")) as wav:
             assert wav.getframerate() == 8000 and wav.getnframes() == 10400  # exactly 1.3 s
             pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
-        assert np.sqrt(np.mean(pcm ** 2)) > 10.0  # not silent (int16 RMS)
+        assert np.sqrt(np.mean(pcm**2)) > 10.0  # not silent (int16 RMS)
         assert (tmp_path / "s" / f"sample-{index:03d}.png").stat().st_size > 1000
 
 
@@ -130,8 +131,10 @@ def test_seconds_need_an_audio_representation():
     from musicgan.training.sampling import _frames_for_seconds
 
     assert _frames_for_seconds(build_representation("fft_blocks", block_size=1000, sample_rate=8000), 1.3) == 11
-    assert _frames_for_seconds(build_representation("fft_blocks", block_size=1000, sample_rate=8000,
-                                                    overlap=True), 1.3) == 21
+    assert (
+        _frames_for_seconds(build_representation("fft_blocks", block_size=1000, sample_rate=8000, overlap=True), 1.3)
+        == 21
+    )
     with pytest.raises(UserError, match="--seconds needs a run on an audio representation; this one is 'pianoroll'"):
         _frames_for_seconds(build_representation("pianoroll"), 2.0)
 

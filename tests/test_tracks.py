@@ -9,9 +9,9 @@ import logging
 
 import numpy as np
 import pytest
-
 from chorales import chorale
 from midi_factory import make_song, write_song
+
 from musicgan.data.loader import iter_songs
 from musicgan.data.midi import read_midi
 from musicgan.data.prepare import FORMAT, prepare_dataset
@@ -21,7 +21,6 @@ from musicgan.data.tracks import LPD5_TRACKS, group_tracks, lpd5_family, skyline
 from musicgan.errors import ConfigError, SongSkipped
 
 RATIOS = (0.6, 0.2, 0.2)
-
 
 
 def test_chorale_parts_become_named_tracks_in_score_order():
@@ -66,8 +65,16 @@ def test_schema_2_sample_round_trips_tracks_and_downbeat():
     np.testing.assert_array_equal(back.notes, song.notes)
 
 
-@pytest.mark.parametrize("meta", [{"tracks": [{"name": "S"}]}, {"tracks": 3}, {"downbeat_s": float("nan")},
-                                  {"downbeat_s": -1.0}, {"downbeat_s": "soon"}])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"tracks": [{"name": "S"}]},
+        {"tracks": 3},
+        {"downbeat_s": float("nan")},
+        {"downbeat_s": -1.0},
+        {"downbeat_s": "soon"},
+    ],
+)
 def test_malformed_track_or_downbeat_meta_is_a_sample_error(meta):
     song = make_song(seed=6, num_onsets=4)
     sample = encode_sample(song, "k", "train")
@@ -95,8 +102,11 @@ def test_bach_shards_hold_four_named_tracks_and_a_downbeat(bach_shards):
     songs = list(iter_songs(split_urls(bach_shards, "train")))
     four = [s for s in songs if len(s.tracks) == 4]
     assert len(four) >= 0.7 * len(songs)  # the others add instrument parts (horns, oboe, timpani)
-    assert all(len(s.tracks) > 4 and [t.name for t in s.tracks[-4:]] == ["Soprano", "Alto", "Tenor", "Bass"]
-               for s in songs if len(s.tracks) != 4)
+    assert all(
+        len(s.tracks) > 4 and [t.name for t in s.tracks[-4:]] == ["Soprano", "Alto", "Tenor", "Bass"]
+        for s in songs
+        if len(s.tracks) != 4
+    )
     assert all([t.name for t in s.tracks] == ["Soprano", "Alto", "Tenor", "Bass"] for s in four)
     assert any(s.downbeat_s > 0 for s in songs) and all(s.downbeat_s >= 0 for s in songs)
 

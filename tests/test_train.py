@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dist_helpers import assert_same_weights, final_weights, init_rank, musicgan, spawn, torchrun
+
 from musicgan.config import apply_overrides
 from musicgan.data.loader import make_loader
 from musicgan.data.midi import read_midi
@@ -79,8 +79,13 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
     # tie; the test widens the ranks' local disagreement by scaling the G loss each rank
     # reports (x0.8 on rank 0, x1.2 on rank 1), so a rank-local decision would differ between
     # the ranks on every step, while the all-reduced one (mean factor 1) must be shared.
-    cfg = debug_cfg(Path(data), "train.freeze_d_threshold=2.0", "train.freeze_g_threshold=0.5",
-                    "train.pretrain_epochs=0", "train.max_steps=10")
+    cfg = debug_cfg(
+        Path(data),
+        "train.freeze_d_threshold=2.0",
+        "train.freeze_g_threshold=0.5",
+        "train.pretrain_epochs=0",
+        "train.max_steps=10",
+    )
     trainer = Trainer(cfg, run_dir, env=env)
     records = []
 
@@ -90,9 +95,14 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
             if "freeze_on/generator" in out.stats:
                 out.stats["freeze_on/generator"] = out.stats["freeze_on/generator"] * (0.8 if rank == 0 else 1.2)
             decide = {k.removeprefix("freeze_on/"): v for k, v in out.stats.items() if k.startswith("freeze_on/")}
-            records.append({"local": {k: float(v.detach()) for k, v in out.losses.items()},
-                            "decide": {k: float(v) for k, v in (decide or out.losses).items()}})
+            records.append(
+                {
+                    "local": {k: float(v.detach()) for k, v in out.losses.items()},
+                    "decide": {k: float(v) for k, v in (decide or out.losses).items()},
+                }
+            )
             return out
+
         return step
 
     trainer.phases = [dataclasses.replace(p, step=recording(p.step)) for p in trainer.phases]
@@ -100,8 +110,9 @@ def _agreement_worker(rank, world_size, port, data, run_dir, out_dir):
 
     def update_and_keep_grads(name, loss):
         result = update(name, loss)
-        grads = [p.grad.detach().clone().flatten() for p in trainer.backend.module(name).parameters()
-                 if p.grad is not None]
+        grads = [
+            p.grad.detach().clone().flatten() for p in trainer.backend.module(name).parameters() if p.grad is not None
+        ]
         records[-1].setdefault("grads", {})[name] = torch.cat(grads)
         records[-1]["freeze"] = ["discriminator" in trainer.state.held, "generator" in trainer.state.held]
         return result
@@ -122,15 +133,18 @@ def test_two_ranks_agree_on_freezing_and_gradients(bach_shards, tmp_path):
         assert a["freeze"] == b["freeze"], "ranks took different freezing branches"
         for name in a["grads"]:
             torch.testing.assert_close(a["grads"][name], b["grads"][name], rtol=0, atol=0)
-        d_local = [a["decide"]["discriminator"] < 2.0 * a["decide"]["generator"],
-                   b["decide"]["discriminator"] < 2.0 * b["decide"]["generator"]]
+        d_local = [
+            a["decide"]["discriminator"] < 2.0 * a["decide"]["generator"],
+            b["decide"]["discriminator"] < 2.0 * b["decide"]["generator"],
+        ]
         assert a["local"] != b["local"]  # ranks see different data, so local losses differ
         local_disagreements += d_local[0] != d_local[1]
     assert any(any(rec["freeze"]) for rec in r0), "freezing never triggered"
     # The test is only meaningful if rank-local decisions would have diverged somewhere.
     assert local_disagreements > 0, (
         "rank-local freezing decisions never differed, so the agreement check proved nothing: "
-        f"{[(a['decide'], b['decide']) for a, b in zip(r0, r1)]}")
+        f"{[(a['decide'], b['decide']) for a, b in zip(r0, r1)]}"
+    )
 
 
 def _nan_batches(make_loader, bad_step):
@@ -139,6 +153,7 @@ def _nan_batches(make_loader, bad_step):
             if kwargs["epoch"] == 0 and index == bad_step:
                 batch.x[0, 0, 0] = float("nan")  # one corrupt value in one song
             yield batch
+
     return patched
 
 
@@ -169,30 +184,70 @@ def test_sample_cli_writes_valid_midi(bach_shards, tmp_path):
     from musicgan.training.loop import train
 
     train(debug_cfg(bach_shards, "train.max_steps=3"), tmp_path / "run")
-    musicgan(["sample", "--run", str(tmp_path / "run"), "--num", "3", "--length", "24", "--out",
-              str(tmp_path / "samples"), "--seed", "1"])
+    musicgan(
+        [
+            "sample",
+            "--run",
+            str(tmp_path / "run"),
+            "--num",
+            "3",
+            "--length",
+            "24",
+            "--out",
+            str(tmp_path / "samples"),
+            "--seed",
+            "1",
+        ]
+    )
     files = sorted((tmp_path / "samples").glob("*.mid"))
     assert len(files) == 3 and len(list((tmp_path / "samples").glob("*.png"))) == 3
     for path in files:
         assert read_midi(path).num_notes > 0
     bad = musicgan(["sample", "--run", str(tmp_path / "nope"), "--num", "1", "--out", str(tmp_path / "x")], check=False)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: run directory not found") and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2
+        and bad.stderr.startswith("error: run directory not found")
+        and "Traceback" not in bad.stderr
+    )
     # Sampling options: eval-mode samples (no dropout) differ from the default dropout samples
     # with the same seed; shape-changing keys are refused in one line.
-    musicgan(["sample", "--run", str(tmp_path / "run"), "--num", "3", "--length", "24", "--out",
-              str(tmp_path / "eval-mode"), "--seed", "1", "--set", "model.sample_dropout=false"])
+    musicgan(
+        [
+            "sample",
+            "--run",
+            str(tmp_path / "run"),
+            "--num",
+            "3",
+            "--length",
+            "24",
+            "--out",
+            str(tmp_path / "eval-mode"),
+            "--seed",
+            "1",
+            "--set",
+            "model.sample_dropout=false",
+        ]
+    )
     default = [read_midi(p).notes for p in files]
     eval_mode = [read_midi(p).notes for p in sorted((tmp_path / "eval-mode").glob("*.mid"))]
     assert len(eval_mode) == 3
     assert any(a.shape != b.shape or not np.allclose(a, b) for a, b in zip(default, eval_mode))
-    refused = musicgan(["sample", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "y"), "--set", "model.g_hidden=7"],
-                       check=False)
-    assert refused.returncode == 2 and refused.stderr.startswith("error: sample --set") and "Traceback" not in refused.stderr
+    refused = musicgan(
+        ["sample", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "y"), "--set", "model.g_hidden=7"],
+        check=False,
+    )
+    assert (
+        refused.returncode == 2
+        and refused.stderr.startswith("error: sample --set")
+        and "Traceback" not in refused.stderr
+    )
 
 
 def test_train_cli_bad_data_is_one_line(tmp_path):
-    proc = musicgan(["train", "--preset", "debug", "--data", str(tmp_path / "missing"), "--run-dir",
-                     str(tmp_path / "r")], check=False)
+    proc = musicgan(
+        ["train", "--preset", "debug", "--data", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r")],
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
 
 

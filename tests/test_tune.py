@@ -29,8 +29,13 @@ def ray_session(tmp_path_factory):
     cached in a temporary folder."""
     previous = os.environ.get("MUSICGAN_CACHE")
     os.environ["MUSICGAN_CACHE"] = str(tmp_path_factory.mktemp("tune-cache"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
     yield
     ray.shutdown()
     if previous is None:
@@ -42,8 +47,17 @@ def ray_session(tmp_path_factory):
 def options(data: Path, storage: Path, **kwargs) -> SweepOptions:
     # Per-epoch sample rounds (MIDI + piano-roll PNGs) are the trainer's business and tested
     # there; trials here only need the checkpoints the objective is computed from.
-    defaults = dict(space="crnngan", preset="debug", scheduler="asha", num_samples=4, data=str(data),
-                    storage=str(storage), eval_songs=8, verbose=0, overrides=("log.sample_every=0",))
+    defaults = dict(
+        space="crnngan",
+        preset="debug",
+        scheduler="asha",
+        num_samples=4,
+        data=str(data),
+        storage=str(storage),
+        eval_songs=8,
+        verbose=0,
+        overrides=("log.sample_every=0",),
+    )
     defaults.update(kwargs)
     return SweepOptions(**defaults)
 
@@ -90,9 +104,25 @@ def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
     assert best["train"]["max_steps"] == 0  # the sweep's cap is not part of the found recipe
     from musicgan.cli import main as musicgan_main  # in-process: the same CLI, without a second start-up
 
-    code = musicgan_main(["train", "--config", str(tmp_path / "best_config.json"), "--preset", "debug", "--data",
-                          str(bach_shards), "--run-dir", str(tmp_path / "best-run"), "--max-steps", "3",
-                          "--set", "log.progress=false", "--set", "log.tensorboard=false"])
+    code = musicgan_main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "best_config.json"),
+            "--preset",
+            "debug",
+            "--data",
+            str(bach_shards),
+            "--run-dir",
+            str(tmp_path / "best-run"),
+            "--max-steps",
+            "3",
+            "--set",
+            "log.progress=false",
+            "--set",
+            "log.tensorboard=false",
+        ]
+    )
     assert code == 0
     saved = json.loads((tmp_path / "best-run" / "config.json").read_text())
     assert saved["optim"]["g_lr"] == pytest.approx(best["optim"]["g_lr"])
@@ -106,8 +136,17 @@ def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, 
     report shows the mutated values in its optimizers. (One point, not one per report: each
     point restarts both trials' processes, the slow part of this test.)"""
     reports, interval = 3, 2
-    run_sweep(options(bach_shards, tmp_path, space="lr", scheduler="pbt", num_samples=2, max_steps=9 * reports,
-                      perturbation_interval=interval))
+    run_sweep(
+        options(
+            bach_shards,
+            tmp_path,
+            space="lr",
+            scheduler="pbt",
+            num_samples=2,
+            max_steps=9 * reports,
+            perturbation_interval=interval,
+        )
+    )
     experiment = tmp_path / "sweep"
     log = experiment / "pbt_global.txt"  # one line per exploit
     exploits = log.read_text().splitlines() if log.exists() else []
@@ -123,14 +162,19 @@ def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, 
             _, _, _, _, old, new = json.loads(line)
             # Values read back from the checkpoint the trainer wrote AFTER restoring the
             # donor's checkpoint (whose optimizers still held the donor's rates).
-            matching = [r for r in restored if all(math.isclose(r[f"effective/{key.split('.')[1]}"], new[key],
-                                                                rel_tol=1e-9) for key in new)]
+            matching = [
+                r
+                for r in restored
+                if all(math.isclose(r[f"effective/{key.split('.')[1]}"], new[key], rel_tol=1e-9) for key in new)
+            ]
             if not matching:
                 continue  # a later exploit replaced this one before the trial reported again
             # The donor's checkpoint held the donor's rates in its optimizer state: the trainer
             # really applied the mutated config on restore.
-            assert any(not math.isclose(matching[0][f"effective/{k.split('.')[1]}"], old[k], rel_tol=1e-9)
-                       for k in ("optim.g_lr", "optim.d_lr"))
+            assert any(
+                not math.isclose(matching[0][f"effective/{k.split('.')[1]}"], old[k], rel_tol=1e-9)
+                for k in ("optim.g_lr", "optim.d_lr")
+            )
             checked += 1
     assert checked >= 1, "no exploit was followed by a report showing the mutated values"
 
@@ -141,9 +185,14 @@ def test_restarted_trial_does_not_report_the_step_it_restored_again(bach_shards,
     from tune.trial import Reporter, TrialSettings
 
     sent = []
-    reporter = Reporter(TrialSettings(preset="debug", data=str(bach_shards)), tmp_path, reference=None,
-                        send=lambda metrics, staged: sent.append(metrics["step"]), trial_id="t",
-                        restored={"trial_id": "t", "step": 18})
+    reporter = Reporter(
+        TrialSettings(preset="debug", data=str(bach_shards)),
+        tmp_path,
+        reference=None,
+        send=lambda metrics, staged: sent.append(metrics["step"]),
+        trial_id="t",
+        restored={"trial_id": "t", "step": 18},
+    )
     reporter({"step": 18, "epoch": 2}, tmp_path / "step-000018.pt", final=True)
     assert sent == []
 
@@ -196,8 +245,9 @@ def test_two_worker_trial_runs_the_same_loop_under_ray_train(bach_shards, tmp_pa
     so a 2-CPU machine does not wait forever for 1 + 2 CPUs."""
     import torch
 
-    results, summary = run_sweep(options(bach_shards, tmp_path, space="lr", num_samples=1, max_steps=5,
-                                         workers_per_trial=2))
+    results, summary = run_sweep(
+        options(bach_shards, tmp_path, space="lr", num_samples=1, max_steps=5, workers_per_trial=2)
+    )
     (row,) = summary["rows"]
     assert row["status"] == "finished" and 0.0 <= row["realism_last"] <= 1.0, row
     checkpoint = next(Path(results[0].checkpoint.path).glob("step-*.pt"))
@@ -206,20 +256,29 @@ def test_two_worker_trial_runs_the_same_loop_under_ray_train(bach_shards, tmp_pa
 
 
 def _argv(data: Path, storage: Path, **changes: str) -> list[str]:
-    values = {"--space": "crnngan", "--preset": "debug", "--scheduler": "asha", "--num-samples": "2",
-              "--data": str(data), "--storage": str(storage)}
+    values = {
+        "--space": "crnngan",
+        "--preset": "debug",
+        "--scheduler": "asha",
+        "--num-samples": "2",
+        "--data": str(data),
+        "--storage": str(storage),
+    }
     values.update(changes)
     return [item for pair in values.items() for item in pair]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"--space": "nope"}, "unknown search space 'nope'"),
-    ({"--data": "/no/such/dir"}, "--data /no/such/dir: no such directory"),
-    ({"--preset": "nope"}, "unknown preset 'nope'"),
-    ({"--scheduler": "pbt", "--num-samples": "1"}, "PBT needs --num-samples >= 2"),
-    ({"--scheduler": "pbt", "--num-samples": "3", "--max-concurrent": "2"}, "PBT compares its whole population"),
-    ({"--workers-per-trial": "0"}, "--workers-per-trial must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--space": "nope"}, "unknown search space 'nope'"),
+        ({"--data": "/no/such/dir"}, "--data /no/such/dir: no such directory"),
+        ({"--preset": "nope"}, "unknown preset 'nope'"),
+        ({"--scheduler": "pbt", "--num-samples": "1"}, "PBT needs --num-samples >= 2"),
+        ({"--scheduler": "pbt", "--num-samples": "3", "--max-concurrent": "2"}, "PBT compares its whole population"),
+        ({"--workers-per-trial": "0"}, "--workers-per-trial must be at least 1"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors_before_ray_starts(bach_shards, tmp_path, capsys, change, message):
     from tune.search import main
 
@@ -232,7 +291,12 @@ def test_bad_arguments_are_one_line_errors_before_ray_starts(bach_shards, tmp_pa
 def test_cli_prints_no_traceback(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    run = subprocess.run([sys.executable, "-m", "tune.search", *_argv(empty, tmp_path / "s")], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "tune.search", *_argv(empty, tmp_path / "s")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert run.stderr.strip() == f"error: no manifest.json in {empty}: run `musicgan prepare` first"

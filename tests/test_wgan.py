@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dist_helpers import final_weights, init_rank, spawn
+
 from musicgan import losses
 from musicgan.config import apply_overrides
 from musicgan.presets import get_preset
@@ -22,8 +22,18 @@ RESUME_AT = 7  # critic-only steps 5..8 of the run 5..9; G trains at steps 5 and
 def wgan_cfg(data: Path, *overrides: str):
     cfg = get_preset("wgan-gp-debug")
     cfg.data.path = str(data)
-    return apply_overrides(cfg, ["log.interval=1", "log.tensorboard=false", "log.progress=false", "log.num_samples=1",
-                                 "log.metric_samples=2", "log.metric_songs=4", *overrides])
+    return apply_overrides(
+        cfg,
+        [
+            "log.interval=1",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.num_samples=1",
+            "log.metric_samples=2",
+            "log.metric_songs=4",
+            *overrides,
+        ],
+    )
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -86,7 +96,9 @@ def _worker(rank, world_size, port, data, root, runs):
             run_dir = Path(root) / label
             if label.endswith("-resumed"):
                 fit(wgan_cfg(Path(data), f"train.max_steps={RESUME_AT}", *overrides), run_dir)
-            fit(wgan_cfg(Path(data), f"train.max_steps={STEPS}", *overrides), run_dir, resume=label.endswith("-resumed"))
+            fit(
+                wgan_cfg(Path(data), f"train.max_steps={STEPS}", *overrides), run_dir, resume=label.endswith("-resumed")
+            )
     finally:
         teardown(env)
 
@@ -147,7 +159,7 @@ def _parity_half(step: int, rank: int):
     from musicgan.data.loader import Batch
 
     full = (torch.rand(2 * HALF, 8, 88, generator=torch.Generator().manual_seed(step)) > 0.8).float()
-    return Batch(full[rank * HALF:(rank + 1) * HALF], torch.full((HALF,), 8), [f"song-{step}"] * HALF)
+    return Batch(full[rank * HALF : (rank + 1) * HALF], torch.full((HALF,), 8), [f"song-{step}"] * HALF)
 
 
 def _parity_phase():
@@ -162,8 +174,7 @@ def _parity_cfg():
     # output bias: the Wasserstein terms cancel it, the penalty ignores it) it turns float
     # noise into full-size steps; measured with Adam here: 2e-3 relative on those two biases,
     # < 2e-8 on every other tensor (the floor docs/distributed-pitfalls.md describes).
-    return apply_overrides(get_preset("wgan-gp-debug"), ["optim.optimizer=sgd", "optim.g_lr=0.05",
-                                                         "optim.d_lr=0.05"])
+    return apply_overrides(get_preset("wgan-gp-debug"), ["optim.optimizer=sgd", "optim.g_lr=0.05", "optim.d_lr=0.05"])
 
 
 def _backend(env, networks):
@@ -210,7 +221,9 @@ def test_two_ranks_equal_one_process_averaging_the_halves(tmp_path):
 
     spawn(_parity_rank, 2, str(tmp_path))
     networks = _parity_networks()
-    backend = _backend(DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized_here=False), networks)
+    backend = _backend(
+        DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized_here=False), networks
+    )
     phase, ctx = _parity_phase(), StepContext(_parity_cfg(), backend, torch.device("cpu"), 8)
     trained = 0
     for step in range(PARITY_STEPS):

@@ -46,7 +46,7 @@ def reference_windows(cfg: Config, data: str, length: int, max_songs: int, seed:
             continue
         starts = np.arange(0, max(1, len(steps) - length + 1), length)  # non-overlapping
         chosen = rng.choice(starts, min(per_song, len(starts)), replace=False)
-        windows += [rep.decode(steps[s:s + length]) for s in sorted(chosen)]
+        windows += [rep.decode(steps[s : s + length]) for s in sorted(chosen)]
         if len(windows) >= max_songs:
             break
     return windows[:max_songs]
@@ -64,7 +64,11 @@ def reference_statistics(cfg: Config, data: str, length: int, max_songs: int):
         urls = split_urls(data, "train")
     d = cfg.data
     key = cache.content_hash(
-        urls, purpose="tune-reference-windows", length=length, max_songs=max_songs, model=cfg.model.name,
+        urls,
+        purpose="tune-reference-windows",
+        length=length,
+        max_songs=max_songs,
+        model=cfg.model.name,
         representation=[d.representation, d.tones_per_step, d.pitch_unit, d.time_unit, d.frames_per_beat, d.transpose],
     )
 
@@ -78,8 +82,9 @@ def reference_statistics(cfg: Config, data: str, length: int, max_songs: int):
     return stats
 
 
-def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path, reference, num_songs: int, length: int,
-                        seed: int = 0) -> dict[str, float]:
+def evaluate_checkpoint(
+    run_dir: str | Path, checkpoint: str | Path, reference, num_songs: int, length: int, seed: int = 0
+) -> dict[str, float]:
     """{"realism": score in [0, 1] (NaN when undefined), "eval/empty_songs": count} for the
     generator stored in `checkpoint`, sampled with a fixed seed (torch's global RNG state is
     restored afterwards, so training is not disturbed)."""

@@ -108,7 +108,7 @@ def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str
             "reports": len(history),
             "step": last.get("step", ""),
             "epoch": last.get("epoch", ""),
-            "host": last.get("hostname", ""),   # Tune's own key: which node ran the trial
+            "host": last.get("hostname", ""),  # Tune's own key: which node ran the trial
             "loss/generator": _number(last.get("loss/generator")),
             "loss/discriminator": _number(last.get("loss/discriminator")),
         }
@@ -189,8 +189,9 @@ def plot_trials(rows: list[dict], results, directory: Path) -> list[Path]:
         steps = [_number(r.get("step")) for r in history]
         panels = {
             f"{OBJECTIVE} (higher is better)": {row["trial"]: (steps, [_number(r.get(OBJECTIVE)) for r in history])},
-            "losses": {name: (steps, [_number(r.get(f"loss/{name}")) for r in history])
-                       for name in _loss_names(history)},
+            "losses": {
+                name: (steps, [_number(r.get(f"loss/{name}")) for r in history]) for name in _loss_names(history)
+            },
         }
         paths.append(Path(curves_png(panels, directory / f"{row['trial']}.png", xlabel="step", ncols=2)))
     return paths
@@ -213,10 +214,18 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
     shown = [c for c in columns if c not in ("path",)]
     print(f"\n[tune] {len(rows)} trials in {experiment}")
     print(format_table(rows, shown))
-    ok = [(r, res) for r, res in zip(rows, results) if r["status"] != STATUS_ERROR and not math.isnan(r[f"{OBJECTIVE}_last"])]
-    summary: dict[str, Any] = {"rows": rows, "completed": bool(ok), "errors": sum(r["status"] == STATUS_ERROR for r in rows),
-                               "unfinished": sum(r["status"] == STATUS_UNFINISHED for r in rows),
-                               "table": str(storage / "results.csv")}
+    ok = [
+        (r, res)
+        for r, res in zip(rows, results)
+        if r["status"] != STATUS_ERROR and not math.isnan(r[f"{OBJECTIVE}_last"])
+    ]
+    summary: dict[str, Any] = {
+        "rows": rows,
+        "completed": bool(ok),
+        "errors": sum(r["status"] == STATUS_ERROR for r in rows),
+        "unfinished": sum(r["status"] == STATUS_UNFINISHED for r in rows),
+        "table": str(storage / "results.csv"),
+    }
     for row in rows:
         if row["error"]:
             print(f"[tune] trial {row['trial']} failed: {row['error']}")
@@ -225,13 +234,20 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
         config = best_config(best_result, base)
         (storage / "best_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         checkpoint = best_result.checkpoint.path if best_result.checkpoint else None
-        best = {"trial": best_row["trial"], OBJECTIVE: best_row[f"{OBJECTIVE}_last"],
-                "values": nested(trial_config(best_result)), "step": best_row["step"], "checkpoint": checkpoint,
-                "path": best_result.path}
+        best = {
+            "trial": best_row["trial"],
+            OBJECTIVE: best_row[f"{OBJECTIVE}_last"],
+            "values": nested(trial_config(best_result)),
+            "step": best_row["step"],
+            "checkpoint": checkpoint,
+            "path": best_result.path,
+        }
         (storage / "best_trial.json").write_text(json.dumps(best, indent=2, default=str) + "\n")
         summary["best"] = best
-        print(f"[tune] best trial {best_row['trial']}: {OBJECTIVE}={best_row[f'{OBJECTIVE}_last']:.4f}; "
-              f"config -> {storage / 'best_config.json'}")
+        print(
+            f"[tune] best trial {best_row['trial']}: {OBJECTIVE}={best_row[f'{OBJECTIVE}_last']:.4f}; "
+            f"config -> {storage / 'best_config.json'}"
+        )
     else:
         print("[tune] no trial produced a score: no best config written")
     try:

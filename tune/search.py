@@ -107,8 +107,10 @@ def check_options(options: SweepOptions) -> None:
     if options.scheduler == "pbt" and options.num_samples < 2:
         raise UserError("PBT needs --num-samples >= 2 (trials exploit each other)")
     if options.scheduler == "pbt" and 0 < options.max_concurrent < options.num_samples:
-        raise UserError(f"PBT compares its whole population: --max-concurrent {options.max_concurrent} "
-                        f"< --num-samples {options.num_samples} would run groups that never meet")
+        raise UserError(
+            f"PBT compares its whole population: --max-concurrent {options.max_concurrent} "
+            f"< --num-samples {options.num_samples} would run groups that never meet"
+        )
     experiment = Path(options.storage) / options.name
     if options.resume and not experiment.is_dir():
         raise UserError(f"--resume: no sweep to resume in {experiment}")
@@ -140,13 +142,17 @@ def init_ray(options: SweepOptions) -> None:
 
     if ray.is_initialized():
         return  # a test (or a notebook) started Ray already
-    env_vars = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
-                "RAY_CHDIR_TO_TRIAL_DIR": "1"}
+    env_vars = {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "RAY_CHDIR_TO_TRIAL_DIR": "1",
+    }
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": options.verbose > 0}
     if options.address and options.address.startswith("ray://"):
         # A remote cluster: ship this checkout (not the venv, data or sweeps) to its workers.
-        kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
-                                 "excludes": [".venv", ".git", "shards", "*.tar", "sweeps"]}
+        kwargs["runtime_env"] = {
+            "working_dir": str(REPO_ROOT),
+            "excludes": [".venv", ".git", "shards", "*.tar", "sweeps"],
+        }
     else:
         kwargs["runtime_env"] = {"env_vars": env_vars}
     if options.address:
@@ -201,7 +207,8 @@ def check_fits(options: SweepOptions) -> None:
         raise UserError(
             f"one trial needs {need_cpu:g} CPUs and {need_gpu:g} GPUs but the cluster has "
             f"{total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs: lower --cpus-per-worker "
-            f"/ --gpus-per-worker / --workers-per-trial")
+            f"/ --gpus-per-worker / --workers-per-trial"
+        )
 
 
 def _recording_asha():
@@ -233,9 +240,15 @@ def make_scheduler(options: SweepOptions, base, param_space: dict):
 
     evaluations = math.ceil(base.train.epochs / options.eval_every) + 1  # + the final report
     if options.scheduler == "asha":
-        return _recording_asha()(str(Path(options.storage) / options.name),
-                                 time_attr="training_iteration", metric=OBJECTIVE, mode="max",
-                                 max_t=max(2, evaluations), grace_period=1, reduction_factor=2)
+        return _recording_asha()(
+            str(Path(options.storage) / options.name),
+            time_attr="training_iteration",
+            metric=OBJECTIVE,
+            mode="max",
+            max_t=max(2, evaluations),
+            grace_period=1,
+            reduction_factor=2,
+        )
     # Synchronous PBT (Jaderberg et al. 2017, "Population Based Training of Neural Networks",
     # appendix A.1): a trial reaching a perturbation point pauses until every live trial has
     # reported there, then the top half hands its latest checkpoint to the bottom half. The
@@ -245,11 +258,14 @@ def make_scheduler(options: SweepOptions, base, param_space: dict):
     # on which trial the machine's load let report first. The cost: every trial restarts its
     # process from its checkpoint after each perturbation point (the imports, a few seconds).
     return PopulationBasedTraining(
-        time_attr="training_iteration", metric=OBJECTIVE, mode="max",
+        time_attr="training_iteration",
+        metric=OBJECTIVE,
+        mode="max",
         perturbation_interval=options.perturbation_interval,
         hyperparam_mutations=mutations(base, param_space),
         quantile_fraction=0.5,  # small populations: the bottom half copies the top half
-        resample_probability=0.25, synch=True,
+        resample_probability=0.25,
+        synch=True,
     )
 
 
@@ -279,15 +295,23 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
     space = get_space(options.space, base)
     if param_space is not None:
         space = {**space, **param_space}
-    print(f"[tune] reference: up to {options.reference_songs} real excerpts of {eval_length} steps "
-          f"from {options.data}", flush=True)
+    print(
+        f"[tune] reference: up to {options.reference_songs} real excerpts of {eval_length} steps from {options.data}",
+        flush=True,
+    )
     reference = reference_statistics(base, options.data, eval_length, options.reference_songs)
     settings = TrialSettings(
-        preset=options.preset, data=options.data, experiment_dir=str(Path(options.storage) / options.name),
-        base=overrides, max_steps=options.max_steps,
-        eval_every=options.eval_every, eval_songs=options.eval_songs, eval_length=eval_length,
-        workers=options.workers_per_trial, cpus_per_worker=options.cpus_per_worker or
-        (1.0 if options.workers_per_trial == 1 else TINY_CPU), gpus_per_worker=options.gpus_per_worker,
+        preset=options.preset,
+        data=options.data,
+        experiment_dir=str(Path(options.storage) / options.name),
+        base=overrides,
+        max_steps=options.max_steps,
+        eval_every=options.eval_every,
+        eval_songs=options.eval_songs,
+        eval_length=eval_length,
+        workers=options.workers_per_trial,
+        cpus_per_worker=options.cpus_per_worker or (1.0 if options.workers_per_trial == 1 else TINY_CPU),
+        gpus_per_worker=options.gpus_per_worker,
         seed=options.seed,
     )
     init_ray(options)
@@ -297,8 +321,9 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
     experiment = Path(options.storage) / options.name
     if options.resume:
         print(f"[tune] resuming the sweep in {experiment}", flush=True)
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(
+            str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -306,11 +331,13 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(
-                num_samples=options.num_samples, scheduler=make_scheduler(options, base, space),
+                num_samples=options.num_samples,
+                scheduler=make_scheduler(options, base, space),
                 # The generator itself limits concurrency: TuneConfig.max_concurrent_trials is
                 # ignored (with a warning) once a search_alg instance is passed.
-                search_alg=BasicVariantGenerator(random_state=options.seed,
-                                                 max_concurrent=max_concurrent_trials(options)),
+                search_alg=BasicVariantGenerator(
+                    random_state=options.seed, max_concurrent=max_concurrent_trials(options)
+                ),
                 # Reusing a trial's process saves its imports (~5 s a trial). Not for K-worker
                 # trials (their process owns a TorchTrainer; docs/distributed-pitfalls.md: leaked
                 # reservations) and
@@ -319,7 +346,9 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
                 reuse_actors=options.workers_per_trial == 1 and options.scheduler == "asha",
             ),
             run_config=tune.RunConfig(
-                name=options.name, storage_path=options.storage, verbose=options.verbose,
+                name=options.name,
+                storage_path=options.storage,
+                verbose=options.verbose,
                 # PBT restores from older checkpoints: keep all (num_to_keep=2 failed to recover
                 # a trial: docs/distributed-pitfalls.md).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if options.scheduler == "pbt" else 2),
@@ -352,32 +381,62 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
     p.add_argument("--data", required=True, help="prepared shard directory (musicgan prepare)")
     p.add_argument("--storage", required=True, help="folder for the sweep, its table, best config and plots")
     p.add_argument("--workers-per-trial", type=int, default=1, help="K > 1: a Ray Train TorchTrainer per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help=f"logical CPUs per worker (default 1; {TINY_CPU} for K > 1: see tune/README.md)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help=f"logical CPUs per worker (default 1; {TINY_CPU} for K > 1: see tune/README.md)",
+    )
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--max-steps", type=int, default=0, help="cap every trial at S optimizer steps")
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or ray://HOST:10001")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in STORAGE/NAME")
     p.add_argument("--name", default=DEFAULT_NAME, help=f"experiment folder under STORAGE (default {DEFAULT_NAME})")
     p.add_argument("--config", help="JSON config applied over the preset before the space")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value",
-                   help="config value applied over the preset before the space (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="a.b=value",
+        help="config value applied over the preset before the space (repeatable)",
+    )
     p.add_argument("--eval-every", type=int, default=1, help="epochs between objective evaluations")
     p.add_argument("--eval-songs", type=int, default=16, help="generated excerpts scored per evaluation")
     p.add_argument("--eval-length", type=int, default=0, help="excerpt length in steps (default: preset max_len)")
-    p.add_argument("--max-concurrent", type=int, default=0,
-                   help="trials at once (default: from the cluster; PBT: the whole population)")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=0,
+        help="trials at once (default: from the cluster; PBT: the whole population)",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray: logical CPUs (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no Tune progress tables")
     a = p.parse_args(argv)
     return SweepOptions(
-        space=a.space, preset=a.preset, scheduler=a.scheduler, num_samples=a.num_samples, data=a.data,
-        storage=a.storage, workers_per_trial=a.workers_per_trial, cpus_per_worker=a.cpus_per_worker,
-        gpus_per_worker=a.gpus_per_worker, max_steps=a.max_steps, address=a.address, resume=a.resume,
-        name=a.name, config=a.config, overrides=tuple(a.overrides), eval_every=a.eval_every,
-        eval_songs=a.eval_songs, eval_length=a.eval_length, max_concurrent=a.max_concurrent,
-        num_cpus=a.num_cpus, seed=a.seed, verbose=0 if a.quiet else 1,
+        space=a.space,
+        preset=a.preset,
+        scheduler=a.scheduler,
+        num_samples=a.num_samples,
+        data=a.data,
+        storage=a.storage,
+        workers_per_trial=a.workers_per_trial,
+        cpus_per_worker=a.cpus_per_worker,
+        gpus_per_worker=a.gpus_per_worker,
+        max_steps=a.max_steps,
+        address=a.address,
+        resume=a.resume,
+        name=a.name,
+        config=a.config,
+        overrides=tuple(a.overrides),
+        eval_every=a.eval_every,
+        eval_songs=a.eval_songs,
+        eval_length=a.eval_length,
+        max_concurrent=a.max_concurrent,
+        num_cpus=a.num_cpus,
+        seed=a.seed,
+        verbose=0 if a.quiet else 1,
     )
 
 
@@ -395,8 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MUSICGAN_DEBUG"):
             raise
         text = str(exc).strip().splitlines()
-        print(f"error: unexpected {type(exc).__name__}: {text[-1] if text else ''} "
-              "(MUSICGAN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {text[-1] if text else ''} "
+            "(MUSICGAN_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
     if summary.get("interrupted"):
         print("error: the sweep was interrupted; continue it with the same command plus --resume", file=sys.stderr)

@@ -116,8 +116,9 @@ def mutations(base: Config, param_space: dict[str, Any]) -> dict[str, Any]:
     from ray.tune.search.sample import Domain
 
     defaults = {**_learning_rates(base), **_thresholds()}
-    return {key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key]
-            for key in MUTABLE_KEYS}
+    return {
+        key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key] for key in MUTABLE_KEYS
+    }
 
 
 def apply_trial_values(base: Config, values: dict[str, Any]) -> Config:
@@ -136,8 +137,10 @@ def sample_check(name: str, base: Config, draws: int = 32, seed: int = 0) -> Non
     rng = random.Random(seed)
     domains = get_space(name, base)
     for _ in range(draws):
-        point = {k: (v.sample(random_state=rng.randint(0, 2**31 - 1)) if hasattr(v, "sample") else v)
-                 for k, v in domains.items()}
+        point = {
+            k: (v.sample(random_state=rng.randint(0, 2**31 - 1)) if hasattr(v, "sample") else v)
+            for k, v in domains.items()
+        }
         apply_trial_values(copy.deepcopy(base), {k: _plain(v) for k, v in point.items()})
 
 

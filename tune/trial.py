@@ -159,8 +159,9 @@ def restore_from_tune(run_dir: Path) -> dict | None:
 class Reporter:
     """Called (on the rank that talks to Tune) with each epoch's metrics and checkpoint."""
 
-    def __init__(self, settings: TrialSettings, run_dir: Path, reference, send, trial_id: str,
-                 restored: dict | None) -> None:
+    def __init__(
+        self, settings: TrialSettings, run_dir: Path, reference, send, trial_id: str, restored: dict | None
+    ) -> None:
         self.settings = settings
         self.run_dir = run_dir
         self.reference = reference
@@ -185,8 +186,14 @@ class Reporter:
         from tune.objective import evaluate_checkpoint
 
         started = time.perf_counter()
-        scores = evaluate_checkpoint(self.run_dir, checkpoint, self.reference, self.settings.eval_songs,
-                                     self.settings.eval_length, seed=self.settings.seed)
+        scores = evaluate_checkpoint(
+            self.run_dir,
+            checkpoint,
+            self.reference,
+            self.settings.eval_songs,
+            self.settings.eval_length,
+            seed=self.settings.seed,
+        )
         undefined = scores[OBJECTIVE] != scores[OBJECTIVE]  # NaN: fewer than 2 non-empty songs
         report = {
             "step": int(metrics["step"]),
@@ -203,12 +210,16 @@ class Reporter:
             report["restored_from_trial"] = str(self.restored.get("trial_id", ""))
             report["restored_from_step"] = int(self.restored.get("step", -1))
         with open(self.run_dir / EFFECTIVE_LOG, "a") as log:
-            log.write(json.dumps({k: report[k] for k in report if k.startswith(("effective/", "restored_", "step"))})
-                      + "\n")
+            log.write(
+                json.dumps({k: report[k] for k in report if k.startswith(("effective/", "restored_", "step"))}) + "\n"
+            )
         self.last_step = report["step"]
         with tempfile.TemporaryDirectory(prefix="tune-ckpt-", dir=self.run_dir) as tmp:
-            staged = stage_checkpoint(checkpoint, Path(tmp) / "checkpoint",
-                                      {"trial_id": self.trial_id, "step": report["step"], "run_dir": str(self.run_dir)})
+            staged = stage_checkpoint(
+                checkpoint,
+                Path(tmp) / "checkpoint",
+                {"trial_id": self.trial_id, "step": report["step"], "run_dir": str(self.run_dir)},
+            )
             self.send(report, staged)
 
 
@@ -222,17 +233,21 @@ def run_trial(config: dict, settings: TrialSettings, reference) -> None:
     # staging folder under /tmp/ray, which Tune copies to storage after every report (every
     # checkpoint and sample twice on disk, and copies racing the trainer's writes).
     trial_dir_name = Path(context.get_trial_dir()).name
-    run_dir = (Path(settings.experiment_dir) / trial_dir_name if settings.experiment_dir
-               else Path(context.get_trial_dir())) / "run"
+    run_dir = (
+        Path(settings.experiment_dir) / trial_dir_name if settings.experiment_dir else Path(context.get_trial_dir())
+    ) / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     cfg = build_config(settings, config)  # a bad point raises ConfigError: the trial errors, the sweep goes on
     restored = restore_from_tune(run_dir)
     if restored:
-        print(f"[tune] trial {context.get_trial_id()} restored {restored['restored_file']} "
-              f"(from trial {restored.get('trial_id', '?')}); config now g_lr={cfg.optim.g_lr:.4g} "
-              f"d_lr={cfg.optim.d_lr:.4g} theta_D={cfg.train.freeze_d_threshold:.3g} "
-              f"theta_G={cfg.train.freeze_g_threshold:.3g}", flush=True)
+        print(
+            f"[tune] trial {context.get_trial_id()} restored {restored['restored_file']} "
+            f"(from trial {restored.get('trial_id', '?')}); config now g_lr={cfg.optim.g_lr:.4g} "
+            f"d_lr={cfg.optim.d_lr:.4g} theta_D={cfg.train.freeze_d_threshold:.3g} "
+            f"theta_G={cfg.train.freeze_g_threshold:.3g}",
+            flush=True,
+        )
 
     def send(metrics: dict, staged: Path | None) -> None:
         checkpoint = ray.tune.Checkpoint.from_directory(str(staged)) if staged else None
@@ -242,8 +257,14 @@ def run_trial(config: dict, settings: TrialSettings, reference) -> None:
     if settings.workers <= 1:
         _train_here(cfg, run_dir, reporter, resume=restored is not None)
     else:
-        _train_with_workers(cfg, settings, run_dir, reporter, resume=restored is not None,
-                            name=f"{context.get_experiment_name()}-{context.get_trial_id()}")
+        _train_with_workers(
+            cfg,
+            settings,
+            run_dir,
+            reporter,
+            resume=restored is not None,
+            name=f"{context.get_experiment_name()}-{context.get_trial_id()}",
+        )
 
 
 def _train_here(cfg, run_dir: Path, reporter: Reporter, resume: bool) -> None:
@@ -278,15 +299,23 @@ def _worker_loop(loop_config: dict) -> None:
         if rank == 0:  # the other ranks' calls are no-ops: nothing collective happens here
             queue.put(("epoch", metrics, str(checkpoint) if checkpoint else None))
 
-    result = train(cfg, run_dir, resume=loop_config["resume"], overwrite=not loop_config["resume"],
-                   report_fn=report_fn, should_stop=stop_file.exists)
+    result = train(
+        cfg,
+        run_dir,
+        resume=loop_config["resume"],
+        overwrite=not loop_config["resume"],
+        report_fn=report_fn,
+        should_stop=stop_file.exists,
+    )
     if rank == 0:
-        queue.put(("end", {"step": result.step, "epoch": result.epoch},
-                   str(result.checkpoint) if result.checkpoint else None))
+        queue.put(
+            ("end", {"step": result.step, "epoch": result.epoch}, str(result.checkpoint) if result.checkpoint else None)
+        )
 
 
-def _train_with_workers(cfg, settings: TrialSettings, run_dir: Path, reporter: Reporter, resume: bool,
-                        name: str) -> None:
+def _train_with_workers(
+    cfg, settings: TrialSettings, run_dir: Path, reporter: Reporter, resume: bool, name: str
+) -> None:
     from queue import Empty
 
     import ray.train
@@ -300,10 +329,14 @@ def _train_with_workers(cfg, settings: TrialSettings, run_dir: Path, reporter: R
         _worker_loop,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir), "queue": queue, "resume": resume},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.dist.timeout_s)),
-        scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(run_dir.parent / "ray-train"),
-                                       failure_config=ray.train.FailureConfig(max_failures=0)),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(run_dir.parent / "ray-train"),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
     )
     outcome: dict[str, Any] = {}
 

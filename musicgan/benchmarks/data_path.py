@@ -11,8 +11,17 @@ from pathlib import Path
 from musicgan.benchmarks.timing import median
 
 
-def stream_samples_per_s(urls: list[str], representation, *, seq_len: int, batch_size: int, num_workers: int,
-                         num_batches: int, repeats: int, warmup_batches: int = 2) -> dict:
+def stream_samples_per_s(
+    urls: list[str],
+    representation,
+    *,
+    seq_len: int,
+    batch_size: int,
+    num_workers: int,
+    num_batches: int,
+    repeats: int,
+    warmup_batches: int = 2,
+) -> dict:
     """Samples/s the real loader (`make_loader`) delivers, after its first `warmup_batches`
     (worker start-up and shuffle-buffer fill are per epoch, not per sample). One fresh
     loader (a new epoch seed) per repetition; the median is the figure."""
@@ -20,9 +29,18 @@ def stream_samples_per_s(urls: list[str], representation, *, seq_len: int, batch
 
     rates = []
     for repeat in range(repeats):
-        loader = make_loader(urls, representation, seq_len=seq_len, batch_size=batch_size,
-                             num_batches=num_batches + warmup_batches, seed=1234, epoch=repeat, rank=0,
-                             world_size=1, num_workers=num_workers)
+        loader = make_loader(
+            urls,
+            representation,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            num_batches=num_batches + warmup_batches,
+            seed=1234,
+            epoch=repeat,
+            rank=0,
+            world_size=1,
+            num_workers=num_workers,
+        )
         start = None
         samples = 0
         for index, batch in enumerate(loader):
@@ -33,8 +51,14 @@ def stream_samples_per_s(urls: list[str], representation, *, seq_len: int, batch
                 samples += batch.x.shape[0]
         elapsed = time.perf_counter() - start
         rates.append(samples / elapsed)
-    return {"samples_per_s": median(rates), "all_samples_per_s": rates, "num_workers": num_workers,
-            "batches": num_batches, "batch_size": batch_size, "seq_len": seq_len}
+    return {
+        "samples_per_s": median(rates),
+        "all_samples_per_s": rates,
+        "num_workers": num_workers,
+        "batches": num_batches,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+    }
 
 
 def prepare_files_per_s(spec: str, *, workers: int, limit: int | None, repeats: int = 1) -> dict:

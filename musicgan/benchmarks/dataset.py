@@ -33,8 +33,7 @@ def make_song(seed: int, num_onsets: int) -> Song:
             pitch.append(p)
             velocity.append(int(rng.integers(40, 120)))
         t += GRID_S * step
-    return Song.from_columns(onset, duration, pitch, velocity, tempos=[(0.0, 120.0)],
-                             time_signatures=[(0.0, 4, 4)])
+    return Song.from_columns(onset, duration, pitch, velocity, tempos=[(0.0, 120.0)], time_signatures=[(0.0, 4, 4)])
 
 
 def write_midi_folder(root: Path, num_songs: int, num_onsets: int = 240, seed: int = 0) -> Path:
@@ -50,5 +49,6 @@ def prepare_shards(midi_dir: Path, out: Path, *, workers: int = 1, shard_size: i
     """Shards of a MIDI folder with every song in the train split (the loader benchmark's input)."""
     from musicgan.data.prepare import prepare_dataset
 
-    return prepare_dataset(str(midi_dir), out, workers=workers, shard_size=shard_size, ratios=(1.0, 0.0, 0.0),
-                           progress=False)
+    return prepare_dataset(
+        str(midi_dir), out, workers=workers, shard_size=shard_size, ratios=(1.0, 0.0, 0.0), progress=False
+    )

@@ -55,13 +55,13 @@ def bench_discriminator(
         lstm_stack.PARALLEL_STACKS = previous_parallel
 
 
-def _bench(repeats: int, warmup: int, batch_size: int, seq_len: int, hidden: int, layers: int,
-           num_features: int, seed: int) -> dict:
+def _bench(
+    repeats: int, warmup: int, batch_size: int, seq_len: int, hidden: int, layers: int, num_features: int, seed: int
+) -> dict:
     torch.manual_seed(seed)
     discriminator = CRNNDiscriminator(num_features, hidden=hidden, layers=layers).train()
     both = torch.rand(2 * batch_size, seq_len, num_features)
-    lengths = torch.cat([torch.randint(seq_len // 2, seq_len + 1, (batch_size,)),
-                         torch.full((batch_size,), seq_len)])
+    lengths = torch.cat([torch.randint(seq_len // 2, seq_len + 1, (batch_size,)), torch.full((batch_size,), seq_len)])
     fake = torch.rand(batch_size, seq_len, num_features)
     weights = torch.linspace(-1, 1, seq_len)
 
@@ -79,11 +79,20 @@ def _bench(repeats: int, warmup: int, batch_size: int, seq_len: int, hidden: int
         finally:
             discriminator.requires_grad_(True)
 
-    shape = flops.StepShape(g_hidden=hidden, g_layers=layers, d_hidden=hidden, d_layers=layers,
-                            batch_size=batch_size, seq_len=seq_len, num_features=num_features,
-                            noise_dim=num_features)
-    work = {"update": 3 * flops.discriminator_forward_flops(shape, 2 * batch_size),
-            "frozen": 2 * flops.discriminator_forward_flops(shape, batch_size)}
+    shape = flops.StepShape(
+        g_hidden=hidden,
+        g_layers=layers,
+        d_hidden=hidden,
+        d_layers=layers,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        num_features=num_features,
+        noise_dim=num_features,
+    )
+    work = {
+        "update": 3 * flops.discriminator_forward_flops(shape, 2 * batch_size),
+        "frozen": 2 * flops.discriminator_forward_flops(shape, batch_size),
+    }
     load_start = machine_load()
     results: dict = {}
     for name, fn in (("update", update), ("frozen", frozen)):
@@ -100,17 +109,30 @@ def _bench(repeats: int, warmup: int, batch_size: int, seq_len: int, hidden: int
         entry = {}
         for variant in VARIANTS:
             wall_s, cpu_s = median(wall[variant]), median(cpu[variant])
-            entry[variant] = {"wall_s": wall_s, "cpu_s": cpu_s, "gflop_per_s": work[name] / wall_s / 1e9,
-                              "gflop_per_cpu_s": work[name] / cpu_s / 1e9, "all_wall_s": wall[variant]}
+            entry[variant] = {
+                "wall_s": wall_s,
+                "cpu_s": cpu_s,
+                "gflop_per_s": work[name] / wall_s / 1e9,
+                "gflop_per_cpu_s": work[name] / cpu_s / 1e9,
+                "all_wall_s": wall[variant],
+            }
         for variant in VARIANTS[1:]:
             entry[f"speedup_{variant}"] = entry["nn_lstm"]["wall_s"] / entry[variant]["wall_s"]
             entry[f"speedup_{variant}_cpu_time"] = entry["nn_lstm"]["cpu_s"] / entry[variant]["cpu_s"]
         entry["gflop"] = work[name] / 1e9
         results[name] = entry
-    results["settings"] = {"threads": torch.get_num_threads(), "batch_size": batch_size, "seq_len": seq_len,
-                           "hidden": hidden, "layers": layers, "repeats": repeats, "warmup": warmup,
-                           "torch": torch.__version__, "load_average_start": load_start,
-                           "load_average_end": machine_load()}
+    results["settings"] = {
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "hidden": hidden,
+        "layers": layers,
+        "repeats": repeats,
+        "warmup": warmup,
+        "torch": torch.__version__,
+        "load_average_start": load_start,
+        "load_average_end": machine_load(),
+    }
     return results
 
 
@@ -118,8 +140,9 @@ if __name__ == "__main__":  # python -m musicgan.benchmarks.discriminator [threa
     import json
     import sys
 
-    result = bench_discriminator(threads=int(sys.argv[1]) if len(sys.argv) > 1 else None,
-                                 repeats=int(sys.argv[2]) if len(sys.argv) > 2 else 7)
+    result = bench_discriminator(
+        threads=int(sys.argv[1]) if len(sys.argv) > 1 else None, repeats=int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    )
     for name in ("update", "frozen"):
         for variant in VARIANTS:
             result[name][variant].pop("all_wall_s")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass(frozen=True)
 class StepShape:
     """Sizes of one adversarial C-RNN-GAN step (the paper: 350, 2, 350, 2, 20, 100, 4)."""

@@ -23,8 +23,14 @@ from musicgan.training.sampling import decode_all, load_run
 
 RANDOM_LOW, RANDOM_HIGH = 60, 83
 STEPS_PER_NOTE = 4  # the random floor's notes are quarter notes (4 sixteenths)
-COLUMNS = ("chord_tone_ratio", "distinct_pitches_per_bar", "melody_note_length", "melody_note_length_entropy",
-           "melody_pitch_range", "melody_scale_consistency")
+COLUMNS = (
+    "chord_tone_ratio",
+    "distinct_pitches_per_bar",
+    "melody_note_length",
+    "melody_note_length_entropy",
+    "melody_pitch_range",
+    "melody_scale_consistency",
+)
 
 
 def random_melodies(real: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -44,7 +50,7 @@ def melody_sets(run_dir: str, num: int, bars: int, seed: int = 0) -> dict[str, n
     _, family, _, networks, _ = load_run(run_dir, overrides=["model.midinet_prime=zeros"])
     bar = family.bar
     songs = family.held_out_windows(bars + 1, num)
-    real = np.stack([song[bar:(bars + 1) * bar] for song in songs])
+    real = np.stack([song[bar : (bars + 1) * bar] for song in songs])
     torch.manual_seed(seed)
     generated = family.generate(networks, num, bars * bar)
     return {"generated": generated, "real": real, "random": random_melodies(real, seed)}

@@ -27,8 +27,13 @@ from musicgan.benchmarks.timing import machine_load, median, torch_threads
 from musicgan.models.musegan import MuseGANGeometry, PatchConv3d, PatchConvTranspose3d, build_musegan
 
 SIZES = {
-    "small": ("v3", MuseGANGeometry(num_tracks=4, num_pitches=48, lowest_pitch=36, width_scale=0.25,
-                                    v3_pitch_layers=((2, 2), (2, 2))), 16),
+    "small": (
+        "v3",
+        MuseGANGeometry(
+            num_tracks=4, num_pitches=48, lowest_pitch=36, width_scale=0.25, v3_pitch_layers=((2, 2), (2, 2))
+        ),
+        16,
+    ),
     "v3": ("v3", MuseGANGeometry(), 64),
     "paper": ("paper", MuseGANGeometry(steps_per_bar=96), 64),
 }
@@ -54,9 +59,9 @@ def critic_pass(generator: nn.Module, critic: nn.Module, real: torch.Tensor) -> 
     mixed = (real + alpha * (fake - real)).requires_grad_(True)
     scores = critic(torch.cat([real, fake, mixed]))
     b = real.shape[0]
-    grad, = torch.autograd.grad(scores[2 * b:].sum(), mixed, create_graph=True)
+    (grad,) = torch.autograd.grad(scores[2 * b :].sum(), mixed, create_graph=True)
     penalty = (grad.flatten(1).norm(dim=1) - 1).square().mean()
-    (scores[b:2 * b].mean() - scores[:b].mean() + PENALTY_WEIGHT * penalty).backward()
+    (scores[b : 2 * b].mean() - scores[:b].mean() + PENALTY_WEIGHT * penalty).backward()
     critic.zero_grad(set_to_none=True)
 
 
@@ -69,8 +74,15 @@ def generator_pass(generator: nn.Module, critic: nn.Module, batch_size: int) -> 
     generator.zero_grad(set_to_none=True)
 
 
-def bench_musegan(size: str = "small", mode: str = "hybrid", threads: int | None = 1, repeats: int = 5,
-                  warmup: int = 1, batch_size: int | None = None, seed: int = 0) -> dict:
+def bench_musegan(
+    size: str = "small",
+    mode: str = "hybrid",
+    threads: int | None = 1,
+    repeats: int = 5,
+    warmup: int = 1,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Median seconds of the two passes per variant (module docstring) and samples/s."""
     arch, geometry, default_batch = SIZES[size]
     batch_size = batch_size or default_batch
@@ -85,19 +97,30 @@ def bench_musegan(size: str = "small", mode: str = "hybrid", threads: int | None
         results = {name: _time_variant(nets, real, repeats, warmup) for name, nets in variants.items()}
     if "aten" in results:
         results["speedup_cycle_cpu_time"] = results["aten"]["cycle_cpu_s"] / results["patch"]["cycle_cpu_s"]
-    results["settings"] = {"size": size, "arch": arch, "mode": mode, "phrase": list(geometry.phrase_shape),
-                           "batch_size": batch_size, "threads": threads, "repeats": repeats, "n_critic": N_CRITIC,
-                           "generator_parameters": sum(p.numel() for p in generator.parameters()),
-                           "critic_parameters": sum(p.numel() for p in critic.parameters()),
-                           "torch": torch.__version__, "load_average_start": load_start,
-                           "load_average_end": machine_load()}
+    results["settings"] = {
+        "size": size,
+        "arch": arch,
+        "mode": mode,
+        "phrase": list(geometry.phrase_shape),
+        "batch_size": batch_size,
+        "threads": threads,
+        "repeats": repeats,
+        "n_critic": N_CRITIC,
+        "generator_parameters": sum(p.numel() for p in generator.parameters()),
+        "critic_parameters": sum(p.numel() for p in critic.parameters()),
+        "torch": torch.__version__,
+        "load_average_start": load_start,
+        "load_average_end": machine_load(),
+    }
     return results
 
 
 def _time_variant(networks, real: torch.Tensor, repeats: int, warmup: int) -> dict:
     generator, critic = networks
-    passes = {"critic": lambda: critic_pass(generator, critic, real),
-              "generator": lambda: generator_pass(generator, critic, real.shape[0])}
+    passes = {
+        "critic": lambda: critic_pass(generator, critic, real),
+        "generator": lambda: generator_pass(generator, critic, real.shape[0]),
+    }
     wall = {name: [] for name in passes}
     cpu = {name: [] for name in passes}
     for rep in range(warmup + repeats):
@@ -121,6 +144,15 @@ if __name__ == "__main__":  # python -m musicgan.benchmarks.musegan SIZE [mode] 
     import sys
 
     args = sys.argv[1:]
-    print(json.dumps(bench_musegan(args[0] if args else "small", args[1] if len(args) > 1 else "hybrid",
-                                   int(args[2]) if len(args) > 2 else 1, int(args[3]) if len(args) > 3 else 5,
-                                   batch_size=int(args[4]) if len(args) > 4 else None), indent=2))
+    print(
+        json.dumps(
+            bench_musegan(
+                args[0] if args else "small",
+                args[1] if len(args) > 1 else "hybrid",
+                int(args[2]) if len(args) > 2 else 1,
+                int(args[3]) if len(args) > 3 else 5,
+                batch_size=int(args[4]) if len(args) > 4 else None,
+            ),
+            indent=2,
+        )
+    )

@@ -46,8 +46,10 @@ def bench_rollout(name: str, repeats: int = 5, device: str = "cpu") -> dict:
     ids = generator.sample(c["batch"], c["length"])
     dev = torch.device(device)
     tokens = c["batch"] * c["rollouts"] * c["length"] * (c["length"] - 1) // 2
-    runs = {"batched": (lambda: generator.rollout(ids, c["rollouts"])),
-            "per_prefix": (lambda: per_prefix_rollouts(generator, ids, c["rollouts"]))}
+    runs = {
+        "batched": (lambda: generator.rollout(ids, c["rollouts"])),
+        "per_prefix": (lambda: per_prefix_rollouts(generator, ids, c["rollouts"])),
+    }
     wall: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
@@ -57,8 +59,13 @@ def bench_rollout(name: str, repeats: int = 5, device: str = "cpu") -> dict:
             cpu[key].append(time.process_time() - started)  # steadier than wall on a shared machine
     result = {"config": name, **c, "rollout_tokens": tokens, "threads": torch.get_num_threads()}
     for key in runs:
-        result.update({f"{key}_s": median(wall[key]), f"{key}_cpu_s": median(cpu[key]),
-                       f"{key}_tokens_per_cpu_s": tokens / median(cpu[key])})
+        result.update(
+            {
+                f"{key}_s": median(wall[key]),
+                f"{key}_cpu_s": median(cpu[key]),
+                f"{key}_tokens_per_cpu_s": tokens / median(cpu[key]),
+            }
+        )
     result["speedup_cpu_time"] = median(cpu["per_prefix"]) / median(cpu["batched"])
     return result
 

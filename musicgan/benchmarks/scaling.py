@@ -44,17 +44,32 @@ def _env(**values: str):
                 os.environ[key] = value
 
 
-def _rank_main(rank: int, world_size: int, port: int, data_dir: str, overrides: list[str], steps: int,
-               warmup: int, threads: int | None, out_dir: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+def _rank_main(
+    rank: int,
+    world_size: int,
+    port: int,
+    data_dir: str,
+    overrides: list[str],
+    steps: int,
+    warmup: int,
+    threads: int | None,
+    out_dir: str,
+) -> None:
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     if threads is not None:
         torch.set_num_threads(threads)
-    from musicgan.benchmarks.trainer_step import (bare_copies, bare_step, build_trainer, first_batch,
-                                                  run_trainer_steps)
+    from musicgan.benchmarks.timing import sync
+    from musicgan.benchmarks.trainer_step import bare_copies, bare_step, build_trainer, first_batch, run_trainer_steps
     from musicgan.benchmarks.workload import bench_config
     from musicgan.distributed.env import exit_now, init_distributed, teardown
-    from musicgan.benchmarks.timing import sync
 
     cfg = bench_config(data_dir, overrides)
     env = init_distributed(timeout_s=300.0)
@@ -79,31 +94,43 @@ def _rank_main(rank: int, world_size: int, port: int, data_dir: str, overrides: 
         bare_s, bare_cpu_s = bare_s[warmup:], bare_cpu_s[warmup:]
         trainer.logger.close()
         if env.is_main:
-            result = {"world_size": env.world_size, "threads": torch.get_num_threads(), "trainer_s": trainer_s,
-                      "bare_s": bare_s, "trainer_cpu_s": trainer_cpu_s, "bare_cpu_s": bare_cpu_s,
-                      "batch_size": cfg.data.batch_size, "seq_len": cfg.curriculum.max_len,
-                      "backend": "nccl" if env.device.type == "cuda" else ("gloo" if env.world_size > 1 else "none"),
-                      "ddp_wrapped": env.world_size > 1}
+            result = {
+                "world_size": env.world_size,
+                "threads": torch.get_num_threads(),
+                "trainer_s": trainer_s,
+                "bare_s": bare_s,
+                "trainer_cpu_s": trainer_cpu_s,
+                "bare_cpu_s": bare_cpu_s,
+                "batch_size": cfg.data.batch_size,
+                "seq_len": cfg.curriculum.max_len,
+                "backend": "nccl" if env.device.type == "cuda" else ("gloo" if env.world_size > 1 else "none"),
+                "ddp_wrapped": env.world_size > 1,
+            }
             (Path(out_dir) / "result.json").write_text(json.dumps(result))
     finally:
         teardown(env)
     exit_now(0)  # results written and group torn down: skip finalisation (see exit_now)
 
 
-def run_ranks(world_size: int, data_dir: str, overrides: list[str], *, steps: int, warmup: int,
-              threads: int | None) -> dict:
+def run_ranks(
+    world_size: int, data_dir: str, overrides: list[str], *, steps: int, warmup: int, threads: int | None
+) -> dict:
     """Spawn `world_size` real ranks; rank 0's timings (seconds per step) come back."""
     with tempfile.TemporaryDirectory(prefix="musicgan-bench-ranks-") as out_dir:
         env = {"OMP_NUM_THREADS": str(threads)} if threads is not None else {}
         with _env(**env):
             torch.multiprocessing.spawn(
-                _rank_main, args=(world_size, free_port(), data_dir, overrides, steps, warmup, threads, out_dir),
-                nprocs=world_size, join=True)
+                _rank_main,
+                args=(world_size, free_port(), data_dir, overrides, steps, warmup, threads, out_dir),
+                nprocs=world_size,
+                join=True,
+            )
         return json.loads((Path(out_dir) / "result.json").read_text())
 
 
-def bench_scaling(data_dir: str, overrides: list[str], *, steps: int, warmup: int, world_size: int = 2,
-                  device: torch.device) -> dict:
+def bench_scaling(
+    data_dir: str, overrides: list[str], *, steps: int, warmup: int, world_size: int = 2, device: torch.device
+) -> dict:
     """samples/s at W ranks over samples/s at 1 rank, each rank one thread on CPU."""
     threads = 1 if device.type == "cpu" else None
     if device.type == "cuda" and torch.cuda.device_count() < world_size:

@@ -34,16 +34,28 @@ def blocks_per_second(arch: str, size: str, repeats: int = 3, device: str = "cpu
     optimizer = torch.optim.RMSprop(net.parameters(), lr=1e-4)
     frames = torch.randn(batch, window + 1, features, device=device)
     train_step(net, optimizer, frames)  # warm-up
-    seconds = median([time_call(lambda: train_step(net, optimizer, frames), torch.device(device))
-                      for _ in range(repeats)])
-    return {"arch": arch, "size": size, "blocks_per_s": batch * window / seconds, "step_s": seconds,
-            "parameters": sum(p.numel() for p in net.parameters()), "batch": batch, "window": window}
+    seconds = median(
+        [time_call(lambda: train_step(net, optimizer, frames), torch.device(device)) for _ in range(repeats)]
+    )
+    return {
+        "arch": arch,
+        "size": size,
+        "blocks_per_s": batch * window / seconds,
+        "step_s": seconds,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "batch": batch,
+        "window": window,
+    }
 
 
 def run(size: str, repeats: int = 3) -> dict:
     rows = [blocks_per_second(arch, size, repeats) for arch in SPECTRAL_ARCHS]
-    return {"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine()}
+    return {
+        "rows": rows,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
 
 
 if __name__ == "__main__":
@@ -52,5 +64,8 @@ if __name__ == "__main__":
 
     result = run(sys.argv[1] if len(sys.argv) > 1 else "small", int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     for row in result["rows"]:
-        print(f"{row['size']:<6} {row['arch']:<9} {row['blocks_per_s']:9.1f} blocks/s  {row['parameters'] / 1e6:7.2f}M params")
+        print(
+            f"{row['size']:<6} {row['arch']:<9} {row['blocks_per_s']:9.1f} blocks/s  "
+            f"{row['parameters'] / 1e6:7.2f}M params"
+        )
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))

@@ -39,12 +39,36 @@ TARGETS = {
 
 # Repetitions per mode. Full: the paper preset; quick: toy sizes, just the plumbing.
 SETTINGS = {
-    "full": {"songs": 64, "steps_per_block": None, "warmup_steps": 3, "repeats": 3, "gen_repeats": 3, "gen_warmup": 1,
-             "stream_batches": 40, "stream_repeats": 3, "bach_songs": 24, "scaling_steps": 6,
-             "scaling_warmup": 2, "large_matmul": 2048, "threads": None},
-    "quick": {"songs": 12, "steps_per_block": 2, "warmup_steps": 2, "repeats": 2, "gen_repeats": 2, "gen_warmup": 1,
-              "stream_batches": 8, "stream_repeats": 2, "bach_songs": 2, "scaling_steps": 2,
-              "scaling_warmup": 1, "large_matmul": 512, "threads": 1},
+    "full": {
+        "songs": 64,
+        "steps_per_block": None,
+        "warmup_steps": 3,
+        "repeats": 3,
+        "gen_repeats": 3,
+        "gen_warmup": 1,
+        "stream_batches": 40,
+        "stream_repeats": 3,
+        "bach_songs": 24,
+        "scaling_steps": 6,
+        "scaling_warmup": 2,
+        "large_matmul": 2048,
+        "threads": None,
+    },
+    "quick": {
+        "songs": 12,
+        "steps_per_block": 2,
+        "warmup_steps": 2,
+        "repeats": 2,
+        "gen_repeats": 2,
+        "gen_warmup": 1,
+        "stream_batches": 8,
+        "stream_repeats": 2,
+        "bach_songs": 2,
+        "scaling_steps": 2,
+        "scaling_warmup": 1,
+        "large_matmul": 512,
+        "threads": 1,
+    },
 }
 
 
@@ -76,15 +100,21 @@ def machine_info(device: torch.device) -> dict:
 
 def _block_sums(values: list[float], block: int) -> list[float]:
     """Sums of consecutive runs of `block` values (a trailing partial run is dropped)."""
-    return [sum(values[i:i + block]) for i in range(0, len(values) - block + 1, block)]
+    return [sum(values[i : i + block]) for i in range(0, len(values) - block + 1, block)]
 
 
 def _step_shape(trainer) -> flops.StepShape:
     cfg, generator = trainer.cfg, trainer.backend.module("generator")
     return flops.StepShape(
-        g_hidden=cfg.model.g_hidden, g_layers=cfg.model.g_layers, d_hidden=cfg.model.d_hidden,
-        d_layers=cfg.model.d_layers, batch_size=cfg.data.batch_size, seq_len=cfg.curriculum.max_len,
-        num_features=trainer.representation.num_features, noise_dim=generator.noise_dim)
+        g_hidden=cfg.model.g_hidden,
+        g_layers=cfg.model.g_layers,
+        d_hidden=cfg.model.d_hidden,
+        d_layers=cfg.model.d_layers,
+        batch_size=cfg.data.batch_size,
+        seq_len=cfg.curriculum.max_len,
+        num_features=trainer.representation.num_features,
+        noise_dim=generator.noise_dim,
+    )
 
 
 def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: dict, device: torch.device) -> dict:
@@ -128,8 +158,11 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
 
         total = warmup + s["repeats"] * block + 1  # the loop's last step is not timed
         wall["trainer"], cpu["trainer"] = trainer_step.run_trainer_steps(trainer, batch, total, between=between)
-        times = {"trainer": _block_sums(wall["trainer"][warmup:], block), "bare": _block_sums(wall["bare"][warmup:], block),
-                 **{k: v for k, v in wall.items() if k.startswith("matmul_")}}
+        times = {
+            "trainer": _block_sums(wall["trainer"][warmup:], block),
+            "bare": _block_sums(wall["bare"][warmup:], block),
+            **{k: v for k, v in wall.items() if k.startswith("matmul_")},
+        }
         cpu_blocks = {k: _block_sums(cpu[k][warmup:], block) for k in ("trainer", "bare")}
         # Headline: medians of the per-step times (robust to bursts of other jobs, which
         # can triple a few steps on this shared machine); the block figures (median of 10-step
@@ -139,21 +172,23 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
         bare_s = median(wall["bare"][warmup:])
         shape = _step_shape(trainer)
         counted = flops.training_step_flops(shape)
-        matmul_rates = {name: 2.0 * math.prod(matmul[name]) * loops[name] / median(times[f"matmul_{name}"])
-                        for name in matmul}
+        matmul_rates = {
+            name: 2.0 * math.prod(matmul[name]) * loops[name] / median(times[f"matmul_{name}"]) for name in matmul
+        }
         step_flops_per_s = counted["total"] / trainer_s
         # The same from CPU seconds: with one thread, work per CPU second barely depends on
         # what else runs on the machine (with more threads it counts spinning threads too).
         trainer_cpu_s = median(cpu["trainer"][warmup:])
-        matmul_cpu_rates = {name: 2.0 * math.prod(matmul[name]) * loops[name] / median(cpu[f"matmul_{name}"])
-                            for name in matmul}
+        matmul_cpu_rates = {
+            name: 2.0 * math.prod(matmul[name]) * loops[name] / median(cpu[f"matmul_{name}"]) for name in matmul
+        }
 
         # FlopCounterMode on one bare step (and on G alone) to check the analytic count.
         generator = nets.generator
-        flop_counter_step = flops.count_with_flop_counter(
-            lambda: trainer_step.bare_step(nets, batch, cfg, env.device))
+        flop_counter_step = flops.count_with_flop_counter(lambda: trainer_step.bare_step(nets, batch, cfg, env.device))
         flop_counter_generator = flops.count_with_flop_counter(
-            lambda: generator(shape.batch_size, shape.seq_len).sum().backward())
+            lambda: generator(shape.batch_size, shape.seq_len).sum().backward()
+        )
         nets.opt_g.zero_grad(set_to_none=True)
         return {
             "trainer_step_s": trainer_s,
@@ -167,7 +202,7 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             "progress_bar": cfg.log.progress,
             "world_size": env.world_size,
             "wrapper": "DDPBackend at world size 1: MethodDispatch, no DistributedDataParallel "
-                       "(the backend wraps DDP only at world size > 1; see ddp_scaling for DDP)",
+            "(the backend wraps DDP only at world size > 1; see ddp_scaling for DDP)",
             "trainer_overhead_ratio_blocks": median(times["bare"]) / median(times["trainer"]),
             "trainer_block": summary(times["trainer"]),
             "bare_block": summary(times["bare"]),
@@ -178,8 +213,8 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             "bare_step_all_s": wall["bare"],
             "flops": {
                 "method": "analytic (products of LSTM and linear layers, 2mkn); flop_counter_step: "
-                          "FlopCounterMode on the same step (sees G's loop and D's CPU LSTM stack; "
-                          "nothing of nn.LSTM)",
+                "FlopCounterMode on the same step (sees G's loop and D's CPU LSTM stack; "
+                "nothing of nn.LSTM)",
                 "step_flops": counted,
                 "flop_counter_step": flop_counter_step,
                 "flop_counter_generator_fwd_bwd": flop_counter_generator,
@@ -194,7 +229,9 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
                     "step_flops_per_cpu_s": counted["total"] / trainer_cpu_s,
                     "matmul_flops_per_cpu_s": matmul_cpu_rates,
                     "flops_utilisation": counted["total"] / trainer_cpu_s / matmul_cpu_rates["large"],
-                    "utilisation_vs_lstm_step_product": counted["total"] / trainer_cpu_s / matmul_cpu_rates["lstm_step"],
+                    "utilisation_vs_lstm_step_product": counted["total"]
+                    / trainer_cpu_s
+                    / matmul_cpu_rates["lstm_step"],
                 },
             },
             "flops_utilisation": step_flops_per_s / matmul_rates["large"],
@@ -215,8 +252,14 @@ def bench_data(midi_dir: Path, data_dir: Path, overrides: list[str], s: dict, qu
     stream = {}
     for workers in (1, 2):
         stream[str(workers)] = data_path.stream_samples_per_s(
-            urls, representation, seq_len=cfg.curriculum.max_len, batch_size=cfg.data.batch_size,
-            num_workers=workers, num_batches=s["stream_batches"], repeats=s["stream_repeats"])
+            urls,
+            representation,
+            seq_len=cfg.curriculum.max_len,
+            batch_size=cfg.data.batch_size,
+            num_workers=workers,
+            num_batches=s["stream_batches"],
+            repeats=s["stream_repeats"],
+        )
     prepare = {}
     for name, spec, limit in (("midi_folder", str(midi_dir), None), ("music21_bach", "music21:bach", s["bach_songs"])):
         prepare[name] = {str(w): data_path.prepare_files_per_s(spec, workers=w, limit=limit) for w in (1, 2)}
@@ -233,31 +276,57 @@ def _status(key: str, value: float) -> str:
 def markdown_table(r: dict) -> str:
     step, data, scale, gen = r["training_step"], r["data"], r["scaling"], r["generator"]
     per_batch = gen.get("per_batch", {})
-    gen_detail = ", ".join(f"batch {b}: {e['speedup']:.2f}x ({1e3 * e['fast_s']:.0f} vs {1e3 * e['reference_s']:.0f} ms)"
-                           for b, e in per_batch.items())
+    gen_detail = ", ".join(
+        f"batch {b}: {e['speedup']:.2f}x ({1e3 * e['fast_s']:.0f} vs {1e3 * e['reference_s']:.0f} ms)"
+        for b, e in per_batch.items()
+    )
     fl = step["flops"]
     rows = [
-        ("Trainer overhead (bare step / musicgan step, world 1)", f"{r['trainer_overhead_ratio']:.3f}",
-         ">= 0.95", _status("trainer_overhead_ratio", r["trainer_overhead_ratio"]),
-         f"{1e3 * step['trainer_step_s']:.0f} ms vs bare {1e3 * step['bare_step_s']:.0f} ms per step; "
-         f"from CPU time {step.get('trainer_overhead_ratio_cpu_time', float('nan')):.3f}; "
-         f"under DDP (2 gloo ranks): {scale.get('trainer_overhead_ratio_ddp', float('nan')):.3f} "
-         f"(CPU time {scale.get('trainer_overhead_ratio_ddp_cpu_time', float('nan')):.3f})"),
-        ("Generator speed (eager LSTMCell / fast loop, fwd+bwd)", f"{r['generator_speedup']:.2f}x", ">= 1.2",
-         _status("generator_speedup", r["generator_speedup"]), gen_detail),
-        ("Data headroom (stream, 1 worker / trainer consumption)", f"{r['data_headroom_ratio']:.1f}x", ">= 20",
-         _status("data_headroom_ratio", r["data_headroom_ratio"]),
-         f"stream {data['stream']['1']['samples_per_s']:.0f} (1 worker), "
-         f"{data['stream']['2']['samples_per_s']:.0f} (2 workers) vs trainer {step['samples_per_s']:.1f} samples/s"),
-        ("DDP scaling (2 gloo ranks / 1 rank, 1 thread each)", f"{r['ddp_scaling_ratio']:.2f}x", ">= 1.7",
-         _status("ddp_scaling_ratio", r["ddp_scaling_ratio"]),
-         f"{scale.get('samples_per_s_1', float('nan')):.1f} -> {scale.get('samples_per_s_2', float('nan')):.1f} samples/s; "
-         f"CPU-time bound {scale.get('ddp_scaling_cpu_time_bound', float('nan')):.2f}x"),
-        ("FLOP utilisation (step FLOP/s / large matmul FLOP/s)", f"{r['flops_utilisation']:.2f}", ">= 0.8",
-         _status("flops_utilisation", r["flops_utilisation"]),
-         f"{fl['step_flops_per_s'] / 1e9:.3g} GFLOP/s ({fl['step_flops']['total'] / 1e9:.3g} GFLOP/step, analytic) vs "
-         f"{fl['matmul_flops_per_s']['large'] / 1e9:.3g} (large) / {fl['matmul_flops_per_s']['lstm_step'] / 1e9:.3g} "
-         f"(LSTM-step product) GFLOP/s" + _cpu_utilisation(fl)),
+        (
+            "Trainer overhead (bare step / musicgan step, world 1)",
+            f"{r['trainer_overhead_ratio']:.3f}",
+            ">= 0.95",
+            _status("trainer_overhead_ratio", r["trainer_overhead_ratio"]),
+            f"{1e3 * step['trainer_step_s']:.0f} ms vs bare {1e3 * step['bare_step_s']:.0f} ms per step; "
+            f"from CPU time {step.get('trainer_overhead_ratio_cpu_time', float('nan')):.3f}; "
+            f"under DDP (2 gloo ranks): {scale.get('trainer_overhead_ratio_ddp', float('nan')):.3f} "
+            f"(CPU time {scale.get('trainer_overhead_ratio_ddp_cpu_time', float('nan')):.3f})",
+        ),
+        (
+            "Generator speed (eager LSTMCell / fast loop, fwd+bwd)",
+            f"{r['generator_speedup']:.2f}x",
+            ">= 1.2",
+            _status("generator_speedup", r["generator_speedup"]),
+            gen_detail,
+        ),
+        (
+            "Data headroom (stream, 1 worker / trainer consumption)",
+            f"{r['data_headroom_ratio']:.1f}x",
+            ">= 20",
+            _status("data_headroom_ratio", r["data_headroom_ratio"]),
+            f"stream {data['stream']['1']['samples_per_s']:.0f} (1 worker), "
+            f"{data['stream']['2']['samples_per_s']:.0f} (2 workers) vs trainer {step['samples_per_s']:.1f} samples/s",
+        ),
+        (
+            "DDP scaling (2 gloo ranks / 1 rank, 1 thread each)",
+            f"{r['ddp_scaling_ratio']:.2f}x",
+            ">= 1.7",
+            _status("ddp_scaling_ratio", r["ddp_scaling_ratio"]),
+            f"{scale.get('samples_per_s_1', float('nan')):.1f} -> "
+            f"{scale.get('samples_per_s_2', float('nan')):.1f} samples/s; "
+            f"CPU-time bound {scale.get('ddp_scaling_cpu_time_bound', float('nan')):.2f}x",
+        ),
+        (
+            "FLOP utilisation (step FLOP/s / large matmul FLOP/s)",
+            f"{r['flops_utilisation']:.2f}",
+            ">= 0.8",
+            _status("flops_utilisation", r["flops_utilisation"]),
+            f"{fl['step_flops_per_s'] / 1e9:.3g} GFLOP/s "
+            f"({fl['step_flops']['total'] / 1e9:.3g} GFLOP/step, analytic) vs "
+            f"{fl['matmul_flops_per_s']['large'] / 1e9:.3g} (large) / "
+            f"{fl['matmul_flops_per_s']['lstm_step'] / 1e9:.3g} "
+            f"(LSTM-step product) GFLOP/s" + _cpu_utilisation(fl),
+        ),
     ]
     prep = data["prepare"]
     lines = ["| Benchmark | Figure | Target | Status | Detail |", "|---|---|---|---|---|"]
@@ -266,13 +335,17 @@ def markdown_table(r: dict) -> str:
     lines.append("| prepare (files/s) | 1 worker | 2 workers |")
     lines.append("|---|---|---|")
     for name, entry in prep.items():
-        lines.append(f"| {name} ({entry['1']['files']} files) | {entry['1']['files_per_s']:.1f} | "
-                     f"{entry['2']['files_per_s']:.1f} |")
+        lines.append(
+            f"| {name} ({entry['1']['files']} files) | {entry['1']['files_per_s']:.1f} | "
+            f"{entry['2']['files_per_s']:.1f} |"
+        )
     m = r["machine"]
     lines.append("")
-    lines.append(f"{m['date_utc']}; {m['cpu']}, {m['cpu_count']} cores, device {m['device']}; python {m['python']}, "
-                 f"torch {m['torch']}; mode {r['mode']}; load average {m['load_average_1min_start']} at start, "
-                 f"{m.get('load_average_1min_end')} at end.")
+    lines.append(
+        f"{m['date_utc']}; {m['cpu']}, {m['cpu_count']} cores, device {m['device']}; python {m['python']}, "
+        f"torch {m['torch']}; mode {r['mode']}; load average {m['load_average_1min_start']} at start, "
+        f"{m.get('load_average_1min_end')} at end."
+    )
     return "\n".join(lines)
 
 
@@ -280,8 +353,10 @@ def _cpu_utilisation(fl: dict) -> str:
     cpu = fl.get("cpu_time")
     if not cpu or cpu["threads"] != 1:
         return ""
-    return (f"; from CPU time (1 thread): {cpu['flops_utilisation']:.2f} "
-            f"({cpu['step_flops_per_cpu_s'] / 1e9:.3g} vs {cpu['matmul_flops_per_cpu_s']['large'] / 1e9:.3g} GFLOP/s)")
+    return (
+        f"; from CPU time (1 thread): {cpu['flops_utilisation']:.2f} "
+        f"({cpu['step_flops_per_cpu_s'] / 1e9:.3g} vs {cpu['matmul_flops_per_cpu_s']['large'] / 1e9:.3g} GFLOP/s)"
+    )
 
 
 def run_suite(out: str | None = None, quick: bool = False, workdir: str | None = None) -> dict:
@@ -306,14 +381,30 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
         # can wait on each other for most of a toy-sized step.
         with torch_threads(s["threads"]):
             results["threads"] = torch.get_num_threads()
-            _section(results, "training_step", "training step: musicgan vs bare, FLOP/s vs matmul",
-                     lambda: bench_training_step(data_dir, root / "run", overrides, s, device), out)
+            _section(
+                results,
+                "training_step",
+                "training step: musicgan vs bare, FLOP/s vs matmul",
+                lambda: bench_training_step(data_dir, root / "run", overrides, s, device),
+                out,
+            )
             _section(results, "generator", "generator loop", lambda: _bench_generator(quick, s, device), out)
-        _section(results, "data", "data path: streaming and prepare",
-                 lambda: bench_data(midi_dir, data_dir, overrides, s, quick), out)
-        _section(results, "scaling", "scaling: 1 and 2 ranks",
-                 lambda: scaling.bench_scaling(str(data_dir), overrides, steps=s["scaling_steps"],
-                                               warmup=s["scaling_warmup"], device=device), out)
+        _section(
+            results,
+            "data",
+            "data path: streaming and prepare",
+            lambda: bench_data(midi_dir, data_dir, overrides, s, quick),
+            out,
+        )
+        _section(
+            results,
+            "scaling",
+            "scaling: 1 and 2 ranks",
+            lambda: scaling.bench_scaling(
+                str(data_dir), overrides, steps=s["scaling_steps"], warmup=s["scaling_warmup"], device=device
+            ),
+            out,
+        )
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -338,10 +429,18 @@ def _bench_generator(quick: bool, s: dict, device: torch.device) -> dict:
     from musicgan.benchmarks.generator import bench_generator
 
     if quick:
-        return bench_generator(batch_sizes=(4,), seq_len=8, hidden=24, repeats=s["gen_repeats"],
-                               warmup=s["gen_warmup"], device=str(device))
-    return bench_generator(batch_sizes=(20, 64), seq_len=100, hidden=350, layers=2, repeats=s["gen_repeats"],
-                           warmup=s["gen_warmup"], device=str(device))
+        return bench_generator(
+            batch_sizes=(4,), seq_len=8, hidden=24, repeats=s["gen_repeats"], warmup=s["gen_warmup"], device=str(device)
+        )
+    return bench_generator(
+        batch_sizes=(20, 64),
+        seq_len=100,
+        hidden=350,
+        layers=2,
+        repeats=s["gen_repeats"],
+        warmup=s["gen_warmup"],
+        device=str(device),
+    )
 
 
 def _section(results: dict, key: str, label: str, fn, out: str | None = None) -> None:

@@ -35,8 +35,12 @@ def median(values: list[float]) -> float:
 
 def summary(values: list[float]) -> dict:
     """Median, min, max and count of a list of seconds (what the JSON details keep)."""
-    return {"median_s": median(values), "min_s": float(min(values)), "max_s": float(max(values)),
-            "repeats": len(values)}
+    return {
+        "median_s": median(values),
+        "min_s": float(min(values)),
+        "max_s": float(max(values)),
+        "repeats": len(values),
+    }
 
 
 @contextmanager

@@ -94,9 +94,18 @@ def first_batch(trainer, seq_len: int):
     from musicgan.data.loader import make_loader
 
     cfg = trainer.cfg
-    loader = make_loader(trainer.train_urls, trainer.representation, seq_len=seq_len,
-                         batch_size=cfg.data.batch_size, num_batches=1, seed=cfg.train.seed, epoch=0,
-                         rank=trainer.env.rank, world_size=trainer.env.world_size, num_workers=0)
+    loader = make_loader(
+        trainer.train_urls,
+        trainer.representation,
+        seq_len=seq_len,
+        batch_size=cfg.data.batch_size,
+        num_batches=1,
+        seed=cfg.train.seed,
+        epoch=0,
+        rank=trainer.env.rank,
+        world_size=trainer.env.world_size,
+        num_workers=0,
+    )
     return next(iter(loader))
 
 
@@ -107,8 +116,13 @@ def build_trainer(cfg, run_dir, env):
 
     if env.is_main:
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # the logger's file lives there
-    logger = RunLogger(Path(run_dir), enabled=env.is_main, total_steps=10**9, tensorboard=cfg.log.tensorboard,
-                       progress=cfg.log.progress)
+    logger = RunLogger(
+        Path(run_dir),
+        enabled=env.is_main,
+        total_steps=10**9,
+        tensorboard=cfg.log.tensorboard,
+        progress=cfg.log.progress,
+    )
     trainer = Trainer(cfg, run_dir, env=env, logger=logger)
     trainer.prepare_run_dir()
     trainer.batches_per_epoch = 10**9  # one endless epoch: no end-of-epoch checkpoint or sampling
@@ -144,9 +158,12 @@ def bare_copies(trainer, distributed: bool = False) -> BareNets:
     o = trainer.cfg.optim
     generator = copy.deepcopy(trainer.backend.module("generator"))
     discriminator = copy.deepcopy(trainer.backend.module("discriminator"))
-    nets = BareNets(generator, discriminator,
-                    torch.optim.SGD(generator.parameters(), lr=o.g_lr, momentum=o.momentum),
-                    torch.optim.SGD(discriminator.parameters(), lr=o.d_lr, momentum=o.momentum))
+    nets = BareNets(
+        generator,
+        discriminator,
+        torch.optim.SGD(generator.parameters(), lr=o.g_lr, momentum=o.momentum),
+        torch.optim.SGD(discriminator.parameters(), lr=o.d_lr, momentum=o.momentum),
+    )
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

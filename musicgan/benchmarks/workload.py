@@ -10,8 +10,13 @@ from musicgan.presets import get_preset
 
 PRESET = "crnngan-paper"
 PAPER_OVERRIDES = ("curriculum.start=100", "curriculum.max_len=100")
-QUICK_OVERRIDES = ("model.g_hidden=24", "model.d_hidden=24", "curriculum.start=12", "curriculum.max_len=12",
-                   "data.batch_size=8")
+QUICK_OVERRIDES = (
+    "model.g_hidden=24",
+    "model.d_hidden=24",
+    "curriculum.start=12",
+    "curriculum.max_len=12",
+    "data.batch_size=8",
+)
 
 
 def workload_overrides(quick: bool) -> list[str]:

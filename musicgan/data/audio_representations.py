@@ -87,8 +87,10 @@ class AudioRepresentation(Representation):
         if song.audio is None:
             raise DataError(f"song {song.source or '?'} has no audio: prepare the shards with --audio-rate {rate}")
         if song.audio_rate != rate:
-            raise DataError(f"song {song.source or '?'} has audio at {song.audio_rate} Hz, the {self.name} "
-                            f"representation wants {rate} Hz: prepare with --audio-rate {rate} or set its sample_rate")
+            raise DataError(
+                f"song {song.source or '?'} has audio at {song.audio_rate} Hz, the {self.name} "
+                f"representation wants {rate} Hz: prepare with --audio-rate {rate} or set its sample_rate"
+            )
         return from_pcm16(song.audio).astype(np.float64)
 
     def encode(self, song: Song) -> np.ndarray:
@@ -106,8 +108,11 @@ class AudioRepresentation(Representation):
 
     def decode(self, steps: np.ndarray) -> Song:
         """A song without notes carrying the decoded audio (int16; louder than full scale is clipped)."""
-        return Song(np.zeros((0, NUM_NOTE_COLUMNS)), audio=to_pcm16(self.decode_audio(steps)),
-                    audio_rate=self.options["sample_rate"])
+        return Song(
+            np.zeros((0, NUM_NOTE_COLUMNS)),
+            audio=to_pcm16(self.decode_audio(steps)),
+            audio_rate=self.options["sample_rate"],
+        )
 
     # -- normalisation state ------------------------------------------------------------------
     def fit(self, songs) -> None:
@@ -120,8 +125,10 @@ class AudioRepresentation(Representation):
 
     def _fitted_stats(self) -> dict:
         if self.stats is None:
-            raise RuntimeError(f"the {self.name} representation needs fit(train_songs) or load_state_dict() "
-                               "before encode/decode (or normalize=False)")
+            raise RuntimeError(
+                f"the {self.name} representation needs fit(train_songs) or load_state_dict() "
+                "before encode/decode (or normalize=False)"
+            )
         return self.stats
 
     def state_dict(self) -> dict:
@@ -136,8 +143,9 @@ def _hann_stft(window_length: int, hop: int, sample_rate: int, onesided: bool):
     from scipy.signal import ShortTimeFFT
     from scipy.signal.windows import hann
 
-    return ShortTimeFFT(hann(window_length, sym=False), hop, sample_rate,
-                        fft_mode="onesided" if onesided else "twosided")
+    return ShortTimeFFT(
+        hann(window_length, sym=False), hop, sample_rate, fft_mode="onesided" if onesided else "twosided"
+    )
 
 
 def _complex_to_parts(spectra: np.ndarray) -> np.ndarray:
@@ -156,8 +164,14 @@ class FftBlocksRepresentation(AudioRepresentation):
 
     name = "fft_blocks"
 
-    def __init__(self, block_size: int = 4000, sample_rate: int = 16000, spectrum: str = "full",
-                 overlap: bool = False, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        block_size: int = 4000,
+        sample_rate: int = 16000,
+        spectrum: str = "full",
+        overlap: bool = False,
+        normalize: bool = True,
+    ) -> None:
         if int(block_size) < 2 or int(block_size) % 2:
             raise ConfigError(f"block_size must be an even number of samples >= 2, got {block_size}")
         if spectrum not in ("full", "rfft"):
@@ -194,12 +208,15 @@ class FftBlocksRepresentation(AudioRepresentation):
 
     def accumulate(self, totals: dict | None, frames: np.ndarray) -> dict:
         totals = totals or {"count": 0, "sum": 0.0, "squares": 0.0}
-        return {"count": totals["count"] + len(frames), "sum": totals["sum"] + frames.sum(axis=0),
-                "squares": totals["squares"] + (frames ** 2).sum(axis=0)}
+        return {
+            "count": totals["count"] + len(frames),
+            "sum": totals["sum"] + frames.sum(axis=0),
+            "squares": totals["squares"] + (frames**2).sum(axis=0),
+        }
 
     def statistics(self, totals: dict) -> dict[str, list[float]]:
         mean = totals["sum"] / totals["count"]
-        variance = np.maximum(totals["squares"] / totals["count"] - mean ** 2, 0.0)
+        variance = np.maximum(totals["squares"] / totals["count"] - mean**2, 0.0)
         return {"mean": mean.tolist(), "std": np.maximum(np.sqrt(variance), STD_FLOOR).tolist()}
 
     def normalise(self, frames: np.ndarray, stats: dict) -> np.ndarray:
@@ -215,17 +232,33 @@ class SpecgramIfRepresentation(AudioRepresentation):
 
     name = "specgram_if"
 
-    def __init__(self, n_fft: int = 2048, hop: int = 512, sample_rate: int = 16000, mel: bool = False,
-                 num_mels: int | None = None, drop_dc: bool = True, margin: float = 0.8,
-                 normalize: bool = True) -> None:
+    def __init__(
+        self,
+        n_fft: int = 2048,
+        hop: int = 512,
+        sample_rate: int = 16000,
+        mel: bool = False,
+        num_mels: int | None = None,
+        drop_dc: bool = True,
+        margin: float = 0.8,
+        normalize: bool = True,
+    ) -> None:
         if int(n_fft) < 4 or int(n_fft) % 2 or not 0 < int(hop) <= int(n_fft) // 2:
             raise ConfigError(f"n_fft must be even and >= 4 and hop in 1..n_fft/2, got n_fft={n_fft}, hop={hop}")
         if not 0 < float(margin) <= 1:
             raise ConfigError(f"margin must be in (0, 1], got {margin}")
         num_bins = int(n_fft) // 2 + (0 if drop_dc else 1)
         num_mels = int(num_mels) if num_mels is not None else num_bins
-        super().__init__(sample_rate, normalize, n_fft=int(n_fft), hop=int(hop), mel=bool(mel), num_mels=num_mels,
-                         drop_dc=bool(drop_dc), margin=float(margin))
+        super().__init__(
+            sample_rate,
+            normalize,
+            n_fft=int(n_fft),
+            hop=int(hop),
+            mel=bool(mel),
+            num_mels=num_mels,
+            drop_dc=bool(drop_dc),
+            margin=float(margin),
+        )
         self.num_bins = num_mels if mel else num_bins
         self.num_features = 2 * self.num_bins
         self._mel_matrices = None
@@ -242,7 +275,7 @@ class SpecgramIfRepresentation(AudioRepresentation):
         magnitude, phase = np.abs(spectra), np.unwrap(np.angle(spectra), axis=0)
         if self.options["mel"]:
             to_mel, _ = self._mels()
-            log_magnitude = np.log((magnitude ** 2) @ to_mel + MAGNITUDE_FLOOR)  # log mel power
+            log_magnitude = np.log((magnitude**2) @ to_mel + MAGNITUDE_FLOOR)  # log mel power
             phase = phase @ to_mel
         else:
             log_magnitude = np.log(magnitude + MAGNITUDE_FLOOR)
@@ -250,7 +283,7 @@ class SpecgramIfRepresentation(AudioRepresentation):
         return np.concatenate([log_magnitude, frequency], axis=1)
 
     def synthesise(self, frames: np.ndarray) -> np.ndarray:
-        log_magnitude, frequency = frames[:, :self.num_bins], frames[:, self.num_bins:]
+        log_magnitude, frequency = frames[:, : self.num_bins], frames[:, self.num_bins :]
         # Clamp before exp only to stay finite on generated values; real data lies far inside.
         log_magnitude = np.clip(log_magnitude, np.log(MAGNITUDE_FLOOR), 20.0)
         phase = np.cumsum(frequency * np.pi, axis=0)
@@ -281,7 +314,7 @@ class SpecgramIfRepresentation(AudioRepresentation):
 
     # -- normalisation: per channel, fitted range -> [-margin, margin] ---------------------------
     def accumulate(self, totals: dict | None, frames: np.ndarray) -> dict:
-        channels = (frames[:, :self.num_bins], frames[:, self.num_bins:])
+        channels = (frames[:, : self.num_bins], frames[:, self.num_bins :])
         low, high = [float(c.min()) for c in channels], [float(c.max()) for c in channels]
         if totals is not None:
             low, high = np.minimum(low, totals["low"]).tolist(), np.maximum(high, totals["high"]).tolist()

@@ -31,8 +31,9 @@ def check_grid(num_steps: int, width: int, what: str) -> int:
     """`num_steps`, after checking that a (num_steps, width) grid stays within MAX_GRID_CELLS;
     GridTooLarge (one line, naming `what`) before anything is allocated otherwise."""
     if not 0 <= num_steps * width <= MAX_GRID_CELLS:
-        raise GridTooLarge(f"{what} would need {num_steps:,} x {width} cells (limit {MAX_GRID_CELLS:,}): "
-                           f"the song spans too many beats")
+        raise GridTooLarge(
+            f"{what} would need {num_steps:,} x {width} cells (limit {MAX_GRID_CELLS:,}): the song spans too many beats"
+        )
     return int(num_steps)
 
 

@@ -28,8 +28,13 @@ MIDINET_CHORD_DIM = 13
 PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 ROOT_BONUS = 0.1  # weight of the root's own share in the score: breaks fifth/octave ties
 # (24, 12): chord tones +1, the other nine pitch classes -1; a second row set adds the root bonus.
-_TONES = np.stack([np.isin(np.arange(12), [(root + 0) % 12, (root + third) % 12, (root + 7) % 12])
-                   for third in (4, 3) for root in range(12)]).astype(np.float64)
+_TONES = np.stack(
+    [
+        np.isin(np.arange(12), [(root + 0) % 12, (root + third) % 12, (root + 7) % 12])
+        for third in (4, 3)
+        for root in range(12)
+    ]
+).astype(np.float64)
 _ROOTS = np.stack([np.arange(12) == root for _ in (4, 3) for root in range(12)]).astype(np.float64)
 TRIAD_TEMPLATES = 2.0 * _TONES - 1.0 + ROOT_BONUS * _ROOTS
 
@@ -104,7 +109,7 @@ def transpose_chords(labels, semitones: int) -> np.ndarray:
 
 
 def chord_name(label: int) -> str:
-    """"C", "F#m", or "N" (no chord)."""
+    """ "C", "F#m", or "N" (no chord)."""
     if label == NO_CHORD:
         return "N"
     return PITCH_CLASS_NAMES[label % 12] + ("m" if label >= 12 else "")

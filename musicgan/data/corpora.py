@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from musicgan.data.bounds import checked_span
-from musicgan.data.paths import files_under, utf8_name
 from musicgan.data.note_corpus import SOUNDFONT_PREFIX, note_items, note_song
+from musicgan.data.paths import files_under, utf8_name
 from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import DataError, MidiError
 
@@ -71,14 +71,14 @@ def _music21():
 
 
 def corpus_name(spec: str) -> str:
-    """"music21:bach" -> "music21:bach", "soundfont:notes?..." -> "soundfont:notes"; a folder -> ""."""
+    """ "music21:bach" -> "music21:bach", "soundfont:notes?..." -> "soundfont:notes"; a folder -> ""."""
     return spec.partition("?")[0] if spec.startswith((MUSIC21_PREFIX, SOUNDFONT_PREFIX)) else ""
 
 
 def list_items(spec: str) -> list[SongItem]:
     """Every song an input spec holds, in a deterministic order (sorted by source)."""
     if spec.startswith(MUSIC21_PREFIX):
-        return _music21_items(spec[len(MUSIC21_PREFIX):])
+        return _music21_items(spec[len(MUSIC21_PREFIX) :])
     if spec.startswith(SOUNDFONT_PREFIX):
         return note_items(spec)
     root = Path(spec)
@@ -87,10 +87,11 @@ def list_items(spec: str) -> list[SongItem]:
     if not root.is_dir():
         raise DataError(f"input is not a folder: {spec} (give a folder of MIDI files or music21:NAME)")
     files, folders_skipped = files_under(root, MIDI_SUFFIXES)
-    items = [SongItem(source=name, path=str(root / name), kind="midi", skip=reason)
-             for name, reason in folders_skipped]
+    items = [SongItem(source=name, path=str(root / name), kind="midi", skip=reason) for name, reason in folders_skipped]
     for path in files:
-        items.append(SongItem(source=utf8_name(path.relative_to(root).as_posix()), path=str(path.resolve()), kind="midi"))
+        items.append(
+            SongItem(source=utf8_name(path.relative_to(root).as_posix()), path=str(path.resolve()), kind="midi")
+        )
     return _unique_sources(sorted(items, key=lambda item: item.source))
 
 
@@ -100,8 +101,11 @@ def _unique_sources(items: list[SongItem]) -> list[SongItem]:
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item.source in seen and not item.skip:
-            items[i] = dataclasses.replace(item, skip="another file has this name once bytes that are not UTF-8 "
-                                                      "are written as \\xNN: rename one of them")
+            items[i] = dataclasses.replace(
+                item,
+                skip="another file has this name once bytes that are not UTF-8 "
+                "are written as \\xNN: rename one of them",
+            )
         seen.add(item.source)
     return items
 
@@ -166,7 +170,7 @@ def _abc_tune_text(path, tune: int) -> str:
     for i, match in enumerate(starts):
         if int(match.group(1)) == tune:
             end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
-            return header + text[match.start():end]
+            return header + text[match.start() : end]
     raise MidiError(f"tune X:{tune} not found")
 
 
@@ -200,8 +204,9 @@ def _parse_score(item: SongItem):
     """The item's music21 Score, repeats expanded as the song plays them."""
     music21 = _music21()
     if item.tune is not None:
-        score = music21.converter.parse(_abc_tune_text(item.path, item.tune), format="abc",
-                                        forceSource=True, storePickle=False)
+        score = music21.converter.parse(
+            _abc_tune_text(item.path, item.tune), format="abc", forceSource=True, storePickle=False
+        )
     else:
         score = music21.converter.parse(item.path, forceSource=True, storePickle=False)
     if isinstance(score, music21.stream.Opus):
@@ -243,8 +248,11 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
             start = float(element.offset)
             end = start + quarter_length
             # Ties joined by hand: music21's stripTies() costs as much as parsing the file.
-            tones = [(element.pitch.midi, element.tie)] if not hasattr(element, "notes") else \
-                [(n.pitch.midi, n.tie or element.tie) for n in element.notes]
+            tones = (
+                [(element.pitch.midi, element.tie)]
+                if not hasattr(element, "notes")
+                else [(n.pitch.midi, n.tie or element.tie) for n in element.notes]
+            )
             for midi, tie in tones:
                 kind = tie.type if tie is not None else None
                 if kind in ("continue", "stop") and midi in open_ties:
@@ -262,16 +270,33 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
     table = np.array(rows, dtype=np.float64)
     onset = timing.beats_to_seconds(table[:, 0])
     offset = timing.beats_to_seconds(table[:, 1])
-    notes = np.stack([onset, offset - onset, np.clip(table[:, 2], 0, 127), np.clip(table[:, 3], 1, 127),
-                      np.clip(table[:, 4], 0, 127), np.zeros(len(table)), table[:, 5]], axis=1)
+    notes = np.stack(
+        [
+            onset,
+            offset - onset,
+            np.clip(table[:, 2], 0, 127),
+            np.clip(table[:, 3], 1, 127),
+            np.clip(table[:, 4], 0, 127),
+            np.zeros(len(table)),
+            table[:, 5],
+        ],
+        axis=1,
+    )
     signatures = []
     for ts in parts[0].flatten().getElementsByClass(music21.meter.TimeSignature):
         entry = (float(timing.beats_to_seconds(float(ts.offset))), int(ts.numerator), int(ts.denominator))
         if not signatures or signatures[-1][1:] != entry[1:]:
             signatures.append(entry)
     downbeat_s = float(timing.beats_to_seconds(_first_downbeat_quarters(music21, parts[0])))
-    return Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source, corpus=corpus,
-                tracks=tracks, downbeat_s=downbeat_s)
+    return Song(
+        notes=notes,
+        tempos=tempos,
+        time_signatures=signatures,
+        source=source,
+        corpus=corpus,
+        tracks=tracks,
+        downbeat_s=downbeat_s,
+    )
 
 
 def _part_name(part, index: int) -> str:

@@ -151,13 +151,20 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         while True:
             if self._draws_without_sample >= MAX_DRAWS_WITHOUT_SAMPLE:
                 if len(urls) < len(self.urls):
-                    log.warning("rank %d: no usable sample in its %d shard(s) after %d reads; drawing from all %d shards",
-                                self.rank, len(urls), MAX_DRAWS_WITHOUT_SAMPLE, len(self.urls))
+                    log.warning(
+                        "rank %d: no usable sample in its %d shard(s) after %d reads; drawing from all %d shards",
+                        self.rank,
+                        len(urls),
+                        MAX_DRAWS_WITHOUT_SAMPLE,
+                        len(self.urls),
+                    )
                     urls, self._draws_without_sample = list(self.urls), 0
                     continue
-                raise DataError(f"no usable sample in {MAX_DRAWS_WITHOUT_SAMPLE} shard reads from {len(urls)} shard(s) "
-                                f"(e.g. {urls[0]}): are all shards corrupt, or all songs empty, skipped or shorter "
-                                f"than one window in this representation?")
+                raise DataError(
+                    f"no usable sample in {MAX_DRAWS_WITHOUT_SAMPLE} shard reads from {len(urls)} shard(s) "
+                    f"(e.g. {urls[0]}): are all shards corrupt, or all songs empty, skipped or shorter "
+                    f"than one window in this representation?"
+                )
             self._draws_without_sample += 1
             yield {"url": urls[rng.randrange(len(urls))]}
 
@@ -167,8 +174,13 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         url = next((a for a in reversed(exn.args) if isinstance(a, str) and a and a != str(exn.args[0])), "?")
         if ("shard", url) not in self._warned:
             self._warned.add(("shard", url))
-            log.warning("skipping unreadable shard %s: %s: %s (%d shard errors so far)",
-                        url, type(exn).__name__, str(exn.args[0] if exn.args else exn)[:160], count)
+            log.warning(
+                "skipping unreadable shard %s: %s: %s (%d shard errors so far)",
+                url,
+                type(exn).__name__,
+                str(exn.args[0] if exn.args else exn)[:160],
+                count,
+            )
         return True
 
     def _windows(self, samples, rng: np.random.Generator):
@@ -194,7 +206,7 @@ class _WindowBatches(torch.utils.data.IterableDataset):
                 self._filtered(song.source or key, f"shorter than one {self.seq_len}-step window")
                 continue
             self._draws_without_sample = 0
-            window = rep.augment(steps[start:start + self.seq_len], rng)
+            window = rep.augment(steps[start : start + self.seq_len], rng)
             x = np.zeros((self.seq_len, rep.num_features), dtype=rep.dtype)
             x[: len(window)] = window
             yield x, len(window), song.source or key, song.labels
@@ -208,8 +220,13 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             self._warned.add(("filtered", source))
             # INFO, not WARNING: a filter doing its job is not a data fault (skip_summary counts
             # a whole dataset at once)
-            log.info("representation %s skips song %s: %s (%d skipped so far)",
-                     self.representation.name, source, reason, count)
+            log.info(
+                "representation %s skips song %s: %s (%d skipped so far)",
+                self.representation.name,
+                source,
+                reason,
+                count,
+            )
 
     @staticmethod
     def _collate(rows):
@@ -223,21 +240,25 @@ class _WindowBatches(torch.utils.data.IterableDataset):
 class ShardLoader:
     """Iterable of exactly `num_batches` Batches (see module docstring); reusable."""
 
-    def __init__(self, urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
-                 num_workers=0) -> None:
+    def __init__(
+        self, urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size, num_workers=0
+    ) -> None:
         urls = local_shards(urls)
         if not urls:
             raise DataError("no shards to load")
         if seq_len < 1 or batch_size < 1 or num_batches < 1:
-            raise DataError(f"seq_len, batch_size and num_batches must be >= 1 (got {seq_len}, {batch_size}, {num_batches})")
+            raise DataError(
+                f"seq_len, batch_size and num_batches must be >= 1 (got {seq_len}, {batch_size}, {num_batches})"
+            )
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} outside world size {world_size}")
         representation.check_window(int(seq_len))
         self.num_batches = int(num_batches)
         self.num_workers = int(num_workers)
         self.counters = SkipCounters()
-        self.dataset = _WindowBatches(urls, representation, seq_len, batch_size, seed, epoch, rank, world_size,
-                                      self.counters)
+        self.dataset = _WindowBatches(
+            urls, representation, seq_len, batch_size, seed, epoch, rank, world_size, self.counters
+        )
 
     def __len__(self) -> int:
         return self.num_batches
@@ -246,8 +267,13 @@ class ShardLoader:
         # A plain DataLoader iterated here (not WebLoader.with_epoch, which starts its workers
         # lazily at the first batch), so the workers start inside blocked_while_forking.
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, persistent_workers=False,
-            worker_init_fn=stop_signals.ignore_in_worker if self.num_workers else None)
+            self.dataset,
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            worker_init_fn=stop_signals.ignore_in_worker if self.num_workers else None,
+        )
         with stop_signals.blocked_while_forking():
             batches = iter(loader)
         # The stream is endless (resampled shards): the epoch is its first num_batches batches.
@@ -271,11 +297,22 @@ class ShardLoader:
         return int(self.counters.shards.value)
 
 
-def make_loader(urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size,
-                num_workers=0) -> ShardLoader:
+def make_loader(
+    urls, representation, *, seq_len, batch_size, num_batches, seed, epoch, rank, world_size, num_workers=0
+) -> ShardLoader:
     """Yields exactly num_batches Batches; deterministic in its arguments (see module docstring)."""
-    return ShardLoader(urls, representation, seq_len=seq_len, batch_size=batch_size, num_batches=num_batches,
-                       seed=seed, epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers)
+    return ShardLoader(
+        urls,
+        representation,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        seed=seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+    )
 
 
 def iter_songs(urls) -> Iterator[Song]:
@@ -292,8 +329,13 @@ def iter_songs(urls) -> Iterator[Song]:
             song = decode_sample(sample)
         except SampleError as exc:
             skipped += 1
-            log.warning("skipping sample %s in shard %s: %s (%d samples skipped so far)", sample.get("__key__"),
-                        sample.get("__url__"), exc, skipped)
+            log.warning(
+                "skipping sample %s in shard %s: %s (%d samples skipped so far)",
+                sample.get("__key__"),
+                sample.get("__url__"),
+                exc,
+                skipped,
+            )
             continue
         yield song
 

@@ -76,8 +76,15 @@ def pitch_runs(pitch: np.ndarray, onset: np.ndarray | None = None) -> list[tuple
 def _notes_song(runs, seconds_per_step: float, velocity: int, track: int, **meta) -> list[np.ndarray]:
     runs = np.asarray(runs, dtype=np.float64).reshape(-1, 3)
     n = len(runs)
-    return [runs[:, 0] * seconds_per_step, (runs[:, 1] - runs[:, 0]) * seconds_per_step, runs[:, 2],
-            np.full(n, float(velocity)), np.zeros(n), np.zeros(n), np.full(n, float(track))]
+    return [
+        runs[:, 0] * seconds_per_step,
+        (runs[:, 1] - runs[:, 0]) * seconds_per_step,
+        runs[:, 2],
+        np.full(n, float(velocity)),
+        np.zeros(n),
+        np.zeros(n),
+        np.full(n, float(track)),
+    ]
 
 
 class MelodyChordRepresentation(Representation):
@@ -86,13 +93,25 @@ class MelodyChordRepresentation(Representation):
     name = "melody_chord"
     NUM_PITCHES = 128
 
-    def __init__(self, steps_per_beat: int = 4, metres=("4/4",), transpose=None, threshold: float = 0.5,
-                 decode_bpm: float = DEFAULT_BPM, decode_velocity: int = 100) -> None:
+    def __init__(
+        self,
+        steps_per_beat: int = 4,
+        metres=("4/4",),
+        transpose=None,
+        threshold: float = 0.5,
+        decode_bpm: float = DEFAULT_BPM,
+        decode_velocity: int = 100,
+    ) -> None:
         if int(steps_per_beat) < 1:
             raise ConfigError(f"steps_per_beat must be >= 1, got {steps_per_beat}")
-        super().__init__(steps_per_beat=int(steps_per_beat), metres=[str(m) for m in metres],
-                         transpose=check_transpose(transpose), threshold=float(threshold),
-                         decode_bpm=float(decode_bpm), decode_velocity=int(decode_velocity))
+        super().__init__(
+            steps_per_beat=int(steps_per_beat),
+            metres=[str(m) for m in metres],
+            transpose=check_transpose(transpose),
+            threshold=float(threshold),
+            decode_bpm=float(decode_bpm),
+            decode_velocity=int(decode_velocity),
+        )
         self.num_features = self.NUM_PITCHES + MIDINET_CHORD_DIM
         self.window_align = bar_steps(self.options["metres"], self.options["steps_per_beat"])
         self.min_window = 2 * self.window_align  # previous bar + current bar
@@ -107,27 +126,31 @@ class MelodyChordRepresentation(Representation):
         sounding = np.flatnonzero(pitch != REST)
         out[bar + sounding, pitch[sounding]] = 1.0
         chords = midinet_vectors(song_chords(song, "bar", num_bars))  # (num_bars, 13)
-        out[bar:, self.NUM_PITCHES:] = np.repeat(chords, bar, axis=0)
+        out[bar:, self.NUM_PITCHES :] = np.repeat(chords, bar, axis=0)
         return out
 
     def decode(self, steps: np.ndarray) -> Song:
         o = self.options
         x = finite(steps).reshape(-1, self.num_features)
-        rows = x[:, :self.NUM_PITCHES]
+        rows = x[:, : self.NUM_PITCHES]
         pitch = np.where(rows.max(axis=1) > o["threshold"], rows.argmax(axis=1), REST)
         seconds = 60.0 / o["decode_bpm"] / o["steps_per_beat"]
         melody = _notes_song(pitch_runs(pitch), seconds, o["decode_velocity"], 0)
         chords = _notes_song(self._chord_notes(x), seconds, max(o["decode_velocity"] - 30, 1), 1)
         columns = [np.concatenate(pair) for pair in zip(melody, chords)]
-        return Song.from_columns(*columns, tempos=[(0.0, o["decode_bpm"])], time_signatures=[(0.0, 4, 4)],
-                                 tracks=[Track("Melody", 0, False), Track("Chords", 0, False)])
+        return Song.from_columns(
+            *columns,
+            tempos=[(0.0, o["decode_bpm"])],
+            time_signatures=[(0.0, 4, 4)],
+            tracks=[Track("Melody", 0, False), Track("Chords", 0, False)],
+        )
 
     def _chord_notes(self, x: np.ndarray) -> list[tuple[int, int, int]]:
         """Block triads, one per bar: the label of each bar's first step."""
         bar = self.window_align
         notes = []
         for first in range(0, len(x), bar):
-            (label,) = labels_from_midinet(x[first, self.NUM_PITCHES:])
+            (label,) = labels_from_midinet(x[first, self.NUM_PITCHES :])
             if label != NO_CHORD:
                 third = 3 if label >= 12 else 4
                 root = CHORD_OCTAVE + label % 12
@@ -140,7 +163,7 @@ class MelodyChordRepresentation(Representation):
         low, high = self.options["transpose"]
         shift = int(rng.integers(low, high + 1))
         out = window.copy()
-        out[:, :self.NUM_PITCHES] = shift_rows(window[:, :self.NUM_PITCHES], shift, 0.0)
+        out[:, : self.NUM_PITCHES] = shift_rows(window[:, : self.NUM_PITCHES], shift, 0.0)
         roots = slice(self.NUM_PITCHES, self.NUM_PITCHES + 12)
         out[:, roots] = np.roll(window[:, roots], shift, axis=1)
         return out
@@ -153,12 +176,23 @@ class MelodyGridRepresentation(Representation):
     LOWEST, NUM_PITCHES = 21, 88
     REST_TOKEN = 0
 
-    def __init__(self, steps_per_beat: int = 4, hold: bool = False, transpose=None, decode_bpm: float = DEFAULT_BPM,
-                 decode_velocity: int = 100) -> None:
+    def __init__(
+        self,
+        steps_per_beat: int = 4,
+        hold: bool = False,
+        transpose=None,
+        decode_bpm: float = DEFAULT_BPM,
+        decode_velocity: int = 100,
+    ) -> None:
         if int(steps_per_beat) < 1:
             raise ConfigError(f"steps_per_beat must be >= 1, got {steps_per_beat}")
-        super().__init__(steps_per_beat=int(steps_per_beat), hold=bool(hold), transpose=check_transpose(transpose),
-                         decode_bpm=float(decode_bpm), decode_velocity=int(decode_velocity))
+        super().__init__(
+            steps_per_beat=int(steps_per_beat),
+            hold=bool(hold),
+            transpose=check_transpose(transpose),
+            decode_bpm=float(decode_bpm),
+            decode_velocity=int(decode_velocity),
+        )
         self.num_features = 1
         self.dtype = np.int64
         self.hold_token = self.NUM_PITCHES + 1 if hold else None
@@ -182,8 +216,11 @@ class MelodyGridRepresentation(Representation):
         pitch, onset = self._pitches(ids)
         runs = pitch_runs(pitch, onset if o["hold"] else None)
         seconds = 60.0 / o["decode_bpm"] / o["steps_per_beat"]
-        return Song.from_columns(*_notes_song(runs, seconds, o["decode_velocity"], 0),
-                                 tempos=[(0.0, o["decode_bpm"])], tracks=[Track("Melody", 0, False)])
+        return Song.from_columns(
+            *_notes_song(runs, seconds, o["decode_velocity"], 0),
+            tempos=[(0.0, o["decode_bpm"])],
+            tracks=[Track("Melody", 0, False)],
+        )
 
     def _pitches(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-step pitch (REST) and onset flags; a hold continues the previous note, or is a rest."""

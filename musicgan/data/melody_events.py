@@ -107,24 +107,43 @@ class MelodyChordEventsRepresentation(Representation):
 
     name = "melody_chord_events"
 
-    def __init__(self, rhythm_encoding: str = "end_position", steps_per_beat: int = 12, metres=("4/4",),
-                 lowest_pitch: int = 48, num_pitches: int = 48, events_per_bar: int = 16, anchor_pitch: int = 72,
-                 transpose=None, decode_bpm: float = DEFAULT_BPM, decode_velocity: int = 100) -> None:
+    def __init__(
+        self,
+        rhythm_encoding: str = "end_position",
+        steps_per_beat: int = 12,
+        metres=("4/4",),
+        lowest_pitch: int = 48,
+        num_pitches: int = 48,
+        events_per_bar: int = 16,
+        anchor_pitch: int = 72,
+        transpose=None,
+        decode_bpm: float = DEFAULT_BPM,
+        decode_velocity: int = 100,
+    ) -> None:
         if rhythm_encoding not in RHYTHM_ENCODINGS:
             raise ConfigError(f"rhythm_encoding={rhythm_encoding!r} is not one of {', '.join(RHYTHM_ENCODINGS)}")
         metres = [str(m) for m in metres]
         if bar_steps(metres, int(steps_per_beat)) != STEPS_PER_BAR:
-            raise ConfigError(f"melody_chord_events needs {STEPS_PER_BAR} steps per bar: steps_per_beat "
-                              f"{steps_per_beat} gives {bar_steps(metres, int(steps_per_beat))} in {metres}")
+            raise ConfigError(
+                f"melody_chord_events needs {STEPS_PER_BAR} steps per bar: steps_per_beat "
+                f"{steps_per_beat} gives {bar_steps(metres, int(steps_per_beat))} in {metres}"
+            )
         if not 0 <= int(lowest_pitch) <= 127 - int(num_pitches) + 1 or int(num_pitches) < 1:
             raise ConfigError(f"pitch range {lowest_pitch} + {num_pitches} must lie in MIDI 0..127")
         if not int(lowest_pitch) <= int(anchor_pitch) < int(lowest_pitch) + int(num_pitches):
             raise ConfigError(f"anchor_pitch {anchor_pitch} must lie in the pitch range {lowest_pitch} + {num_pitches}")
-        super().__init__(rhythm_encoding=rhythm_encoding, steps_per_beat=int(steps_per_beat), metres=metres,
-                         lowest_pitch=int(lowest_pitch), num_pitches=int(num_pitches),
-                         events_per_bar=int(events_per_bar), anchor_pitch=int(anchor_pitch),
-                         transpose=check_transpose(transpose), decode_bpm=float(decode_bpm),
-                         decode_velocity=int(decode_velocity))
+        super().__init__(
+            rhythm_encoding=rhythm_encoding,
+            steps_per_beat=int(steps_per_beat),
+            metres=metres,
+            lowest_pitch=int(lowest_pitch),
+            num_pitches=int(num_pitches),
+            events_per_bar=int(events_per_bar),
+            anchor_pitch=int(anchor_pitch),
+            transpose=check_transpose(transpose),
+            decode_bpm=float(decode_bpm),
+            decode_velocity=int(decode_velocity),
+        )
         self.timestep = rhythm_encoding == "timestep"
         self.num_token_fields = 1 if self.timestep else 2
         self.num_features = self.num_token_fields + CHORD_FEATURES
@@ -175,10 +194,14 @@ class MelodyChordEventsRepresentation(Representation):
             raise SongSkipped(f"melody pitch outside {low}..{high}")
 
     def _encode_timestep(self, pitch, onset, beats) -> np.ndarray:
-        out = np.zeros((check_grid(len(pitch), self.num_features, "melody_chord_events rows"), self.num_features),
-                       dtype=np.float32)
-        tokens = np.where(pitch == REST, TIMESTEP_REST,
-                          np.where(onset, TIMESTEP_PITCH0 + pitch - self.options["lowest_pitch"], TIMESTEP_SUSTAIN))
+        out = np.zeros(
+            (check_grid(len(pitch), self.num_features, "melody_chord_events rows"), self.num_features), dtype=np.float32
+        )
+        tokens = np.where(
+            pitch == REST,
+            TIMESTEP_REST,
+            np.where(onset, TIMESTEP_PITCH0 + pitch - self.options["lowest_pitch"], TIMESTEP_SUSTAIN),
+        )
         out[:, 0] = tokens
         out[:, self.chord_slice] = np.repeat(chord_vectors(beats), self.options["steps_per_beat"], axis=0)
         return out
@@ -187,8 +210,10 @@ class MelodyChordEventsRepresentation(Representation):
         slots = self.window_align
         if max(len(events) for events in bars) > slots:
             raise SongSkipped(f"a bar holds more than events_per_bar={slots} melody events")
-        out = np.zeros((check_grid(len(bars) * slots, self.num_features, "melody_chord_events rows"),
-                        self.num_features), dtype=np.float32)
+        out = np.zeros(
+            (check_grid(len(bars) * slots, self.num_features, "melody_chord_events rows"), self.num_features),
+            dtype=np.float32,
+        )
         previous = self.options["anchor_pitch"]
         for b, events in enumerate(bars):
             for j, (start, stop, kind, pitch) in enumerate(events):
@@ -213,16 +238,19 @@ class MelodyChordEventsRepresentation(Representation):
     def decode(self, steps: np.ndarray) -> Song:
         o = self.options
         x = finite(steps).reshape(-1, self.num_features)
-        tokens = np.clip(np.round(x[:, :self.num_token_fields]), 0, np.array(self.vocab_sizes) - 1).astype(np.int64)
+        tokens = np.clip(np.round(x[:, : self.num_token_fields]), 0, np.array(self.vocab_sizes) - 1).astype(np.int64)
         pitch, onset = self._timestep_pitches(tokens[:, 0]) if self.timestep else self._event_pitches(tokens)
         seconds = 60.0 / o["decode_bpm"] / o["steps_per_beat"]
         melody = _notes_song(pitch_runs(pitch, onset), seconds, o["decode_velocity"], 0)
         chords = _notes_song(self._chord_notes(x), seconds, max(o["decode_velocity"] - 30, 1), 1)
         columns = [np.concatenate(pair) for pair in zip(melody, chords)]
         numerator, denominator = parse_metre(o["metres"][0])
-        return Song.from_columns(*columns, tempos=[(0.0, o["decode_bpm"])],
-                                 time_signatures=[(0.0, numerator, denominator)],
-                                 tracks=[Track("Melody", 0, False), Track("Chords", 0, False)])
+        return Song.from_columns(
+            *columns,
+            tempos=[(0.0, o["decode_bpm"])],
+            time_signatures=[(0.0, numerator, denominator)],
+            tracks=[Track("Melody", 0, False), Track("Chords", 0, False)],
+        )
 
     def _timestep_pitches(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pitch = np.where(tokens >= TIMESTEP_PITCH0, tokens - TIMESTEP_PITCH0 + self.options["lowest_pitch"], REST)
@@ -240,13 +268,13 @@ class MelodyChordEventsRepresentation(Representation):
         previous = self.options["anchor_pitch"]
         for b in range(num_bars):
             cursor = 0
-            for pitch_token, rhythm in tokens[b * slots:(b + 1) * slots]:
+            for pitch_token, rhythm in tokens[b * slots : (b + 1) * slots]:
                 stop = self._event_stop(cursor, int(rhythm))
                 if pitch_token == EMPTY or stop <= cursor:
                     continue
                 first = b * STEPS_PER_BAR
                 note, previous = self._event_pitch(int(pitch_token), previous, pitch[first - 1] if first else REST)
-                pitch[first + cursor:first + stop] = note
+                pitch[first + cursor : first + stop] = note
                 onset[first + cursor] = pitch_token >= EVENT_PITCH0
                 cursor = stop
         return pitch, onset
@@ -297,9 +325,13 @@ class MelodyChordEventsRepresentation(Representation):
         low, high = self.options["transpose"]
         shift = int(rng.integers(low, high + 1))
         out = window.copy()
-        out[:, self.chord_slice] = np.concatenate([np.roll(window[:, self.num_token_fields:][:, :12], shift, axis=1),
-                                                   np.roll(window[:, self.num_token_fields + 12:], shift, axis=1)],
-                                                  axis=1)
+        out[:, self.chord_slice] = np.concatenate(
+            [
+                np.roll(window[:, self.num_token_fields :][:, :12], shift, axis=1),
+                np.roll(window[:, self.num_token_fields + 12 :], shift, axis=1),
+            ],
+            axis=1,
+        )
         if self.options["rhythm_encoding"] != "interval":
             out[:, 0] = self._shift_pitch_tokens(window[:, 0], shift)
         return out

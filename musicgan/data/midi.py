@@ -45,9 +45,11 @@ def _check_chunks(data: bytes) -> bytes:
     if len(data) == 0:
         raise MidiError("empty file")
     if len(data) > MAX_FILE_BYTES:
-        raise MidiError(f"file is {len(data) / 2**20:.1f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit for one song")
+        raise MidiError(
+            f"file is {len(data) / 2**20:.1f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit for one song"
+        )
     if data[:4] == b"RIFF" and b"MThd" in data[:64]:  # RMID wrapper around a standard MIDI file
-        data = data[data.index(b"MThd"):]
+        data = data[data.index(b"MThd") :]
     if data[:4] != b"MThd":
         raise MidiError("not a MIDI file (no MThd header)")
     if len(data) < 14:
@@ -70,12 +72,14 @@ def _check_chunks(data: bytes) -> bytes:
     # stops at the first non-MTrk chunk (vendor chunks such as Yamaha's XF), which we drop.
     pos, tracks, foreign = 8 + header_len, [], False
     while pos + 8 <= len(data) and len(tracks) < ntracks:
-        kind = data[pos:pos + 4]
-        length = struct.unpack(">L", data[pos + 4:pos + 8])[0]
+        kind = data[pos : pos + 4]
+        length = struct.unpack(">L", data[pos + 4 : pos + 8])[0]
         if pos + 8 + length > len(data):
-            raise MidiError(f"truncated file (chunk {len(tracks) + 1} claims {length} bytes, {len(data) - pos - 8} remain)")
+            raise MidiError(
+                f"truncated file (chunk {len(tracks) + 1} claims {length} bytes, {len(data) - pos - 8} remain)"
+            )
         if kind == b"MTrk":
-            tracks.append(data[pos:pos + 8 + length])
+            tracks.append(data[pos : pos + 8 + length])
         else:
             foreign = True
         pos += 8 + length
@@ -151,7 +155,9 @@ def read_midi(path, source: str = "", *, allow_drums_only: bool = False) -> Song
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:  # don't even read it
-            raise MidiError(f"file is {size / 2**20:.1f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit for one song")
+            raise MidiError(
+                f"file is {size / 2**20:.1f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit for one song"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise MidiError(f"cannot read file: {exc.strerror or _one_line(exc)}") from None
@@ -162,8 +168,17 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
     rows = []
     for index, inst in enumerate(pm.instruments):  # track = instrument index in file order
         for note in inst.notes:
-            rows.append((note.start, note.end - note.start, note.pitch, note.velocity, inst.program,
-                         float(inst.is_drum), float(index)))
+            rows.append(
+                (
+                    note.start,
+                    note.end - note.start,
+                    note.pitch,
+                    note.velocity,
+                    inst.program,
+                    float(inst.is_drum),
+                    float(index),
+                )
+            )
     notes = np.array(rows, dtype=np.float64).reshape(-1, NUM_NOTE_COLUMNS)
     # Zero-length notes (note-on and note-off on the same tick) carry no sound: drop them.
     notes = notes[(notes[:, 1] > 0) & (notes[:, 3] > 0)]
@@ -191,8 +206,11 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
     tracks = [Track(" ".join(inst.name.split()), int(inst.program), bool(inst.is_drum)) for inst in pm.instruments]
     # The first time signature marks the first bar line; notes before it are a pickup.
     downbeat_s = signatures[0][0] if signatures else 0.0
-    return checked_span(Song(notes=notes, tempos=tempos, time_signatures=signatures, source=source,
-                             tracks=tracks, downbeat_s=downbeat_s))
+    return checked_span(
+        Song(
+            notes=notes, tempos=tempos, time_signatures=signatures, source=source, tracks=tracks, downbeat_s=downbeat_s
+        )
+    )
 
 
 # -- writing ----------------------------------------------------------------------------------

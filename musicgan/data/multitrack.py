@@ -35,7 +35,7 @@ CHORALE_PART_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
 
 
 def parse_metre(text: str) -> tuple[int, int]:
-    """"4/4" -> (4, 4); ConfigError for anything else."""
+    """ "4/4" -> (4, 4); ConfigError for anything else."""
     try:
         numerator, denominator = (int(x) for x in str(text).split("/"))
     except ValueError:
@@ -74,7 +74,7 @@ def shift_rows(block: np.ndarray, shift: int, fill: float) -> np.ndarray:
     """(..., P) shifted by `shift` along the last axis, vacated entries set to `fill`."""
     out = np.full_like(block, fill)
     if shift >= 0:
-        out[..., shift:] = block[..., :block.shape[-1] - shift]
+        out[..., shift:] = block[..., : block.shape[-1] - shift]
     else:
         out[..., :shift] = block[..., -shift:]
     return out
@@ -96,24 +96,46 @@ class MultitrackRepresentation(Representation):
 
     name = "multitrack"
 
-    def __init__(self, grouping: str = "parts", steps_per_beat: int = 12, lowest: int = 24, num_pitches: int = 84,
-                 metres=("4/4",), part_names=CHORALE_PART_NAMES, part_programs=None, transpose=None,
-                 decode_bpm: float = DEFAULT_BPM, decode_velocity: int = 100) -> None:
+    def __init__(
+        self,
+        grouping: str = "parts",
+        steps_per_beat: int = 12,
+        lowest: int = 24,
+        num_pitches: int = 84,
+        metres=("4/4",),
+        part_names=CHORALE_PART_NAMES,
+        part_programs=None,
+        transpose=None,
+        decode_bpm: float = DEFAULT_BPM,
+        decode_velocity: int = 100,
+    ) -> None:
         if grouping not in ("parts", "lpd5"):
             raise ConfigError(f"multitrack grouping must be 'parts' or 'lpd5', got {grouping!r}")
         if int(steps_per_beat) < 1 or int(num_pitches) < 1 or not 0 <= int(lowest) <= 128 - int(num_pitches):
-            raise ConfigError(f"multitrack needs steps_per_beat >= 1 and MIDI {lowest}..{int(lowest) + int(num_pitches) - 1}"
-                              " inside 0..127")
+            raise ConfigError(
+                f"multitrack needs steps_per_beat >= 1 and MIDI {lowest}..{int(lowest) + int(num_pitches) - 1}"
+                " inside 0..127"
+            )
         names = list(part_names) if grouping == "parts" else [t[0] for t in LPD5_TRACKS]
         programs = list(part_programs or [0] * len(names)) if grouping == "parts" else [t[1] for t in LPD5_TRACKS]
         if len(programs) != len(names):
             raise ConfigError(f"part_programs has {len(programs)} entries for {len(names)} parts")
-        super().__init__(grouping=grouping, steps_per_beat=int(steps_per_beat), lowest=int(lowest),
-                         num_pitches=int(num_pitches), metres=[str(m) for m in metres], part_names=names,
-                         part_programs=[int(p) for p in programs], transpose=check_transpose(transpose),
-                         decode_bpm=float(decode_bpm), decode_velocity=int(decode_velocity))
-        self.tracks = [Track(name, program, grouping == "lpd5" and i == 0)
-                       for i, (name, program) in enumerate(zip(names, programs))]
+        super().__init__(
+            grouping=grouping,
+            steps_per_beat=int(steps_per_beat),
+            lowest=int(lowest),
+            num_pitches=int(num_pitches),
+            metres=[str(m) for m in metres],
+            part_names=names,
+            part_programs=[int(p) for p in programs],
+            transpose=check_transpose(transpose),
+            decode_bpm=float(decode_bpm),
+            decode_velocity=int(decode_velocity),
+        )
+        self.tracks = [
+            Track(name, program, grouping == "lpd5" and i == 0)
+            for i, (name, program) in enumerate(zip(names, programs))
+        ]
         self.num_features = len(self.tracks) * self.options["num_pitches"]
         self.window_align = bar_steps(self.options["metres"], self.options["steps_per_beat"])
         self.min_window = self.window_align
@@ -145,7 +167,7 @@ class MultitrackRepresentation(Representation):
         if not is_drum:
             keep &= stop - start >= 2  # notes shorter than 2 steps are dropped
         for s, e, k in zip(start[keep], stop[keep], keys[keep]):
-            roll[s:s + 1 if is_drum else e - 1, k] = True  # one step early: a gap before the next
+            roll[s : s + 1 if is_drum else e - 1, k] = True  # one step early: a gap before the next
 
     # -- decode --------------------------------------------------------------------------------
     def decode(self, steps: np.ndarray) -> Song:
@@ -165,8 +187,9 @@ class MultitrackRepresentation(Representation):
             stop = stop + 1
         seconds_per_step = 60.0 / o["decode_bpm"] / o["steps_per_beat"]
         constant = [np.full(len(key), float(v)) for v in (o["decode_velocity"], track.program, track.is_drum, index)]
-        return np.stack([start * seconds_per_step, (stop - start) * seconds_per_step, key + o["lowest"], *constant],
-                        axis=1)
+        return np.stack(
+            [start * seconds_per_step, (stop - start) * seconds_per_step, key + o["lowest"], *constant], axis=1
+        )
 
     # -- augmentation -----------------------------------------------------------------------------
     def augment(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:

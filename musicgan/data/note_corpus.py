@@ -60,16 +60,21 @@ def note_items(spec: str) -> list[NoteItem]:
     hold, seconds = _seconds(options["hold"], "hold"), _seconds(options["seconds"], "seconds")
     if len(velocity) != 1 or hold > seconds:
         raise DataError(f"{NOTES_CORPUS}: give one velocity and hold <= seconds (got {options})")
-    return [NoteItem(f"{NOTES_CORPUS}/program{p:03d}/pitch{n:03d}", p, n, velocity[0], hold, seconds)
-            for p in programs for n in pitches]
+    return [
+        NoteItem(f"{NOTES_CORPUS}/program{p:03d}/pitch{n:03d}", p, n, velocity[0], hold, seconds)
+        for p in programs
+        for n in pitches
+    ]
 
 
 def note_song(item: NoteItem, corpus: str = NOTES_CORPUS) -> Song:
     """The note as a song: key down at 0, up at `hold_s`, lasting `seconds` (labels attached)."""
-    song = Song.from_columns([0.0], [item.hold_s], [item.pitch], [item.velocity], [item.program],
-                             source=item.source, corpus=corpus)
-    return song.replace(duration=item.seconds,
-                        labels={"pitch": item.pitch, "program": item.program, "velocity": item.velocity})
+    song = Song.from_columns(
+        [0.0], [item.hold_s], [item.pitch], [item.velocity], [item.program], source=item.source, corpus=corpus
+    )
+    return song.replace(
+        duration=item.seconds, labels={"pitch": item.pitch, "program": item.program, "velocity": item.velocity}
+    )
 
 
 def _options(query: str) -> dict[str, str]:
@@ -84,7 +89,7 @@ def _options(query: str) -> dict[str, str]:
 
 
 def _int_set(text: str, name: str, low: int, high: int) -> list[int]:
-    """"0-7,24" -> [0, ..., 7, 24] (sorted, unique), each within [low, high]."""
+    """ "0-7,24" -> [0, ..., 7, 24] (sorted, unique), each within [low, high]."""
     values = set()
     try:
         for part in text.split(","):

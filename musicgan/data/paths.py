@@ -52,7 +52,9 @@ def shard_path(data_dir: Path, name, manifest: Path) -> str:
         raise DataError(f"{manifest} lists shard {printable(name)!r} outside its folder (absolute or '..')")
     path = (data_dir / pure).resolve()
     if not path.is_relative_to(data_dir):
-        raise DataError(f"{manifest} lists shard {printable(name)!r}, a link to {printable(str(path))} outside {data_dir}")
+        raise DataError(
+            f"{manifest} lists shard {printable(name)!r}, a link to {printable(str(path))} outside {data_dir}"
+        )
     try:
         mode = path.stat().st_mode
     except OSError:

@@ -30,7 +30,14 @@ from pathlib import Path
 from musicgan.data.corpora import SongItem, corpus_name, list_items, load_item
 from musicgan.data.paths import printable
 from musicgan.data.shards import (  # noqa: F401  (load_manifest, split_urls re-exported)
-    MANIFEST, TMP_MARKER, ShardWriter, encode_sample, load_manifest, read_manifest, song_key, split_fraction,
+    MANIFEST,
+    TMP_MARKER,
+    ShardWriter,
+    encode_sample,
+    load_manifest,
+    read_manifest,
+    song_key,
+    split_fraction,
     split_urls,
 )
 from musicgan.errors import DataError, MidiError
@@ -98,8 +105,11 @@ def _start_method() -> str:
     """fork when it is safe (one thread, torch not loaded: `musicgan prepare`), because it
     skips re-importing numpy/music21 in every worker (~1 s each); spawn otherwise, since
     forking a process with live thread pools can deadlock the children."""
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 \
-            and "torch" not in sys.modules:
+    if (
+        "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+        and "torch" not in sys.modules
+    ):
         return "fork"
     return "spawn"
 
@@ -142,9 +152,18 @@ def _load_alone(load, job, context):
 
 
 # -- the run -----------------------------------------------------------------------------------
-def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, shard_size: int = 200,
-                    ratios=(0.9, 0.05, 0.05), progress: bool = True, limit: int | None = None,
-                    partition: tuple[int, int] | None = None, audio_rate: int | None = None) -> dict:
+def prepare_dataset(
+    input_spec: str,
+    out_dir,
+    *,
+    workers: int | None = None,
+    shard_size: int = 200,
+    ratios=(0.9, 0.05, 0.05),
+    progress: bool = True,
+    limit: int | None = None,
+    partition: tuple[int, int] | None = None,
+    audio_rate: int | None = None,
+) -> dict:
     """Prepare shards from a MIDI folder or `music21:NAME`; returns the manifest (also written).
 
     limit: only the first N items (sorted order), for tests and quick looks.
@@ -190,10 +209,12 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
         raise _write_error(out, exc) from None
     try:
         bar = _progress_bar(len(items), input_spec, progress)
-        shard_names, included, skipped, stats = _write_splits(items, corpus, workers, load, staging, tag, shard_size,
-                                                              ratios, bar, audio_rate)
-        manifest = _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped,
-                             audio_rate)
+        shard_names, included, skipped, stats = _write_splits(
+            items, corpus, workers, load, staging, tag, shard_size, ratios, bar, audio_rate
+        )
+        manifest = _manifest(
+            input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped, audio_rate
+        )
         _write_json(staging / manifest_path.name, manifest)
         if not included:
             raise _no_song_error(input_spec, skipped, staging, manifest_path)
@@ -206,8 +227,9 @@ def prepare_dataset(input_spec: str, out_dir, *, workers: int | None = None, sha
 
 
 def _write_error(out: Path, exc: OSError) -> DataError:
-    return DataError(f"cannot write the dataset in {out}: {exc.strerror or exc}; nothing of an existing dataset "
-                     "there was changed")
+    return DataError(
+        f"cannot write the dataset in {out}: {exc.strerror or exc}; nothing of an existing dataset there was changed"
+    )
 
 
 def _write_splits(items, corpus, workers, load, staging: Path, tag: str, shard_size: int, ratios, bar, audio_rate):
@@ -243,8 +265,9 @@ def _write_splits(items, corpus, workers, load, staging: Path, tag: str, shard_s
             bar.close()
 
 
-def _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped,
-              audio_rate) -> dict:
+def _manifest(
+    input_spec, corpus, ratios, shard_size, partition, shard_names, stats, included, skipped, audio_rate
+) -> dict:
     return {
         "format": FORMAT,
         "input": input_spec,
@@ -253,8 +276,7 @@ def _manifest(input_spec, corpus, ratios, shard_size, partition, shard_names, st
         "shard_size": shard_size,
         "partition": list(partition) if partition is not None else None,
         "splits": {
-            split: {**stats[split], "shards": len(shard_names[split]), "files": shard_names[split]}
-            for split in SPLITS
+            split: {**stats[split], "shards": len(shard_names[split]), "files": shard_names[split]} for split in SPLITS
         },
         "included": included,
         "skipped": skipped,
@@ -269,8 +291,11 @@ def _no_song_error(input_spec: str, skipped: list, staging: Path, manifest_path:
     if not manifest_path.exists():
         os.replace(staging / manifest_path.name, manifest_path)
     reasons = "; ".join(f"{printable(s['path'])}: {s['reason']}" for s in skipped[:3])
-    return DataError(f"no song could be used from {input_spec} ({len(skipped)} skipped"
-                     + (f", e.g. {reasons}" if reasons else "") + f"); {kept}")
+    return DataError(
+        f"no song could be used from {input_spec} ({len(skipped)} skipped"
+        + (f", e.g. {reasons}" if reasons else "")
+        + f"); {kept}"
+    )
 
 
 def _install(staging: Path, out: Path, tag: str, shard_names: dict, manifest_path: Path) -> None:
@@ -300,8 +325,10 @@ def _audio_loader(audio_rate: int | None):
     if audio_rate is None:
         return _load
     if not isinstance(audio_rate, int) or not MIN_AUDIO_RATE <= audio_rate <= MAX_AUDIO_RATE:
-        raise DataError(f"audio rate must be a whole number of Hz in {MIN_AUDIO_RATE}-{MAX_AUDIO_RATE} "
-                        f"(FluidSynth's range), got {audio_rate!r}")
+        raise DataError(
+            f"audio rate must be a whole number of Hz in {MIN_AUDIO_RATE}-{MAX_AUDIO_RATE} "
+            f"(FluidSynth's range), got {audio_rate!r}"
+        )
     from musicgan.audio import require_fluidsynth
 
     require_fluidsynth()
@@ -357,7 +384,9 @@ def _read_partition(path: Path) -> dict:
     listed = all(isinstance(manifest.get(k), list) for k in ("included", "skipped"))
     tasked = isinstance(partition, list) and len(partition) == 2 and all(type(x) is int for x in partition)
     if not (counted and listed and tasked):
-        raise DataError(f"{path} is not a partition manifest written by `musicgan prepare --task-index`: re-run that task")
+        raise DataError(
+            f"{path} is not a partition manifest written by `musicgan prepare --task-index`: re-run that task"
+        )
     return manifest
 
 
@@ -374,16 +403,26 @@ def merge_manifests(out_dir) -> dict:
     if found != list(range(count)):
         raise DataError(f"partition manifests in {out} cover tasks {found}, expected 0..{count - 1}")
     merged = {
-        "format": FORMAT, "input": first["input"], "corpus": first["corpus"], "ratios": first["ratios"],
-        "shard_size": first["shard_size"], "partition": None, "merged_from": [p.name for p in parts],
-        "splits": {}, "included": [], "skipped": [],
+        "format": FORMAT,
+        "input": first["input"],
+        "corpus": first["corpus"],
+        "ratios": first["ratios"],
+        "shard_size": first["shard_size"],
+        "partition": None,
+        "merged_from": [p.name for p in parts],
+        "splits": {},
+        "included": [],
+        "skipped": [],
     }
     if "audio_rate" in first:
         merged["audio_rate"] = first["audio_rate"]
     for split in SPLITS:
         files = [name for m in manifests for name in m["splits"][split]["files"]]
-        counts = {name: round(sum(m["splits"][split][name] for m in manifests), 4)
-                  for name in ("songs", "notes", "audio_seconds") if name in first["splits"][split]}
+        counts = {
+            name: round(sum(m["splits"][split][name] for m in manifests), 4)
+            for name in ("songs", "notes", "audio_seconds")
+            if name in first["splits"][split]
+        }
         merged["splits"][split] = {**counts, "shards": len(files), "files": files}
     merged["included"] = sorted((e for m in manifests for e in m["included"]), key=lambda e: e["path"])
     merged["skipped"] = sorted((e for m in manifests for e in m["skipped"]), key=lambda e: e["path"])

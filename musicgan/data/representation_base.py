@@ -67,8 +67,9 @@ class Representation:
         if seq_len < self.min_window:
             raise ConfigError(f"{self.name} needs windows of at least {self.min_window} steps, got seq_len {seq_len}")
         if self.window_align and seq_len % self.window_align:
-            raise ConfigError(f"{self.name} windows are whole bars of {self.window_align} steps: "
-                              f"seq_len {seq_len} is not a multiple")
+            raise ConfigError(
+                f"{self.name} windows are whole bars of {self.window_align} steps: seq_len {seq_len} is not a multiple"
+            )
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

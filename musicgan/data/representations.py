@@ -58,19 +58,33 @@ class EventRepresentation(Representation):
 
     name = "events"
 
-    def __init__(self, tones_per_step: int = 1, pitch_unit: str = "midi", time_unit: str = "seconds",
-                 normalize: bool = True, ticks_per_quarter: int = 384, decode_bpm: float = DEFAULT_BPM,
-                 include_drums: bool = False, chord_tolerance: float = 1e-4) -> None:
+    def __init__(
+        self,
+        tones_per_step: int = 1,
+        pitch_unit: str = "midi",
+        time_unit: str = "seconds",
+        normalize: bool = True,
+        ticks_per_quarter: int = 384,
+        decode_bpm: float = DEFAULT_BPM,
+        include_drums: bool = False,
+        chord_tolerance: float = 1e-4,
+    ) -> None:
         if int(tones_per_step) < 1:
             raise ConfigError(f"tones_per_step must be >= 1, got {tones_per_step}")
         if pitch_unit not in ("midi", "hz"):
             raise ConfigError(f"pitch_unit must be 'midi' or 'hz', got {pitch_unit!r}")
         if time_unit not in ("seconds", "ticks"):
             raise ConfigError(f"time_unit must be 'seconds' or 'ticks', got {time_unit!r}")
-        super().__init__(tones_per_step=int(tones_per_step), pitch_unit=pitch_unit, time_unit=time_unit,
-                         normalize=bool(normalize), ticks_per_quarter=int(ticks_per_quarter),
-                         decode_bpm=float(decode_bpm), include_drums=bool(include_drums),
-                         chord_tolerance=float(chord_tolerance))
+        super().__init__(
+            tones_per_step=int(tones_per_step),
+            pitch_unit=pitch_unit,
+            time_unit=time_unit,
+            normalize=bool(normalize),
+            ticks_per_quarter=int(ticks_per_quarter),
+            decode_bpm=float(decode_bpm),
+            include_drums=bool(include_drums),
+            chord_tolerance=float(chord_tolerance),
+        )
         self.tones_per_step = int(tones_per_step)
         self.num_features = 1 + 3 * self.tones_per_step
         self.dtype = np.float32
@@ -89,7 +103,7 @@ class EventRepresentation(Representation):
     def _pitch_out(self, midi: np.ndarray) -> np.ndarray:
         if self.options["pitch_unit"] == "hz":
             octaves = (midi - 69.0) / 12.0
-            return octaves if self.options["normalize"] else 440.0 * 2.0 ** octaves
+            return octaves if self.options["normalize"] else 440.0 * 2.0**octaves
         return (midi - 64.0) / 64.0 if self.options["normalize"] else midi
 
     def _pitch_in(self, x: np.ndarray) -> np.ndarray:
@@ -188,8 +202,9 @@ def _standardised(x: np.ndarray) -> np.ndarray:
 
 # (24, 12): rows 0-11 major with tonic 0..11, rows 12-23 minor; standardised so that a dot
 # product with a standardised histogram is Pearson's correlation.
-_KEY_PROFILES = _standardised(np.stack([np.roll(profile, tonic) for profile in (_MAJOR_PROFILE, _MINOR_PROFILE)
-                                        for tonic in range(12)]))
+_KEY_PROFILES = _standardised(
+    np.stack([np.roll(profile, tonic) for profile in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)])
+)
 
 
 def estimate_key(song: Song) -> tuple[int, str]:
@@ -225,15 +240,25 @@ class PianoRollRepresentation(Representation):
     name = "pianoroll"
     LOWEST, NUM_KEYS = 21, 88
 
-    def __init__(self, frames_per_beat: int = 4, transpose: str | None = None, decode_bpm: float = DEFAULT_BPM,
-                 decode_velocity: int = 100, threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        frames_per_beat: int = 4,
+        transpose: str | None = None,
+        decode_bpm: float = DEFAULT_BPM,
+        decode_velocity: int = 100,
+        threshold: float = 0.5,
+    ) -> None:
         if int(frames_per_beat) < 1:
             raise ConfigError(f"frames_per_beat must be >= 1, got {frames_per_beat}")
         if transpose not in (None, "none", "c"):
             raise ConfigError(f"transpose must be None or 'c', got {transpose!r}")
-        super().__init__(frames_per_beat=int(frames_per_beat), transpose=None if transpose == "none" else transpose,
-                         decode_bpm=float(decode_bpm), decode_velocity=int(decode_velocity),
-                         threshold=float(threshold))
+        super().__init__(
+            frames_per_beat=int(frames_per_beat),
+            transpose=None if transpose == "none" else transpose,
+            decode_bpm=float(decode_bpm),
+            decode_velocity=int(decode_velocity),
+            threshold=float(threshold),
+        )
         self.num_features = self.NUM_KEYS
         self.dtype = np.float32
 
@@ -270,8 +295,11 @@ class PianoRollRepresentation(Representation):
         off = np.lexsort((off_t, off_k))
         start, key, stop = on_t[on], on_k[on], off_t[off]
         return Song.from_columns(
-            start * seconds_per_frame, (stop - start) * seconds_per_frame, key + self.LOWEST,
-            np.full(len(start), float(self.options["decode_velocity"])), tempos=[(0.0, self.options["decode_bpm"])],
+            start * seconds_per_frame,
+            (stop - start) * seconds_per_frame,
+            key + self.LOWEST,
+            np.full(len(start), float(self.options["decode_velocity"])),
+            tempos=[(0.0, self.options["decode_bpm"])],
         )
 
 
@@ -291,11 +319,23 @@ class TokenRepresentation(Representation):
     needs_fit = True
     PAD, UNK = 0, 1
 
-    def __init__(self, max_vocab: int = 4096, min_count: int = 1, step_beats: float = 0.5,
-                 decode_bpm: float = DEFAULT_BPM, decode_velocity: int = 100, chord_tolerance: float = 1e-4) -> None:
-        super().__init__(max_vocab=int(max_vocab), min_count=int(min_count), step_beats=float(step_beats),
-                         decode_bpm=float(decode_bpm), decode_velocity=int(decode_velocity),
-                         chord_tolerance=float(chord_tolerance))
+    def __init__(
+        self,
+        max_vocab: int = 4096,
+        min_count: int = 1,
+        step_beats: float = 0.5,
+        decode_bpm: float = DEFAULT_BPM,
+        decode_velocity: int = 100,
+        chord_tolerance: float = 1e-4,
+    ) -> None:
+        super().__init__(
+            max_vocab=int(max_vocab),
+            min_count=int(min_count),
+            step_beats=float(step_beats),
+            decode_bpm=float(decode_bpm),
+            decode_velocity=int(decode_velocity),
+            chord_tolerance=float(chord_tolerance),
+        )
         self.num_features = 1
         self.dtype = np.int64
         self.vocab: list[str] = ["<pad>", "<unk>"]
@@ -320,8 +360,7 @@ class TokenRepresentation(Representation):
         for song in songs:
             for token in self.song_tokens(song):
                 counts[token] = counts.get(token, 0) + 1
-        ranked = sorted((t for t, c in counts.items() if c >= self.options["min_count"]),
-                        key=lambda t: (-counts[t], t))
+        ranked = sorted((t for t, c in counts.items() if c >= self.options["min_count"]), key=lambda t: (-counts[t], t))
         self._set_vocab(["<pad>", "<unk>"] + ranked[: max(self.options["max_vocab"] - 2, 0)])
 
     def _set_vocab(self, vocab: list[str]) -> None:
@@ -349,8 +388,13 @@ class TokenRepresentation(Representation):
                 onset.append(i * step_s)
                 pitch.append(int(p))
         n = len(onset)
-        return Song.from_columns(onset, np.full(n, step_s), pitch, np.full(n, float(self.options["decode_velocity"])),
-                                 tempos=[(0.0, self.options["decode_bpm"])])
+        return Song.from_columns(
+            onset,
+            np.full(n, step_s),
+            pitch,
+            np.full(n, float(self.options["decode_velocity"])),
+            tempos=[(0.0, self.options["decode_bpm"])],
+        )
 
     def state_dict(self) -> dict:
         state = super().state_dict()

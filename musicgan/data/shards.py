@@ -61,8 +61,10 @@ def encode_sample(song: Song, key: str, split: str) -> dict[str, bytes]:
     """{member suffix: bytes} for one song (the audio member only when the song has audio)."""
     meta = dict(song.meta(), key=key, split=split)
     text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    members = {NOTES_SUFFIX: _npy_bytes(np.ascontiguousarray(song.notes, dtype=np.float64)),
-               META_SUFFIX: text.encode("utf-8")}
+    members = {
+        NOTES_SUFFIX: _npy_bytes(np.ascontiguousarray(song.notes, dtype=np.float64)),
+        META_SUFFIX: text.encode("utf-8"),
+    }
     if song.audio is not None:
         members[AUDIO_SUFFIX] = _npy_bytes(np.ascontiguousarray(song.audio, dtype="<i2"))
     return members
@@ -79,8 +81,10 @@ def decode_sample(sample: dict) -> Song:
     except Exception as exc:
         raise SampleError(f"undecodable member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
     if notes.ndim != 2 or notes.shape[1] not in (NUM_NOTE_COLUMNS, LEGACY_NOTE_COLUMNS) or notes.dtype.kind != "f":
-        raise SampleError(f"notes array has shape {notes.shape} and dtype {notes.dtype}, "
-                          f"expected (n, {NUM_NOTE_COLUMNS}) float (or (n, {LEGACY_NOTE_COLUMNS}) in schema 1)")
+        raise SampleError(
+            f"notes array has shape {notes.shape} and dtype {notes.dtype}, "
+            f"expected (n, {NUM_NOTE_COLUMNS}) float (or (n, {LEGACY_NOTE_COLUMNS}) in schema 1)"
+        )
     if not np.isfinite(notes).all():
         raise SampleError("notes array holds NaN or infinity")
     if not isinstance(meta, dict):
@@ -105,11 +109,15 @@ def _decode_audio(sample: dict, meta: dict) -> np.ndarray | None:
     try:
         audio = np.load(io.BytesIO(sample[AUDIO_SUFFIX]), allow_pickle=False)
     except Exception as exc:
-        raise SampleError(f"undecodable audio member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
+        raise SampleError(
+            f"undecodable audio member: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+        ) from None
     if audio.ndim != 1 or audio.dtype != np.int16:
         raise SampleError(f"audio array has shape {audio.shape} and dtype {audio.dtype}, expected (samples,) int16")
     if not isinstance(meta.get("audio_rate"), int) or meta["audio_rate"] <= 0:
-        raise SampleError(f"audio member without a positive integer audio_rate in the meta (got {meta.get('audio_rate')!r})")
+        raise SampleError(
+            f"audio member without a positive integer audio_rate in the meta (got {meta.get('audio_rate')!r})"
+        )
     return audio
 
 

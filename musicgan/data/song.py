@@ -91,8 +91,9 @@ class Song:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_columns(cls, onset, duration, pitch, velocity=None, program=None, is_drum=None, track=None,
-                     **meta) -> "Song":
+    def from_columns(
+        cls, onset, duration, pitch, velocity=None, program=None, is_drum=None, track=None, **meta
+    ) -> "Song":
         """Build from per-column sequences; velocity defaults to 100, program 0, not drum, track -1."""
         onset = np.asarray(onset, dtype=np.float64)
         n = len(onset)

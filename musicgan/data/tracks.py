@@ -28,8 +28,13 @@ GROUPINGS = ("parts", "lpd5", "melody")
 # (name, program a decoded track is written with, drum flag), in MuseGAN's LPD-5 order of the
 # spec's decode programs: piano 0 (acoustic grand), guitar 25 (steel acoustic), bass 33
 # (electric finger), strings 48 (string ensemble 1).
-LPD5_TRACKS = (("Drums", 0, True), ("Piano", 0, False), ("Guitar", 25, False), ("Bass", 33, False),
-               ("Strings", 48, False))
+LPD5_TRACKS = (
+    ("Drums", 0, True),
+    ("Piano", 0, False),
+    ("Guitar", 25, False),
+    ("Bass", 33, False),
+    ("Strings", 48, False),
+)
 CHORALE_PARTS = 4
 
 
@@ -77,8 +82,9 @@ def lpd5_family(program: np.ndarray, is_drum: np.ndarray) -> np.ndarray:
 
 def _lpd5(song: Song) -> list[TrackGroup]:
     family = lpd5_family(song.notes[:, PROGRAM], song.notes[:, IS_DRUM] > 0.5)
-    return [TrackGroup(name, program, drum, song.notes[family == i])
-            for i, (name, program, drum) in enumerate(LPD5_TRACKS)]
+    return [
+        TrackGroup(name, program, drum, song.notes[family == i]) for i, (name, program, drum) in enumerate(LPD5_TRACKS)
+    ]
 
 
 def _top_part(song: Song) -> np.ndarray:

@@ -91,8 +91,9 @@ class TrainBackend:
 class DDPBackend(TrainBackend):
     name = "ddp"
 
-    def __init__(self, env: DistEnv, grad_clip: float, max_grad_norm: float, grad_accum: int = 1,
-                 precision: str = "fp32") -> None:
+    def __init__(
+        self, env: DistEnv, grad_clip: float, max_grad_norm: float, grad_accum: int = 1, precision: str = "fp32"
+    ) -> None:
         self.env = env
         # dist.precision=bf16: forwards of trained networks under bf16 autocast (see dispatch.py).
         self.autocast_dtype = None

@@ -68,9 +68,7 @@ def import_deepspeed():
     try:
         import deepspeed
     except ImportError as exc:
-        raise UserError(
-            f"dist.backend=deepspeed needs DeepSpeed: pip install 'musicgan[deepspeed]' ({exc})"
-        ) from None
+        raise UserError(f"dist.backend=deepspeed needs DeepSpeed: pip install 'musicgan[deepspeed]' ({exc})") from None
     return deepspeed
 
 
@@ -97,8 +95,10 @@ def check_sections(user: dict, model: str, network_names: tuple[str, ...], other
     model whose networks are `generator` and `critic`) would silently go to every engine."""
     for key in user:
         if key in other_networks and key not in network_names:
-            raise ConfigError(f"DeepSpeed config section {key!r} names no network of model {model} "
-                              f"(its networks: {', '.join(network_names)})")
+            raise ConfigError(
+                f"DeepSpeed config section {key!r} names no network of model {model} "
+                f"(its networks: {', '.join(network_names)})"
+            )
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -112,8 +112,15 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def engine_config(cfg, name: str, *, world_size: int, bf16_supported: bool, user: dict | None = None,
-                  network_names: tuple[str, ...] = ("generator", "discriminator")) -> dict:
+def engine_config(
+    cfg,
+    name: str,
+    *,
+    world_size: int,
+    bf16_supported: bool,
+    user: dict | None = None,
+    network_names: tuple[str, ...] = ("generator", "discriminator"),
+) -> dict:
     """The DeepSpeed config dict of network `name`'s engine.
 
     Micro batch and accumulation are given and DeepSpeed derives `train_batch_size`, so the
@@ -160,8 +167,10 @@ def _check_supported(name: str, config: dict) -> None:
         if isinstance(config.get(key), dict) and config[key].get("enabled"):
             # Casting the parameters breaks the fp32 callers of the plain modules (sampling,
             # D inside G's step); dist.precision=bf16 uses autocast with fp32 weights instead.
-            raise ConfigError(f"DeepSpeed config ({name}): '{key}' is not supported; "
-                              "use --set dist.precision=bf16 (bf16 autocast on GPUs that support it)")
+            raise ConfigError(
+                f"DeepSpeed config ({name}): '{key}' is not supported; "
+                "use --set dist.precision=bf16 (bf16 autocast on GPUs that support it)"
+            )
 
 
 def _check_batch_keys(cfg, name: str, config: dict, world_size: int) -> None:
@@ -170,16 +179,19 @@ def _check_batch_keys(cfg, name: str, config: dict, world_size: int) -> None:
     if config["train_micro_batch_size_per_gpu"] != cfg.data.batch_size:
         raise ConfigError(
             f"DeepSpeed config ({name}): train_micro_batch_size_per_gpu={config['train_micro_batch_size_per_gpu']} "
-            f"differs from data.batch_size={cfg.data.batch_size}; set data.batch_size instead")
+            f"differs from data.batch_size={cfg.data.batch_size}; set data.batch_size instead"
+        )
     if config["gradient_accumulation_steps"] != cfg.dist.grad_accum:
         raise ConfigError(
             f"DeepSpeed config ({name}): gradient_accumulation_steps={config['gradient_accumulation_steps']} "
-            f"differs from dist.grad_accum={cfg.dist.grad_accum}; set dist.grad_accum instead")
+            f"differs from dist.grad_accum={cfg.dist.grad_accum}; set dist.grad_accum instead"
+        )
     total = cfg.data.batch_size * cfg.dist.grad_accum * world_size
     if "train_batch_size" in config and config["train_batch_size"] != total:
         raise ConfigError(
             f"DeepSpeed config ({name}): train_batch_size={config['train_batch_size']} must equal "
-            f"data.batch_size x dist.grad_accum x world size = {total}; leave it out and DeepSpeed derives it")
+            f"data.batch_size x dist.grad_accum x world size = {total}; leave it out and DeepSpeed derives it"
+        )
 
 
 def _free_port() -> int:
@@ -192,9 +204,14 @@ def _free_port() -> int:
 class DeepSpeedBackend(TrainBackend):
     name = "deepspeed"
 
-    def __init__(self, env: DistEnv, cfg, user_config: str | Path | dict | None = None,
-                 network_names: tuple[str, ...] = ("generator", "discriminator"),
-                 other_models_networks: set[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        env: DistEnv,
+        cfg,
+        user_config: str | Path | dict | None = None,
+        network_names: tuple[str, ...] = ("generator", "discriminator"),
+        other_models_networks: set[str] = frozenset(),
+    ) -> None:
         self.env = env
         self.cfg = cfg
         # Read (and reject) the user's JSON before the slow deepspeed import.
@@ -203,8 +220,14 @@ class DeepSpeedBackend(TrainBackend):
         self.user_config: dict = user_config or {}
         check_sections(self.user_config, cfg.model.name, network_names, other_models_networks)
         for name in network_names:  # reject bad keys before the slow import
-            engine_config(cfg, name, world_size=env.world_size, bf16_supported=False, user=self.user_config,
-                          network_names=network_names)
+            engine_config(
+                cfg,
+                name,
+                world_size=env.world_size,
+                bf16_supported=False,
+                user=self.user_config,
+                network_names=network_names,
+            )
         self.ds = import_deepspeed()
         self.networks: dict[str, nn.Module] = {}
         self.engines: dict[str, Any] = {}
@@ -224,14 +247,17 @@ class DeepSpeedBackend(TrainBackend):
         """DeepSpeed's comm layer on top of the trainer's process group (gloo on CPU, NCCL on
         GPU). One process: create a one-rank group, or DeepSpeed would try MPI."""
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                               ("MASTER_ADDR", "127.0.0.1")):
+            for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
                 os.environ.setdefault(key, value)
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
             self._created_group = True
         backend = "nccl" if self.env.device.type == "cuda" else "gloo"
-        self.ds.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
-                                 timeout=datetime.timedelta(seconds=self.cfg.dist.timeout_s))
+        self.ds.init_distributed(
+            dist_backend=backend,
+            auto_mpi_discovery=False,
+            verbose=False,
+            timeout=datetime.timedelta(seconds=self.cfg.dist.timeout_s),
+        )
 
     def _bf16_supported(self) -> bool:
         # One rule for both backends (dispatch.py): bf16 autocast on CUDA devices with bf16.
@@ -252,8 +278,14 @@ class DeepSpeedBackend(TrainBackend):
                 continue
             optimizer = optimizers[name](params)
             self._guard(name, optimizer)
-            config = engine_config(self.cfg, name, world_size=self.env.world_size, bf16_supported=bf16,
-                                   user=self.user_config, network_names=names)
+            config = engine_config(
+                self.cfg,
+                name,
+                world_size=self.env.world_size,
+                bf16_supported=bf16,
+                user=self.user_config,
+                network_names=names,
+            )
             try:
                 engine, _, _, _ = self.ds.initialize(model=MethodDispatch(net), optimizer=optimizer, config=config)
             except (ValueError, AssertionError, TypeError, KeyError) as exc:
@@ -397,8 +429,9 @@ class DeepSpeedBackend(TrainBackend):
         error = None
         for name, engine in self.engines.items():
             try:
-                engine.save_checkpoint(str(self.engine_dir(directory, name)), tag=tag, save_latest=False,
-                                       client_state={"network": name})
+                engine.save_checkpoint(
+                    str(self.engine_dir(directory, name)), tag=tag, save_latest=False, client_state={"network": name}
+                )
             except (OSError, RuntimeError) as exc:  # torch.save: a full disk is a RuntimeError
                 where = self.engine_dir(directory, name) / tag
                 error = f"could not write DeepSpeed checkpoint {where}: {first_line(exc)}"
@@ -420,8 +453,12 @@ class DeepSpeedBackend(TrainBackend):
                 continue
             for tag_dir in root.iterdir():
                 match = _TAG.match(tag_dir.name)
-                if (match and tag_dir.is_dir() and int(match.group(1)) < current_step
-                        and not (directory / f"{tag_dir.name}.pt").exists()):
+                if (
+                    match
+                    and tag_dir.is_dir()
+                    and int(match.group(1)) < current_step
+                    and not (directory / f"{tag_dir.name}.pt").exists()
+                ):
                     shutil.rmtree(tag_dir, ignore_errors=True)
 
     def load_extra(self, directory: Path, tag: str) -> None:
@@ -433,15 +470,23 @@ class DeepSpeedBackend(TrainBackend):
             if not present:
                 # E.g. a DDP run resumed with DeepSpeed: weights come from the plain .pt.
                 if self.env.is_main:
-                    log.warning("no DeepSpeed checkpoint %s: %s weights from the plain checkpoint, "
-                                "fresh optimizer state", root / tag, name)
+                    log.warning(
+                        "no DeepSpeed checkpoint %s: %s weights from the plain checkpoint, fresh optimizer state",
+                        root / tag,
+                        name,
+                    )
                 refresh = getattr(engine.optimizer, "refresh_fp32_params", None)
                 if refresh is not None:
                     refresh()  # ZeRO keeps fp32 master copies: take the loaded weights
                 continue
             try:
-                loaded, _ = engine.load_checkpoint(str(root), tag=tag, load_module_strict=True,
-                                                   load_optimizer_states=True, load_lr_scheduler_states=False)
+                loaded, _ = engine.load_checkpoint(
+                    str(root),
+                    tag=tag,
+                    load_module_strict=True,
+                    load_optimizer_states=True,
+                    load_lr_scheduler_states=False,
+                )
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise EngineCheckpointError(f"cannot load DeepSpeed checkpoint {root / tag}: {first}") from None

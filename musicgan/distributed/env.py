@@ -71,8 +71,9 @@ def init_distributed(timeout_s: float = 600.0) -> DistEnv:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=timeout_s)
-    dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout,
-                            store=_elastic_store(timeout, world))
+    dist.init_process_group(
+        backend=backend, rank=rank, world_size=world, timeout=timeout, store=_elastic_store(timeout, world)
+    )
     return DistEnv(rank, world, local, device, initialized_here=True)
 
 
@@ -87,8 +88,9 @@ def _elastic_store(timeout: datetime.timedelta, world: int):
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
-                          is_master=False, timeout=timeout)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world, is_master=False, timeout=timeout
+    )
     return dist.PrefixStore(f"musicgan/attempt_{attempt}", store)
 
 

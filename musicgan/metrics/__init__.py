@@ -6,6 +6,7 @@ the training loop and by `musicgan evaluate`; `distributions` compares sets of s
 (mgeval-style overlapping area / KL, in-house Frechet distance, realism score).
 """
 
+from musicgan.metrics import musegan as _musegan  # noqa: F401  registers the "musegan" group
 from musicgan.metrics.distributions import (
     SetStatistics,
     compare_features,
@@ -24,7 +25,6 @@ from musicgan.metrics.registry import (
     register,
     summarize,
 )
-from musicgan.metrics import musegan as _musegan  # noqa: F401  registers the "musegan" group
 
 __all__ = [
     "SetStatistics",

@@ -95,7 +95,7 @@ def click_ratio(waveform: np.ndarray, rate: int, block: int = 0) -> float:
     if block < 2 or len(steps) < 2 * block:
         return float("nan")
     at_boundary = np.zeros(len(steps), dtype=bool)
-    at_boundary[block - 1::block] = True
+    at_boundary[block - 1 :: block] = True
     inside = steps[~at_boundary].mean()
     return float(steps[at_boundary].mean() / inside) if inside > 0 else float("nan")
 
@@ -139,11 +139,15 @@ def copy_distance(generated: list[np.ndarray], train: list[np.ndarray], rate: in
     return float(np.mean(1.0 - (gen @ ref.T).max(axis=1)))
 
 
-def set_metrics(generated: list[np.ndarray], real: list[np.ndarray], train: list[np.ndarray], rate: int,
-                block: int) -> dict[str, float]:
+def set_metrics(
+    generated: list[np.ndarray], real: list[np.ndarray], train: list[np.ndarray], rate: int, block: int
+) -> dict[str, float]:
     """Per-clip means plus the two distances of one set of clips against the real ones."""
-    return {**clip_metrics(generated, rate, block), "frechet_log_mel": frechet_log_mel(generated, real, rate),
-            "copy_distance": copy_distance(generated, train, rate)}
+    return {
+        **clip_metrics(generated, rate, block),
+        "frechet_log_mel": frechet_log_mel(generated, real, rate),
+        "copy_distance": copy_distance(generated, train, rate),
+    }
 
 
 def calibration(real: list[np.ndarray], train: list[np.ndarray], rate: int, block: int, seed: int = 0) -> dict:

@@ -22,8 +22,14 @@ from musicgan.errors import DataError, UserError
 from musicgan.metrics import audio as audio_metrics
 
 PLAYERS_PER_SET = 2  # clips with a player and a spectrogram in the report
-METRIC_ORDER = ("frechet_log_mel", "copy_distance", "spectral_flatness", "silence_ratio", "rms_variation",
-                "click_ratio")
+METRIC_ORDER = (
+    "frechet_log_mel",
+    "copy_distance",
+    "spectral_flatness",
+    "silence_ratio",
+    "rms_variation",
+    "click_ratio",
+)
 
 
 @dataclass
@@ -75,8 +81,9 @@ def load_set(path: str, name: str | None = None) -> AudioSet:
     return AudioSet(name or root.name, paths, rates.pop(), _block_size(root), clips)
 
 
-def real_clips(reference: str, split: str, rate: int, length: int | None, max_songs: int | None,
-               seed: int) -> list[np.ndarray]:
+def real_clips(
+    reference: str, split: str, rate: int, length: int | None, max_songs: int | None, seed: int
+) -> list[np.ndarray]:
     """One seeded window of `length` samples (None: the whole song) per real song of `split`
     with audio at `rate`."""
     from musicgan.data.loader import iter_songs
@@ -89,35 +96,59 @@ def real_clips(reference: str, split: str, rate: int, length: int | None, max_so
             continue
         size = length or len(song.audio)
         start = int(rng.integers(0, len(song.audio) - size + 1))
-        clips.append(from_pcm16(song.audio[start:start + size]).astype(np.float64))
+        clips.append(from_pcm16(song.audio[start : start + size]).astype(np.float64))
         if max_songs and len(clips) >= max_songs:
             break
     if not clips:
-        raise DataError(f"split {split!r} of {reference} has no song with audio at {rate} Hz of {(length or 1) / rate:g} s: "
-                        f"prepare it with --audio-rate {rate}")
+        raise DataError(
+            f"split {split!r} of {reference} has no song with audio at {rate} Hz of {(length or 1) / rate:g} s: "
+            f"prepare it with --audio-rate {rate}"
+        )
     return clips
 
 
-def run_audio_evaluate(*, run: str, reference: str, split: str = "valid", compare: Sequence[str] = (), out: str,
-                       max_songs: int | None = None, seed: int = 0, report: bool = True,
-                       echo: Callable[[str], None] = print) -> dict:
+def run_audio_evaluate(
+    *,
+    run: str,
+    reference: str,
+    split: str = "valid",
+    compare: Sequence[str] = (),
+    out: str,
+    max_songs: int | None = None,
+    seed: int = 0,
+    report: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Score a run's WAV samples (and other runs / WAV folders) against real audio; write
     metrics.json (+ index.html) under `out`; return the metrics.json content."""
     sets = [load_set(run)] + [load_set(c) for c in compare]
     first = sets[0]
     if any(s.rate != first.rate for s in sets):
-        raise UserError("evaluate: the compared audio sets have different sample rates: "
-                        + ", ".join(f"{s.name} {s.rate} Hz" for s in sets))
+        raise UserError(
+            "evaluate: the compared audio sets have different sample rates: "
+            + ", ".join(f"{s.name} {s.rate} Hz" for s in sets)
+        )
     length = min(len(c) for s in sets for c in s.clips)
     real = real_clips(reference, split, first.rate, length, max_songs, seed)
     train = real_clips(reference, "train", first.rate, None, max_songs, seed)  # whole songs: any frame may be copied
     block = first.block
     result = {
-        "reference": {"path": str(reference), "split": split, "num_clips": len(real), "rate": first.rate,
-                      "clip_seconds": length / first.rate, "block_size": block},
-        "sets": {s.name: {"path": str(s.paths[0].parent), "num_clips": len(s.clips),
-                          "metrics": audio_metrics.set_metrics([c[:length] for c in s.clips], real, train,
-                                                               first.rate, block)} for s in sets},
+        "reference": {
+            "path": str(reference),
+            "split": split,
+            "num_clips": len(real),
+            "rate": first.rate,
+            "clip_seconds": length / first.rate,
+            "block_size": block,
+        },
+        "sets": {
+            s.name: {
+                "path": str(s.paths[0].parent),
+                "num_clips": len(s.clips),
+                "metrics": audio_metrics.set_metrics([c[:length] for c in s.clips], real, train, first.rate, block),
+            }
+            for s in sets
+        },
         "calibration": audio_metrics.calibration(real, train, first.rate, block, seed),
     }
     out_dir = Path(out)
@@ -137,9 +168,11 @@ def _rows(result: dict) -> list[tuple[str, dict]]:
 
 
 def audio_summary_lines(result: dict) -> list[str]:
-    lines = ["audio metrics vs " + f"{result['reference']['path']} ({result['reference']['split']}, "
-             f"{result['reference']['num_clips']} clips of {result['reference']['clip_seconds']:.2f} s):",
-             "  " + "set".ljust(28) + "".join(m.rjust(18) for m in METRIC_ORDER)]
+    lines = [
+        "audio metrics vs " + f"{result['reference']['path']} ({result['reference']['split']}, "
+        f"{result['reference']['num_clips']} clips of {result['reference']['clip_seconds']:.2f} s):",
+        "  " + "set".ljust(28) + "".join(m.rjust(18) for m in METRIC_ORDER),
+    ]
     for name, values in _rows(result):
         lines.append("  " + name[:28].ljust(28) + "".join(f"{values.get(m, float('nan')):18.4g}" for m in METRIC_ORDER))
     return lines
@@ -161,17 +194,27 @@ def write_audio_report(out_dir: Path, result: dict, sets: list[AudioSet], real: 
             stem = f"set{index:02d}-{k:02d}"
             write_wav(wave_.astype(np.float32), out_dir / "audio" / f"{stem}.wav", rate)
             spectrogram_png(wave_, rate, out_dir / "plots" / f"{stem}.png", title=f"{name} #{k}")
-            items.append(f'<figure><audio controls preload="none" src="audio/{stem}.wav"></audio>'
-                         f'<img src="plots/{stem}.png" alt="{html.escape(name)} spectrogram" loading="lazy"></figure>')
+            items.append(
+                f'<figure><audio controls preload="none" src="audio/{stem}.wav"></audio>'
+                f'<img src="plots/{stem}.png" alt="{html.escape(name)} spectrogram" loading="lazy"></figure>'
+            )
         sections.append(f"<h2>{html.escape(name)}</h2>" + "".join(items))
     head = "".join(f"<th>{html.escape(m)}</th>" for m in ("set",) + METRIC_ORDER)
-    body = "".join("<tr><td>" + html.escape(name) + "</td>" + "".join(
-        f"<td>{values.get(m, float('nan')):.4g}</td>" for m in METRIC_ORDER) + "</tr>" for name, values in _rows(result))
+    body = "".join(
+        "<tr><td>"
+        + html.escape(name)
+        + "</td>"
+        + "".join(f"<td>{values.get(m, float('nan')):.4g}</td>" for m in METRIC_ORDER)
+        + "</tr>"
+        for name, values in _rows(result)
+    )
     ref = result["reference"]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan audio evaluation</title></head><body>"
-            f"<h1>Audio evaluation</h1><p>Reference: {html.escape(ref['path'])} (split {html.escape(ref['split'])}, "
-            f"{ref['num_clips']} clips of {ref['clip_seconds']:.2f} s at {rate} Hz)</p>"
-            f"<table border='1'><tr>{head}</tr>{body}</table>" + "".join(sections) + "</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan audio evaluation</title></head><body>"
+        f"<h1>Audio evaluation</h1><p>Reference: {html.escape(ref['path'])} (split {html.escape(ref['split'])}, "
+        f"{ref['num_clips']} clips of {ref['clip_seconds']:.2f} s at {rate} Hz)</p>"
+        f"<table border='1'><tr>{head}</tr>{body}</table>" + "".join(sections) + "</body></html>"
+    )
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

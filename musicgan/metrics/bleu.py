@@ -30,7 +30,7 @@ NAN = float("nan")
 
 
 def ngrams(tokens: Sequence[int], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 class References:
@@ -103,7 +103,7 @@ def held_out_windows(shard_dir, split: str, representation, length: int) -> list
     windows: list[list[int]] = []
     for _, steps in iter_encoded(split_urls(shard_dir, split), representation):
         ids = steps.reshape(-1).tolist()
-        windows += [ids[i:i + length] for i in range(0, len(ids) - length + 1, length)]
+        windows += [ids[i : i + length] for i in range(0, len(ids) - length + 1, length)]
         if len(windows) >= MAX_REFERENCES:
             break
     return windows[:MAX_REFERENCES]

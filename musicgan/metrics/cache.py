@@ -85,7 +85,7 @@ def load_statistics(key: str, root: Path | None = None) -> tuple[SetStatistics, 
         meta = json.loads(json_path.read_text())
         with np.load(npz_path, allow_pickle=False) as data:
             features = {k: data[f"feature__{k}"] for k in FEATURES}
-            metrics = {k[len("metric__"):]: data[k] for k in data.files if k.startswith("metric__")}
+            metrics = {k[len("metric__") :]: data[k] for k in data.files if k.startswith("metric__")}
             examples = [Song.from_arrays(data[f"example__{i}"], m) for i, m in enumerate(meta["examples"])]
     except (OSError, ValueError, KeyError):
         return None  # a damaged entry is recomputed, never trusted

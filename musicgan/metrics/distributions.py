@@ -152,7 +152,12 @@ def _statistics_of_chunk(items: list, read=None, keep: int = 0) -> tuple[list, d
     """(features per song, metrics, names, first `keep` songs) of one chunk; `read` turns an
     item (e.g. a MIDI path) into a Song or None (unreadable: left out) inside the worker."""
     songs = [s for s in (map(read, items) if read else items) if s is not None]
-    return [song_features(s) for s in songs], compute_metrics(songs, group="all"), [s.source for s in songs], songs[:keep]
+    return (
+        [song_features(s) for s in songs],
+        compute_metrics(songs, group="all"),
+        [s.source for s in songs],
+        songs[:keep],
+    )
 
 
 def _default_workers() -> int:
@@ -180,7 +185,7 @@ def compute_statistics(items: Iterable, workers: int | None = None, read=None, k
     workers = _default_workers() if workers is None else max(1, workers)
     if workers > 1 and len(items) >= PARALLEL_MIN_SONGS:
         num_chunks = workers * 4  # a few chunks per worker balances uneven song lengths
-        chunks = [items[i * len(items) // num_chunks:(i + 1) * len(items) // num_chunks] for i in range(num_chunks)]
+        chunks = [items[i * len(items) // num_chunks : (i + 1) * len(items) // num_chunks] for i in range(num_chunks)]
         with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
             results = list(pool.map(_statistics_of_chunk, chunks, [read] * num_chunks, [keep_songs] * num_chunks))
     else:
@@ -318,7 +323,11 @@ def _describe(values: np.ndarray) -> dict[str, float]:
 
 @single_blas_thread
 def compare_features(
-    reference, generated, seed: int = 0, keep_densities: bool = False, workers: int | None = None,
+    reference,
+    generated,
+    seed: int = 0,
+    keep_densities: bool = False,
+    workers: int | None = None,
     exclude: dict[str, str] | None = None,
 ) -> dict:
     """mgeval comparison of two sets (songs or SetStatistics), feature by feature.
@@ -337,8 +346,14 @@ def compare_features(
     n = min(ref.num_nonempty, gen.num_nonempty)
     nan = float("nan")
     if n < 2:  # leave-one-out distances need two songs per set
-        return {"n": n, "features": {}, "overlap_area_mean": nan, "kl_mean": nan, "realism": nan,
-                "excluded_features": exclude}
+        return {
+            "n": n,
+            "features": {},
+            "overlap_area_mean": nan,
+            "kl_mean": nan,
+            "realism": nan,
+            "excluded_features": exclude,
+        }
     rng = np.random.default_rng(seed)
     ref_idx = np.sort(rng.choice(ref.num_nonempty, n, replace=False))
     gen_idx = np.sort(rng.choice(gen.num_nonempty, n, replace=False))
@@ -357,8 +372,12 @@ def compare_features(
                 "kl_generated": kl_divergence(p_gen, p_inter),
                 "oa_intra": overlap_area(p_ref, p_gen, grid),
             }
-        entry.update(intra_reference=_describe(intra_ref), intra_generated=_describe(intra_gen), inter=_describe(inter),
-                     headline=name not in exclude)
+        entry.update(
+            intra_reference=_describe(intra_ref),
+            intra_generated=_describe(intra_gen),
+            inter=_describe(inter),
+            headline=name not in exclude,
+        )
         if keep_densities and grid is not None:
             entry["densities"] = {"grid": grid, "intra_reference": p_ref, "intra_generated": p_gen, "inter": p_inter}
         per_feature[name] = entry
@@ -395,12 +414,12 @@ class _CenteredSamples:
         centred = x - self.mean
         _, singular, vt = np.linalg.svd(centred, full_matrices=False)
         self.scaled_basis = vt.T * (singular / np.sqrt(len(x) - 1))  # (d, k)
-        self.trace = float(np.sum(singular ** 2) / (len(x) - 1))
+        self.trace = float(np.sum(singular**2) / (len(x) - 1))
 
     def frechet_to(self, y: np.ndarray) -> float:
         mean = y.mean(axis=0)
         centred = y - mean
-        trace_y = float(np.sum(centred ** 2) / (len(y) - 1))
+        trace_y = float(np.sum(centred**2) / (len(y) - 1))
         singular = np.linalg.svd(centred @ self.scaled_basis, compute_uv=False) / np.sqrt(len(y) - 1)
         return float(np.sum((self.mean - mean) ** 2) + self.trace + trace_y - 2.0 * singular.sum())
 
@@ -420,8 +439,15 @@ def frechet_from_moments(mu1, sigma1, mu2, sigma2, sqrt_sigma1=None) -> float:
 
 
 @single_blas_thread
-def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3, seed: int = 0, workers: int | None = None,
-                     exclude: Iterable[str] = ()) -> dict:
+def frechet_distance(
+    reference,
+    generated,
+    num_points: int = 5,
+    repeats: int = 3,
+    seed: int = 0,
+    workers: int | None = None,
+    exclude: Iterable[str] = (),
+) -> dict:
     """In-house Frechet distance (NOT the published FMD) with 1/n extrapolation, on the
     flattened features minus those in `exclude` (see the module docstring).
 
@@ -435,7 +461,13 @@ def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3
     x, y = ref.flat_features(exclude), gen.flat_features(exclude)
     nan = float("nan")
     if len(x) < 2 or len(y) < 2:
-        return {"frechet": nan, "frechet_n": nan, "points": [], "label": FRECHET_LABEL, "excluded_features": sorted(exclude)}
+        return {
+            "frechet": nan,
+            "frechet_n": nan,
+            "points": [],
+            "label": FRECHET_LABEL,
+            "excluded_features": sorted(exclude),
+        }
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
     x, y = (x - mean) / std, (y - mean) / std
@@ -463,19 +495,30 @@ def frechet_distance(reference, generated, num_points: int = 5, repeats: int = 3
         _slope, intercept = np.polyfit(inv_n, np.array([v for _, v in points]), 1)
     else:
         intercept = full
-    return {"frechet": float(intercept), "frechet_n": full, "points": points, "label": FRECHET_LABEL,
-            "excluded_features": sorted(exclude)}
+    return {
+        "frechet": float(intercept),
+        "frechet_n": full,
+        "points": points,
+        "label": FRECHET_LABEL,
+        "excluded_features": sorted(exclude),
+    }
 
 
 FRECHET_LABEL = "in-house Frechet distance on handcrafted features (1/n-extrapolated); not the published FMD"
 
 
 # -- one number -------------------------------------------------------------------------------
-def realism_score(reference_songs_or_features, generated, seed: int = 0, workers: int | None = None,
-                  exclude: dict[str, str] | None = None) -> float:
+def realism_score(
+    reference_songs_or_features,
+    generated,
+    seed: int = 0,
+    workers: int | None = None,
+    exclude: dict[str, str] | None = None,
+) -> float:
     """Overall realism in [0, 1] (higher = closer to the reference): the mean over features
     of (OA(intra-ref, inter) + OA(intra-ref, intra-gen)) / 2, features in `exclude` left
     out; see the module docstring. Both arguments take songs or `SetStatistics` (e.g.
     cached reference statistics)."""
-    return compare_features(reference_songs_or_features, generated, seed=seed, workers=workers,
-                            exclude=exclude)["realism"]
+    return compare_features(reference_songs_or_features, generated, seed=seed, workers=workers, exclude=exclude)[
+        "realism"
+    ]

@@ -241,7 +241,7 @@ def crop_window(song: Song, num_notes: int | None, seed: int = 0) -> Song:
         return song
     rng = np.random.default_rng([seed, zlib.crc32(song.source.encode())])
     start = int(rng.integers(0, song.num_notes - num_notes + 1))
-    notes = song.notes[start:start + num_notes].copy()
+    notes = song.notes[start : start + num_notes].copy()
     bar = song.bar_length_beats() or 4.0
     first_beat = float(song.seconds_to_beats(notes[0, 0]))
     shift = float(song.beats_to_seconds(np.floor(first_beat / bar) * bar))
@@ -258,8 +258,10 @@ def crop_window(song: Song, num_notes: int | None, seed: int = 0) -> Song:
 # corpus, <= 0.39 from 32 notes up): the report warns, the numbers stay as they are.
 MIN_RELIABLE_WINDOW = 32
 
-WINDOW_NOTE_COUNT_REASON = ("fixed by the window construction: every reference window holds exactly {n} notes "
-                            "(shorter songs whole), so the feature measures the crop, not the music")
+WINDOW_NOTE_COUNT_REASON = (
+    "fixed by the window construction: every reference window holds exactly {n} notes "
+    "(shorter songs whole), so the feature measures the crop, not the music"
+)
 
 
 def window_exclusions(window_notes: int | None) -> dict[str, str]:
@@ -321,8 +323,15 @@ class Reference:
     window_notes: int | None = None
 
 
-def load_reference(reference: str, split: str, max_songs: int | None, workers: int | None,
-                   cache_root: Path | None = None, window_notes: int | None = None, seed: int = 0) -> Reference:
+def load_reference(
+    reference: str,
+    split: str,
+    max_songs: int | None,
+    workers: int | None,
+    cache_root: Path | None = None,
+    window_notes: int | None = None,
+    seed: int = 0,
+) -> Reference:
     """Statistics of the real songs, a shard split (via the manifest) or a MIDI folder,
     optionally cropped to one window of `window_notes` notes per song (`crop_window`)."""
     path = resolve_data_dir(reference)
@@ -347,7 +356,9 @@ def load_reference(reference: str, split: str, max_songs: int | None, workers: i
         key = cache.content_hash(files, kind="midi", max_songs=max_songs, **window)
 
         def compute():
-            return compute_statistics(files, workers, read=_ReadCropped(window_notes, seed), keep_songs=NUM_REFERENCE_EXAMPLES)
+            return compute_statistics(
+                files, workers, read=_ReadCropped(window_notes, seed), keep_songs=NUM_REFERENCE_EXAMPLES
+            )
 
         kind = "midi"
     else:
@@ -373,8 +384,15 @@ def random_songs(num_songs: int, seed: int = 0, num_notes: int | None = None) ->
     for i in range(num_songs):
         n = int(num_notes or rng.integers(100, 301))
         onsets = np.sort(rng.uniform(0.0, 0.25 * n, n))
-        songs.append(Song.from_columns(onsets, rng.uniform(0.1, 1.0, n), rng.integers(21, 109, n),
-                                       rng.integers(1, 128, n), source=f"random-{i:04d}"))
+        songs.append(
+            Song.from_columns(
+                onsets,
+                rng.uniform(0.1, 1.0, n),
+                rng.integers(21, 109, n),
+                rng.integers(1, 128, n),
+                source=f"random-{i:04d}",
+            )
+        )
     return songs
 
 
@@ -418,8 +436,13 @@ def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Pat
     base, base_name = ref, ref.split if ref.kind == "shards" else "reference"
     if ref.kind == "shards":
         try:
-            base = ref if ref.split == "train" else load_reference(
-                str(ref.path), "train", CALIBRATION_MAX_SONGS, workers, cache_root, ref.window_notes, seed)
+            base = (
+                ref
+                if ref.split == "train"
+                else load_reference(
+                    str(ref.path), "train", CALIBRATION_MAX_SONGS, workers, cache_root, ref.window_notes, seed
+                )
+            )
             base_name = "train"
         except DataError:
             base = ref
@@ -427,8 +450,9 @@ def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Pat
             out[f"{ref.split}_vs_train"] = headline(base.stats, ref.stats, ref.stats.num_songs)
         elif ref.split == "train":
             try:
-                other = load_reference(str(ref.path), "valid", CALIBRATION_MAX_SONGS, workers, cache_root,
-                                       ref.window_notes, seed)
+                other = load_reference(
+                    str(ref.path), "valid", CALIBRATION_MAX_SONGS, workers, cache_root, ref.window_notes, seed
+                )
                 out["valid_vs_train"] = headline(ref.stats, other.stats, other.stats.num_songs)
             except DataError:
                 pass
@@ -465,21 +489,36 @@ def comparison_table(reference: dict, sets: dict) -> dict:
         ref_mean = reference["metrics"][metric]["mean"]
         values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
         gaps = {n: abs(v - ref_mean) for n, v in values.items()}
-        table[f"metric/{metric}"] = {"reference": ref_mean, "values": values, "closer": _closer(gaps),
-                                     "rule": "|mean - reference mean| smaller"}
+        table[f"metric/{metric}"] = {
+            "reference": ref_mean,
+            "values": values,
+            "closer": _closer(gaps),
+            "rule": "|mean - reference mean| smaller",
+        }
     for feature in FEATURES:
         values = {n: sets[n]["distances"]["features"].get(feature, {}).get("oa", math.nan) for n in names}
         if feature in excluded:
-            table[f"overlap_area/{feature}"] = {"reference": 1.0, "values": values, "closer": None,
-                                                "rule": f"not compared: {excluded[feature]}"}
+            table[f"overlap_area/{feature}"] = {
+                "reference": 1.0,
+                "values": values,
+                "closer": None,
+                "rule": f"not compared: {excluded[feature]}",
+            }
             continue
-        table[f"overlap_area/{feature}"] = {"reference": 1.0, "values": values,
-                                            "closer": _closer({n: -v for n, v in values.items()}), "rule": "larger overlap"}
+        table[f"overlap_area/{feature}"] = {
+            "reference": 1.0,
+            "values": values,
+            "closer": _closer({n: -v for n, v in values.items()}),
+            "rule": "larger overlap",
+        }
     for key, sign in (("overlap_area_mean", -1.0), ("realism", -1.0), ("frechet", 1.0)):
         values = {n: sets[n]["summary"][key] for n in names}
-        table[f"summary/{key}"] = {"reference": None, "values": values,
-                                   "closer": _closer({n: sign * v for n, v in values.items()}),
-                                   "rule": "smaller" if sign > 0 else "larger"}
+        table[f"summary/{key}"] = {
+            "reference": None,
+            "values": values,
+            "closer": _closer({n: sign * v for n, v in values.items()}),
+            "rule": "smaller" if sign > 0 else "larger",
+        }
     return table
 
 
@@ -504,11 +543,25 @@ def _window_notes(setting, reference: SetStatistics, generated: SetStatistics) -
 
 
 # -- main entry -----------------------------------------------------------------------------------------
-def run_evaluate(*, run: str | None = None, generated: str | None = None, reference: str, split: str = "valid",
-                 compare: Sequence[str] = (), out: str, max_songs: int | None = None, workers: int | None = None,
-                 seed: int = 0, extra_metrics: Sequence[SetMetric] = (), audio: int = NUM_AUDIO,
-                 calibrate: bool = True, report: bool = True, reference_window: int | str | None = "auto",
-                 cache_root: Path | None = None, echo: Callable[[str], None] = print) -> dict:
+def run_evaluate(
+    *,
+    run: str | None = None,
+    generated: str | None = None,
+    reference: str,
+    split: str = "valid",
+    compare: Sequence[str] = (),
+    out: str,
+    max_songs: int | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    extra_metrics: Sequence[SetMetric] = (),
+    audio: int = NUM_AUDIO,
+    calibrate: bool = True,
+    report: bool = True,
+    reference_window: int | str | None = "auto",
+    cache_root: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Evaluate a run's latest samples (or a MIDI folder) and optional others against a real
     split; write metrics.json + index.html under `out`; return the metrics.json content.
 
@@ -526,8 +579,17 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     from musicgan.metrics.audio_evaluate import audio_samples_dir, run_audio_evaluate
 
     if run is not None and audio_samples_dir(Path(run)) is not None:  # an audio model: WAV samples, no MIDI
-        return run_audio_evaluate(run=run, reference=reference, split=split, compare=compare, out=out,
-                                  max_songs=max_songs, seed=seed, report=report, echo=echo)
+        return run_audio_evaluate(
+            run=run,
+            reference=reference,
+            split=split,
+            compare=compare,
+            out=out,
+            max_songs=max_songs,
+            seed=seed,
+            report=report,
+            echo=echo,
+        )
     window_count = reference_window if isinstance(reference_window, int) and reference_window != 0 else None
     _check_counts(max_songs=max_songs, reference_window=window_count)  # 0 and "none" switch windows off
     started = time.perf_counter()
@@ -537,8 +599,9 @@ def run_evaluate(*, run: str | None = None, generated: str | None = None, refere
     sets += [_resolve_set(c, None, max_songs) for c in compare]
     _unique_names(sets)
     for s in sets:
-        s.stats, s.examples = compute_statistics(s.midi_paths, workers, read=_read_song_or_none,
-                                                 keep_songs=max(NUM_PIANO_ROLLS, audio))
+        s.stats, s.examples = compute_statistics(
+            s.midi_paths, workers, read=_read_song_or_none, keep_songs=max(NUM_PIANO_ROLLS, audio)
+        )
         if s.stats.num_songs == 0:
             raise DataError(f"no readable MIDI files in {s.samples_dir}")
     window = _window_notes(reference_window, ref.stats, sets[0].stats)
@@ -624,18 +687,26 @@ def summary_lines(result: dict) -> list[str]:
     for feature, reason in (ref.get("excluded_features") or {}).items():
         lines.append(f"headline numbers leave out {feature}: {reason}")
     if ref.get("window_notes") and ref["window_notes"] < MIN_RELIABLE_WINDOW:
-        lines.append(f"warning: windows of {ref['window_notes']} notes (< {MIN_RELIABLE_WINDOW}) are too short for the "
-                     "histogram features to separate real from random music: read the random-notes floor below")
-    rows = [(n, s) for n, s in result["summary"].items()] + [(f"[calibration] {n}", s) for n, s in result["calibration"].items()]
+        lines.append(
+            f"warning: windows of {ref['window_notes']} notes (< {MIN_RELIABLE_WINDOW}) are too short for the "
+            "histogram features to separate real from random music: read the random-notes floor below"
+        )
+    rows = [(n, s) for n, s in result["summary"].items()] + [
+        (f"[calibration] {n}", s) for n, s in result["calibration"].items()
+    ]
     for name, s in rows:
-        lines.append(f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "
-                     f"realism={_num(s['realism'])} (n={s['num_songs']})")
+        lines.append(
+            f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "
+            f"realism={_num(s['realism'])} (n={s['num_songs']})"
+        )
     for name, entry in result["sets"].items():
         lines += [f"{name}: {line}" for line in musegan_summary_lines(entry["extra"])]
     if result.get("comparison_counts"):
         total = sum(result["comparison_counts"].values())
-        lines.append(f"closer to the reference, of {total} rows: "
-                     + ", ".join(f"{n} {c}" for n, c in result["comparison_counts"].items()))
+        lines.append(
+            f"closer to the reference, of {total} rows: "
+            + ", ".join(f"{n} {c}" for n, c in result["comparison_counts"].items())
+        )
     return lines
 
 
@@ -677,19 +748,19 @@ def _json_safe(value):
 
 DEFINITIONS = {
     "overlap_area_mean": "mean over the mgeval features of the overlapping area between the KDEs of intra-reference "
-                         "and inter-set (reference x evaluated) song distances; 1 = indistinguishable",
+    "and inter-set (reference x evaluated) song distances; 1 = indistinguishable",
     "kl_mean": "mean over features of KL(intra-reference || inter-set), nats, both densities on one grid",
     "realism": "mean over features of (OA(intra-ref, inter) + OA(intra-ref, intra-evaluated)) / 2: closeness and "
-               "matching diversity; in [0, 1], higher is better",
+    "matching diversity; in [0, 1], higher is better",
     "frechet": FRECHET_LABEL + "; lower is better",
     "frechet_n": "the same Frechet distance with all evaluated songs, before extrapolation",
     "compat": "*_compat metrics reproduce the C-RNN-GAN reference code's quirks, only to compare with published "
-              "numbers; the plain names are the correct definitions",
+    "numbers; the plain names are the correct definitions",
     "calibration": "<split>_vs_train: a real held-out split against train (the ceiling); random_vs_*: uniformly "
-                   "random notes (the floor: pitch 21-108, velocity 1-127, onsets uniform at 4 notes/s on average, "
-                   "durations 0.1-1.0 s, as many notes as the reference window)",
+    "random notes (the floor: pitch 21-108, velocity 1-127, onsets uniform at 4 notes/s on average, "
+    "durations 0.1-1.0 s, as many notes as the reference window)",
     "excluded_features": "features compared and shown per feature but left out of overlap_area_mean, kl_mean, "
-                         "realism and frechet, with the reason (note_count when the reference is cropped to windows "
-                         "of N notes: fixed by the crop)",
+    "realism and frechet, with the reason (note_count when the reference is cropped to windows "
+    "of N notes: fixed by the crop)",
     "onset_tolerance_s": "onsets closer than 0.651 ms (half a 1/384-quarter tick at 120 bpm) count as simultaneous",
 }

@@ -30,8 +30,15 @@ RATINGS = (1, 2, 3, 4, 5)
 CSV_HEADER = ("rater", "clip", "rating")
 
 
-def make_listening_kit(out: str, runs: Sequence[str], reference: str, split: str = "valid", clips_per_model: int = 5,
-                       seed: int = 0, echo: Callable[[str], None] = print) -> dict:
+def make_listening_kit(
+    out: str,
+    runs: Sequence[str],
+    reference: str,
+    split: str = "valid",
+    clips_per_model: int = 5,
+    seed: int = 0,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Write DIR/kit (clips + page) and DIR/answer_key.json; return the key."""
     if not runs:
         raise UserError("--listening-kit needs the runs to compare: --run RUN and/or --compare RUN ...")
@@ -56,8 +63,10 @@ def make_listening_kit(out: str, runs: Sequence[str], reference: str, split: str
         key[clip] = pool[index][0]
     (kit / "index.html").write_text(rating_page(sorted(key)), encoding="utf-8")
     (Path(out) / KEY_NAME).write_text(json.dumps(key, indent=1, sort_keys=True), encoding="utf-8")
-    echo(f"listening kit: {len(key)} clips of {length / rate:.2f} s from {', '.join(names)} and {REAL_MODEL}; "
-         f"send {kit} to the raters, keep {Path(out) / KEY_NAME}")
+    echo(
+        f"listening kit: {len(key)} clips of {length / rate:.2f} s from {', '.join(names)} and {REAL_MODEL}; "
+        f"send {kit} to the raters, keep {Path(out) / KEY_NAME}"
+    )
     return key
 
 
@@ -92,16 +101,20 @@ def rating_page(clips: list[str]) -> str:
     for clip in clips:
         name = html.escape(clip)
         radios = "".join(f'<label><input type="radio" name="{name}" value="{r}"> {r}</label> ' for r in RATINGS)
-        rows.append(f'<tr><td>{name}</td><td><audio controls preload="none" src="{name}.wav"></audio></td>'
-                    f"<td>{radios}</td></tr>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Listening test</title></head><body>"
-            "<h1>Listening test</h1><p>Listen to each clip and rate it from 1 (bad) to 5 (excellent). "
-            "The clips are in random order; some are real recordings.</p>"
-            "<p><label>Your name: <input id='rater' type='text'></label></p>"
-            "<table><tr><th>clip</th><th>listen</th><th>rating</th></tr>" + "".join(rows) + "</table>"
-            "<p><button id='save' onclick='saveRatings()'>Save ratings (CSV)</button> <span id='status'></span></p>"
-            "<p><textarea id='csv' rows='6' cols='40' readonly></textarea></p>"
-            f"<script>const CLIPS = {json.dumps(clips)};{RATING_SCRIPT}</script></body></html>")
+        rows.append(
+            f'<tr><td>{name}</td><td><audio controls preload="none" src="{name}.wav"></audio></td>'
+            f"<td>{radios}</td></tr>"
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Listening test</title></head><body>"
+        "<h1>Listening test</h1><p>Listen to each clip and rate it from 1 (bad) to 5 (excellent). "
+        "The clips are in random order; some are real recordings.</p>"
+        "<p><label>Your name: <input id='rater' type='text'></label></p>"
+        "<table><tr><th>clip</th><th>listen</th><th>rating</th></tr>" + "".join(rows) + "</table>"
+        "<p><button id='save' onclick='saveRatings()'>Save ratings (CSV)</button> <span id='status'></span></p>"
+        "<p><textarea id='csv' rows='6' cols='40' readonly></textarea></p>"
+        f"<script>const CLIPS = {json.dumps(clips)};{RATING_SCRIPT}</script></body></html>"
+    )
 
 
 def read_ratings(paths: Sequence[str | Path], key: dict[str, str]) -> list[tuple[str, str, int]]:

@@ -154,8 +154,10 @@ def tonal_centroids(bars: np.ndarray, lowest_pitch: int, beats_per_bar: int) -> 
 def tonal_distance(bars_a: np.ndarray, bars_b: np.ndarray, lowest_pitch: int, beats_per_bar: int) -> np.ndarray:
     """TD per bar between two tracks: mean over beats where both sound of the centroids'
     Euclidean distance."""
-    distance = np.linalg.norm(tonal_centroids(bars_a, lowest_pitch, beats_per_bar)
-                              - tonal_centroids(bars_b, lowest_pitch, beats_per_bar), axis=2)  # (M, beats)
+    distance = np.linalg.norm(
+        tonal_centroids(bars_a, lowest_pitch, beats_per_bar) - tonal_centroids(bars_b, lowest_pitch, beats_per_bar),
+        axis=2,
+    )  # (M, beats)
     defined = ~np.isnan(distance)
     count = defined.sum(axis=1)
     return _defined(np.where(defined, distance, 0.0).sum(axis=1) / np.maximum(count, 1), count > 0)
@@ -166,9 +168,15 @@ def track_pairs(names) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(len(names)), 2))
 
 
-def phrase_metrics(phrases: np.ndarray, track_names, drum_tracks=(), lowest_pitch: int = 0,
-                   beats_per_bar: int = 4, qn_min_steps: int = QN_MIN_STEPS,
-                   shuffle_seed: int | None = None) -> dict[str, np.ndarray]:
+def phrase_metrics(
+    phrases: np.ndarray,
+    track_names,
+    drum_tracks=(),
+    lowest_pitch: int = 0,
+    beats_per_bar: int = 4,
+    qn_min_steps: int = QN_MIN_STEPS,
+    shuffle_seed: int | None = None,
+) -> dict[str, np.ndarray]:
     """Per-bar values over every bar of `phrases` (B, K, N, S, P) bool:
     {"EB/<track>", "UPC/<track>", "UPC_compat/<track>", "QN/<track>" (pitched tracks),
     "DP/<track>" (drum tracks), "TD/<a>-<b>" (pitched pairs)}: (B * N,) each.
@@ -196,8 +204,9 @@ def phrase_metrics(phrases: np.ndarray, track_names, drum_tracks=(), lowest_pitc
         pair = f"{track_names[i]}-{track_names[j]}"
         out[f"TD/{pair}"] = tonal_distance(tracks[i], tracks[j], lowest_pitch, beats_per_bar)
         if rng is not None:
-            out[f"TD_shuffled/{pair}"] = tonal_distance(tracks[i], tracks[j][rng.permutation(b * n)], lowest_pitch,
-                                                        beats_per_bar)
+            out[f"TD_shuffled/{pair}"] = tonal_distance(
+                tracks[i], tracks[j][rng.permutation(b * n)], lowest_pitch, beats_per_bar
+            )
     return out
 
 
@@ -219,8 +228,10 @@ def song_tracks(song: Song) -> list[tuple[np.ndarray, bool, str]]:
     keys = song.notes[:, [PROGRAM, IS_DRUM]]
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    return [(song.notes[inverse == t], bool(keys[first[t], 1] > 0.5), f"program {int(keys[first[t], 0])}")
-            for t in np.argsort(first)]
+    return [
+        (song.notes[inverse == t], bool(keys[first[t], 1] > 0.5), f"program {int(keys[first[t], 0])}")
+        for t in np.argsort(first)
+    ]
 
 
 def song_bars(song: Song, notes: np.ndarray, steps_per_beat: int = STEPS_PER_BEAT) -> np.ndarray:
@@ -239,7 +250,7 @@ def song_bars(song: Song, notes: np.ndarray, steps_per_beat: int = STEPS_PER_BEA
     starts = set(zip(on.tolist(), pitch.tolist()))
     for o, f, q in zip(on, off, pitch):
         last = f - 1 if (f, q) in starts and f - 1 > o else f
-        roll[max(o, 0):last, q] = True
+        roll[max(o, 0) : last, q] = True
     return roll[:-1].reshape(num_bars, steps_per_bar, NUM_MIDI_PITCHES)
 
 
@@ -252,30 +263,48 @@ def _pooled(song: Song, fn, drums: bool = False) -> float:
     return nan_mean(np.concatenate(values)) if values else NAN
 
 
-@register("musegan_empty_bars", ["musegan"], "% of (track, bar) cells where the track is silent (MuseGAN EB; tracks = parts or instruments)")
+@register(
+    "musegan_empty_bars",
+    ["musegan"],
+    "% of (track, bar) cells where the track is silent (MuseGAN EB; tracks = parts or instruments)",
+)
 def musegan_empty_bars(song: Song) -> float:
     values = [empty_bars(bars) for bars, _ in _song_track_bars(song)]
     return nan_mean(np.concatenate(values)) if values else NAN
 
 
-@register("musegan_used_pitch_classes", ["musegan"], "distinct pitch classes per non-empty (pitched track, bar) (MuseGAN UPC)")
+@register(
+    "musegan_used_pitch_classes", ["musegan"], "distinct pitch classes per non-empty (pitched track, bar) (MuseGAN UPC)"
+)
 def musegan_used_pitch_classes(song: Song) -> float:
     return _pooled(song, lambda bars: used_pitch_classes(bars, lowest_pitch=0))
 
 
-@register("musegan_qualified_notes", ["musegan"], f"% of notes per (pitched track, bar) lasting >= {QN_MIN_STEPS} steps of {STEPS_PER_BEAT} per beat (MuseGAN QN)")
+@register(
+    "musegan_qualified_notes",
+    ["musegan"],
+    f"% of notes per (pitched track, bar) lasting >= {QN_MIN_STEPS} steps of {STEPS_PER_BEAT} per beat (MuseGAN QN)",
+)
 def musegan_qualified_notes(song: Song) -> float:
     return _pooled(song, qualified_notes)
 
 
-@register("musegan_drum_pattern", ["musegan"], "% of drum onsets on a 16th grid, 0.3 for one step off, best shift (MuseGAN DP; NaN without drums)")
+@register(
+    "musegan_drum_pattern",
+    ["musegan"],
+    "% of drum onsets on a 16th grid, 0.3 for one step off, best shift (MuseGAN DP; NaN without drums)",
+)
 def musegan_drum_pattern(song: Song) -> float:
     if _steps_per_bar(song) % DP_GRID_PER_BAR:
         return NAN  # no 16th grid in this metre
     return _pooled(song, drum_pattern, drums=True)
 
 
-@register("musegan_tonal_distance", ["musegan"], "mean per-bar tonal distance over pairs of pitched tracks (MuseGAN TD; NaN with < 2)")
+@register(
+    "musegan_tonal_distance",
+    ["musegan"],
+    "mean per-bar tonal distance over pairs of pitched tracks (MuseGAN TD; NaN with < 2)",
+)
 def musegan_tonal_distance(song: Song) -> float:
     pitched = [bars for bars, drum in _song_track_bars(song) if not drum]
     values = [tonal_distance(a, b, 0, _beats_per_bar(song)) for a, b in itertools.combinations(pitched, 2)]
@@ -311,19 +340,35 @@ def real_phrases(urls, representation, bars_per_phrase: int) -> np.ndarray:
     from musicgan.data.loader import iter_encoded
 
     length = bars_per_phrase * representation.window_align
-    windows = [steps[i:i + length] for _, steps in iter_encoded(urls, representation)
-               for i in range(0, len(steps) - length + 1, length)]
+    windows = [
+        steps[i : i + length]
+        for _, steps in iter_encoded(urls, representation)
+        for i in range(0, len(steps) - length + 1, length)
+    ]
     if not windows:
-        return np.zeros((0, len(representation.tracks), bars_per_phrase, representation.window_align,
-                         representation.options["num_pitches"]), dtype=bool)
+        return np.zeros(
+            (
+                0,
+                len(representation.tracks),
+                bars_per_phrase,
+                representation.window_align,
+                representation.options["num_pitches"],
+            ),
+            dtype=bool,
+        )
     return steps_to_phrases(np.stack(windows), len(representation.tracks), representation.window_align)
 
 
 def phrase_means(phrases: np.ndarray, representation, shuffle: bool) -> dict[str, float]:
     """{"EB/<track>": mean, ..., "num_bars": n} of `phrase_metrics` over these phrases."""
     tracks = representation.tracks
-    values = phrase_metrics(phrases, [t.name for t in tracks], [t.name for t in tracks if t.is_drum],
-                            representation.options["lowest"], shuffle_seed=SHUFFLE_SEED if shuffle else None)
+    values = phrase_metrics(
+        phrases,
+        [t.name for t in tracks],
+        [t.name for t in tracks if t.is_drum],
+        representation.options["lowest"],
+        shuffle_seed=SHUFFLE_SEED if shuffle else None,
+    )
     return {name: nan_mean(v) for name, v in values.items()} | {"num_bars": float(phrases.shape[0] * phrases.shape[2])}
 
 
@@ -333,7 +378,9 @@ def generated_phrases(family, networks, representation, num_bars: int, bars_per_
     torch.manual_seed(seed)
     num, chunks = -(-num_bars // bars_per_phrase), []
     for start in range(0, num, EVALUATE_BATCH):
-        steps = family.generate(networks, min(EVALUATE_BATCH, num - start), bars_per_phrase * representation.window_align)
+        steps = family.generate(
+            networks, min(EVALUATE_BATCH, num - start), bars_per_phrase * representation.window_align
+        )
         chunks.append(steps_to_phrases(steps, len(representation.tracks), representation.window_align))
     return np.concatenate(chunks)
 
@@ -357,8 +404,11 @@ def musegan_set_metric(context, num_bars: int = EVALUATE_BARS, seed: int = 0) ->
     for split in dict.fromkeys((context.split, "train")):
         phrases = real_phrases(split_urls(context.reference, split), representation, bars_per_phrase)
         rows[f"real_{split}"] = (phrases, split == context.split)
-    return {f"musegan/{row}/{name}": value for row, (phrases, shuffle) in rows.items()
-            for name, value in phrase_means(phrases, representation, shuffle).items()}
+    return {
+        f"musegan/{row}/{name}": value
+        for row, (phrases, shuffle) in rows.items()
+        for name, value in phrase_means(phrases, representation, shuffle).items()
+    }
 
 
 def musegan_summary_lines(extra: dict[str, float]) -> list[str]:
@@ -371,8 +421,11 @@ def musegan_summary_lines(extra: dict[str, float]) -> list[str]:
             values = [v for k, v in extra.items() if k.startswith(f"musegan/{row}/{metric}/")]
             if values:
                 means[metric] = nan_mean(np.array(values))
-        lines.append(f"musegan {row}: " + " ".join(f"{m}={v:.3g}" for m, v in means.items())
-                     + f" ({int(extra.get(f'musegan/{row}/num_bars', 0))} bars)")
+        lines.append(
+            f"musegan {row}: "
+            + " ".join(f"{m}={v:.3g}" for m, v in means.items())
+            + f" ({int(extra.get(f'musegan/{row}/num_bars', 0))} bars)"
+        )
     return lines
 
 
@@ -381,13 +434,33 @@ def musegan_summary_lines(extra: dict[str, float]) -> list[str]:
 PUBLISHED_CORPUS = "published (paper, LPD-5 rock, 96 steps per bar; another corpus: trends only)"
 PUBLISHED_COLUMNS = ("EB B/D/G/P/S %", "UPC B/G/P/S", "QN B/G/P/S %", "DP %", "TD B-G B-S B-P G-S G-P S-P")
 PUBLISHED_ROWS = {
-    "training data": ("8.06/8.06/19.4/24.8/10.1", "1.71/3.08/3.28/3.38", "90.0/81.9/88.4/89.6", "88.6",
-                      "1.57 1.58 1.51 1.10 1.02 1.04"),
+    "training data": (
+        "8.06/8.06/19.4/24.8/10.1",
+        "1.71/3.08/3.28/3.38",
+        "90.0/81.9/88.4/89.6",
+        "88.6",
+        "1.57 1.58 1.51 1.10 1.02 1.04",
+    ),
     "shuffled pairs": ("", "", "", "", "1.59 1.59 1.56 1.14 1.12 1.13"),
-    "jamming": ("6.59/2.33/18.3/22.6/6.10", "1.53/3.69/4.13/4.09", "71.5/56.6/62.2/63.1", "93.2",
-                "1.56 1.60 1.54 1.05 0.99 1.05"),
-    "composer": ("0.01/28.9/1.34/0.02/0.01", "2.51/4.20/4.89/5.19", "49.5/47.4/49.9/52.5", "75.3",
-                 "1.37 1.36 1.30 0.95 0.98 0.91"),
-    "hybrid": ("2.14/29.7/11.7/17.8/6.04", "2.35/4.76/5.45/5.24", "44.6/43.2/45.5/52.0", "71.3",
-               "1.34 1.35 1.32 0.85 0.85 0.83"),
+    "jamming": (
+        "6.59/2.33/18.3/22.6/6.10",
+        "1.53/3.69/4.13/4.09",
+        "71.5/56.6/62.2/63.1",
+        "93.2",
+        "1.56 1.60 1.54 1.05 0.99 1.05",
+    ),
+    "composer": (
+        "0.01/28.9/1.34/0.02/0.01",
+        "2.51/4.20/4.89/5.19",
+        "49.5/47.4/49.9/52.5",
+        "75.3",
+        "1.37 1.36 1.30 0.95 0.98 0.91",
+    ),
+    "hybrid": (
+        "2.14/29.7/11.7/17.8/6.04",
+        "2.35/4.76/5.45/5.24",
+        "44.6/43.2/45.5/52.0",
+        "71.3",
+        "1.34 1.35 1.32 0.85 0.85 0.83",
+    ),
 }

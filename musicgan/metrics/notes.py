@@ -55,8 +55,15 @@ class PitchClassifier(nn.Module):
         return self.head(F.leaky_relu(self.features(images), 0.2))
 
 
-def train_classifier(images: torch.Tensor, classes: torch.Tensor, num_pitches: int, *, steps: int = 400,
-                     batch_size: int = 32, seed: int = 0) -> PitchClassifier:
+def train_classifier(
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    num_pitches: int,
+    *,
+    steps: int = 400,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> PitchClassifier:
     """Adam 3e-3 on cross-entropy for `steps` seeded random batches (same data, same weights)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
@@ -71,12 +78,26 @@ def train_classifier(images: torch.Tensor, classes: torch.Tensor, num_pitches: i
     return classifier.eval()
 
 
-def cached_classifier(shards, images: torch.Tensor, classes: torch.Tensor, num_pitches: int, *,
-                      encoding: dict, root: Path | None = None, **params) -> PitchClassifier:
+def cached_classifier(
+    shards,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    num_pitches: int,
+    *,
+    encoding: dict,
+    root: Path | None = None,
+    **params,
+) -> PitchClassifier:
     """`train_classifier` on the notes of `shards` (encoded as `encoding`, the representation's
     state), trained once: cached by their content hash."""
-    key = content_hash(shards, kind="pitch-classifier", version=CLASSIFIER_VERSION, num_pitches=num_pitches,
-                       encoding=encoding, **params)
+    key = content_hash(
+        shards,
+        kind="pitch-classifier",
+        version=CLASSIFIER_VERSION,
+        num_pitches=num_pitches,
+        encoding=encoding,
+        **params,
+    )
     path = (root or cache_dir()) / "pitch-classifier" / f"{key}.pt"
     if path.is_file():
         classifier = PitchClassifier(images.shape[3], num_pitches)
@@ -102,14 +123,18 @@ def pitch_scores(classifier: PitchClassifier, images: torch.Tensor, classes: tor
     logits = classifier.head(F.leaky_relu(features, 0.2))
     probabilities = logits.softmax(dim=1)
     entropy = -(probabilities * probabilities.clamp_min(1e-12).log2()).sum(dim=1)
-    return {"pitch_accuracy": float((logits.argmax(1) == classes).float().mean()),
-            "pitch_entropy": float(entropy.mean()), "features": features.double().numpy()}
+    return {
+        "pitch_accuracy": float((logits.argmax(1) == classes).float().mean()),
+        "pitch_entropy": float(entropy.mean()),
+        "features": features.double().numpy(),
+    }
 
 
 def feature_frechet(reference: np.ndarray, other: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two (n, d) feature sets."""
-    return frechet_from_moments(reference.mean(0), np.cov(reference, rowvar=False),
-                                other.mean(0), np.cov(other, rowvar=False))
+    return frechet_from_moments(
+        reference.mean(0), np.cov(reference, rowvar=False), other.mean(0), np.cov(other, rowvar=False)
+    )
 
 
 def log_spectra(images: torch.Tensor) -> np.ndarray:
@@ -139,16 +164,24 @@ def _bin_shares(centroids: np.ndarray, spectra: np.ndarray) -> np.ndarray:
     return np.bincount(distances.argmin(axis=1), minlength=len(centroids)) / len(spectra)
 
 
-def note_metrics(classifier: PitchClassifier, train_images: torch.Tensor, centroids: np.ndarray,
-                 images: torch.Tensor, classes: torch.Tensor) -> dict[str, float]:
+def note_metrics(
+    classifier: PitchClassifier,
+    train_images: torch.Tensor,
+    centroids: np.ndarray,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+) -> dict[str, float]:
     """The four metrics of `images` conditioned on (or labelled) `classes`, against the
     training notes (features and NDB bins)."""
     scores = pitch_scores(classifier, images, classes)
     with torch.no_grad():
         train_features = classifier.features(train_images).double().numpy()
-    return {"pitch_accuracy": scores["pitch_accuracy"], "pitch_entropy": scores["pitch_entropy"],
-            "frechet": feature_frechet(train_features, scores["features"]),
-            "ndb": ndb(centroids, log_spectra(train_images), log_spectra(images))}
+    return {
+        "pitch_accuracy": scores["pitch_accuracy"],
+        "pitch_entropy": scores["pitch_entropy"],
+        "frechet": feature_frechet(train_features, scores["features"]),
+        "ndb": ndb(centroids, log_spectra(train_images), log_spectra(images)),
+    }
 
 
 def noise_images(like: torch.Tensor, seed: int = 0) -> torch.Tensor:

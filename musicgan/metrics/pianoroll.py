@@ -69,9 +69,18 @@ def frame_accuracy(tp: int, fp: int, fn: int) -> float:
 
 
 @torch.no_grad()
-def rbm_likelihood_metrics(model, rolls: list[np.ndarray], train_rolls: list[np.ndarray], *, num_chains: int = 32,
-                           num_betas: int = 500, accuracy_chains: int = 10, gibbs_steps: int = 25,
-                           seed: int = 0, exact: bool = False) -> dict:
+def rbm_likelihood_metrics(
+    model,
+    rolls: list[np.ndarray],
+    train_rolls: list[np.ndarray],
+    *,
+    num_chains: int = 32,
+    num_betas: int = 500,
+    accuracy_chains: int = 10,
+    gibbs_steps: int = 25,
+    seed: int = 0,
+    exact: bool = False,
+) -> dict:
     """The metrics of the module docstring for a `RecurrentRBM` on `rolls` (list of (T, 88)).
 
     exact=True computes log Z by enumeration instead of AIS (tiny RBMs only: tests).
@@ -153,9 +162,17 @@ def is_likelihood_run(run_dir_or_checkpoint) -> bool:
     return run_model_name(run_dir_or_checkpoint) in LIKELIHOOD_FAMILIES
 
 
-def pianoroll_likelihood_metrics(run_dir_or_checkpoint, shard_dir, split: str = "valid", *,
-                                 num_chains: int = EVALUATE_CHAINS, num_betas: int = EVALUATE_BETAS,
-                                 accuracy_chains: int = 10, max_songs: int | None = None, seed: int = 0) -> dict:
+def pianoroll_likelihood_metrics(
+    run_dir_or_checkpoint,
+    shard_dir,
+    split: str = "valid",
+    *,
+    num_chains: int = EVALUATE_CHAINS,
+    num_betas: int = EVALUATE_BETAS,
+    accuracy_chains: int = 10,
+    max_songs: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Load an RNN-RBM / LSTM-RBM run (directory: newest valid checkpoint; or a .pt file) and
     score `split` of `shard_dir` against the Bernoulli baseline fitted on its train split."""
     # Loading a run needs the family registry; imported here so metrics stays importable
@@ -166,13 +183,22 @@ def pianoroll_likelihood_metrics(run_dir_or_checkpoint, shard_dir, split: str = 
     run_dir, checkpoint = (path.parent.parent, path) if path.is_file() else (path, None)
     cfg, _family, representation, networks, ckpt_path = load_run(run_dir, checkpoint)
     if cfg.model.name not in LIKELIHOOD_FAMILIES:
-        raise UserError(f"piano-roll likelihood needs an RBM run ({', '.join(LIKELIHOOD_FAMILIES)}), "
-                        f"got model.name={cfg.model.name!r}")
+        raise UserError(
+            f"piano-roll likelihood needs an RBM run ({', '.join(LIKELIHOOD_FAMILIES)}), "
+            f"got model.name={cfg.model.name!r}"
+        )
     rolls = _split_rolls(shard_dir, split, representation, max_songs)
     train_rolls = _split_rolls(shard_dir, "train", representation)
-    metrics = rbm_likelihood_metrics(networks["generator"], rolls, train_rolls, num_chains=num_chains,
-                                     num_betas=num_betas, accuracy_chains=accuracy_chains,
-                                     gibbs_steps=cfg.model.sample_gibbs_steps, seed=seed)
+    metrics = rbm_likelihood_metrics(
+        networks["generator"],
+        rolls,
+        train_rolls,
+        num_chains=num_chains,
+        num_betas=num_betas,
+        accuracy_chains=accuracy_chains,
+        gibbs_steps=cfg.model.sample_gibbs_steps,
+        seed=seed,
+    )
     metrics.update({"split": split, "checkpoint": str(ckpt_path)})
     return metrics
 
@@ -183,8 +209,15 @@ def pianoroll_set_metric(context) -> dict:
     (MIDI folders, other model families, MIDI-folder references)."""
     if context.kind != "run" or context.reference_kind != "shards" or not is_likelihood_run(context.path):
         return {}
-    metrics = pianoroll_likelihood_metrics(context.path, context.reference, context.split,
-                                           num_chains=EVALUATE_CHAINS, num_betas=EVALUATE_BETAS)
-    keys = ("loglik_per_frame", "loglik_ais_stderr", "bernoulli_loglik_per_frame", "frame_accuracy",
-            "bernoulli_frame_accuracy", "num_frames")
+    metrics = pianoroll_likelihood_metrics(
+        context.path, context.reference, context.split, num_chains=EVALUATE_CHAINS, num_betas=EVALUATE_BETAS
+    )
+    keys = (
+        "loglik_per_frame",
+        "loglik_ais_stderr",
+        "bernoulli_loglik_per_frame",
+        "frame_accuracy",
+        "bernoulli_frame_accuracy",
+        "num_frames",
+    )
     return {key: float(metrics[key]) for key in keys}

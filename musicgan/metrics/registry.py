@@ -172,7 +172,11 @@ def _pianoroll_counts(song: Song, steps_per_beat: int = STEPS_PER_BEAT) -> np.nd
 
 
 # -- C-RNN-GAN metrics (Mogren 2016), correct versions -------------------------------------
-@register("scale_consistency", ["crnngan"], "max over 12 roots x {major, natural minor, harmonic minor} of the share of notes in the scale")
+@register(
+    "scale_consistency",
+    ["crnngan"],
+    "max over 12 roots x {major, natural minor, harmonic minor} of the share of notes in the scale",
+)
 def scale_consistency(song: Song) -> float:
     pitches = _pitches(song)
     if len(pitches) == 0:
@@ -197,7 +201,12 @@ def intensity_span(song: Song) -> float:
     return float(vel.max() - vel.min()) if len(vel) else NAN
 
 
-@register("polyphony", ["crnngan"], "share of onset groups where >= 2 notes start together (within onset_tolerance)", params=("onset_tolerance",))
+@register(
+    "polyphony",
+    ["crnngan"],
+    "share of onset groups where >= 2 notes start together (within onset_tolerance)",
+    params=("onset_tolerance",),
+)
 def crnngan_polyphony(song: Song, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> float:
     onsets = song.notes[~song.is_drum, 0]
     if len(onsets) == 0:
@@ -237,7 +246,11 @@ def repetitions_3(song: Song) -> float:
 
 
 # -- C-RNN-GAN reference quirks (compat variants: only to compare with published numbers) --
-@register("scale_consistency_compat", ["crnngan"], "reference code: `pitch % 12 - root` in scale (misses classes below the root; D major scale = 0.857)")
+@register(
+    "scale_consistency_compat",
+    ["crnngan"],
+    "reference code: `pitch % 12 - root` in scale (misses classes below the root; D major scale = 0.857)",
+)
 def scale_consistency_compat(song: Song) -> float:
     pitches = _pitches(song)
     if len(pitches) == 0:
@@ -245,7 +258,12 @@ def scale_consistency_compat(song: Song) -> float:
     return _best_scale_fraction(pitches, SCALE_MASKS_COMPAT)
 
 
-@register("polyphony_compat", ["crnngan"], "reference code's later get_polyphony_score (double counts; 4 triads = 11/15 = 0.733)", params=("onset_tolerance",))
+@register(
+    "polyphony_compat",
+    ["crnngan"],
+    "reference code's later get_polyphony_score (double counts; 4 triads = 11/15 = 0.733)",
+    params=("onset_tolerance",),
+)
 def crnngan_polyphony_compat(song: Song, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> float:
     onsets = np.sort(song.notes[~song.is_drum, 0])
     if len(onsets) == 0:
@@ -317,13 +335,19 @@ def muspy_polyphony(song: Song) -> float:
     return float(active.mean()) if len(active) else NAN
 
 
-@register("polyphony_rate", ["muspy"], "share of grid steps (song start to end) with >= 2 sounding pitches (MusPy uses > threshold)")
+@register(
+    "polyphony_rate",
+    ["muspy"],
+    "share of grid steps (song start to end) with >= 2 sounding pitches (MusPy uses > threshold)",
+)
 def polyphony_rate(song: Song) -> float:
     counts = _pianoroll_counts(song)
     return float(np.mean(counts >= POLYPHONY_RATE_THRESHOLD)) if len(counts) else NAN
 
 
-@register("empty_beat_rate", ["muspy"], "share of quarter-note beats (starting before the song ends) in which no note sounds")
+@register(
+    "empty_beat_rate", ["muspy"], "share of quarter-note beats (starting before the song ends) in which no note sounds"
+)
 def empty_beat_rate(song: Song) -> float:
     if song.num_notes == 0:
         return NAN
@@ -343,7 +367,11 @@ def empty_beat_rate(song: Song) -> float:
     return float(1.0 - occupied.mean())
 
 
-@register("groove_consistency", ["muspy"], "1 - mean Hamming distance between onset patterns of consecutive bars / steps per bar (identical bars = 1.0)")
+@register(
+    "groove_consistency",
+    ["muspy"],
+    "1 - mean Hamming distance between onset patterns of consecutive bars / steps per bar (identical bars = 1.0)",
+)
 def groove_consistency(song: Song) -> float:
     if song.num_notes == 0:
         return NAN
@@ -387,7 +415,11 @@ def _bar_index(song: Song, seconds: np.ndarray) -> np.ndarray:
     return np.floor(beats / song.bar_beats() + 1e-9).astype(np.int64)
 
 
-@register("chord_tone_ratio", ["melody"], "share of melody onsets whose pitch class is a tone of the bar's chord (bars without a chord left out)")
+@register(
+    "chord_tone_ratio",
+    ["melody"],
+    "share of melody onsets whose pitch class is a tone of the bar's chord (bars without a chord left out)",
+)
 def chord_tone_ratio(song: Song) -> float:
     melody = _melody(song)
     if len(melody) == 0:
@@ -407,7 +439,11 @@ def melody_pitch_range(song: Song) -> float:
     return float(pitches.max() - pitches.min()) if len(pitches) else NAN
 
 
-@register("distinct_pitches_per_bar", ["melody"], "mean over bars with a melody onset of the distinct pitches starting in that bar")
+@register(
+    "distinct_pitches_per_bar",
+    ["melody"],
+    "mean over bars with a melody onset of the distinct pitches starting in that bar",
+)
 def distinct_pitches_per_bar(song: Song) -> float:
     melody = _melody(song)
     if len(melody) == 0:
@@ -429,7 +465,11 @@ def melody_note_length(song: Song) -> float:
     return float(steps.mean() / MELODY_LENGTH_STEPS) if len(steps) else NAN
 
 
-@register("melody_note_length_entropy", ["melody"], "Shannon entropy (bits) of the histogram of melody note lengths in 16ths (0: one length only)")
+@register(
+    "melody_note_length_entropy",
+    ["melody"],
+    "Shannon entropy (bits) of the histogram of melody note lengths in 16ths (0: one length only)",
+)
 def melody_note_length_entropy(song: Song) -> float:
     # Counts of the lengths present (np.unique, not bincount: a note of 10^7 beats must not
     # allocate a histogram of that many bins).
@@ -463,7 +503,9 @@ def melody_repetitions_3(song: Song) -> float:
     return float(repetition_count(_melody(song)[:, PITCH].astype(np.int64), 3))
 
 
-@register("qualified_note_rate", ["melody"], "share of melody notes lasting at least QUALIFIED_NOTE_BEATS (a 32nd note)")
+@register(
+    "qualified_note_rate", ["melody"], "share of melody notes lasting at least QUALIFIED_NOTE_BEATS (a 32nd note)"
+)
 def qualified_note_rate(song: Song) -> float:
     melody = _melody(song)
     if len(melody) == 0:
@@ -472,7 +514,11 @@ def qualified_note_rate(song: Song) -> float:
     return float((beats >= QUALIFIED_NOTE_BEATS - 1e-9).mean())
 
 
-@register("non_chord_tone_ratio", ["melody"], "1 - chord_tone_ratio: share of melody onsets (bars with a chord) outside the bar's triad")
+@register(
+    "non_chord_tone_ratio",
+    ["melody"],
+    "1 - chord_tone_ratio: share of melody onsets (bars with a chord) outside the bar's triad",
+)
 def non_chord_tone_ratio(song: Song) -> float:
     return 1.0 - chord_tone_ratio(song)
 

@@ -55,8 +55,12 @@ def _musegan_section(result: dict, names: list[str]) -> list[str]:
         rows = list(dict.fromkeys(k.split("/")[1] for k in extra))
         columns = list(dict.fromkeys("/".join(k.split("/")[2:]) for k in extra))
         parts.append(f"<h2>MuseGAN metrics: {html.escape(name)} (per bar, mean over bars)</h2>")
-        parts.append(_table(["row"] + columns, [[html.escape(r)] + [_fmt(extra.get(f"musegan/{r}/{c}")) for c in columns]
-                                                for r in rows]))
+        parts.append(
+            _table(
+                ["row"] + columns,
+                [[html.escape(r)] + [_fmt(extra.get(f"musegan/{r}/{c}")) for c in columns] for r in rows],
+            )
+        )
     if parts:
         parts.append(f"<h3>{html.escape(PUBLISHED_CORPUS)}</h3>")
         parts.append(_table(["row", *PUBLISHED_COLUMNS], [[r, *cells] for r, cells in PUBLISHED_ROWS.items()]))
@@ -99,8 +103,13 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str,
     for s in sets:
         dens = densities.get(s.name, {})
         if dens:
-            panels = {f: (d["grid"], {"intra real": d["intra_reference"], f"intra {s.name}": d["intra_generated"],
-                                      "inter": d["inter"]}) for f, d in dens.items()}
+            panels = {
+                f: (
+                    d["grid"],
+                    {"intra real": d["intra_reference"], f"intra {s.name}": d["intra_generated"], "inter": d["inter"]},
+                )
+                for f, d in dens.items()
+            }
             attempt(f"dens/{s.name}", f"plots/distances-{_slug(s.name)}.png", plots.densities_png, panels)
         if s.curves:
             panels = {}
@@ -109,8 +118,7 @@ def _plots(out_dir: Path, result: dict, ref, sets, densities) -> tuple[dict[str,
                 panels[metric] = {"generated": (c["epoch"], c["gen"]), "real valid": (c["epoch"], c["real"])}
             attempt(f"curves/{s.name}", f"plots/curves-{_slug(s.name)}.png", plots.curves_png, panels)
         for i, song in enumerate(s.examples[:3]):
-            attempt(f"roll/{s.name}/{i}", f"plots/roll-{_slug(s.name)}-{i}.png", plots.piano_roll_png, song,
-                    axes=False)
+            attempt(f"roll/{s.name}/{i}", f"plots/roll-{_slug(s.name)}-{i}.png", plots.piano_roll_png, song, axes=False)
             captions[f"roll/{s.name}/{i}"] = f"{s.name}: {song.source} ({song.num_notes} notes, {song.end_time:.1f} s)"
     for i, song in enumerate(ref.examples):
         attempt(f"roll/{REFERENCE_LABEL}/{i}", f"plots/roll-reference-{i}.png", plots.piano_roll_png, song, axes=False)
@@ -131,7 +139,11 @@ def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[st
     from musicgan.audio import render_wav
 
     made = {}
-    jobs = [(f"{s.name}/{i}", f"audio/{_slug(s.name)}-{i}.wav", song) for s in sets for i, song in enumerate(s.examples[:num_per_set])]
+    jobs = [
+        (f"{s.name}/{i}", f"audio/{_slug(s.name)}-{i}.wav", song)
+        for s in sets
+        for i, song in enumerate(s.examples[:num_per_set])
+    ]
     jobs += [(f"{REFERENCE_LABEL}/{i}", f"audio/reference-{i}.wav", song) for i, song in enumerate(ref.examples[:1])]
     for key, rel, song in jobs:
         try:
@@ -142,7 +154,8 @@ def _audio(out_dir: Path, ref, sets, num_per_set: int = 2) -> dict[str, tuple[st
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 12px}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1200px;color:#222;
+padding:0 12px}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:8px 0;font-size:0.9em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2f2}
@@ -162,29 +175,72 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
     sounds = _audio(out_dir, ref, sets, audio) if audio else {}
     reference = result["reference"]
     names = list(result["sets"])
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musicgan evaluation</title><style>{CSS}</style></head><body>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>musicgan evaluation</title>"
+        f"<style>{CSS}</style></head><body>"
+    ]
     where = html.escape(str(reference["path"]))  # paths, like every name below, come from outside: escaped
     if reference["split"]:
         where += f" (split <b>{html.escape(str(reference['split']))}</b>)"
     parts.append("<h1>musicgan evaluation</h1>")
-    cropped = f" (one window of {reference['window_notes']} notes per song, matching the generated length)" if reference.get("window_notes") else ""
-    parts.append(f"<p>Reference: {where}, {reference['num_songs']} songs{cropped}"
-                 f"{' (statistics from cache)' if reference['cache_hit'] else ''}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}, "
-                 f"{_fmt(result.get('seconds'), 1)} s.</p>")
+    cropped = (
+        f" (one window of {reference['window_notes']} notes per song, matching the generated length)"
+        if reference.get("window_notes")
+        else ""
+    )
+    parts.append(
+        f"<p>Reference: {where}, {reference['num_songs']} songs{cropped}"
+        f"{' (statistics from cache)' if reference['cache_hit'] else ''}. "
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+        f"{_fmt(result.get('seconds'), 1)} s.</p>"
+    )
 
     # Summary: evaluated sets, then calibration rows (ceiling and floor).
     rows = []
     for name, s in result["summary"].items():
-        rows.append([f"<b>{html.escape(name)}</b>", str(s["num_songs"]), f"<b>{_fmt(s['realism'])}</b>",
-                     _fmt(s["overlap_area_mean"]), _fmt(s["kl_mean"]), _fmt(s["frechet"], 2), _fmt(s["frechet_n"], 2)])
+        rows.append(
+            [
+                f"<b>{html.escape(name)}</b>",
+                str(s["num_songs"]),
+                f"<b>{_fmt(s['realism'])}</b>",
+                _fmt(s["overlap_area_mean"]),
+                _fmt(s["kl_mean"]),
+                _fmt(s["frechet"], 2),
+                _fmt(s["frechet_n"], 2),
+            ]
+        )
     for name, s in result.get("calibration", {}).items():
-        rows.append([f"<i>calibration: {html.escape(name)}</i>", str(s["num_songs"]), _fmt(s["realism"]),
-                     _fmt(s["overlap_area_mean"]), _fmt(s["kl_mean"]), _fmt(s["frechet"], 2), _fmt(s["frechet_n"], 2)])
+        rows.append(
+            [
+                f"<i>calibration: {html.escape(name)}</i>",
+                str(s["num_songs"]),
+                _fmt(s["realism"]),
+                _fmt(s["overlap_area_mean"]),
+                _fmt(s["kl_mean"]),
+                _fmt(s["frechet"], 2),
+                _fmt(s["frechet_n"], 2),
+            ]
+        )
     parts.append("<h2>Summary</h2>")
-    parts.append(_table(["set", "songs", "realism (higher better)", "overlap area mean (higher)", "KL mean (lower)",
-                         "Frechet, in-house (lower)", "Frechet at N"], rows))
-    parts.append("<p class='note'>" + "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}"
-                                                 for k, v in result["definitions"].items()) + "</p>")
+    parts.append(
+        _table(
+            [
+                "set",
+                "songs",
+                "realism (higher better)",
+                "overlap area mean (higher)",
+                "KL mean (lower)",
+                "Frechet, in-house (lower)",
+                "Frechet at N",
+            ],
+            rows,
+        )
+    )
+    parts.append(
+        "<p class='note'>"
+        + "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}" for k, v in result["definitions"].items())
+        + "</p>"
+    )
 
     parts += _musegan_section(result, names)
     extra_names = sorted({k for s in result["sets"].values() for k in s["extra"] if not k.startswith("musegan/")})
@@ -206,18 +262,24 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
         parts.append(_table(["metric", "real"] + names + ["closer"], rows))
         wins = {n: sum(e["closer"] == n for e in result["comparison"].values()) for n in [*names, "tie"]}
         skipped = sum(e["closer"] is None for e in result["comparison"].values())
-        parts.append("<p>Closer on " + ", ".join(f"<b>{html.escape(n)}</b>: {w} of {len(result['comparison'])} rows"
-                                                 for n, w in wins.items()) + " (tie: within 0.1%)"
-                     + (f"; {skipped} not compared (see the rule: left out by the window, or undefined)" if skipped else "")
-                     + ".</p>")
+        parts.append(
+            "<p>Closer on "
+            + ", ".join(f"<b>{html.escape(n)}</b>: {w} of {len(result['comparison'])} rows" for n, w in wins.items())
+            + " (tie: within 0.1%)"
+            + (f"; {skipped} not compared (see the rule: left out by the window, or undefined)" if skipped else "")
+            + ".</p>"
+        )
 
     parts.append("<h2>Metrics per song: real vs generated (mean &plusmn; std)</h2>")
     rows = []
     for metric in metric_names("all"):
         r = reference["metrics"][metric]
         cells = [html.escape(metric), f"{_fmt(r['mean'])} &plusmn; {_fmt(r['std'])}"]
-        cells += [f"{_fmt(result['sets'][n]['metrics'][metric]['mean'])} &plusmn; {_fmt(result['sets'][n]['metrics'][metric]['std'])}"
-                  for n in names]
+        cells += [
+            f"{_fmt(result['sets'][n]['metrics'][metric]['mean'])} &plusmn; "
+            f"{_fmt(result['sets'][n]['metrics'][metric]['std'])}"
+            for n in names
+        ]
         rows.append(cells)
     parts.append(_table(["metric", "real"] + names, rows))
     for group in DEFAULT_GROUPS:
@@ -226,17 +288,27 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
 
     parts.append("<h2>Feature distances (mgeval): overlapping area per feature</h2>")
     excluded = reference.get("excluded_features") or {}
-    rows = [[html.escape(f) + (" <i>(not in the headline numbers)</i>" if f in excluded else "")]
-            + [_fmt(result["sets"][n]["distances"]["features"].get(f, {}).get("oa")) for n in names]
-            for f in FEATURES]
+    rows = [
+        [html.escape(f) + (" <i>(not in the headline numbers)</i>" if f in excluded else "")]
+        + [_fmt(result["sets"][n]["distances"]["features"].get(f, {}).get("oa")) for n in names]
+        for f in FEATURES
+    ]
     parts.append(_table(["feature"] + [f"OA {n}" for n in names], rows))
     if excluded:
-        parts.append("<p class='note'>" + "<br>".join(f"<b>{html.escape(f)}</b> is left out of overlap area mean, KL mean, "
-                                                     f"realism and Frechet: {html.escape(why)}" for f, why in excluded.items())
-                     + "</p>")
+        parts.append(
+            "<p class='note'>"
+            + "<br>".join(
+                f"<b>{html.escape(f)}</b> is left out of overlap area mean, KL mean, "
+                f"realism and Frechet: {html.escape(why)}"
+                for f, why in excluded.items()
+            )
+            + "</p>"
+        )
     for n in names:
         if f"dens/{n}" in images:
-            parts.append(f"<h3>{html.escape(n)}: intra-set and inter-set distance densities</h3>" + _img(images[f"dens/{n}"], n))
+            parts.append(
+                f"<h3>{html.escape(n)}: intra-set and inter-set distance densities</h3>" + _img(images[f"dens/{n}"], n)
+            )
 
     curves = [n for n in names if f"curves/{n}" in images]
     if curves:
@@ -244,20 +316,29 @@ def write_report(out_dir: Path, result: dict, ref, sets, densities: dict, audio:
         for n in curves:
             parts.append(f"<h3>{html.escape(n)}</h3>" + _img(images[f"curves/{n}"], f"{n} curves"))
 
-    parts.append("<h2>Piano rolls</h2><p class='note'>time left to right, high pitches on top, darker = louder, "
-                 "black tick = onset</p><div class='rolls'>")
+    parts.append(
+        "<h2>Piano rolls</h2><p class='note'>time left to right, high pitches on top, darker = louder, "
+        "black tick = onset</p><div class='rolls'>"
+    )
     for key, rel in images.items():
         if key.startswith("roll/"):
-            parts.append(f"<figure>{_img(rel, key)}<figcaption>{html.escape(captions.get(key, key))}</figcaption></figure>")
+            parts.append(
+                f"<figure>{_img(rel, key)}<figcaption>{html.escape(captions.get(key, key))}</figcaption></figure>"
+            )
     parts.append("</div>")
 
     if sounds:
         parts.append("<h2>Listen</h2>")
-        rows = [[html.escape(key), f"<audio controls preload='none' src='{html.escape(rel)}'></audio>", renderer]
-                for key, (rel, renderer) in sounds.items()]
+        rows = [
+            [html.escape(key), f"<audio controls preload='none' src='{html.escape(rel)}'></audio>", renderer]
+            for key, (rel, renderer) in sounds.items()
+        ]
         parts.append(_table(["sample", "audio", "renderer"], rows))
         if any(r == "sine" for _, r in sounds.values()):
-            parts.append("<p class='note'>sine = pretty_midi sine synthesis (install fluidsynth and fluid-soundfont-gm for real instruments)</p>")
+            parts.append(
+                "<p class='note'>sine = pretty_midi sine synthesis "
+                "(install fluidsynth and fluid-soundfont-gm for real instruments)</p>"
+            )
     parts.append("</body></html>")
     path = out_dir / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")

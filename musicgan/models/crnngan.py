@@ -41,9 +41,7 @@ DISCRIMINATOR_LAYOUTS = ("separate", "interleaved")
 def _check_sizes(network: str, num_features: int, hidden: int, layers: int, dropout: float) -> None:
     """The size checks both networks share; the message names the network."""
     if num_features < 1 or hidden < 1 or layers < 1:
-        raise ConfigError(
-            f"{network} needs num_features, hidden, layers >= 1 (got {num_features}, {hidden}, {layers})"
-        )
+        raise ConfigError(f"{network} needs num_features, hidden, layers >= 1 (got {num_features}, {hidden}, {layers})")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"{network} dropout must be in [0, 1) (got {dropout})")
 
@@ -106,9 +104,7 @@ class CRNNGenerator(nn.Module):
         if self.training and self.dropout > 0:
             keep = 1.0 - self.dropout
             # rand + compare: 3x cheaper on CPU than bernoulli_, same distribution.
-            masks = torch.rand(
-                self.layers, seq_len, batch_size, self.hidden, device=weight.device, dtype=weight.dtype
-            )
+            masks = torch.rand(self.layers, seq_len, batch_size, self.hidden, device=weight.device, dtype=weight.dtype)
             masks = masks.lt_(keep).div_(keep)
         return noise, initial, masks
 
@@ -330,7 +326,6 @@ class CRNNDiscriminator(nn.Module):
             logits = logits * valid
             features = features * valid.unsqueeze(-1)
         return logits, features
-
 
     def _fast_path(self, x: torch.Tensor) -> bool:
         """The hand-written LSTM stack: CPU, float32/64, no autocast, not switched off."""

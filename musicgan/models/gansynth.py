@@ -63,16 +63,25 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
 class ProgressiveGenerator(nn.Module):
     """(z (B, latent), pitch one-hot (B, P), stage, alpha) -> (B, 2, H_s, W_s) in (-1, 1)."""
 
-    def __init__(self, latent_dim: int, num_pitches: int, start: tuple[int, int], num_stages: int,
-                 filter_cap: int, channels: int = 2) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        num_pitches: int,
+        start: tuple[int, int],
+        num_stages: int,
+        filter_cap: int,
+        channels: int = 2,
+    ) -> None:
         super().__init__()
         self.latent_dim, self.num_pitches, self.start = int(latent_dim), int(num_pitches), tuple(start)
         self.num_stages = int(num_stages)
         width = [stage_filters(s, filter_cap) for s in range(self.num_stages)]
         self.width = width
         self.project = nn.Linear(self.latent_dim + self.num_pitches, width[0] * start[0] * start[1])
-        self.blocks = nn.ModuleList([nn.ModuleList([_conv(width[0], width[0])])] + [
-            nn.ModuleList([_conv(width[s - 1], width[s]), _conv(width[s], width[s])]) for s in range(1, num_stages)])
+        self.blocks = nn.ModuleList(
+            [nn.ModuleList([_conv(width[0], width[0])])]
+            + [nn.ModuleList([_conv(width[s - 1], width[s]), _conv(width[s], width[s])]) for s in range(1, num_stages)]
+        )
         self.outputs = nn.ModuleList([nn.Conv2d(w, channels, 1) for w in width])
 
     def forward(self, z: torch.Tensor, pitch: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
@@ -96,14 +105,17 @@ class ProgressiveGenerator(nn.Module):
 class ProgressiveCritic(nn.Module):
     """((B, 2, H_s, W_s), stage, alpha) -> (score (B,), pitch logits (B, P))."""
 
-    def __init__(self, num_pitches: int, start: tuple[int, int], num_stages: int, filter_cap: int,
-                 channels: int = 2) -> None:
+    def __init__(
+        self, num_pitches: int, start: tuple[int, int], num_stages: int, filter_cap: int, channels: int = 2
+    ) -> None:
         super().__init__()
         self.num_pitches, self.start, self.num_stages = int(num_pitches), tuple(start), int(num_stages)
         width = [stage_filters(s, filter_cap) for s in range(self.num_stages)]
         self.inputs = nn.ModuleList([nn.Conv2d(channels, w, 1) for w in width])
-        self.blocks = nn.ModuleList([nn.ModuleList([_conv(width[0], width[0])])] + [
-            nn.ModuleList([_conv(width[s], width[s]), _conv(width[s], width[s - 1])]) for s in range(1, num_stages)])
+        self.blocks = nn.ModuleList(
+            [nn.ModuleList([_conv(width[0], width[0])])]
+            + [nn.ModuleList([_conv(width[s], width[s]), _conv(width[s], width[s - 1])]) for s in range(1, num_stages)]
+        )
         self.heads = nn.Conv2d(width[0], 1 + self.num_pitches, tuple(start))  # [score, pitch logits]
 
     def forward(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +134,7 @@ class ProgressiveCritic(nn.Module):
 
 def resolution(start: tuple[int, int], stage: int) -> tuple[int, int]:
     """(frames, bins) of stage `stage`."""
-    return start[0] * 2 ** stage, start[1] * 2 ** stage
+    return start[0] * 2**stage, start[1] * 2**stage
 
 
 def downscale(image: torch.Tensor, stage: int, num_stages: int, alpha: float = 1.0) -> torch.Tensor:

@@ -36,12 +36,16 @@ class TorchOpsLSTM(nn.Module):
         for layer in range(layers):
             size = input_size if layer == 0 else hidden * self.directions
             for suffix in self._suffixes(layer):
-                for name, shape in (("weight_ih", (4 * hidden, size)), ("weight_hh", (4 * hidden, hidden)),
-                                    ("bias_ih", (4 * hidden,)), ("bias_hh", (4 * hidden,))):
+                for name, shape in (
+                    ("weight_ih", (4 * hidden, size)),
+                    ("weight_hh", (4 * hidden, hidden)),
+                    ("bias_ih", (4 * hidden,)),
+                    ("bias_hh", (4 * hidden,)),
+                ):
                     self.register_parameter(f"{name}{suffix}", nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
 
     def _suffixes(self, layer: int) -> list[str]:
-        return [f"_l{layer}", f"_l{layer}_reverse"][:self.directions]
+        return [f"_l{layer}", f"_l{layer}_reverse"][: self.directions]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in range(self.layers):
@@ -52,8 +56,11 @@ class TorchOpsLSTM(nn.Module):
         reverse = suffix.endswith("_reverse")
         w_hh = getattr(self, f"weight_hh{suffix}")
         # the input projection of all steps as one product; only h W_hh^T runs per step
-        projected = F.linear(x, getattr(self, f"weight_ih{suffix}"),
-                             getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}"))
+        projected = F.linear(
+            x,
+            getattr(self, f"weight_ih{suffix}"),
+            getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}"),
+        )
         h = x.new_zeros(x.shape[0], self.hidden)
         c = x.new_zeros(x.shape[0], self.hidden)
         outputs = []
@@ -111,8 +118,9 @@ class JazzCritic(nn.Module):
     def __init__(self, input_size: int, hidden: int, layers: int = 2) -> None:
         super().__init__()
         self.lstm = TorchOpsLSTM(input_size, hidden, layers, bidirectional=True)
-        self.head_weight = nn.Parameter(torch.empty(2 * hidden).uniform_(-1.0 / math.sqrt(2 * hidden),
-                                                                         1.0 / math.sqrt(2 * hidden)))
+        self.head_weight = nn.Parameter(
+            torch.empty(2 * hidden).uniform_(-1.0 / math.sqrt(2 * hidden), 1.0 / math.sqrt(2 * hidden))
+        )
         self.head_bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:

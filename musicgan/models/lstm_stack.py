@@ -333,8 +333,10 @@ def first_order_only(what: str):
         @functools.wraps(backward)
         def checked(ctx, *grads):
             if torch.is_grad_enabled():  # create_graph=True
-                raise UserError(f"{what} has a hand-written backward that cannot be differentiated twice "
-                                "(no gradient penalty through it): give such a network torch layers")
+                raise UserError(
+                    f"{what} has a hand-written backward that cannot be differentiated twice "
+                    "(no gradient penalty through it): give such a network torch layers"
+                )
             return first_order(ctx, *grads)
 
         return checked
@@ -510,7 +512,9 @@ def _rand_reproduces_bernoulli(like: torch.Tensor) -> bool:
     return _BERNOULLI_CHECKED[key]
 
 
-def run_lstm_stacks(lstms: Sequence[nn.LSTM], inputs: Sequence[torch.Tensor], batched: bool = True) -> list[torch.Tensor]:
+def run_lstm_stacks(
+    lstms: Sequence[nn.LSTM], inputs: Sequence[torch.Tensor], batched: bool = True
+) -> list[torch.Tensor]:
     """Run each unidirectional nn.LSTM of `lstms` on its (T, B, F) input (batch second, zero
     initial state) like `lstm(input)[0]`, with the same dropout draws in the same order
     (every stack's masks are drawn before any compute, stack after stack, as consecutive

@@ -90,8 +90,10 @@ class Conditioner(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         c = CONDITIONER_CHANNELS
-        self.convs = nn.ModuleList([nn.Conv2d(1, c, (1, NUM_PITCHES), stride=(1, 2))]
-                                   + [nn.Conv2d(c, c, (2, 1), stride=(2, 1)) for _ in range(3)])
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(1, c, (1, NUM_PITCHES), stride=(1, 2))]
+            + [nn.Conv2d(c, c, (2, 1), stride=(2, 1)) for _ in range(3)]
+        )
         self.norms = nn.ModuleList([SplitBatchNorm(c) for _ in self.convs])
 
     def forward(self, previous: torch.Tensor) -> list[torch.Tensor]:
@@ -105,8 +107,7 @@ class Conditioner(nn.Module):
 class MidiNetGenerator(nn.Module):
     """(z (B, latent), chord (B, 13), previous bar (B, 1, S, P)) -> bar (B, 1, S, P) in (0, 1)."""
 
-    def __init__(self, steps_per_bar: int = 16, latent_dim: int = 100, hidden: int = 1024,
-                 channels: int = 128) -> None:
+    def __init__(self, steps_per_bar: int = 16, latent_dim: int = 100, hidden: int = 1024, channels: int = 128) -> None:
         super().__init__()
         self.steps_per_bar, self.latent_dim, self.channels = check_bar(steps_per_bar), latent_dim, channels
         self.base_height = steps_per_bar // 8
@@ -116,8 +117,10 @@ class MidiNetGenerator(nn.Module):
         cond_in = channels + CHORD_DIM + CONDITIONER_CHANNELS
         self.upsample = nn.ModuleList([nn.ConvTranspose2d(cond_in, channels, (2, 1), stride=(2, 1)) for _ in range(3)])
         self.to_bar = nn.ConvTranspose2d(cond_in, 1, (1, NUM_PITCHES), stride=(1, 2))
-        self.norms = nn.ModuleList([SplitBatchNorm(hidden), SplitBatchNorm(channels * self.base_height)]
-                                   + [SplitBatchNorm(channels) for _ in self.upsample])
+        self.norms = nn.ModuleList(
+            [SplitBatchNorm(hidden), SplitBatchNorm(channels * self.base_height)]
+            + [SplitBatchNorm(channels) for _ in self.upsample]
+        )
         init_weights(self)
 
     def noise(self, batch_size: int) -> torch.Tensor:

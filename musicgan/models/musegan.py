@@ -95,11 +95,15 @@ def check_geometry(geometry: MuseGANGeometry, arch: str) -> None:
     """ConfigError naming the mismatch when `arch` cannot build this phrase shape."""
     g = geometry
     _require(arch in ARCHS, f"model.musegan_arch must be one of {', '.join(ARCHS)} (got {arch!r})")
-    _require(min(g.num_tracks, g.num_pitches, g.beats_per_bar) >= 1 and g.width_scale > 0,
-             f"MuseGAN sizes must be positive (got {g})")
+    _require(
+        min(g.num_tracks, g.num_pitches, g.beats_per_bar) >= 1 and g.width_scale > 0,
+        f"MuseGAN sizes must be positive (got {g})",
+    )
     _require(g.num_bars >= 2, f"MuseGAN needs >= 2 bars per phrase (got {g.num_bars})")
-    _require(g.steps_per_bar % g.beats_per_bar == 0,
-             f"steps per bar {g.steps_per_bar} is not a multiple of {g.beats_per_bar} beats")
+    _require(
+        g.steps_per_bar % g.beats_per_bar == 0,
+        f"steps per bar {g.steps_per_bar} is not a multiple of {g.beats_per_bar} beats",
+    )
     if arch == "v3":
         _check_v3(g)
     else:
@@ -107,21 +111,32 @@ def check_geometry(geometry: MuseGANGeometry, arch: str) -> None:
 
 
 def _check_v3(g: MuseGANGeometry) -> None:
-    _require(prod(g.v3_time_factors) == g.steps_per_bar,
-             f"v3 time factors {g.v3_time_factors} multiply to {prod(g.v3_time_factors)}, not {g.steps_per_bar} steps per bar")
+    _require(
+        prod(g.v3_time_factors) == g.steps_per_bar,
+        f"v3 time factors {g.v3_time_factors} multiply to {prod(g.v3_time_factors)}, "
+        f"not {g.steps_per_bar} steps per bar",
+    )
     pitches = _tconv_size(_tconv_size(1, *g.v3_pitch_layers[0]), *g.v3_pitch_layers[1]) * PITCHES_PER_OCTAVE
-    _require(pitches == g.num_pitches,
-             f"v3 pitch layers {g.v3_pitch_layers} x {PITCHES_PER_OCTAVE} give {pitches} pitches, not {g.num_pitches}")
+    _require(
+        pitches == g.num_pitches,
+        f"v3 pitch layers {g.v3_pitch_layers} x {PITCHES_PER_OCTAVE} give {pitches} pitches, not {g.num_pitches}",
+    )
 
 
 def _check_paper(g: MuseGANGeometry) -> None:
     steps = PAPER_FIRST_STEPS * prod(g.paper_time_factors)
-    _require(steps == g.steps_per_bar,
-             f"paper time factors {g.paper_time_factors} give {steps} steps per bar, not {g.steps_per_bar}")
-    _require(prod(g.paper_pitch_factors) == g.num_pitches,
-             f"paper pitch factors {g.paper_pitch_factors} give {prod(g.paper_pitch_factors)} pitches, not {g.num_pitches}")
-    _require(_paper_critic_steps(g.steps_per_bar) >= 1,
-             f"the paper bar critic needs more than {g.steps_per_bar} steps per bar")
+    _require(
+        steps == g.steps_per_bar,
+        f"paper time factors {g.paper_time_factors} give {steps} steps per bar, not {g.steps_per_bar}",
+    )
+    _require(
+        prod(g.paper_pitch_factors) == g.num_pitches,
+        f"paper pitch factors {g.paper_pitch_factors} give {prod(g.paper_pitch_factors)} pitches, not {g.num_pitches}",
+    )
+    _require(
+        _paper_critic_steps(g.steps_per_bar) >= 1,
+        f"the paper bar critic needs more than {g.steps_per_bar} steps per bar",
+    )
 
 
 def _tconv_size(size: int, kernel: int, stride: int) -> int:
@@ -178,13 +193,19 @@ def split_latent(z: torch.Tensor, layout: LatentLayout) -> tuple[torch.Tensor, .
     if z.dim() != 2 or z.shape[1] != layout.latent_dim:
         raise ValueError(f"latent must be (B, {layout.latent_dim}), got {tuple(z.shape)}")
     s, t, g = layout.shared_static, layout.shared_temporal, layout.num_generators
-    private = z[:, s + t:].reshape(z.shape[0], g, layout.private_static + layout.private_temporal)
+    private = z[:, s + t :].reshape(z.shape[0], g, layout.private_static + layout.private_temporal)
     private_static, private_temporal = private.split([layout.private_static, layout.private_temporal], dim=2)
-    return z[:, :s], z[:, s:s + t], private_static, private_temporal
+    return z[:, :s], z[:, s : s + t], private_static, private_temporal
 
 
-def draw_latent(num: int, latent_dim: int, std: float = 1.0, truncated: bool = False,
-                generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def draw_latent(
+    num: int,
+    latent_dim: int,
+    std: float = 1.0,
+    truncated: bool = False,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> torch.Tensor:
     """(num, latent_dim) z ~ N(0, std^2); truncated: resampled beyond 2 std (the v3 code's
     truncated normal; the paper draws N(0, 0.1^2))."""
     z = torch.empty(num, latent_dim, device=device)
@@ -321,10 +342,12 @@ class V3Generator(nn.Module):
             *_up3d(n * w256, n * w128, (1, t2, pk2), (1, t2, ps2), n),
         )
         octave = (1, 1, PITCHES_PER_OCTAVE)
-        self.pitch_time = nn.Sequential(*_up3d(k * w128, k * w32, octave, octave, k),
-                                        *_up3d(k * w32, k * w16, (1, t3, 1), (1, t3, 1), k))
-        self.time_pitch = nn.Sequential(*_up3d(k * w128, k * w32, (1, t3, 1), (1, t3, 1), k),
-                                        *_up3d(k * w32, k * w16, octave, octave, k))
+        self.pitch_time = nn.Sequential(
+            *_up3d(k * w128, k * w32, octave, octave, k), *_up3d(k * w32, k * w16, (1, t3, 1), (1, t3, 1), k)
+        )
+        self.time_pitch = nn.Sequential(
+            *_up3d(k * w128, k * w32, (1, t3, 1), (1, t3, 1), k), *_up3d(k * w32, k * w16, octave, octave, k)
+        )
         self.merge = nn.Sequential(PatchConvTranspose3d(2 * k * w16, k, 1, groups=k), nn.BatchNorm3d(k))
 
     @property
@@ -359,17 +382,23 @@ class V3Critic(nn.Module):
         t1, t2, t3 = g.v3_time_factors
         w512, w256, w128, w64, w32, w16 = (g.width(c) for c in (512, 256, 128, 64, 32, 16))
         octave = (1, 1, PITCHES_PER_OCTAVE)
-        self.pitch_time = nn.Sequential(*_down3d(k, k * w16, octave, octave, k),
-                                        *_down3d(k * w16, k * w32, (1, t3, 1), (1, t3, 1), k))
-        self.time_pitch = nn.Sequential(*_down3d(k, k * w16, (1, t3, 1), (1, t3, 1), k),
-                                        *_down3d(k * w16, k * w32, octave, octave, k))
+        self.pitch_time = nn.Sequential(
+            *_down3d(k, k * w16, octave, octave, k), *_down3d(k * w16, k * w32, (1, t3, 1), (1, t3, 1), k)
+        )
+        self.time_pitch = nn.Sequential(
+            *_down3d(k, k * w16, (1, t3, 1), (1, t3, 1), k), *_down3d(k * w16, k * w32, octave, octave, k)
+        )
         self.merge_streams = nn.Sequential(*_down3d(2 * k * w32, k * w64, 1, 1, k))
-        self.shared = nn.Sequential(*_down3d(k * w64, w128, (1, t2, pk2), (1, t2, ps2)),
-                                    *_down3d(w128, w256, (1, t1, pk1), (1, t1, ps1)))
+        self.shared = nn.Sequential(
+            *_down3d(k * w64, w128, (1, t2, pk2), (1, t2, ps2)), *_down3d(w128, w256, (1, t1, pk1), (1, t1, ps1))
+        )
         self.register_buffer("pitch_classes", pitch_class_matrix(g.num_pitches, g.lowest_pitch), persistent=False)
         self.chroma = nn.Sequential(*_down3d(k, w32, octave), *_down3d(w32, w64, (1, g.beats_per_bar, 1)))
-        self.onset = nn.Sequential(*_down3d(k, w16, (1, t3, 1), (1, t3, 1)), *_down3d(w16, w32, (1, t2, 1), (1, t2, 1)),
-                                   *_down3d(w32, w64, (1, t1, 1), (1, t1, 1)))
+        self.onset = nn.Sequential(
+            *_down3d(k, w16, (1, t3, 1), (1, t3, 1)),
+            *_down3d(w16, w32, (1, t2, 1), (1, t2, 1)),
+            *_down3d(w32, w64, (1, t1, 1), (1, t1, 1)),
+        )
         self.merge = nn.Sequential(*_down3d(w256 + 2 * w64, w512, (2, 1, 1)))
         self.score = nn.Linear(w512 * (g.num_bars - 1), 1)
 
@@ -406,9 +435,11 @@ class TemporalGenerator(nn.Module):
         self.groups, self.seed_dim = groups, seed_dim
         self.net = nn.Sequential(
             nn.ConvTranspose1d(groups * seed_dim, groups * hidden, 2, 2, groups=groups),
-            nn.BatchNorm1d(groups * hidden), nn.ReLU(),
+            nn.BatchNorm1d(groups * hidden),
+            nn.ReLU(),
             nn.ConvTranspose1d(groups * hidden, groups * seed_dim, num_bars - 1, groups=groups),
-            nn.BatchNorm1d(groups * seed_dim), nn.ReLU(),
+            nn.BatchNorm1d(groups * seed_dim),
+            nn.ReLU(),
         )
 
     def forward(self, seed: torch.Tensor) -> torch.Tensor:
@@ -428,15 +459,21 @@ class PaperBarGenerator(nn.Module):
         self.first_channels = g.width(widths[0] if widths else 512)
         self.dense = nn.Sequential(
             nn.Conv1d(groups * in_dim, groups * PAPER_FIRST_STEPS * self.first_channels, 1, groups=groups),
-            nn.BatchNorm1d(groups * PAPER_FIRST_STEPS * self.first_channels), nn.ReLU())
+            nn.BatchNorm1d(groups * PAPER_FIRST_STEPS * self.first_channels),
+            nn.ReLU(),
+        )
         layers, channels = [], self.first_channels
         for width, factor in zip(widths, g.paper_time_factors):
             layers += _up2d(groups * channels, groups * g.width(width), (factor, 1), (factor, 1), groups)
             channels = g.width(width)
         first_pitch, last_pitch = g.paper_pitch_factors
         layers += _up2d(groups * channels, groups * g.width(64), (1, first_pitch), (1, first_pitch), groups)
-        layers += [nn.ConvTranspose2d(groups * g.width(64), groups * out_per_group, (1, last_pitch), (1, last_pitch),
-                                      groups=groups), nn.Tanh()]
+        layers += [
+            nn.ConvTranspose2d(
+                groups * g.width(64), groups * out_per_group, (1, last_pitch), (1, last_pitch), groups=groups
+            ),
+            nn.Tanh(),
+        ]
         self.convs = nn.Sequential(*layers)
 
     def forward(self, bar_input: torch.Tensor) -> torch.Tensor:
@@ -447,7 +484,7 @@ class PaperBarGenerator(nn.Module):
 def paper_time_widths(num_layers: int) -> tuple[int, ...]:
     """The paper's widths for the last time layers; extra leading layers get 512."""
     widths = (512,) * max(0, num_layers - len(PAPER_TIME_WIDTHS)) + PAPER_TIME_WIDTHS
-    return widths[len(widths) - num_layers:]
+    return widths[len(widths) - num_layers :]
 
 
 def _temporal_or_none(seed_dim: int, num_bars: int, groups: int, hidden: int) -> TemporalGenerator | None:
@@ -519,13 +556,16 @@ class PaperCritic(nn.Module):
         self.convs = nn.Sequential(
             *_down2d(g.num_tracks, w128, (1, last_pitch), (1, last_pitch)),
             *_down2d(w128, w128, (1, first_pitch), (1, first_pitch)),
-            *_down2d(w128, w128, (2, 1), (2, 1)), *_down2d(w128, w128, (2, 1), (2, 1)),
-            *_down2d(w128, w256, (4, 1), (2, 1)), *_down2d(w256, w512, (3, 1), (2, 1)),
+            *_down2d(w128, w128, (2, 1), (2, 1)),
+            *_down2d(w128, w128, (2, 1), (2, 1)),
+            *_down2d(w128, w256, (4, 1), (2, 1)),
+            *_down2d(w256, w512, (3, 1), (2, 1)),
         )
         self.features = nn.Sequential(nn.Linear(w512 * _paper_critic_steps(g.steps_per_bar), w1024), nn.LeakyReLU(LEAK))
         self.bar_score = nn.Linear(w1024, 1)
-        self.phrase = nn.Sequential(nn.Conv1d(w1024, w512, 2), nn.LeakyReLU(LEAK), nn.Flatten(),
-                                    nn.Linear(w512 * (g.num_bars - 1), 1))
+        self.phrase = nn.Sequential(
+            nn.Conv1d(w1024, w512, 2), nn.LeakyReLU(LEAK), nn.Flatten(), nn.Linear(w512 * (g.num_bars - 1), 1)
+        )
 
     def bar_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, F): one feature vector per bar, in bar order."""
@@ -575,8 +615,9 @@ GENERATORS = {"v3": V3Generator, "paper": PaperGenerator}
 CRITICS = {"v3": V3Critic, "paper": PaperCritic}
 
 
-def build_musegan(geometry: MuseGANGeometry, arch: str = "v3", mode: str = "hybrid",
-                  track_names=None) -> tuple[nn.Module, nn.Module]:
+def build_musegan(
+    geometry: MuseGANGeometry, arch: str = "v3", mode: str = "hybrid", track_names=None
+) -> tuple[nn.Module, nn.Module]:
     """(generator, critic) of `arch` in `mode`; ConfigError on an impossible geometry."""
     check_geometry(geometry, arch)
     latent_layout(arch, mode, geometry.num_tracks)  # validates the mode

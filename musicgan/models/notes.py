@@ -38,18 +38,33 @@ SPECIAL = 2  # ids below this (padding, unknown) are never generated
 class NoteLSTM(nn.Module):
     start_id = START  # the input before the first token (read by the MLE step)
 
-    def __init__(self, vocab_size: int, embedding_dim: int = 64, hidden: int = 512, layers: int = 3,
-                 dropout: float = 0.3, bidirectional: bool = False, head_hidden: int = 256) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 64,
+        hidden: int = 512,
+        layers: int = 3,
+        dropout: float = 0.3,
+        bidirectional: bool = False,
+        head_hidden: int = 256,
+    ) -> None:
         super().__init__()
         self.vocab_size, self.bidirectional = vocab_size, bidirectional
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, hidden, num_layers=layers, batch_first=True,
-                            dropout=dropout if layers > 1 else 0.0, bidirectional=bidirectional)
+        self.lstm = nn.LSTM(
+            embedding_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
         width = hidden * (2 if bidirectional else 1)
         self.dropout = nn.Dropout(dropout)
         # Dense(256) then Dense(V) with no activation between them, as in Nguyen et al.'s code.
-        self.head = nn.Sequential(nn.Linear(width, head_hidden), nn.Dropout(dropout),
-                                  nn.Linear(head_hidden, vocab_size))
+        self.head = nn.Sequential(
+            nn.Linear(width, head_hidden), nn.Dropout(dropout), nn.Linear(head_hidden, vocab_size)
+        )
 
     def causal_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs (B, T) ids -> (B, T, V) logits of the next token at every step (unidirectional)."""
@@ -60,8 +75,9 @@ class NoteLSTM(nn.Module):
 
     def next_logits(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """inputs (B, T) ids, lengths (B,) >= 1 -> (B, V) logits of the token after each window."""
-        packed = pack_padded_sequence(self.embedding(inputs), lengths.cpu().clamp_min(1), batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.embedding(inputs), lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False
+        )
         _, (h_n, _) = self.lstm(packed)  # (layers * dirs, B, H): final states, padding skipped
         top = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
         return self.head(self.dropout(top))
@@ -70,8 +86,9 @@ class NoteLSTM(nn.Module):
         return self.causal_logits(inputs) if lengths is None else self.next_logits(inputs, lengths)
 
     @torch.no_grad()
-    def generate(self, num: int, length: int, *, window: int = 100, temperature: float = 1.0,
-                 greedy: bool = False) -> torch.Tensor:
+    def generate(
+        self, num: int, length: int, *, window: int = 100, temperature: float = 1.0, greedy: bool = False
+    ) -> torch.Tensor:
         """(num, length) ids >= 2, sampled one at a time from the start symbol.
 
         Unidirectional: the LSTM state carries the whole history. Bidirectional: the window
@@ -84,8 +101,11 @@ class NoteLSTM(nn.Module):
         state = None
         for _ in range(length):
             if self.bidirectional:
-                context = torch.cat([history[:, :1], history[:, 1:][:, -(window - 1):]], dim=1) if window > 1 \
+                context = (
+                    torch.cat([history[:, :1], history[:, 1:][:, -(window - 1) :]], dim=1)
+                    if window > 1
                     else history[:, :1]
+                )
                 lengths = torch.full((num,), context.shape[1], dtype=torch.long)
                 logits = self.next_logits(context, lengths)
             else:

@@ -45,8 +45,9 @@ def free_energy(v: torch.Tensor, weight: torch.Tensor, bv: torch.Tensor, bh: tor
     return -(v * bv).sum(-1) - F.softplus(v @ weight + bh).sum(-1)
 
 
-def gibbs_chain(v: torch.Tensor, weight: torch.Tensor, bv: torch.Tensor, bh: torch.Tensor,
-                steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gibbs_chain(
+    v: torch.Tensor, weight: torch.Tensor, bv: torch.Tensor, bh: torch.Tensor, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`steps` block-Gibbs sweeps v -> h -> v from `v`; returns (v sample, its mean P(v=1|h)).
 
     Shapes as `free_energy`; draws from torch's global RNG (the loop reseeds it per step).
@@ -76,7 +77,7 @@ def exact_log_partition(weight: torch.Tensor, bv: torch.Tensor, bh: torch.Tensor
     small = weight.shape[1]
     if small > 22:
         raise ValueError(f"exact partition function needs a layer of <= 22 units, got {small}")
-    codes = torch.arange(2 ** small, device=weight.device)
+    codes = torch.arange(2**small, device=weight.device)
     states = ((codes[:, None] >> torch.arange(small, device=weight.device)) & 1).double()  # (2^S, S)
     # terms (..., 2^S): bh.h + sum_i softplus(bv_i + (W h)_i)
     terms = bh @ states.t() + F.softplus(bv[..., None, :] + states @ weight.t()).sum(-1)
@@ -91,8 +92,15 @@ def ais_betas(num_betas: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ais_log_partition(weight: torch.Tensor, bv: torch.Tensor, bh: torch.Tensor, *, num_chains: int = 32,
-                      num_betas: int = 500, max_rows: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+def ais_log_partition(
+    weight: torch.Tensor,
+    bv: torch.Tensor,
+    bh: torch.Tensor,
+    *,
+    num_chains: int = 32,
+    num_betas: int = 500,
+    max_rows: int = 8192,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Annealed importance sampling estimate of log Z for N RBMs sharing W: bv (N, V), bh (N, H).
 
     Estimator (Neal 2001; Salakhutdinov & Murray 2008), per RBM: intermediate distributions
@@ -117,8 +125,8 @@ def ais_log_partition(weight: torch.Tensor, bv: torch.Tensor, bh: torch.Tensor, 
     rbms_per_chunk = max(1, max_rows // num_chains)
     log_z, stderr = [], []
     for start in range(0, bv.shape[0], rbms_per_chunk):
-        cbv = bv[start:start + rbms_per_chunk].float()  # (n, V)
-        cbh = bh[start:start + rbms_per_chunk].float()  # (n, H)
+        cbv = bv[start : start + rbms_per_chunk].float()  # (n, V)
+        cbh = bh[start : start + rbms_per_chunk].float()  # (n, H)
         n = cbv.shape[0]
         rbv = cbv.repeat_interleave(num_chains, dim=0)  # (n*M, V)
         rbh = cbh.repeat_interleave(num_chains, dim=0)  # (n*M, H)
@@ -234,8 +242,9 @@ class RecurrentRBM(nn.Module):
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
-    def frame_log_likelihood(self, v: torch.Tensor, *, num_chains: int = 32, num_betas: int = 500,
-                             exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame_log_likelihood(
+        self, v: torch.Tensor, *, num_chains: int = 32, num_betas: int = 500, exact: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """log P(v_t | v_<t) per frame of ONE song v (T, V), with the AIS standard error of
         each frame's log Z (zeros when exact). exact=True enumerates (tiny RBMs only)."""
         bv_t, bh_t = self.conditional_biases(v[None].float())

@@ -26,8 +26,20 @@ import torch.nn.functional as F
 from torch import nn
 
 # (width, filters) of the SeqGAN reference's discriminator and of Polyphonic SeqGAN's.
-SEQGAN_FILTERS = ((1, 100), (2, 200), (3, 200), (4, 200), (5, 200), (6, 100), (7, 100), (8, 100), (9, 100),
-                  (10, 100), (15, 160), (20, 160))
+SEQGAN_FILTERS = (
+    (1, 100),
+    (2, 200),
+    (3, 200),
+    (4, 200),
+    (5, 200),
+    (6, 100),
+    (7, 100),
+    (8, 100),
+    (9, 100),
+    (10, 100),
+    (15, 160),
+    (20, 160),
+)
 POLYPHONIC_FILTERS = ((5, 400), (10, 400), (15, 400), (20, 400))
 TINY_FILTERS = ((1, 4), (2, 4), (3, 4), (4, 4))  # tests and smoke runs
 FILTER_TABLES = {"seqgan": SEQGAN_FILTERS, "polyphonic": POLYPHONIC_FILTERS, "tiny": TINY_FILTERS}
@@ -44,8 +56,9 @@ def sample_inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Ten
 class SeqGenerator(nn.Module):
     bidirectional = False  # the note-LSTM MLE step (families/notes.lm_step) reads these two
 
-    def __init__(self, vocab_size: int, embedding_dim: int = 32, hidden: int = 32, first_id: int = 0,
-                 init_std: float = 0.1) -> None:
+    def __init__(
+        self, vocab_size: int, embedding_dim: int = 32, hidden: int = 32, first_id: int = 0, init_std: float = 0.1
+    ) -> None:
         """`first_id`: ids below it (a vocabulary's padding / unknown) are never sampled."""
         super().__init__()
         self.vocab_size, self.first_id = vocab_size, first_id
@@ -71,7 +84,7 @@ class SeqGenerator(nn.Module):
         logits = self.head(hidden)
         if self.first_id:
             logits = logits.clone()
-            logits[..., :self.first_id] = float("-inf")
+            logits[..., : self.first_id] = float("-inf")
         return logits
 
     def log_probs(self, ids: torch.Tensor) -> torch.Tensor:
@@ -156,8 +169,15 @@ class Highway(nn.Module):
 
 
 class CNNDiscriminator(nn.Module):
-    def __init__(self, vocab_size: int, seq_len: int, embedding_dim: int = 64, filters=SEQGAN_FILTERS,
-                 dropout: float = 0.25, least_squares: bool = False) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        seq_len: int,
+        embedding_dim: int = 64,
+        filters=SEQGAN_FILTERS,
+        dropout: float = 0.25,
+        least_squares: bool = False,
+    ) -> None:
         super().__init__()
         kept = [(width, count) for width, count in filters if width <= seq_len]
         if not kept:

@@ -42,15 +42,16 @@ CONV_FILTERS, CONV_WIDTH = 12, 3
 class DropoutLSTM(nn.Module):
     """One LSTM layer (gate order i, f, g, o as nn.LSTM) with input and recurrent dropout."""
 
-    def __init__(self, input_size: int, hidden_size: int, input_dropout: float = 0.5,
-                 recurrent_dropout: float = 0.5) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, input_dropout: float = 0.5, recurrent_dropout: float = 0.5
+    ) -> None:
         super().__init__()
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.input_dropout, self.recurrent_dropout = float(input_dropout), float(recurrent_dropout)
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.zeros(4 * hidden_size))
-        bound = hidden_size ** -0.5  # nn.LSTM's initialisation
+        bound = hidden_size**-0.5  # nn.LSTM's initialisation
         nn.init.uniform_(self.weight_ih, -bound, bound)
         nn.init.uniform_(self.weight_hh, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
@@ -112,8 +113,12 @@ class KBlockFrontEnd(nn.Module):
         if num_features % 2:
             raise ConfigError(f"kblock needs frames of real then imaginary parts (an even size), got {num_features}")
         self.blocks = int(blocks)
-        self.convs = nn.Sequential(nn.Conv2d(2, channels, 3, stride=2, padding=1), nn.ReLU(),
-                                   nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU())
+        self.convs = nn.Sequential(
+            nn.Conv2d(2, channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, 2, self.blocks, num_features // 2)).numel()
         self.dense = _dense_input(flat, hidden, dropout)
@@ -129,8 +134,16 @@ class KBlockFrontEnd(nn.Module):
 class SpectralLSTM(nn.Module):
     """front end -> one LSTM, or two stacked, or two in parallel summed -> dense D."""
 
-    def __init__(self, front: nn.Module, front_features: int, num_features: int, hidden: int, lstms: int,
-                 parallel: bool, lstm_dropout: float) -> None:
+    def __init__(
+        self,
+        front: nn.Module,
+        front_features: int,
+        num_features: int,
+        hidden: int,
+        lstms: int,
+        parallel: bool,
+        lstm_dropout: float,
+    ) -> None:
         super().__init__()
         self.front = front
         sizes = [front_features] + [hidden] * (lstms - 1) if not parallel else [front_features] * lstms
@@ -152,8 +165,16 @@ class SpectralLSTM(nn.Module):
         return [p for p in self.parameters() if id(p) not in lstm_params and p.dim() > 1]
 
 
-def build_spectral_net(arch: str, num_features: int, hidden: int, *, dropout: float = 0.2,
-                       lstm_dropout: float = 0.5, kblock: int = 3, conv_project: int | None = None) -> SpectralLSTM:
+def build_spectral_net(
+    arch: str,
+    num_features: int,
+    hidden: int,
+    *,
+    dropout: float = 0.2,
+    lstm_dropout: float = 0.5,
+    kblock: int = 3,
+    conv_project: int | None = None,
+) -> SpectralLSTM:
     """One of SPECTRAL_ARCHS for frames of `num_features` values (see the module docstring)."""
     if arch not in SPECTRAL_ARCHS:
         raise ConfigError(f"unknown spectral architecture {arch!r}; choose one of {', '.join(SPECTRAL_ARCHS)}")
@@ -166,7 +187,8 @@ def build_spectral_net(arch: str, num_features: int, hidden: int, *, dropout: fl
         front = ConvFrontEnd(num_features, conv_project, dropout)
         return SpectralLSTM(front, front.out_features, lstms=1, parallel=False, **common)
     if arch == "kblock":
-        return SpectralLSTM(KBlockFrontEnd(num_features, hidden, kblock, dropout), hidden, lstms=1, parallel=False,
-                            **common)
+        return SpectralLSTM(
+            KBlockFrontEnd(num_features, hidden, kblock, dropout), hidden, lstms=1, parallel=False, **common
+        )
     lstms, parallel = {"fc": (1, False), "stacked": (2, False), "bilinear": (2, True)}[arch]
     return SpectralLSTM(_dense_input(num_features, hidden, dropout), hidden, lstms=lstms, parallel=parallel, **common)

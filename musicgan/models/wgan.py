@@ -16,8 +16,13 @@ class RollGenerator(nn.Module):
     def __init__(self, keys: int, seq_len: int, latent_dim: int, hidden: int) -> None:
         super().__init__()
         self.keys, self.seq_len, self.latent_dim = keys, seq_len, latent_dim
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, seq_len * keys))
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, seq_len * keys),
+        )
 
     def forward(self, batch_size: int) -> torch.Tensor:
         weight = self.net[0].weight
@@ -33,8 +38,12 @@ class RollCritic(nn.Module):
 
     def __init__(self, keys: int, hidden: int) -> None:
         super().__init__()
-        self.convs = nn.Sequential(nn.Conv1d(keys, hidden, 3, padding=1), nn.LeakyReLU(0.2),
-                                   nn.Conv1d(hidden, hidden, 3, stride=2, padding=1), nn.LeakyReLU(0.2))
+        self.convs = nn.Sequential(
+            nn.Conv1d(keys, hidden, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden, hidden, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+        )
         self.head = nn.Conv1d(hidden, 1, 1)
 
     def forward(self, roll: torch.Tensor) -> torch.Tensor:

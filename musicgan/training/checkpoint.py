@@ -224,18 +224,20 @@ def load_network(net: torch.nn.Module, weights: dict, *, name: str, source: str 
         if key in expected and torch.is_tensor(tensor) and tuple(expected[key].shape) != tuple(tensor.shape):
             raise CheckpointMismatchError(
                 f"checkpoint {source} is for another model size: {name} {key} is {list(tensor.shape)} there, "
-                f"{list(expected[key].shape)} here{hint}")
+                f"{list(expected[key].shape)} here{hint}"
+            )
     missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
     if missing or unexpected:
         raise CheckpointMismatchError(
             f"checkpoint {source} does not fit this {name}: {len(missing)} tensors missing "
             f"({', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected "
-            f"({', '.join(unexpected[:3]) or '-'}){hint}")
+            f"({', '.join(unexpected[:3]) or '-'}){hint}"
+        )
     net.load_state_dict(weights)
 
 
 def model_differences(saved_config: dict, current: dict) -> str:
-    """", written with model.g_hidden=16 (this run: 32)" for every `model.*` value that differs."""
+    """ ", written with model.g_hidden=16 (this run: 32)" for every `model.*` value that differs."""
     saved, now = saved_config.get("model", {}), current.get("model", {})
     diffs = [f"model.{k}={saved[k]!r} (this run: {now[k]!r})" for k in sorted(saved) if k in now and saved[k] != now[k]]
     return f"; the checkpoint was written with {', '.join(diffs)}" if diffs else ""
@@ -243,8 +245,11 @@ def model_differences(saved_config: dict, current: dict) -> str:
 
 def pack_networks(states: dict[str, dict]) -> dict:
     """The format-2 network entries of a checkpoint: `networks` plus the top-level aliases."""
-    return {"networks": dict(states), **{name: states.get(name, {}) for name in ALIASES},
-            "format_version": FORMAT_VERSION}
+    return {
+        "networks": dict(states),
+        **{name: states.get(name, {}) for name in ALIASES},
+        "format_version": FORMAT_VERSION,
+    }
 
 
 def network_state(state: dict, name: str) -> dict:
@@ -253,8 +258,10 @@ def network_state(state: dict, name: str) -> dict:
         return state["networks"][name]
     if state.get("format_version", 1) == 1 and name in ALIASES and name in state:
         return state[name]
-    raise UserError(f"the checkpoint has no network {name!r} (it holds "
-                    f"{', '.join(sorted(set(state.get('networks', {})) | {a for a in ALIASES if state.get(a)}))})")
+    raise UserError(
+        f"the checkpoint has no network {name!r} (it holds "
+        f"{', '.join(sorted(set(state.get('networks', {})) | {a for a in ALIASES if state.get(a)}))})"
+    )
 
 
 def _is_complete(state: object) -> bool:

@@ -69,8 +69,9 @@ def check_repeat(phases: list[Phase], grad_accum: int) -> None:
     accumulation boundary against the other engines' (docs/distributed-pitfalls.md)."""
     for phase in phases:
         if grad_accum > 1 and any(r > 1 for r in phase.repeat.values()):
-            raise ConfigError(f"phase {phase.name} repeats an update per batch, which needs dist.grad_accum=1 "
-                              f"(got {grad_accum})")
+            raise ConfigError(
+                f"phase {phase.name} repeats an update per batch, which needs dist.grad_accum=1 (got {grad_accum})"
+            )
 
 
 def forward(plan: StepPlan, ctx: StepContext, batch) -> StepOutput:
@@ -78,7 +79,8 @@ def forward(plan: StepPlan, ctx: StepContext, batch) -> StepOutput:
     ctx.trains, ctx.step = plan.trains, plan.step
     out = plan.phase.step(ctx, batch)
     assert set(out.losses) == set(plan.trains), (
-        f"phase {plan.phase.name} returned losses for {sorted(out.losses)}, expected {sorted(plan.trains)}")
+        f"phase {plan.phase.name} returned losses for {sorted(out.losses)}, expected {sorted(plan.trains)}"
+    )
     return out
 
 
@@ -103,8 +105,15 @@ def _finite(value: float) -> bool:
     return value == value and abs(value) != float("inf")
 
 
-def update(backend: TrainBackend, plan: StepPlan, out: StepOutput, reduced: Reduced, *, boundary: bool,
-           redo: Callable[[str], torch.Tensor]) -> StepReport:
+def update(
+    backend: TrainBackend,
+    plan: StepPlan,
+    out: StepOutput,
+    reduced: Reduced,
+    *,
+    boundary: bool,
+    redo: Callable[[str], torch.Tensor],
+) -> StepReport:
     """Hold, then update or skip every network of the phase in its order (same on all ranks).
     `redo(name)` recomputes `name`'s loss on the same batch and noise (for `repeat`)."""
     report = StepReport(dict(reduced.values), held=plan.phase.held(reduced.values))
@@ -133,17 +142,29 @@ def after_updates(plan: StepPlan, ctx: StepContext, report: StepReport) -> None:
         plan.phase.after_updates(ctx, frozenset(report.updated))
 
 
-def closes_window(step_after: int, *, grad_accum: int, total_steps: int, batch_after: int, batches_per_epoch: int,
-                  checkpoint_every: int) -> bool:
+def closes_window(
+    step_after: int,
+    *,
+    grad_accum: int,
+    total_steps: int,
+    batch_after: int,
+    batches_per_epoch: int,
+    checkpoint_every: int,
+) -> bool:
     """Does this trainer step end a window of `grad_accum` micro steps? Also at every step
     after which a checkpoint is written (epoch end, `log.checkpoint_every`, the last step),
     so no checkpoint holds half a window and resumes stay exact. Identical on all ranks."""
-    return (grad_accum == 1 or step_after % grad_accum == 0 or step_after >= total_steps
-            or batch_after >= batches_per_epoch or bool(checkpoint_every and step_after % checkpoint_every == 0))
+    return (
+        grad_accum == 1
+        or step_after % grad_accum == 0
+        or step_after >= total_steps
+        or batch_after >= batches_per_epoch
+        or bool(checkpoint_every and step_after % checkpoint_every == 0)
+    )
 
 
 def divergence_action(policy: str, *, has_checkpoint: bool, rolled_back_here: bool) -> str:
-    """"skip" | "skip-again" | "rollback" | "stop" for a step that diverged on every rank.
+    """ "skip" | "skip-again" | "rollback" | "stop" for a step that diverged on every rank.
     The same step diverging again after a rollback is a bad batch (a NaN in the data):
     replaying it would loop forever, so it is skipped."""
     if policy == "skip":

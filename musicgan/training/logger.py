@@ -27,8 +27,16 @@ def _plain(value):
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, *, enabled: bool, total_steps: int, tensorboard: bool, progress: bool,
-                 initial_step: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool,
+        total_steps: int,
+        tensorboard: bool,
+        progress: bool,
+        initial_step: int = 0,
+    ) -> None:
         self.enabled = enabled
         self.jsonl = None
         self.writer = None
@@ -46,8 +54,15 @@ class RunLogger:
         if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",
-                            dynamic_ncols=True, file=sys.stderr, disable=None)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=initial_step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                disable=None,
+            )
 
     def event(self, kind: str, step: int, **fields) -> None:
         """One JSON line: {"event": kind, "step": step, "time": ..., **fields}."""
@@ -76,8 +91,9 @@ class RunLogger:
         if self.bar is not None:
             self.bar.update(steps)
             if postfix:
-                self.bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in postfix.items()},
-                                     refresh=False)
+                self.bar.set_postfix(
+                    {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in postfix.items()}, refresh=False
+                )
 
     def message(self, text: str) -> None:
         if not self.enabled:

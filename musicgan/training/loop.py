@@ -32,15 +32,13 @@ from musicgan.distributed.env import DistEnv, init_distributed, teardown
 from musicgan.errors import UserError
 from musicgan.stop_signals import STOP_SIGNALS
 from musicgan.training import checkpoint as ckpt
-from musicgan.training import engine
+from musicgan.training import engine, sampling
 from musicgan.training.curriculum import seq_len_for_epoch
 from musicgan.training.families import all_network_names, get_family
 from musicgan.training.logger import RunLogger
 from musicgan.training.phases import StepContext, phase_for_epoch
-from musicgan.training import sampling
 
 log = logging.getLogger("musicgan")
-
 
 
 class DivergenceError(UserError):
@@ -64,9 +62,14 @@ class TrainState:
 
     def to_dict(self) -> dict:
         return {
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "lr_scale": self.lr_scale, "skipped_steps": self.skipped_steps,
-            "skipped_samples": self.skipped_samples, "held": list(self.held), "updates": dict(self.updates),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "lr_scale": self.lr_scale,
+            "skipped_steps": self.skipped_steps,
+            "skipped_samples": self.skipped_samples,
+            "held": list(self.held),
+            "updates": dict(self.updates),
         }
 
     @classmethod
@@ -74,9 +77,13 @@ class TrainState:
         # Format 1 wrote {"freeze": {name: bool}} instead of "held".
         held = state.get("held", [name for name, frozen in state.get("freeze", {}).items() if frozen])
         return cls(
-            step=int(state["step"]), epoch=int(state["epoch"]), batch_in_epoch=int(state["batch_in_epoch"]),
-            lr_scale=float(state.get("lr_scale", 1.0)), skipped_steps=int(state.get("skipped_steps", 0)),
-            skipped_samples=int(state.get("skipped_samples", 0)), held=tuple(held),
+            step=int(state["step"]),
+            epoch=int(state["epoch"]),
+            batch_in_epoch=int(state["batch_in_epoch"]),
+            lr_scale=float(state.get("lr_scale", 1.0)),
+            skipped_steps=int(state.get("skipped_steps", 0)),
+            skipped_samples=int(state.get("skipped_samples", 0)),
+            held=tuple(held),
             updates={k: int(v) for k, v in state.get("updates", {}).items()},
         )
 
@@ -141,24 +148,46 @@ def _stop_signals(flag: _StopFlag):
             signal.signal(sig, handler)
 
 
-def make_backend(cfg: Config, env: DistEnv, deepspeed_config: str | None = None,
-                 network_names: tuple[str, ...] = ("generator", "discriminator")):
+def make_backend(
+    cfg: Config,
+    env: DistEnv,
+    deepspeed_config: str | None = None,
+    network_names: tuple[str, ...] = ("generator", "discriminator"),
+):
     if cfg.dist.backend == "deepspeed":
         from musicgan.distributed.deepspeed import DeepSpeedBackend  # the only deepspeed importer
 
-        return DeepSpeedBackend(env, cfg, user_config=deepspeed_config, network_names=network_names,
-                                other_models_networks=all_network_names() - set(network_names))
+        return DeepSpeedBackend(
+            env,
+            cfg,
+            user_config=deepspeed_config,
+            network_names=network_names,
+            other_models_networks=all_network_names() - set(network_names),
+        )
     from musicgan.distributed.ddp import DDPBackend
 
-    return DDPBackend(env, grad_clip=cfg.optim.grad_clip, max_grad_norm=cfg.train.max_grad_norm,
-                      grad_accum=cfg.dist.grad_accum, precision=cfg.dist.precision)
+    return DDPBackend(
+        env,
+        grad_clip=cfg.optim.grad_clip,
+        max_grad_norm=cfg.train.max_grad_norm,
+        grad_accum=cfg.dist.grad_accum,
+        precision=cfg.dist.precision,
+    )
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, *, env: DistEnv, deepspeed_config: str | None = None,
-                 report_fn: Callable[[dict, Path | None], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, loader_factory: Callable = make_loader,
-                 logger: RunLogger | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        *,
+        env: DistEnv,
+        deepspeed_config: str | None = None,
+        report_fn: Callable[[dict, Path | None], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        loader_factory: Callable = make_loader,
+        logger: RunLogger | None = None,
+    ) -> None:
         """`loader_factory` (make_loader's signature) and `logger` (else `fit` opens a
         RunLogger) are seams for benchmarks and tests that replay or corrupt batches."""
         self.cfg = validate(cfg)
@@ -248,8 +277,9 @@ class Trainer:
         state = ckpt.load_checkpoint(path)
         hint = ckpt.model_differences(state.get("config", {}), self.cfg.to_dict())
         for name in self.family.network_names:
-            ckpt.load_network(self.backend.module(name), ckpt.network_state(state, name), name=name, source=path,
-                              hint=hint)
+            ckpt.load_network(
+                self.backend.module(name), ckpt.network_state(state, name), name=name, source=path, hint=hint
+            )
         self.backend.load_optimizer_state(state.get("optimizers", {}))
         self.backend.load_extra(ckpt.checkpoint_dir(self.run_dir), path.stem)
         if "representation" in state:
@@ -296,9 +326,16 @@ class Trainer:
         if self.env.is_main:
             networks = {name: self.backend.module(name) for name in self.family.network_names}
             metrics = sampling.sample_round(
-                self.family, networks, self.representation, self.run_dir / "samples" / label,
-                num_samples=self.cfg.log.num_samples, metric_samples=self.cfg.log.metric_samples,
-                length=self.cfg.curriculum.max_len, png=label == "final", logger=self.logger, step=self.state.step,
+                self.family,
+                networks,
+                self.representation,
+                self.run_dir / "samples" / label,
+                num_samples=self.cfg.log.num_samples,
+                metric_samples=self.cfg.log.metric_samples,
+                length=self.cfg.curriculum.max_len,
+                png=label == "final",
+                logger=self.logger,
+                step=self.state.step,
             )
             metrics.update(self.real_metrics or {})
         metrics = collectives.broadcast_object(metrics, "sample metrics")
@@ -311,12 +348,24 @@ class Trainer:
         if resume:
             resumed = self.resume()
             if self.env.is_main:
-                print(f"[musicgan] {'resuming from ' + str(self.last_checkpoint) if resumed else 'no checkpoint to resume: starting fresh'}",
-                      flush=True)
+                print(
+                    "[musicgan] "
+                    + (
+                        f"resuming from {self.last_checkpoint}"
+                        if resumed
+                        else "no checkpoint to resume: starting fresh"
+                    ),
+                    flush=True,
+                )
         if self.logger is None:
-            self.logger = RunLogger(self.run_dir, enabled=self.env.is_main, total_steps=self.total_steps,
-                                    tensorboard=self.cfg.log.tensorboard, progress=self.cfg.log.progress,
-                                    initial_step=self.state.step)
+            self.logger = RunLogger(
+                self.run_dir,
+                enabled=self.env.is_main,
+                total_steps=self.total_steps,
+                tensorboard=self.cfg.log.tensorboard,
+                progress=self.cfg.log.progress,
+                initial_step=self.state.step,
+            )
         if self.env.is_main:
             self.real_metrics = sampling.real_metrics(self.cfg, self.representation, self.train_urls)
         try:
@@ -334,8 +383,9 @@ class Trainer:
                 self.logger.event("finished", self.state.step, epoch=self.state.epoch)
                 if self.env.is_main:
                     (self.run_dir / "finished.json").write_text(json.dumps(self.state.to_dict()) + "\n")
-            return TrainResult(self.run_dir, self.state.step, self.state.epoch, finished, self.last_checkpoint,
-                               self.last_metrics)
+            return TrainResult(
+                self.run_dir, self.state.step, self.state.epoch, finished, self.last_checkpoint, self.last_metrics
+            )
         finally:
             self.logger.close()
 
@@ -348,12 +398,18 @@ class Trainer:
             epoch = self.state.epoch
             phase, phase_start = phase_for_epoch(self.phases, epoch)
             seq_len = seq_len_for_epoch(self.cfg.curriculum, epoch, grows=phase.curriculum)
-            ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len,
-                              steps_per_epoch=self.batches_per_epoch)
+            ctx = StepContext(self.cfg, self.backend, self.env.device, seq_len, steps_per_epoch=self.batches_per_epoch)
             loader = self.loader_factory(
-                self.train_urls, self.representation, seq_len=seq_len, batch_size=self.cfg.data.batch_size,
-                num_batches=self.batches_per_epoch, seed=self.cfg.train.seed, epoch=epoch,
-                rank=self.env.rank, world_size=self.env.world_size, num_workers=self.cfg.data.num_workers,
+                self.train_urls,
+                self.representation,
+                seq_len=seq_len,
+                batch_size=self.cfg.data.batch_size,
+                num_batches=self.batches_per_epoch,
+                seed=self.cfg.train.seed,
+                epoch=epoch,
+                rank=self.env.rank,
+                world_size=self.env.world_size,
+                num_workers=self.cfg.data.num_workers,
             )
             t_last = time.perf_counter()
             for index, batch in enumerate(loader):
@@ -389,10 +445,18 @@ class Trainer:
         skipped, shard_errors = (int(round(float(v))) for v in total)
         self.state.skipped_samples += skipped
         if skipped or shard_errors:
-            self.logger.message(f"[musicgan] epoch {self.state.epoch}: {skipped} corrupt samples skipped "
-                                f"({self.state.skipped_samples} in total), {shard_errors} unreadable shard reads")
-        self.logger.event("data", self.state.step, epoch=self.state.epoch, skipped_samples=skipped,
-                          skipped_samples_total=self.state.skipped_samples, shard_errors=shard_errors)
+            self.logger.message(
+                f"[musicgan] epoch {self.state.epoch}: {skipped} corrupt samples skipped "
+                f"({self.state.skipped_samples} in total), {shard_errors} unreadable shard reads"
+            )
+        self.logger.event(
+            "data",
+            self.state.step,
+            epoch=self.state.epoch,
+            skipped_samples=skipped,
+            skipped_samples_total=self.state.skipped_samples,
+            shard_errors=shard_errors,
+        )
 
     def _end_epoch(self, epoch: int) -> None:
         self.state.epoch = epoch + 1
@@ -414,13 +478,13 @@ class Trainer:
         if self.env.is_main:
             reason = ", ".join(f"{r} on rank {i}" for i, r in enumerate(reasons) if r) or "stop requested"
             (self.run_dir / "stopped.json").write_text(
-                json.dumps({"step": self.state.step, "reason": reason, "checkpoint": str(path)}) + "\n")
+                json.dumps({"step": self.state.step, "reason": reason, "checkpoint": str(path)}) + "\n"
+            )
             self.logger.event("stopped", self.state.step, reason=reason, checkpoint=str(path))
             self.logger.message(
                 f"[musicgan] stopped at step {self.state.step} ({reason}); checkpoint {path}. "
                 f"Resume with the same command plus --resume."
             )
-
 
     def _train_step(self, ctx: StepContext, phase, phase_start: int, batch) -> bool:
         """One trainer step of `phase` (engine.py); True when all ranks agreed to stop after it."""
@@ -430,8 +494,9 @@ class Trainer:
         ctx.global_step, ctx.progress = self.state.step, self.state.step / max(self.total_steps, 1)
         out = engine.forward(plan, ctx, batch)
         external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
-        reduced = engine.reduce(out, stop=external_stop, budget_spent=self._budget_spent(),
-                                what=f"losses at step {self.state.step}")
+        reduced = engine.reduce(
+            out, stop=external_stop, budget_spent=self._budget_spent(), what=f"losses at step {self.state.step}"
+        )
         if reduced.budget_spent:
             self._end_at_window()
         # An agreed stop waits until the open accumulation window closes (at most
@@ -443,8 +508,14 @@ class Trainer:
         if reduced.nonfinite:
             self._diverged(batch, reduced.nonfinite_message())
             return stop
-        report = engine.update(self.backend, plan, out, reduced, boundary=boundary,
-                               redo=lambda name: self._redo(plan, ctx, batch, seed, name))
+        report = engine.update(
+            self.backend,
+            plan,
+            out,
+            reduced,
+            boundary=boundary,
+            redo=lambda name: self._redo(plan, ctx, batch, seed, name),
+        )
         engine.after_updates(plan, ctx, report)
         self.state.held = tuple(n for n in phase.networks if n in report.held)
         for name in report.updated:
@@ -467,8 +538,9 @@ class Trainer:
             return
         accum = self.cfg.dist.grad_accum
         self.total_steps = self.state.step + 1 + (accum - (self.state.step + 1) % accum) % accum
-        self.logger.message(f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: "
-                            f"finishing at step {self.total_steps}")
+        self.logger.message(
+            f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: finishing at step {self.total_steps}"
+        )
 
     def _budget_spent(self) -> bool:
         """True on rank 0 once `train.max_minutes` of training have passed (0: no budget)."""
@@ -477,10 +549,14 @@ class Trainer:
 
     def _closes_window(self) -> bool:
         """Gradient accumulation: does this trainer step end a window (engine.closes_window)?"""
-        return engine.closes_window(self.state.step + 1, grad_accum=self.cfg.dist.grad_accum,
-                                    total_steps=self.total_steps, batch_after=self.state.batch_in_epoch + 1,
-                                    batches_per_epoch=self.batches_per_epoch,
-                                    checkpoint_every=self.cfg.log.checkpoint_every)
+        return engine.closes_window(
+            self.state.step + 1,
+            grad_accum=self.cfg.dist.grad_accum,
+            total_steps=self.total_steps,
+            batch_after=self.state.batch_in_epoch + 1,
+            batches_per_epoch=self.batches_per_epoch,
+            checkpoint_every=self.cfg.log.checkpoint_every,
+        )
 
     def _diverged(self, batch, what: str) -> None:
         """A non-finite loss or exploding gradient, seen identically by every rank."""
@@ -488,19 +564,28 @@ class Trainer:
         sources = sorted({k for rank_keys in keys for k in rank_keys})
         policy = self.cfg.train.nonfinite
         self.logger.event("divergence", self.state.step, what=what, policy=policy, sources=sources)
-        message = (f"[musicgan] divergence at step {self.state.step}: {what}; batch songs: "
-                   f"{', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}")
-        action = engine.divergence_action(policy, has_checkpoint=self.last_checkpoint is not None,
-                                          rolled_back_here=self.state.step in self._rolled_back_at)
+        message = (
+            f"[musicgan] divergence at step {self.state.step}: {what}; batch songs: "
+            f"{', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}"
+        )
+        action = engine.divergence_action(
+            policy,
+            has_checkpoint=self.last_checkpoint is not None,
+            rolled_back_here=self.state.step in self._rolled_back_at,
+        )
         if action in ("skip", "skip-again"):
             self.state.skipped_steps += 1
-            self.logger.message(message + (" -> step skipped" if action == "skip"
-                                           else " -> diverged again after rolling back: step skipped"))
+            self.logger.message(
+                message
+                + (" -> step skipped" if action == "skip" else " -> diverged again after rolling back: step skipped")
+            )
             return
         if action == "rollback":
             self._rolled_back_at.add(self.state.step)
-            self.logger.message(message + f" -> rolling back to {self.last_checkpoint.name}, "
-                                f"learning rates x{self.cfg.train.rollback_lr_factor}")
+            self.logger.message(
+                message + f" -> rolling back to {self.last_checkpoint.name}, "
+                f"learning rates x{self.cfg.train.rollback_lr_factor}"
+            )
             raise _Rollback()
         last = self.last_checkpoint.name if self.last_checkpoint else "none written yet"
         raise DivergenceError(f"{message.removeprefix('[musicgan] ')}; stopped, last good checkpoint: {last}")
@@ -513,23 +598,44 @@ class Trainer:
         self.state.skipped_steps = skipped
         self._apply_lrs()
 
-
     def _log_step(self, phase, seq_len: int, seconds: float) -> None:
         samples = self.cfg.log.interval * self.cfg.data.batch_size * self.env.world_size
-        row = step_scalars(self.last_values, self.state, list(self.base_lr), seq_len=seq_len, epoch=self.state.epoch,
-                           samples_per_s=samples / max(seconds, 1e-9), lr_scale=self.state.lr_scale)
+        row = step_scalars(
+            self.last_values,
+            self.state,
+            list(self.base_lr),
+            seq_len=seq_len,
+            epoch=self.state.epoch,
+            samples_per_s=samples / max(seconds, 1e-9),
+            lr_scale=self.state.lr_scale,
+        )
         self.logger.scalars(self.state.step, row, phase=phase.name)
 
 
-def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          deepspeed_config: str | None = None, report_fn=None, should_stop=None,
-          loader_factory: Callable = make_loader) -> TrainResult:
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    deepspeed_config: str | None = None,
+    report_fn=None,
+    should_stop=None,
+    loader_factory: Callable = make_loader,
+) -> TrainResult:
     """Train `cfg` into `run_dir` as this process's rank (one process, torchrun, SLURM or Ray)."""
     env = init_distributed(cfg.dist.timeout_s)
     trainer = None
     try:
-        trainer = Trainer(cfg, run_dir, env=env, deepspeed_config=deepspeed_config, report_fn=report_fn,
-                          should_stop=should_stop, loader_factory=loader_factory)
+        trainer = Trainer(
+            cfg,
+            run_dir,
+            env=env,
+            deepspeed_config=deepspeed_config,
+            report_fn=report_fn,
+            should_stop=should_stop,
+            loader_factory=loader_factory,
+        )
         return trainer.fit(resume=resume, overwrite=overwrite)
     finally:
         if trainer is not None:

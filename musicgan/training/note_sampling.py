@@ -18,7 +18,7 @@ from musicgan.training.sampling import decode_all, load_run, write_songs
 
 
 def parse_pitches(text: str) -> list[int]:
-    """"48,55,60" -> [48, 55, 60]; UserError on anything else."""
+    """ "48,55,60" -> [48, 55, 60]; UserError on anything else."""
     try:
         pitches = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -42,15 +42,24 @@ def note_latents(latent_dim: int, num: int, interpolate: bool) -> torch.Tensor:
     return torch.randn(num, latent_dim)
 
 
-def sample_notes(run_dir: str | Path, out_dir: str | Path, *, pitches: Sequence[int], num: int, seed: int = 0,
-                 checkpoint: str | Path | None = None, interpolate: bool = False) -> list[Path]:
+def sample_notes(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    pitches: Sequence[int],
+    num: int,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    interpolate: bool = False,
+) -> list[Path]:
     """`num` notes per pitch (pitchNNN-III.wav + .png in `out_dir`); see the module docstring."""
     if num < 1:
         raise UserError("--num must be at least 1")
     cfg, family, representation, networks, path = load_run(run_dir, checkpoint)
     if not hasattr(family, "generate_notes"):
-        raise UserError(f"--pitches needs a pitch-conditioned run (model.name=gansynth); {run_dir} is "
-                        f"model.name={cfg.model.name}")
+        raise UserError(
+            f"--pitches needs a pitch-conditioned run (model.name=gansynth); {run_dir} is model.name={cfg.model.name}"
+        )
     torch.manual_seed(seed)
     paths = []
     for pitch in pitches:
@@ -71,7 +80,7 @@ def note_images(family, representation, urls) -> tuple[torch.Tensor, torch.Tenso
     frames, pitches = [], []
     for song, steps in iter_encoded(urls, representation):
         if len(steps) >= family.cfg.curriculum.max_len and "pitch" in song.labels:
-            frames.append(torch.from_numpy(steps[:family.cfg.curriculum.max_len]))
+            frames.append(torch.from_numpy(steps[: family.cfg.curriculum.max_len]))
             pitches.append(song.labels["pitch"])
     if not frames:
         raise UserError("no notes with pitch labels in the reference shards")
@@ -80,8 +89,9 @@ def note_images(family, representation, urls) -> tuple[torch.Tensor, torch.Tenso
     return to_image(stacked, stacked.shape[2] // 2), classes
 
 
-def evaluate_notes(run_dir: str | Path, reference: str | Path, *, split: str = "valid", seed: int = 0,
-                   ndb_bins: int = 10) -> dict[str, dict[str, float]]:
+def evaluate_notes(
+    run_dir: str | Path, reference: str | Path, *, split: str = "valid", seed: int = 0, ndb_bins: int = 10
+) -> dict[str, dict[str, float]]:
     """Pitch accuracy, pitch entropy, Frechet and NDB of the run's notes (conditioned on the
     held-out notes' pitches), of the held-out real notes themselves and of uniform noise."""
     from musicgan.data.shards import split_urls
@@ -93,18 +103,23 @@ def evaluate_notes(run_dir: str | Path, reference: str | Path, *, split: str = "
     train_images, train_classes = note_images(family, representation, train_urls)
     held_images, held_classes = note_images(family, representation, held_urls)
     if len(held_images) < 2:
-        raise UserError(f"the {split} split of {reference} has {len(held_images)} note(s): the Frechet distance "
-                        "needs at least 2 (use a larger split, e.g. --split train to check the pipeline)")
-    classifier = notes.cached_classifier(train_urls, train_images, train_classes, cfg.model.num_pitches,
-                                         encoding=representation.state_dict())
+        raise UserError(
+            f"the {split} split of {reference} has {len(held_images)} note(s): the Frechet distance "
+            "needs at least 2 (use a larger split, e.g. --split train to check the pipeline)"
+        )
+    classifier = notes.cached_classifier(
+        train_urls, train_images, train_classes, cfg.model.num_pitches, encoding=representation.state_dict()
+    )
     centroids = notes.ndb_bins(notes.log_spectra(train_images), min(ndb_bins, len(train_images)), seed)
     torch.manual_seed(seed)
     pitches = (held_classes + cfg.model.min_pitch).tolist()
     generated = family.generate_notes(networks, pitches, torch.randn(len(pitches), cfg.model.latent_dim))
     generated = to_image(torch.from_numpy(generated), generated.shape[2] // 2)
     sets = {"generated": generated, "real held-out": held_images, "noise": notes.noise_images(held_images, seed)}
-    return {name: notes.note_metrics(classifier, train_images, centroids, images, held_classes)
-            for name, images in sets.items()}
+    return {
+        name: notes.note_metrics(classifier, train_images, centroids, images, held_classes)
+        for name, images in sets.items()
+    }
 
 
 def is_pitch_conditioned(run_dir: str | Path) -> bool:
@@ -127,5 +142,7 @@ def write_note_evaluation(results: dict[str, dict[str, float]], out_dir: str | P
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print("| set | pitch accuracy | pitch entropy (bits) | Frechet | NDB |\n|---|---|---|---|---|")
     for name, m in results.items():
-        print(f"| {name} | {m['pitch_accuracy']:.3f} | {m['pitch_entropy']:.3f} | {m['frechet']:.3g} | {m['ndb']:.2f} |")
+        print(
+            f"| {name} | {m['pitch_accuracy']:.3f} | {m['pitch_entropy']:.3f} | {m['frechet']:.3g} | {m['ndb']:.2f} |"
+        )
     return path

@@ -70,8 +70,11 @@ def train_on_oracle(cfg: Config, data: torch.Tensor, seed: int) -> SeqGenerator:
     family = get_family(cfg)
     torch.manual_seed(seed)  # the same initial generator for MLE and SeqGAN
     networks = family.build_networks(OracleTokens(cfg.model.seqgan_oracle_vocab))
-    backend = DDPBackend(DistEnv(0, 1, 0, torch.device("cpu"), False), grad_clip=cfg.optim.grad_clip,
-                         max_grad_norm=cfg.train.max_grad_norm)
+    backend = DDPBackend(
+        DistEnv(0, 1, 0, torch.device("cpu"), False),
+        grad_clip=cfg.optim.grad_clip,
+        max_grad_norm=cfg.train.max_grad_norm,
+    )
     backend.setup(networks, family.optimizers())
     ctx = StepContext(cfg, backend, torch.device("cpu"), data.shape[1])
     phases, batch_size = family.phases(), cfg.data.batch_size
@@ -80,7 +83,7 @@ def train_on_oracle(cfg: Config, data: torch.Tensor, seed: int) -> SeqGenerator:
         phase, start = phase_for_epoch(phases, epoch)
         order = torch.randperm(len(data))
         for index in range(batches):
-            rows = data[order[index * batch_size:(index + 1) * batch_size]]
+            rows = data[order[index * batch_size : (index + 1) * batch_size]]
             batch = Batch(rows[..., None], torch.full((len(rows),), rows.shape[1]), ["oracle"] * len(rows))
             plan = engine.StepPlan.at(phase, (epoch - start) * batches + index)
             out = engine.forward(plan, ctx, batch)

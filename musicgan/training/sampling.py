@@ -28,8 +28,9 @@ def decode_all(representation, steps: np.ndarray) -> list[Song]:
     return [representation.decode(row) for row in steps]
 
 
-def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png: bool = True,
-                audio: bool = False) -> list[Path]:
+def write_songs(
+    songs: list[Song], out_dir: Path, *, prefix: str = "sample", png: bool = True, audio: bool = False
+) -> list[Path]:
     """sample-000.mid (+ .png piano roll, one panel per track for multi-track songs, + .wav
     where requested) per song; a song decoded by an audio representation (it carries audio,
     no notes) is written as sample-000.wav only."""
@@ -42,7 +43,9 @@ def write_songs(songs: list[Song], out_dir: Path, *, prefix: str = "sample", png
             if png:
                 from musicgan.plots import spectrogram_png
 
-                spectrogram_png(song.audio, song.audio_rate, path.with_suffix(".png"), title=path.with_suffix(".wav").name)
+                spectrogram_png(
+                    song.audio, song.audio_rate, path.with_suffix(".png"), title=path.with_suffix(".wav").name
+                )
             continue
         write_midi(song, path)
         if png:
@@ -71,8 +74,19 @@ def _summary(songs: list[Song]) -> dict[str, float]:
     return {k: float(v) for k, v in crnngan_summary(songs).items()}
 
 
-def sample_round(family: ModelFamily, networks: dict, representation, out_dir: Path, *, num_samples: int,
-                 metric_samples: int, length: int, png: bool, logger=None, step: int = 0) -> dict:
+def sample_round(
+    family: ModelFamily,
+    networks: dict,
+    representation,
+    out_dir: Path,
+    *,
+    num_samples: int,
+    metric_samples: int,
+    length: int,
+    png: bool,
+    logger=None,
+    step: int = 0,
+) -> dict:
     """Generate, write `num_samples` MIDI files, score `metric_samples` songs (rank 0 only).
     Piano-roll PNGs cost ~0.5 s each (matplotlib): written for the final round only; the
     epoch rounds put one piano roll into the `logger`'s TensorBoard instead."""
@@ -107,7 +121,7 @@ def real_windows(cfg, representation, train_urls: list[str], num_songs: int, len
         start = window_start(len(steps), length, representation.window_align, rng) if len(steps) else None
         if start is None:
             continue
-        songs.append(representation.decode(steps[start:start + length]))
+        songs.append(representation.decode(steps[start : start + length]))
         if len(songs) >= num_songs:
             break
     return songs
@@ -119,8 +133,14 @@ def real_metrics(cfg, representation, train_urls: list[str]) -> dict:
 
 
 # Config keys `musicgan sample --set` may change: how a trained model draws, never its shape.
-SAMPLING_KEYS = ("model.sample_dropout", "model.rbm_generation", "model.sample_gibbs_steps", "model.midinet_prime",
-                 "model.midinet_decode", "model.midinet_sample_bn")
+SAMPLING_KEYS = (
+    "model.sample_dropout",
+    "model.rbm_generation",
+    "model.sample_gibbs_steps",
+    "model.midinet_prime",
+    "model.midinet_decode",
+    "model.midinet_sample_bn",
+)
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()):
@@ -147,9 +167,19 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
     return cfg, family, representation, networks, path
 
 
-def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: int, seed: int = 0,
-               checkpoint: str | Path | None = None, audio: bool = False, overrides: Sequence[str] = (),
-               seconds: float | None = None, conditions: dict[str, str] | None = None) -> list[Path]:
+def sample_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    num: int,
+    length: int,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    audio: bool = False,
+    overrides: Sequence[str] = (),
+    seconds: float | None = None,
+    conditions: dict[str, str] | None = None,
+) -> list[Path]:
     """`musicgan sample`: N MIDI files (+ piano-roll PNGs, + WAVs) from a run's checkpoint; N WAVs
     (+ spectrogram PNGs) when the run's representation is an audio one, `seconds` long when given.
     `conditions` (e.g. {"chords": "C G Am F"}) go to families that declare them in
@@ -176,11 +206,12 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, num: int, length: in
 
 def _frames_for_seconds(representation, seconds: float) -> int:
     if not hasattr(representation, "frames_for_seconds"):
-        raise UserError(f"--seconds needs a run on an audio representation; this one is {representation.name!r} "
-                        "(use --length)")
+        raise UserError(
+            f"--seconds needs a run on an audio representation; this one is {representation.name!r} (use --length)"
+        )
     return representation.frames_for_seconds(seconds)
 
 
 def trim_audio(song: Song, seconds: float) -> Song:
     """The song with its audio cut to exactly `seconds` (frames cover whole blocks)."""
-    return song.replace(audio=song.audio[:int(round(seconds * song.audio_rate))])
+    return song.replace(audio=song.audio[: int(round(seconds * song.audio_rate))])

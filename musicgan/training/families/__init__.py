@@ -67,8 +67,11 @@ class ModelFamily:
 
     def learning_rates(self) -> dict[str, float]:
         """Learning rate of every trained network (the keys of `learning_rate_keys` it has)."""
-        return {name: float(get_value(self.cfg, key)) for name, key in self.learning_rate_keys.items()
-                if name in self.network_names}
+        return {
+            name: float(get_value(self.cfg, key))
+            for name, key in self.learning_rate_keys.items()
+            if name in self.network_names
+        }
 
     def optimizers(self) -> dict[str, Callable]:
         """One torch optimizer factory per trained network, from `cfg.optim`."""

@@ -75,9 +75,13 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
 
     # The freezing rule compares D's log-loss with G's ADVERSARIAL loss (feature matching
     # trains G on a distance whose scale has nothing to do with D's), both without l2.
-    stats = {"d_acc_real": d_stats["accuracy_real"], "d_acc_fake": d_stats["accuracy_fake"],
-             "g_adversarial": g_adversarial.detach(),
-             "freeze_on/generator": g_adversarial.detach(), "freeze_on/discriminator": d_loss.detach()}
+    stats = {
+        "d_acc_real": d_stats["accuracy_real"],
+        "d_acc_fake": d_stats["accuracy_fake"],
+        "g_adversarial": g_adversarial.detach(),
+        "freeze_on/generator": g_adversarial.detach(),
+        "freeze_on/discriminator": d_loss.detach(),
+    }
     return StepOutput(
         {"generator": with_l2(ctx, "generator", g_loss), "discriminator": with_l2(ctx, "discriminator", d_loss)},
         stats,
@@ -90,8 +94,14 @@ def freezing_hold(cfg):
 
     def hold(values: dict[str, float]) -> set[str]:
         decision = decide_freezing(values["freeze_on/discriminator"], values["freeze_on/generator"], theta_d, theta_g)
-        return {name for name, frozen in (("discriminator", decision.freeze_discriminator),
-                                          ("generator", decision.freeze_generator)) if frozen}
+        return {
+            name
+            for name, frozen in (
+                ("discriminator", decision.freeze_discriminator),
+                ("generator", decision.freeze_generator),
+            )
+            if frozen
+        }
 
     return hold
 

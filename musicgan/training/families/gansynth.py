@@ -55,8 +55,10 @@ class NoteSpectrograms(SpecgramIfRepresentation):
         low, high = self.pitch_range
         pitch = song.labels.get("pitch")
         if pitch is None or not low <= pitch <= high:
-            raise DataError(f"song {song.source or '?'} has pitch label {pitch}, model.name=gansynth needs "
-                            f"{low}..{high}: prepare a soundfont:notes corpus or set model.min_pitch/num_pitches")
+            raise DataError(
+                f"song {song.source or '?'} has pitch label {pitch}, model.name=gansynth needs "
+                f"{low}..{high}: prepare a soundfont:notes corpus or set model.min_pitch/num_pitches"
+            )
         return song
 
 
@@ -95,8 +97,9 @@ def gansynth_step(stage: int, fading: bool):
         out = StepOutput({}, {"alpha": torch.tensor(alpha), "stage": torch.tensor(float(stage))})
         with ctx.frozen("discriminator") as critic:
             scores, logits = critic(fake, stage, alpha)
-            out.losses["generator"] = (losses.wasserstein_g(scores)
-                                       + cfg.train.aux_weight * F.cross_entropy(logits, classes))
+            out.losses["generator"] = losses.wasserstein_g(scores) + cfg.train.aux_weight * F.cross_entropy(
+                logits, classes
+            )
         out.losses["discriminator"] = critic_loss(ctx, real, fake.detach(), classes, stage, alpha, out.stats)
         return out
 
@@ -113,11 +116,15 @@ def critic_loss(ctx: StepContext, real, fake, classes, stage: int, alpha: float,
     distance = losses.wasserstein_d(real_scores, fake_scores)
     penalty = losses.gradient_penalty(hat_scores, x_hat, train.gp_weight)
     auxiliary = F.cross_entropy(logits[:batch_size], classes)
-    stats.update({"wasserstein": (-distance).detach(), "gradient_penalty": penalty.detach(),
-                  "pitch_ce_real": auxiliary.detach(),
-                  "pitch_accuracy_real": (logits[:batch_size].argmax(1) == classes).float().mean().detach()})
-    return (distance + penalty + losses.drift_penalty(real_scores, train.drift_penalty)
-            + train.aux_weight * auxiliary)
+    stats.update(
+        {
+            "wasserstein": (-distance).detach(),
+            "gradient_penalty": penalty.detach(),
+            "pitch_ce_real": auxiliary.detach(),
+            "pitch_accuracy_real": (logits[:batch_size].argmax(1) == classes).float().mean().detach(),
+        }
+    )
+    return distance + penalty + losses.drift_penalty(real_scores, train.drift_penalty) + train.aux_weight * auxiliary
 
 
 @register("gansynth")
@@ -129,8 +136,9 @@ class GANSynthFamily(ModelFamily):
         d, m = self.cfg.data, self.cfg.model
         if d.representation != "specgram_if":
             raise ConfigError(f"model.name=gansynth needs data.representation=specgram_if, got {d.representation!r}")
-        representation = NoteSpectrograms(m.min_pitch, m.num_pitches, n_fft=d.n_fft, hop=d.hop,
-                                          sample_rate=d.audio_rate, mel=d.mel)
+        representation = NoteSpectrograms(
+            m.min_pitch, m.num_pitches, n_fft=d.n_fft, hop=d.hop, sample_rate=d.audio_rate, mel=d.mel
+        )
         # One window per note, from its onset: window starts are multiples of the window.
         representation.window_align = self.cfg.curriculum.max_len
         return representation
@@ -145,7 +153,8 @@ class GANSynthFamily(ModelFamily):
             raise ConfigError(
                 f"model.start_frames x start_bins doubled over {self.cfg.model.stages} stages is {frames}x{bins}, "
                 f"but a note is curriculum.max_len={self.cfg.curriculum.max_len} frames x {representation.num_bins} "
-                f"bins (n_fft {self.cfg.data.n_fft}): make them agree")
+                f"bins (n_fft {self.cfg.data.n_fft}): make them agree"
+            )
 
     def build_networks(self, representation):
         self.check_sizes(representation)
@@ -167,8 +176,14 @@ class GANSynthFamily(ModelFamily):
 
         def phase(kind: str, stage: int, length: int | None) -> Phase:
             frames, bins = resolution((m.start_frames, m.start_bins), stage)
-            return Phase(f"{kind}-{frames}x{bins}", length, NETWORKS, gansynth_step(stage, kind == "fade"),
-                         after_updates=after, curriculum=False)
+            return Phase(
+                f"{kind}-{frames}x{bins}",
+                length,
+                NETWORKS,
+                gansynth_step(stage, kind == "fade"),
+                after_updates=after,
+                curriculum=False,
+            )
 
         table = [phase("stable", 0, epochs if m.stages > 1 else None)]
         for stage in range(1, m.stages):

@@ -22,9 +22,9 @@ windows from each song's first bar line, cycled), the generator's argmax token p
 rows [tokens ; chords] that the representation decodes to a melody track and a chord track.
 
 Config read: data.rhythm_encoding, window_bars (when > 0 the family sets curriculum.start and
-max_len to that many bars of the encoding's rows, so one preset serves every encoding); model.latent_dim, g_hidden, g_layers, d_hidden,
-d_layers, jazzgan_objective, gumbel_tau; train.n_critic, gp_weight; curriculum.max_len
-(the window); optim.*.
+max_len to that many bars of the encoding's rows, so one preset serves every encoding);
+model.latent_dim, g_hidden, g_layers, d_hidden, d_layers, jazzgan_objective, gumbel_tau;
+train.n_critic, gp_weight; curriculum.max_len (the window); optim.*.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class JazzStep:
 
     def __call__(self, ctx: StepContext, batch) -> StepOutput:
         x = batch.x.to(ctx.device).float()
-        chords = x[..., self.fields:]
-        real = torch.cat([one_hot_tokens(x[..., :self.fields].round(), self.vocab_sizes), chords], dim=2)
+        chords = x[..., self.fields :]
+        real = torch.cat([one_hot_tokens(x[..., : self.fields].round(), self.vocab_sizes), chords], dim=2)
         fake = torch.cat([self._generated(ctx, chords), chords], dim=2)
         if self.objective == "gumbel":
             return self._standard_gan(ctx, real, fake)
@@ -109,22 +109,27 @@ class JazzGANFamily(ModelFamily):
         from musicgan.data.representations import build_representation
 
         if self.cfg.data.representation != "melody_chord_events":
-            raise ConfigError(f"model.name=jazzgan needs data.representation=melody_chord_events, "
-                              f"got {self.cfg.data.representation!r}")
+            raise ConfigError(
+                f"model.name=jazzgan needs data.representation=melody_chord_events, "
+                f"got {self.cfg.data.representation!r}"
+            )
         return build_representation("melody_chord_events", rhythm_encoding=self.cfg.data.rhythm_encoding)
 
     def build_networks(self, representation):
         m = self.cfg.model
         vocab, chord_dim = representation.vocab_sizes, representation.num_features - representation.num_token_fields
-        return {"generator": JazzGenerator(vocab, chord_dim, m.latent_dim, m.g_hidden, m.g_layers),
-                "critic": JazzCritic(sum(vocab) + chord_dim, m.d_hidden, m.d_layers)}
+        return {
+            "generator": JazzGenerator(vocab, chord_dim, m.latent_dim, m.g_hidden, m.g_layers),
+            "critic": JazzCritic(sum(vocab) + chord_dim, m.d_hidden, m.d_layers),
+        }
 
     def phases(self) -> list[Phase]:
         m, representation = self.cfg.model, self.build_representation()
         period = self.cfg.train.n_critic if m.jazzgan_objective == "wgan-gp" else 1
         step = JazzStep(representation.vocab_sizes, m.jazzgan_objective, m.gumbel_tau)
-        return [Phase("adversarial", None, NETWORKS, step, trains=every({"generator": period}, NETWORKS),
-                      curriculum=False)]
+        return [
+            Phase("adversarial", None, NETWORKS, step, trains=every({"generator": period}, NETWORKS), curriculum=False)
+        ]
 
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
@@ -134,18 +139,23 @@ class JazzGANFamily(ModelFamily):
             return np.zeros((0, length, representation.num_features), dtype=np.float32)
         generator = networks["generator"]
         weight = next(generator.parameters())
-        chords = torch.as_tensor(self._held_out_chords(representation, num, length), device=weight.device,
-                                 dtype=weight.dtype)
+        chords = torch.as_tensor(
+            self._held_out_chords(representation, num, length), device=weight.device, dtype=weight.dtype
+        )
         tokens = generator.tokens(generator(chords))
         return torch.cat([tokens.to(chords.dtype), chords], dim=2).float().cpu().numpy()
 
     def _held_out_chords(self, representation, num: int, length: int) -> np.ndarray:
         chords = representation.chord_slice
-        found = list(itertools.islice((s[:length, chords] for s in self._held_out_songs(representation)
-                                       if len(s) >= length), num))
+        found = list(
+            itertools.islice(
+                (s[:length, chords] for s in self._held_out_songs(representation) if len(s) >= length), num
+            )
+        )
         if not found:
-            raise UserError(f"no song of {length} rows under data.path={self.cfg.data.path!r} "
-                            f"to take a chord progression from")
+            raise UserError(
+                f"no song of {length} rows under data.path={self.cfg.data.path!r} to take a chord progression from"
+            )
         return np.stack([found[i % len(found)] for i in range(num)])
 
     def _held_out_songs(self, representation) -> Iterator[np.ndarray]:

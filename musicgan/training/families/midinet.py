@@ -118,16 +118,21 @@ class MidiNetFamily(ModelFamily):
         if d.representation != "melody_chord":
             raise ConfigError(f"model.name=midinet needs data.representation=melody_chord, got {d.representation!r}")
         if self.cfg.curriculum.max_len != 2 * self.bar:
-            raise ConfigError(f"model.name=midinet trains on windows of 2 bars: curriculum.max_len must be "
-                              f"{2 * self.bar} (2 x 4 x data.frames_per_beat), got {self.cfg.curriculum.max_len}")
-        return build_representation("melody_chord", steps_per_beat=d.frames_per_beat,
-                                    transpose=parse_transpose(d.transpose_range))
+            raise ConfigError(
+                f"model.name=midinet trains on windows of 2 bars: curriculum.max_len must be "
+                f"{2 * self.bar} (2 x 4 x data.frames_per_beat), got {self.cfg.curriculum.max_len}"
+            )
+        return build_representation(
+            "melody_chord", steps_per_beat=d.frames_per_beat, transpose=parse_transpose(d.transpose_range)
+        )
 
     def build_networks(self, representation):
         m = self.cfg.model
         generator = MidiNetGenerator(self.bar, m.latent_dim, m.g_hidden, m.midinet_g_channels)
-        return {"generator": generator, "discriminator": MidiNetDiscriminator(self.bar, m.midinet_d_channels,
-                                                                             m.d_hidden)}
+        return {
+            "generator": generator,
+            "discriminator": MidiNetDiscriminator(self.bar, m.midinet_d_channels, m.d_hidden),
+        }
 
     def phases(self) -> list[Phase]:
         return [Phase("adversarial", None, NETWORKS, midinet_step, repeat={"generator": 2}, curriculum=False)]
@@ -182,12 +187,12 @@ class MidiNetFamily(ModelFamily):
         need_song = chords is None or self.cfg.model.midinet_prime == "real"
         songs = self.held_out_windows(bars + 1, num) if need_song else None
         if chords is None:
-            progression = np.stack([s[self.bar::self.bar, NUM_PITCHES:][:bars] for s in songs])
+            progression = np.stack([s[self.bar :: self.bar, NUM_PITCHES:][:bars] for s in songs])
         else:
             vectors = midinet_vectors([parse_chord(name) for name in chords.split()])
             progression = np.repeat(vectors[None], num, axis=0)
         if self.cfg.model.midinet_prime == "real":
-            primes = np.stack([s[self.bar:2 * self.bar, :NUM_PITCHES] for s in songs])
+            primes = np.stack([s[self.bar : 2 * self.bar, :NUM_PITCHES] for s in songs])
         else:
             primes = np.zeros((num, self.bar, NUM_PITCHES), dtype=np.float32)
         return progression.astype(np.float32), primes.astype(np.float32)
@@ -197,8 +202,10 @@ class MidiNetFamily(ModelFamily):
         long_enough = (steps for steps in self._held_out_songs() if len(steps) >= bars * self.bar)
         found = list(itertools.islice(long_enough, num))
         if not found:
-            raise UserError(f"no held-out song of {bars - 1} bars under data.path={self.cfg.data.path!r} to take "
-                            f"chords or a first bar from: give --chords \"C G Am F\" (and model.midinet_prime=zeros)")
+            raise UserError(
+                f"no held-out song of {bars - 1} bars under data.path={self.cfg.data.path!r} to take "
+                f'chords or a first bar from: give --chords "C G Am F" (and model.midinet_prime=zeros)'
+            )
         return [found[i % len(found)] for i in range(num)]
 
     def _held_out_songs(self) -> Iterator[np.ndarray]:

@@ -41,11 +41,20 @@ class CriticSchedule:
     each critic run, whose length is `warmup_critic` for the first `warmup_g_steps` generator
     steps and for every `warmup_every`-th (0: never), else `n_critic`."""
 
-    def __init__(self, n_critic: int = 5, warmup_critic: int = 0, warmup_g_steps: int = 0, warmup_every: int = 0,
-                 generator: str = "generator", critic: str = "critic") -> None:
+    def __init__(
+        self,
+        n_critic: int = 5,
+        warmup_critic: int = 0,
+        warmup_g_steps: int = 0,
+        warmup_every: int = 0,
+        generator: str = "generator",
+        critic: str = "critic",
+    ) -> None:
         if n_critic < 1 or warmup_critic < 0 or warmup_g_steps < 0 or warmup_every < 0:
-            raise ConfigError(f"critic schedule needs n_critic >= 1 and non-negative warm-up values "
-                              f"(got {n_critic}, {warmup_critic}, {warmup_g_steps}, {warmup_every})")
+            raise ConfigError(
+                f"critic schedule needs n_critic >= 1 and non-negative warm-up values "
+                f"(got {n_critic}, {warmup_critic}, {warmup_g_steps}, {warmup_every})"
+            )
         self.n_critic, self.warmup_critic = n_critic, warmup_critic
         self.warmup_g_steps, self.warmup_every = warmup_g_steps, warmup_every
         self.generator, self.critic = generator, critic
@@ -85,13 +94,19 @@ def linear_decay(g_step: int, start: int, end: int) -> float:
 LATENTS = {"paper": (0.1, False), "v3": (1.0, True)}
 # The v3 trunk's two pitch (kernel, stride) pairs per octave count (then x12 per track):
 # 7 octaves (84 rows) as the v3 code, 4 (48 rows) as the small config.
-V3_PITCH_LAYERS = {7: ((3, 3), (3, 2)), 4: ((2, 2), (2, 2)), 6: ((2, 2), (3, 3)), 5: ((1, 1), (5, 5)),
-                   3: ((1, 1), (3, 3)), 2: ((1, 1), (2, 2))}
+V3_PITCH_LAYERS = {
+    7: ((3, 3), (3, 2)),
+    4: ((2, 2), (2, 2)),
+    6: ((2, 2), (3, 3)),
+    5: ((1, 1), (5, 5)),
+    3: ((1, 1), (3, 3)),
+    2: ((1, 1), (2, 2)),
+}
 BEATS_PER_BAR = 4  # 4/4 only, as MuseGAN
 
 
 def parse_transpose(text: str) -> tuple[int, int] | None:
-    """"-5,6" -> (-5, 6); "" -> None."""
+    """ "-5,6" -> (-5, 6); "" -> None."""
     if not text.strip():
         return None
     try:
@@ -110,24 +125,35 @@ def check_part_identity(data_path: str) -> None:
         return
     written = read_manifest(manifest).get("format")
     if written != FORMAT:
-        raise DataError(f"{data_path} holds {written} shards without part identity, which "
-                        f"data.track_grouping=parts needs: prepare them again (`musicgan prepare ... --out DIR`)")
+        raise DataError(
+            f"{data_path} holds {written} shards without part identity, which "
+            f"data.track_grouping=parts needs: prepare them again (`musicgan prepare ... --out DIR`)"
+        )
 
 
 def geometry_for(cfg, representation) -> MuseGANGeometry:
     """The phrase a run trains on: its tracks, `curriculum.max_len` steps of whole bars."""
     steps_per_bar, pitches = representation.window_align, cfg.data.num_pitches
     if cfg.curriculum.max_len % steps_per_bar or cfg.curriculum.max_len < 2 * steps_per_bar:
-        raise ConfigError(f"curriculum.max_len={cfg.curriculum.max_len} must be >= 2 whole bars of {steps_per_bar} steps")
+        raise ConfigError(
+            f"curriculum.max_len={cfg.curriculum.max_len} must be >= 2 whole bars of {steps_per_bar} steps"
+        )
     if pitches % PITCHES_PER_OCTAVE or pitches // PITCHES_PER_OCTAVE not in V3_PITCH_LAYERS:
         raise ConfigError(f"data.num_pitches={pitches}: MuseGAN needs 2-7 whole octaves (a multiple of 12)")
     octaves = pitches // PITCHES_PER_OCTAVE
-    return MuseGANGeometry(num_tracks=len(representation.track_names), num_bars=cfg.curriculum.max_len // steps_per_bar,
-                           steps_per_bar=steps_per_bar, num_pitches=pitches, beats_per_bar=BEATS_PER_BAR,
-                           lowest_pitch=cfg.data.lowest_pitch, width_scale=cfg.model.musegan_width_scale,
-                           v3_time_factors=(4, 4, steps_per_bar // 16), v3_pitch_layers=V3_PITCH_LAYERS[octaves],
-                           paper_time_factors=_paper_time_factors(steps_per_bar),
-                           paper_pitch_factors=(octaves, PITCHES_PER_OCTAVE))
+    return MuseGANGeometry(
+        num_tracks=len(representation.track_names),
+        num_bars=cfg.curriculum.max_len // steps_per_bar,
+        steps_per_bar=steps_per_bar,
+        num_pitches=pitches,
+        beats_per_bar=BEATS_PER_BAR,
+        lowest_pitch=cfg.data.lowest_pitch,
+        width_scale=cfg.model.musegan_width_scale,
+        v3_time_factors=(4, 4, steps_per_bar // 16),
+        v3_pitch_layers=V3_PITCH_LAYERS[octaves],
+        paper_time_factors=_paper_time_factors(steps_per_bar),
+        paper_pitch_factors=(octaves, PITCHES_PER_OCTAVE),
+    )
 
 
 def _paper_time_factors(steps_per_bar: int) -> tuple[int, ...]:
@@ -171,14 +197,20 @@ class MuseGAN(ModelFamily):
             raise ConfigError(f"model.name=musegan needs data.representation=multitrack, got {d.representation!r}")
         if d.track_grouping == "parts":
             check_part_identity(d.path)
-        return build_representation("multitrack", grouping=d.track_grouping, steps_per_beat=d.frames_per_beat,
-                                    lowest=d.lowest_pitch, num_pitches=d.num_pitches,
-                                    transpose=parse_transpose(d.transpose_range))
+        return build_representation(
+            "multitrack",
+            grouping=d.track_grouping,
+            steps_per_beat=d.frames_per_beat,
+            lowest=d.lowest_pitch,
+            num_pitches=d.num_pitches,
+            transpose=parse_transpose(d.transpose_range),
+        )
 
     def build_networks(self, representation):
         m = self.cfg.model
-        generator, critic = build_musegan(geometry_for(self.cfg, representation), m.musegan_arch, m.musegan_mode,
-                                          representation.track_names)
+        generator, critic = build_musegan(
+            geometry_for(self.cfg, representation), m.musegan_arch, m.musegan_mode, representation.track_names
+        )
         return {"generator": WindowGenerator(generator, *LATENTS[m.musegan_arch]), "critic": WindowCritic(critic)}
 
     def schedule(self) -> CriticSchedule:

@@ -45,8 +45,10 @@ def _tokens(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
 class _TokenFamily(ModelFamily):
     def build_representation(self):
         if self.cfg.data.representation != "tokens":
-            raise ConfigError(f"model.name={self.cfg.model.name} needs data.representation=tokens, "
-                              f"got {self.cfg.data.representation!r}")
+            raise ConfigError(
+                f"model.name={self.cfg.model.name} needs data.representation=tokens, "
+                f"got {self.cfg.data.representation!r}"
+            )
         return super().build_representation()
 
     def _vocab_size(self, representation) -> int:
@@ -85,9 +87,17 @@ class NoteLSTMFamily(_TokenFamily):
 
     def build_networks(self, representation):
         m = self.cfg.model
-        return {"generator": NoteLSTM(self._vocab_size(representation), embedding_dim=m.embedding_dim,
-                                      hidden=m.g_hidden, layers=m.g_layers, dropout=m.g_dropout,
-                                      bidirectional=m.bidirectional, head_hidden=max(1, m.g_hidden // 2))}
+        return {
+            "generator": NoteLSTM(
+                self._vocab_size(representation),
+                embedding_dim=m.embedding_dim,
+                hidden=m.g_hidden,
+                layers=m.g_layers,
+                dropout=m.g_dropout,
+                bidirectional=m.bidirectional,
+                head_hidden=max(1, m.g_hidden // 2),
+            )
+        }
 
     def phases(self) -> list[Phase]:
         return [Phase("lm", None, ("generator",), lm_step, curriculum=False)]
@@ -128,8 +138,10 @@ def mlpgan_step(ctx: StepContext, batch) -> StepOutput:
 
     with ctx.frozen("discriminator") as discriminator:  # gradients flow only into G
         g_loss = _bce(discriminator(fake, None), 1.0)
-    stats = {"d_acc_real": (real_logits > 0).float().mean().detach(),
-             "d_acc_fake": (fake_logits < 0).float().mean().detach()}
+    stats = {
+        "d_acc_real": (real_logits > 0).float().mean().detach(),
+        "d_acc_fake": (fake_logits < 0).float().mean().detach(),
+    }
     return StepOutput({"generator": g_loss, "discriminator": d_loss}, stats)
 
 
@@ -144,8 +156,9 @@ class NoteMLPGANFamily(_TokenFamily):
         # The step needs V to scale real ids exactly as generate() unscales them; a buffer
         # would be averaged by nothing and saved in the checkpoint, an attribute is enough.
         generator.vocab_size = self._vocab_size(representation)
-        discriminator = LSTMNoteDiscriminator(hidden=m.d_hidden, layers=m.d_layers,
-                                              dense=(m.d_hidden, max(1, m.d_hidden // 2)))
+        discriminator = LSTMNoteDiscriminator(
+            hidden=m.d_hidden, layers=m.d_layers, dense=(m.d_hidden, max(1, m.d_hidden // 2))
+        )
         return {"generator": generator, "discriminator": discriminator}
 
     def phases(self) -> list[Phase]:

@@ -45,14 +45,19 @@ class RNNRBMFamily(ModelFamily):
 
     def build_representation(self):
         if self.cfg.data.representation != "pianoroll":
-            raise ConfigError(f"model.name={self.cfg.model.name} needs data.representation=pianoroll, "
-                              f"got {self.cfg.data.representation!r}")
+            raise ConfigError(
+                f"model.name={self.cfg.model.name} needs data.representation=pianoroll, "
+                f"got {self.cfg.data.representation!r}"
+            )
         return super().build_representation()
 
     def build_networks(self, representation):
         m = self.cfg.model
-        return {"generator": RecurrentRBM(representation.num_features, rbm_hidden=m.rbm_hidden,
-                                          rnn_hidden=m.g_hidden, cell=self.cell)}
+        return {
+            "generator": RecurrentRBM(
+                representation.num_features, rbm_hidden=m.rbm_hidden, rnn_hidden=m.g_hidden, cell=self.cell
+            )
+        }
 
     def phases(self) -> list[Phase]:
         # curriculum=False: windows of curriculum.max_len frames from the first step.

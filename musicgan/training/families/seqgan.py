@@ -77,7 +77,10 @@ def d_loss(ctx: StepContext, real: torch.Tensor) -> tuple[torch.Tensor, dict[str
         loss, says_real = F.cross_entropy(scores, labels.long()), scores[:, 1] > scores[:, 0]
     loss = loss + m.seqgan_d_l2 * ctx.module("discriminator").output_l2()
     correct = (says_real == labels.bool()).float()
-    return loss, {"d_acc_real": correct[: len(real)].mean().detach(), "d_acc_fake": correct[len(real):].mean().detach()}
+    return loss, {
+        "d_acc_real": correct[: len(real)].mean().detach(),
+        "d_acc_fake": correct[len(real) :].mean().detach(),
+    }
 
 
 def pretrain_d_step(ctx: StepContext, batch) -> StepOutput:
@@ -86,8 +89,9 @@ def pretrain_d_step(ctx: StepContext, batch) -> StepOutput:
 
 
 @torch.no_grad()
-def rewards(rollout: SeqGenerator, discriminator: CNNDiscriminator, ids: torch.Tensor,
-            num_rollouts: int) -> torch.Tensor:
+def rewards(
+    rollout: SeqGenerator, discriminator: CNNDiscriminator, ids: torch.Tensor, num_rollouts: int
+) -> torch.Tensor:
     """(B, T) sampled ids -> (B, T) Q: mean D(P real) of K completions per prefix, D(y) at t = T."""
     completions = rollout.rollout(ids, num_rollouts).reshape(-1, ids.shape[1])  # ((T-1) K B, T)
     with _evaluating(discriminator):
@@ -143,16 +147,21 @@ class SeqGANFamily(ModelFamily):
         super().__init__(cfg)
         t = cfg.train
         if t.pretrain_epochs + t.pretrain_d_epochs > t.epochs:
-            raise ConfigError(f"train.pretrain_epochs={t.pretrain_epochs} + train.pretrain_d_epochs="
-                              f"{t.pretrain_d_epochs} exceeds train.epochs={t.epochs}")
+            raise ConfigError(
+                f"train.pretrain_epochs={t.pretrain_epochs} + train.pretrain_d_epochs="
+                f"{t.pretrain_d_epochs} exceeds train.epochs={t.epochs}"
+            )
         if cfg.curriculum.max_len < 2:
-            raise ConfigError(f"model.name=seqgan needs sequences of at least 2 tokens (curriculum.max_len="
-                              f"{cfg.curriculum.max_len})")
+            raise ConfigError(
+                f"model.name=seqgan needs sequences of at least 2 tokens (curriculum.max_len={cfg.curriculum.max_len})"
+            )
 
     def build_representation(self):
         if self.cfg.data.representation not in REPRESENTATIONS:
-            raise ConfigError(f"model.name=seqgan needs data.representation={' or '.join(REPRESENTATIONS)}, "
-                              f"got {self.cfg.data.representation!r}")
+            raise ConfigError(
+                f"model.name=seqgan needs data.representation={' or '.join(REPRESENTATIONS)}, "
+                f"got {self.cfg.data.representation!r}"
+            )
         return super().build_representation()
 
     def build_networks(self, representation):
@@ -166,9 +175,14 @@ class SeqGANFamily(ModelFamily):
         rollout.load_state_dict(generator.state_dict())
         rollout.requires_grad_(False)
         try:
-            discriminator = CNNDiscriminator(vocab_size, seq_len, m.seqgan_d_embedding,
-                                             FILTER_TABLES[m.seqgan_d_filters], dropout=m.d_dropout,
-                                             least_squares=m.seqgan_d_loss == "lsgan")
+            discriminator = CNNDiscriminator(
+                vocab_size,
+                seq_len,
+                m.seqgan_d_embedding,
+                FILTER_TABLES[m.seqgan_d_filters],
+                dropout=m.d_dropout,
+                least_squares=m.seqgan_d_loss == "lsgan",
+            )
         except ValueError as exc:
             raise ConfigError(f"model.seqgan_d_filters={m.seqgan_d_filters}: {exc}") from None
         return {"generator": generator, "discriminator": discriminator, "rollout": rollout}
@@ -176,11 +190,24 @@ class SeqGANFamily(ModelFamily):
     def phases(self) -> list[Phase]:
         t, rate = self.cfg.train, self.cfg.model.seqgan_rollout_update_rate
         return [
-            Phase("pretrain_g", t.pretrain_epochs, ("generator",), lm_step, after_updates=rollout_update(0.0),
-                  curriculum=False),
+            Phase(
+                "pretrain_g",
+                t.pretrain_epochs,
+                ("generator",),
+                lm_step,
+                after_updates=rollout_update(0.0),
+                curriculum=False,
+            ),
             Phase("pretrain_d", t.pretrain_d_epochs, ("discriminator",), pretrain_d_step, curriculum=False),
-            Phase("adversarial", None, NETWORKS, adversarial_step, trains=every({"generator": t.n_critic}, NETWORKS),
-                  after_updates=rollout_update(rate), curriculum=False),
+            Phase(
+                "adversarial",
+                None,
+                NETWORKS,
+                adversarial_step,
+                trains=every({"generator": t.n_critic}, NETWORKS),
+                after_updates=rollout_update(rate),
+                curriculum=False,
+            ),
         ]
 
     @torch.no_grad()

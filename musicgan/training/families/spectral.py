@@ -77,13 +77,17 @@ class SpectralLSTMFamily(ModelFamily):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         if cfg.model.spectral_arch not in SPECTRAL_ARCHS:
-            raise ConfigError(f"model.spectral_arch={cfg.model.spectral_arch!r} is not one of {', '.join(SPECTRAL_ARCHS)}")
+            raise ConfigError(
+                f"model.spectral_arch={cfg.model.spectral_arch!r} is not one of {', '.join(SPECTRAL_ARCHS)}"
+            )
         if cfg.data.representation not in AUDIO_FRAME_REPRESENTATIONS:
-            raise ConfigError(f"model.name=spectral-lstm needs data.representation=fft_blocks, "
-                              f"got {cfg.data.representation!r}")
+            raise ConfigError(
+                f"model.name=spectral-lstm needs data.representation=fft_blocks, got {cfg.data.representation!r}"
+            )
         if cfg.curriculum.max_len < 2:
-            raise ConfigError(f"spectral-lstm needs curriculum.max_len >= 2 (a seed frame and a target), "
-                              f"got {cfg.curriculum.max_len}")
+            raise ConfigError(
+                f"spectral-lstm needs curriculum.max_len >= 2 (a seed frame and a target), got {cfg.curriculum.max_len}"
+            )
         self.representation = None
         self._held_out: list[np.ndarray] | None = None  # encoded once: every sample round reuses them
 
@@ -91,15 +95,22 @@ class SpectralLSTMFamily(ModelFamily):
         from musicgan.data.representations import build_representation
 
         d = self.cfg.data
-        return build_representation("fft_blocks", block_size=d.block_size, sample_rate=d.audio_rate,
-                                    spectrum=d.spectrum, overlap=d.overlap)
+        return build_representation(
+            "fft_blocks", block_size=d.block_size, sample_rate=d.audio_rate, spectrum=d.spectrum, overlap=d.overlap
+        )
 
     def build_networks(self, representation):
         self.representation = representation  # generation encodes its seed songs with it
         m = self.cfg.model
-        net = build_spectral_net(m.spectral_arch, representation.num_features, m.g_hidden,
-                                 dropout=m.spectral_dropout, lstm_dropout=m.spectral_lstm_dropout,
-                                 kblock=m.spectral_kblock, conv_project=m.g_hidden if m.spectral_conv_project else None)
+        net = build_spectral_net(
+            m.spectral_arch,
+            representation.num_features,
+            m.g_hidden,
+            dropout=m.spectral_dropout,
+            lstm_dropout=m.spectral_lstm_dropout,
+            kblock=m.spectral_kblock,
+            conv_project=m.g_hidden if m.spectral_conv_project else None,
+        )
         return {"generator": net}
 
     def phases(self) -> list[Phase]:
@@ -133,7 +144,7 @@ class SpectralLSTMFamily(ModelFamily):
         for index in range(num):
             frames = songs[index % len(songs)]
             start = int(rng.integers(0, len(frames) - self.seed_frames + 1))
-            windows.append(frames[start:start + self.seed_frames])
+            windows.append(frames[start : start + self.seed_frames])
         return np.stack(windows).astype(np.float32)
 
     def _held_out_encodings(self) -> list[np.ndarray]:
@@ -159,6 +170,8 @@ class SpectralLSTMFamily(ModelFamily):
             urls = split_urls(self.cfg.data.path, "train")
         songs = [frames for _, frames in iter_encoded(urls, self.representation) if len(frames) >= self.seed_frames]
         if not songs:
-            raise DataError(f"no held-out song of {self.cfg.data.path} has {self.seed_frames} frames to seed "
-                            "generation: lower curriculum.max_len or prepare longer songs")
+            raise DataError(
+                f"no held-out song of {self.cfg.data.path} has {self.seed_frames} frames to seed "
+                "generation: lower curriculum.max_len or prepare longer songs"
+            )
         return songs

@@ -75,8 +75,9 @@ class WGANGPFamily(ModelFamily):
 
     def build_representation(self):
         if self.cfg.data.representation != "pianoroll":
-            raise ConfigError(f"model.name=wgan-gp needs data.representation=pianoroll, "
-                              f"got {self.cfg.data.representation!r}")
+            raise ConfigError(
+                f"model.name=wgan-gp needs data.representation=pianoroll, got {self.cfg.data.representation!r}"
+            )
         return super().build_representation()
 
     def build_networks(self, representation):
@@ -89,9 +90,17 @@ class WGANGPFamily(ModelFamily):
         return {"generator": generator, "critic": RollCritic(keys, m.d_hidden), "generator_ema": ema}
 
     def phases(self) -> list[Phase]:
-        return [Phase("adversarial", None, NETWORKS, wgan_gp_step, trains=every({"generator": self.cfg.train.n_critic},
-                                                                                NETWORKS),
-                      after_updates=ema_update(self.cfg.model.ema_decay), curriculum=False)]
+        return [
+            Phase(
+                "adversarial",
+                None,
+                NETWORKS,
+                wgan_gp_step,
+                trains=every({"generator": self.cfg.train.n_critic}, NETWORKS),
+                after_updates=ema_update(self.cfg.model.ema_decay),
+                curriculum=False,
+            )
+        ]
 
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
