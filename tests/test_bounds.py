@@ -41,9 +41,9 @@ def test_the_beat_bomb_is_refused_by_the_reader_and_skipped_by_prepare(tmp_path)
     manifest = prepare_dataset(str(tmp_path / "in"), tmp_path / "out", workers=1, progress=False)
     assert [e["path"] for e in manifest["included"]] == ["fine.mid"]
     assert manifest["skipped"][0]["path"] == "bomb.mid" and "beats" in manifest["skipped"][0]["reason"]
-    from musicgan.metrics.evaluate import _read_song_or_none
+    from musicgan.metrics.reference import read_song_or_none
 
-    assert _read_song_or_none(tmp_path / "in" / "bomb.mid") is None  # what evaluate reads generated MIDI with
+    assert read_song_or_none(tmp_path / "in" / "bomb.mid") is None  # what evaluate reads generated MIDI with
 
 
 def _huge_song(seconds: float = 9e6) -> Song:
@@ -121,7 +121,7 @@ def test_a_span_beyond_the_limit_in_shard_meta_is_a_sample_error():
 
 
 def test_training_loader_and_evaluate_skip_and_count_bad_samples(tmp_path, caplog):
-    from musicgan.metrics.evaluate import load_reference
+    from musicgan.metrics.reference import load_reference
 
     folder, num_bad = _hostile_shards(tmp_path)
     urls = [str(p) for p in sorted(folder.glob("*.tar"))]

@@ -8,6 +8,7 @@ from scipy.stats import norm
 
 from musicgan.data.song import Song
 from musicgan.metrics import distributions as dist
+from musicgan.metrics.compare import random_songs
 from musicgan.metrics.distributions import (
     FEATURES,
     compare_features,
@@ -22,7 +23,6 @@ from musicgan.metrics.distributions import (
     realism_score,
     song_features,
 )
-from musicgan.metrics.evaluate import random_songs
 
 
 def chorale_like(rng: np.random.Generator, num_chords: int = 24) -> Song:

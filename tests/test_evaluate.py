@@ -13,8 +13,10 @@ from midi_factory import make_song, write_song
 from musicgan.data.midi import read_midi, write_midi
 from musicgan.data.song import Song
 from musicgan.errors import DataError, UserError
+from musicgan.metrics.compare import random_songs
 from musicgan.metrics.distributions import compare_features, compute_statistics
-from musicgan.metrics.evaluate import crop_window, latest_samples_dir, random_songs, read_curves, run_evaluate
+from musicgan.metrics.evaluate import latest_samples_dir, read_curves, run_evaluate
+from musicgan.metrics.reference import crop_window
 
 
 def write_folder(folder: Path, songs) -> Path:
@@ -170,7 +172,7 @@ def test_missing_inputs_raise_one_line_errors(tmp_path, midi_folder):
     with pytest.raises(UserError):
         run_evaluate(run=str(gen), generated=str(gen), reference=str(midi_folder), out=str(tmp_path / "out"))
     with pytest.raises(DataError, match="split"):
-        from musicgan.metrics.evaluate import load_reference
+        from musicgan.metrics.reference import load_reference
 
         shards = tmp_path / "shards"
         shards.mkdir()
@@ -221,7 +223,7 @@ def test_windowed_calibration_on_bach_shards(tmp_path, bach_shards):
     corpus (355 vs 29 songs) the same windows give random 0.35 / 0.32, valid 0.95 / 0.95."""
     from musicgan.data.loader import iter_songs
     from musicgan.data.shards import split_urls
-    from musicgan.metrics.evaluate import window_exclusions
+    from musicgan.metrics.reference import window_exclusions
 
     train = list(iter_songs(split_urls(bach_shards, "train")))
     for window, floor in ((48, 0.385), (100, 0.35)):
@@ -312,7 +314,7 @@ def test_reference_window_auto_matches_generated_length(tmp_path, midi_folder):
 
 
 def test_closer_picks_smaller_distance_and_reports_ties():
-    from musicgan.metrics.evaluate import _closer
+    from musicgan.metrics.compare import _closer
 
     assert _closer({"gan": 0.2, "mle": 0.5}) == "gan"
     assert _closer({"gan": 4112.948, "mle": 4112.994}) == "tie"  # within 0.1 %
@@ -382,7 +384,7 @@ def test_fixed_length_reference_leaves_note_count_out_of_the_tune_objective():
     representation every reference excerpt has the same note count, which then measures the
     excerpting; realism leaves it out exactly as `evaluate` does under a window."""
     from musicgan.metrics.distributions import realism_score
-    from musicgan.metrics.evaluate import fixed_length_exclusions
+    from musicgan.metrics.reference import fixed_length_exclusions
 
     fixed = compute_statistics(random_songs(12, seed=3, num_notes=40))
     varying = compute_statistics(random_songs(12, seed=4))  # 100-300 notes each

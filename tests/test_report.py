@@ -99,7 +99,8 @@ def test_sets_whose_names_differ_only_in_punctuation_get_their_own_files(tmp_pat
 
 def test_report_audio_is_a_bounded_excerpt_of_an_hours_long_song(tmp_path):
     from musicgan.data.song import Song
-    from musicgan.metrics.evaluate import EvaluatedSet, Reference
+    from musicgan.metrics.evaluate import EvaluatedSet
+    from musicgan.metrics.reference import Reference
     from musicgan.metrics.report import LISTEN_SECONDS, _audio, listening_excerpt
 
     hours = Song.from_columns([0.0, 30.0, 3599.0], [3600.0, 1.0, 1.0], [60, 64, 67], source="long")

@@ -91,7 +91,7 @@ def evaluate_checkpoint(
     import torch
 
     from musicgan.metrics.distributions import compute_statistics, realism_score
-    from musicgan.metrics.evaluate import fixed_length_exclusions
+    from musicgan.metrics.reference import fixed_length_exclusions
     from musicgan.training.sampling import decode_all, load_run
 
     _, family, representation, networks, _ = load_run(run_dir, checkpoint)

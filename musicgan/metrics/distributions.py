@@ -30,7 +30,7 @@ Headline numbers
   are still compared and reported per feature, marked `"headline": false` with the
   reason, but not averaged and not in the Frechet vector. `musicgan evaluate` uses this
   for `note_count` when the reference is cropped to windows of N notes (see
-  `musicgan.metrics.evaluate.window_exclusions`): every window then holds N notes by
+  `musicgan.metrics.reference.window_exclusions`): every window then holds N notes by
   construction, so the feature measures the crop, not the music (all distances 0 and OA 1
   for any set cropped alike, and a near-zero reference std that blows up the z-scored
   Frechet vector).

@@ -8,6 +8,10 @@ linked relatively, so the folder opens from disk and can be copied whole) and pr
 summary line per evaluated set. Reference statistics are cached by content hash
 (`musicgan.metrics.cache`).
 
+This module runs the command; the real split is read and cropped in
+`musicgan.metrics.reference`, calibration rows, the comparison table and the printed text
+are in `musicgan.metrics.compare`.
+
 metrics.json layout
 - summary: {set: {overlap_area_mean, kl_mean, realism, frechet, frechet_n, num_songs, ...}}
 - realism: {set: realism score}
@@ -38,41 +42,36 @@ one summary line per row and the report's MuseGAN table. Runs on discrete tokens
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from musicgan.data.paths import files_under, printable, resolve_data_dir
+from musicgan.data.paths import printable
 from musicgan.data.song import Song
-from musicgan.errors import DataError, MidiError, UserError
-from musicgan.metrics import cache
+from musicgan.errors import DataError, UserError
 from musicgan.metrics.bleu import bleu_set_metric
-from musicgan.metrics.distributions import (
-    FEATURES,
-    FRECHET_LABEL,
-    SetStatistics,
-    compare_features,
-    compute_statistics,
-    frechet_distance,
+from musicgan.metrics.compare import (
+    DEFINITIONS,
+    calibration,
+    comparison_counts,
+    comparison_lines,
+    comparison_table,
+    headline_numbers,
+    json_safe,
+    summary_lines,
 )
-from musicgan.metrics.musegan import musegan_set_metric, musegan_summary_lines
-from musicgan.metrics.registry import metric_names, summarize
+from musicgan.metrics.distributions import SetStatistics, compare_features, compute_statistics, frechet_distance
+from musicgan.metrics.musegan import musegan_set_metric
+from musicgan.metrics.reference import load_reference, midi_files, read_song_or_none, window_exclusions
+from musicgan.metrics.registry import summarize
 
-log = logging.getLogger(__name__)
-
-MIDI_SUFFIXES = (".mid", ".midi")
 NUM_PIANO_ROLLS = 3  # per evaluated set
 NUM_AUDIO = 2  # per evaluated set
-NUM_REFERENCE_EXAMPLES = 2
-CALIBRATION_MAX_SONGS = 1000
-CALIBRATION_VERSION = 2  # bump when the cached calibration numbers change meaning
 
 
 # -- set-level metric hook (piano-roll likelihood of the RBM family lands here) ----------------
@@ -90,7 +89,7 @@ class SetContext:
     midi_paths: list[Path] = field(default_factory=list)
 
     def read_songs(self) -> list[Song]:
-        return [s for s in map(_read_song_or_none, self.midi_paths) if s is not None]
+        return [s for s in map(read_song_or_none, self.midi_paths) if s is not None]
 
 
 SetMetric = Callable[[SetContext], "dict[str, float] | None"]
@@ -119,25 +118,7 @@ register_set_metric("musegan", musegan_set_metric)  # MuseGAN runs: per-track EB
 register_set_metric("token_bleu", bleu_set_metric)  # SeqGAN's BLEU-n for melody_grid / tokens runs
 
 
-# -- inputs --------------------------------------------------------------------------------------
-def _read_song_or_none(path) -> Song | None:
-    """A MIDI file as a Song, or None (logged) when it cannot be read; runs in pool workers."""
-    from musicgan.data.midi import read_midi
-
-    try:
-        return read_midi(path, source=printable(Path(path).name))
-    except (MidiError, OSError) as exc:
-        log.warning("skipping %s: %s", printable(str(path)), exc)
-        return None
-
-
-def _midi_files(folder: Path) -> list[Path]:
-    files, skipped = files_under(folder, MIDI_SUFFIXES)
-    for name, reason in skipped:
-        log.warning("skipping %s in %s: %s", name, printable(str(folder)), reason)
-    return files
-
-
+# -- the evaluated sets: a run's latest samples or a MIDI folder ---------------------------------
 def _is_run_dir(path: Path) -> bool:
     return (path / "samples").is_dir() or (path / "log.jsonl").is_file()
 
@@ -148,11 +129,11 @@ def latest_samples_dir(run_dir: Path) -> Path:
     candidates = []
     if samples.is_dir():
         final = samples / "final"
-        if final.is_dir() and _midi_files(final):
+        if final.is_dir() and midi_files(final):
             return final
         for sub in samples.iterdir():
             match = re.fullmatch(r"epoch-(\d+)", sub.name)
-            if match and sub.is_dir() and _midi_files(sub):
+            if match and sub.is_dir() and midi_files(sub):
                 candidates.append((int(match.group(1)), sub))
     if not candidates:
         raise DataError(f"run {run_dir} has no MIDI samples (expected {samples}/final or {samples}/epoch-XXXX)")
@@ -204,7 +185,7 @@ def _resolve_set(path_str: str, force_run: bool | None, max_songs: int | None) -
         raise DataError(f"not a directory: {path}")
     is_run = _is_run_dir(path) if force_run is None else force_run
     samples_dir = latest_samples_dir(path) if is_run else path
-    midi_paths = _midi_files(samples_dir)
+    midi_paths = midi_files(samples_dir)
     if not midi_paths:
         raise DataError(f"no MIDI files (.mid/.midi) in {samples_dir}")
     if max_songs:
@@ -225,309 +206,6 @@ def _unique_names(sets: list[EvaluatedSet]) -> None:
         seen[base] = seen.get(base, 0) + 1
         if seen[base] > 1:
             s.name = f"{base}-{seen[base]}"
-
-
-def crop_window(song: Song, num_notes: int | None, seed: int = 0) -> Song:
-    """One window of `num_notes` consecutive notes (onset order) of a song, starting at a
-    random note (seeded by `seed` and the song's source, so the choice is reproducible in
-    any process), moved to start at the beginning of its bar with the tempo and time
-    signature in force there. Songs with at most `num_notes` notes come back unchanged.
-
-    Why: features like note count and pitch range grow with length, so generated excerpts
-    must be compared with real excerpts of the same size (the C-RNN-GAN paper measures
-    100-event windows of real songs for the same reason).
-    """
-    if not num_notes or song.num_notes <= num_notes:
-        return song
-    rng = np.random.default_rng([seed, zlib.crc32(song.source.encode())])
-    start = int(rng.integers(0, song.num_notes - num_notes + 1))
-    notes = song.notes[start : start + num_notes].copy()
-    bar = song.bar_length_beats() or 4.0
-    first_beat = float(song.seconds_to_beats(notes[0, 0]))
-    shift = float(song.beats_to_seconds(np.floor(first_beat / bar) * bar))
-    notes[:, 0] -= shift
-    in_force = [b for t, b in song.tempos if t <= shift][-1:] or [song.tempos[0][1]]
-    tempos = [(0.0, in_force[0])] + [(t - shift, b) for t, b in song.tempos if t > shift]
-    signatures = [(0.0, n, d) for t, n, d in song.time_signatures if t <= shift][-1:]
-    signatures += [(t - shift, n, d) for t, n, d in song.time_signatures if t > shift]
-    return song.replace(notes=notes, tempos=tempos, time_signatures=signatures, source=f"{song.source}@{start}")
-
-
-# Below this many notes per window the histogram features of real songs are so noisy that
-# uniformly random notes overlap them (random-vs-train 0.48 at 16 notes on the full Bach
-# corpus, <= 0.39 from 32 notes up): the report warns, the numbers stay as they are.
-MIN_RELIABLE_WINDOW = 32
-
-WINDOW_NOTE_COUNT_REASON = (
-    "fixed by the window construction: every reference window holds exactly {n} notes "
-    "(shorter songs whole), so the feature measures the crop, not the music"
-)
-
-
-def window_exclusions(window_notes: int | None) -> dict[str, str]:
-    """{feature: reason} left out of the headline numbers (overlap_area_mean, kl_mean,
-    realism, frechet) when the reference is cropped to `window_notes`-note windows.
-
-    Why note_count: with windows, every reference song has N notes (songs shorter than N
-    are kept whole), and N itself is the generated set's median, so the feature compares
-    the crop with the crop. On the full Bach corpus it scored OA 1.000 for random notes
-    and for real songs alike at N <= 80 (all distances 0), lifting random-vs-train from
-    0.35 to 0.43 at N = 48, and its near-zero reference std made the z-scored Frechet
-    vector hinge on a single short song. Whole songs (no window) keep every feature.
-    """
-    return {"note_count": WINDOW_NOTE_COUNT_REASON.format(n=window_notes)} if window_notes else {}
-
-
-def fixed_length_exclusions(reference: SetStatistics) -> dict[str, str]:
-    """`window_exclusions` for a reference made of fixed-length excerpts (the Ray Tune
-    objective's windows of L steps of a one-note-per-step representation): when every
-    reference song holds the same number of notes, note_count is fixed by the excerpting,
-    not by the music. Piano-roll excerpts (note counts vary) keep every feature."""
-    counts = reference.features["note_count"][:, 0]
-    if len(counts) < 2 or not np.all(counts == counts[0]):
-        return {}
-    return window_exclusions(int(counts[0]))
-
-
-@dataclass(frozen=True)
-class _ReadCropped:
-    """Picklable reader for pool workers: a MIDI path -> cropped Song (or None)."""
-
-    num_notes: int | None
-    seed: int
-
-    def __call__(self, path) -> Song | None:
-        song = _read_song_or_none(path)
-        return None if song is None else crop_window(song, self.num_notes, self.seed)
-
-
-def _shard_songs(urls: list[str], max_songs: int | None, num_notes: int | None = None, seed: int = 0):
-    from musicgan.data.loader import iter_songs
-
-    for i, song in enumerate(iter_songs(urls)):
-        if max_songs and i >= max_songs:
-            return
-        yield crop_window(song, num_notes, seed)
-
-
-@dataclass
-class Reference:
-    kind: str  # "shards" or "midi"
-    path: Path
-    split: str
-    stats: SetStatistics
-    examples: list[Song]
-    cache_key: str
-    cache_hit: bool
-    seconds: float
-    window_notes: int | None = None
-
-
-def load_reference(
-    reference: str,
-    split: str,
-    max_songs: int | None,
-    workers: int | None,
-    cache_root: Path | None = None,
-    window_notes: int | None = None,
-    seed: int = 0,
-) -> Reference:
-    """Statistics of the real songs, a shard split (via the manifest) or a MIDI folder,
-    optionally cropped to one window of `window_notes` notes per song (`crop_window`)."""
-    path = resolve_data_dir(reference)
-    start = time.perf_counter()
-    window = {"window_notes": window_notes, "window_seed": seed} if window_notes else {}
-    if (path / "manifest.json").is_file():
-        from musicgan.data.shards import MANIFEST, split_urls
-
-        urls = split_urls(path, split)
-        key = cache.content_hash([path / MANIFEST, *urls], kind="shards", split=split, max_songs=max_songs, **window)
-
-        def compute():
-            songs = _shard_songs(urls, max_songs, window_notes, seed)
-            return compute_statistics(songs, workers, keep_songs=NUM_REFERENCE_EXAMPLES)
-
-        kind = "shards"
-    elif path.is_dir():
-        files = _midi_files(path)
-        if not files:
-            raise DataError(f"reference {path} is neither a shard folder (no manifest.json) nor a folder of MIDI files")
-        files = files[:max_songs] if max_songs else files
-        key = cache.content_hash(files, kind="midi", max_songs=max_songs, **window)
-
-        def compute():
-            return compute_statistics(
-                files, workers, read=_ReadCropped(window_notes, seed), keep_songs=NUM_REFERENCE_EXAMPLES
-            )
-
-        kind = "midi"
-    else:
-        raise DataError(f"reference not found: {path}")
-    stats, examples, hit = cache.cached_statistics(key, compute, cache_root)
-    if stats.num_songs == 0:
-        raise DataError(f"reference {path} (split {split!r}) holds no readable songs")
-    return Reference(kind, path, split, stats, examples, key, hit, time.perf_counter() - start, window_notes)
-
-
-# -- calibration: real-vs-real ceiling, random-notes floor -------------------------------------
-def random_songs(num_songs: int, seed: int = 0, num_notes: int | None = None) -> list[Song]:
-    """Uniformly random notes: 100-300 per song (or exactly `num_notes`), pitch 21-108,
-    velocity 1-127, onsets uniform over 0.25 s per note, durations 0.1-1.0 s. The floor
-    every model should beat.
-
-    The time scale is deliberately music-like (mean gap 0.25 s; Bach chorales: 0.25-0.49 s
-    per song, median 0.33) so the floor is not made easy by tempo alone: avg_ioi overlaps
-    real music (OA ~0.93) and the floor's distance comes from pitch, pitch-class and
-    rhythm structure."""
-    rng = np.random.default_rng(seed)
-    songs = []
-    for i in range(num_songs):
-        n = int(num_notes or rng.integers(100, 301))
-        onsets = np.sort(rng.uniform(0.0, 0.25 * n, n))
-        songs.append(
-            Song.from_columns(
-                onsets,
-                rng.uniform(0.1, 1.0, n),
-                rng.integers(21, 109, n),
-                rng.integers(1, 128, n),
-                source=f"random-{i:04d}",
-            )
-        )
-    return songs
-
-
-def _headline(distances: dict, frechet: dict, num_songs: int) -> dict:
-    return {
-        "overlap_area_mean": distances["overlap_area_mean"],
-        "kl_mean": distances["kl_mean"],
-        "realism": distances["realism"],
-        "frechet": frechet["frechet"],
-        "frechet_n": frechet["frechet_n"],
-        "num_songs": num_songs,
-        "pairs_n": distances["n"],
-    }
-
-
-def calibration(ref: Reference, workers: int | None, seed: int, cache_root: Path | None) -> dict:
-    """Headline numbers of `<split> vs train` (real vs real) and `random notes vs train`.
-
-    Needs a shard reference with a train split; for a MIDI reference only random notes vs
-    the reference itself. The result depends on the reference alone, so it is cached
-    under the reference's content hash (first run ~2x the cost of one comparison).
-    """
-    # The key covers the window; v2: headline numbers leave out `window_exclusions`.
-    cache_name = f"calibration-v{CALIBRATION_VERSION}-{ref.cache_key[:32]}-seed{seed}-max{CALIBRATION_MAX_SONGS}"
-    cached = cache.load_json(cache_name, cache_root)
-    if cached is not None:
-        return cached
-    out = _calibration(ref, workers, seed, cache_root)
-    cache.save_json(cache_name, _json_safe(out), cache_root)
-    return out
-
-
-def _calibration(ref: Reference, workers: int | None, seed: int, cache_root: Path | None) -> dict:
-    out = {}
-    exclude = window_exclusions(ref.window_notes)
-
-    def headline(base_stats: SetStatistics, other: SetStatistics, num_songs: int) -> dict:
-        d = compare_features(base_stats, other, seed=seed, exclude=exclude)
-        return _headline(d, frechet_distance(base_stats, other, seed=seed, exclude=exclude), num_songs)
-
-    base, base_name = ref, ref.split if ref.kind == "shards" else "reference"
-    if ref.kind == "shards":
-        try:
-            base = (
-                ref
-                if ref.split == "train"
-                else load_reference(
-                    str(ref.path), "train", CALIBRATION_MAX_SONGS, workers, cache_root, ref.window_notes, seed
-                )
-            )
-            base_name = "train"
-        except DataError:
-            base = ref
-        if base is not ref:
-            out[f"{ref.split}_vs_train"] = headline(base.stats, ref.stats, ref.stats.num_songs)
-        elif ref.split == "train":
-            try:
-                other = load_reference(
-                    str(ref.path), "valid", CALIBRATION_MAX_SONGS, workers, cache_root, ref.window_notes, seed
-                )
-                out["valid_vs_train"] = headline(ref.stats, other.stats, other.stats.num_songs)
-            except DataError:
-                pass
-    count = min(max(base.stats.num_songs, 2), CALIBRATION_MAX_SONGS)
-    rand = compute_statistics(random_songs(count, seed, ref.window_notes), workers)
-    out[f"random_vs_{base_name}"] = headline(base.stats, rand, count)
-    return out
-
-
-# -- comparison table --------------------------------------------------------------------------------
-TIE_TOLERANCE = 1e-3  # relative: scores closer than this are reported as a tie
-
-
-def _closer(scores: dict[str, float]) -> str | None:
-    """Name with the smallest score (a distance to the reference), "tie" when the best two
-    are within TIE_TOLERANCE, None when no score is defined."""
-    finite = sorted((v, n) for n, v in scores.items() if v is not None and np.isfinite(v))
-    if not finite:
-        return None
-    if len(finite) > 1 and abs(finite[1][0] - finite[0][0]) <= TIE_TOLERANCE * max(1.0, abs(finite[0][0])):
-        return "tie"
-    return finite[0][1]
-
-
-def comparison_table(reference: dict, sets: dict) -> dict:
-    """Per registry metric, mgeval feature and headline number: each set's value and which
-    set is closer to the reference ("tie" within TIE_TOLERANCE). A feature left out of the
-    headline numbers (reference["excluded_features"]) keeps its row, with closer None and
-    the reason as its rule: it is equal by construction, not a tie between the models."""
-    excluded = reference.get("excluded_features") or {}
-    table = {}
-    names = list(sets)
-    for metric in metric_names("all"):
-        ref_mean = reference["metrics"][metric]["mean"]
-        values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
-        gaps = {n: abs(v - ref_mean) for n, v in values.items()}
-        table[f"metric/{metric}"] = {
-            "reference": ref_mean,
-            "values": values,
-            "closer": _closer(gaps),
-            "rule": "|mean - reference mean| smaller",
-        }
-    for feature in FEATURES:
-        values = {n: sets[n]["distances"]["features"].get(feature, {}).get("oa", math.nan) for n in names}
-        if feature in excluded:
-            table[f"overlap_area/{feature}"] = {
-                "reference": 1.0,
-                "values": values,
-                "closer": None,
-                "rule": f"not compared: {excluded[feature]}",
-            }
-            continue
-        table[f"overlap_area/{feature}"] = {
-            "reference": 1.0,
-            "values": values,
-            "closer": _closer({n: -v for n, v in values.items()}),
-            "rule": "larger overlap",
-        }
-    for key, sign in (("overlap_area_mean", -1.0), ("realism", -1.0), ("frechet", 1.0)):
-        values = {n: sets[n]["summary"][key] for n in names}
-        table[f"summary/{key}"] = {
-            "reference": None,
-            "values": values,
-            "closer": _closer({n: sign * v for n, v in values.items()}),
-            "rule": "smaller" if sign > 0 else "larger",
-        }
-    return table
-
-
-def comparison_counts(table: dict, names: list[str]) -> dict[str, int]:
-    """Rows of the comparison table each set is closer on, plus "tie" and "not compared"."""
-    counts = {name: 0 for name in names} | {"tie": 0, "not compared": 0}
-    for entry in table.values():
-        counts["not compared" if entry["closer"] is None else entry["closer"]] += 1
-    return counts
 
 
 def _window_notes(setting, reference: SetStatistics, generated: SetStatistics) -> int | None:
@@ -600,7 +278,7 @@ def run_evaluate(
     _unique_names(sets)
     for s in sets:
         s.stats, s.examples = compute_statistics(
-            s.midi_paths, workers, read=_read_song_or_none, keep_songs=max(NUM_PIANO_ROLLS, audio)
+            s.midi_paths, workers, read=read_song_or_none, keep_songs=max(NUM_PIANO_ROLLS, audio)
         )
         if s.stats.num_songs == 0:
             raise DataError(f"no readable MIDI files in {s.samples_dir}")
@@ -630,7 +308,7 @@ def run_evaluate(
             "frechet": frechet,
             "curves": s.curves,
             "extra": extra,
-            "summary": {**_headline(distances, frechet, s.stats.num_songs), **extra},
+            "summary": {**headline_numbers(distances, frechet, s.stats.num_songs), **extra},
         }
 
     reference_block = {
@@ -665,7 +343,7 @@ def run_evaluate(
 
         write_report(out_dir, result, ref, sets, densities, audio=audio)
     result["seconds_with_report"] = round(time.perf_counter() - started, 3)
-    (out_dir / "metrics.json").write_text(json.dumps(_json_safe(result), indent=1), encoding="utf-8")
+    (out_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=1), encoding="utf-8")
     for line in summary_lines(result) + comparison_lines(result):
         echo(line)
     echo(f"report: {out_dir / 'index.html'}" if report else f"metrics: {out_dir / 'metrics.json'}")
@@ -677,90 +355,3 @@ def _check_counts(**counts) -> None:
     for option, value in counts.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UserError(f"--{option.replace('_', '-')} must be a whole number >= 1, got {value!r}")
-
-
-def summary_lines(result: dict) -> list[str]:
-    ref = result["reference"]
-    where = f"{ref['path']} split {ref['split']}" if ref["split"] else ref["path"]
-    window = f", one {ref['window_notes']}-note window each" if ref.get("window_notes") else ""
-    lines = [f"reference: {where} ({ref['num_songs']} songs{window}{', cached' if ref['cache_hit'] else ''})"]
-    for feature, reason in (ref.get("excluded_features") or {}).items():
-        lines.append(f"headline numbers leave out {feature}: {reason}")
-    if ref.get("window_notes") and ref["window_notes"] < MIN_RELIABLE_WINDOW:
-        lines.append(
-            f"warning: windows of {ref['window_notes']} notes (< {MIN_RELIABLE_WINDOW}) are too short for the "
-            "histogram features to separate real from random music: read the random-notes floor below"
-        )
-    rows = [(n, s) for n, s in result["summary"].items()] + [
-        (f"[calibration] {n}", s) for n, s in result["calibration"].items()
-    ]
-    for name, s in rows:
-        lines.append(
-            f"{name}: overlap_area_mean={_num(s['overlap_area_mean'])} frechet={_num(s['frechet'])} "
-            f"realism={_num(s['realism'])} (n={s['num_songs']})"
-        )
-    for name, entry in result["sets"].items():
-        lines += [f"{name}: {line}" for line in musegan_summary_lines(entry["extra"])]
-    if result.get("comparison_counts"):
-        total = sum(result["comparison_counts"].values())
-        lines.append(
-            f"closer to the reference, of {total} rows: "
-            + ", ".join(f"{n} {c}" for n, c in result["comparison_counts"].items())
-        )
-    return lines
-
-
-def comparison_lines(result: dict) -> list[str]:
-    """The side-by-side table as text (with --compare): one row per metric, the reference
-    value, each set's value and the set closer to the reference."""
-    table = result.get("comparison")
-    if not table:
-        return []
-    names = list(result["sets"])
-    width = max(len(k) for k in table)
-    lines = ["", f"{'metric':<{width}}  {'real':>9}  " + "  ".join(f"{n[:12]:>12}" for n in names) + "  closer"]
-    for key, entry in table.items():
-        real = "" if entry["reference"] is None else _num(entry["reference"])
-        values = "  ".join(f"{_num(entry['values'].get(n)):>12}" for n in names)
-        lines.append(f"{key:<{width}}  {real:>9}  {values}  {entry['closer'] or 'not compared'}")
-    return lines
-
-
-def _num(value) -> str:
-    """3 decimals; "nan" for undefined (NaN, or None from cached JSON)."""
-    return "nan" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def _json_safe(value):
-    """NaN/inf -> null, numpy -> Python: metrics.json stays strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-DEFINITIONS = {
-    "overlap_area_mean": "mean over the mgeval features of the overlapping area between the KDEs of intra-reference "
-    "and inter-set (reference x evaluated) song distances; 1 = indistinguishable",
-    "kl_mean": "mean over features of KL(intra-reference || inter-set), nats, both densities on one grid",
-    "realism": "mean over features of (OA(intra-ref, inter) + OA(intra-ref, intra-evaluated)) / 2: closeness and "
-    "matching diversity; in [0, 1], higher is better",
-    "frechet": FRECHET_LABEL + "; lower is better",
-    "frechet_n": "the same Frechet distance with all evaluated songs, before extrapolation",
-    "compat": "*_compat metrics reproduce the C-RNN-GAN reference code's quirks, only to compare with published "
-    "numbers; the plain names are the correct definitions",
-    "calibration": "<split>_vs_train: a real held-out split against train (the ceiling); random_vs_*: uniformly "
-    "random notes (the floor: pitch 21-108, velocity 1-127, onsets uniform at 4 notes/s on average, "
-    "durations 0.1-1.0 s, as many notes as the reference window)",
-    "excluded_features": "features compared and shown per feature but left out of overlap_area_mean, kl_mean, "
-    "realism and frechet, with the reason (note_count when the reference is cropped to windows "
-    "of N notes: fixed by the crop)",
-    "onset_tolerance_s": "onsets closer than 0.651 ms (half a 1/384-quarter tick at 120 bpm) count as simultaneous",
-}
