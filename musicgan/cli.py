@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from musicgan.errors import UserError
+from musicgan.errors import UserError, first_line
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -403,7 +403,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
         if os.environ.get("MUSICGAN_DEBUG"):
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc) if str(exc).strip() else ""  # the type is printed already
         print(
             f"error: unexpected {type(exc).__name__}: {first} (MUSICGAN_DEBUG=1 shows the traceback)", file=sys.stderr
         )

@@ -29,6 +29,13 @@ def _valid(reference: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return mask.to(reference.dtype)
 
 
+def valid_steps(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B,) lengths -> the (B, T) bool `mask` of this module: True on the steps a row really
+    has, False on its zero padding (a loader batch's `lengths`, or one less for next-step
+    targets)."""
+    return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of (B, T) values over valid steps (0 when no step is valid)."""
     weights = _valid(values, mask)

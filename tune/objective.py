@@ -28,7 +28,7 @@ def reference_windows(cfg: Config, data: str, length: int, max_songs: int, seed:
     """Up to `max_songs` real excerpts of `length` representation steps from the valid split
     (the train split when a tiny dataset has no valid songs), spread over all valid songs:
     a small valid split of long songs still gives enough excerpts for distance statistics."""
-    from musicgan.data.loader import iter_encoded
+    from musicgan.data.loader import encoded_windows
     from musicgan.data.shards import load_manifest, split_urls
     from musicgan.training.families import get_family
 
@@ -40,13 +40,16 @@ def reference_windows(cfg: Config, data: str, length: int, max_songs: int, seed:
     per_song = max(1, math.ceil(max_songs / num_songs))
     rep = get_family(cfg).build_representation()
     rng = np.random.default_rng(seed)
+
+    def chosen_starts(num_steps: int) -> list[int]:
+        if num_steps == 0:
+            return []
+        starts = np.arange(0, max(1, num_steps - length + 1), length)  # non-overlapping
+        return sorted(rng.choice(starts, min(per_song, len(starts)), replace=False))
+
     windows: list[Song] = []
-    for _, steps in iter_encoded(urls, rep):  # steps: (n, F)
-        if len(steps) == 0:
-            continue
-        starts = np.arange(0, max(1, len(steps) - length + 1), length)  # non-overlapping
-        chosen = rng.choice(starts, min(per_song, len(starts)), replace=False)
-        windows += [rep.decode(steps[s : s + length]) for s in sorted(chosen)]
+    for steps in encoded_windows(urls, rep, length, chosen_starts):  # steps: (length, F)
+        windows.append(rep.decode(steps))
         if len(windows) >= max_songs:
             break
     return windows[:max_songs]

@@ -25,6 +25,7 @@ from musicgan.benchmarks import flops
 from musicgan.benchmarks.timing import machine_load, median, torch_threads
 from musicgan.models import lstm_stack
 from musicgan.models.crnngan import CRNNDiscriminator
+from musicgan.training.phases import frozen_parameters
 
 VARIANTS = ("nn_lstm", "batched", "threads")
 
@@ -71,13 +72,10 @@ def _bench(
         discriminator.zero_grad(set_to_none=True)
 
     def frozen() -> None:
-        discriminator.requires_grad_(False)
-        try:
+        with frozen_parameters(discriminator):
             x = fake.clone().requires_grad_(True)
             logits, features = discriminator(x, None)
             ((logits * weights).sum() + features.square().mean()).backward()
-        finally:
-            discriminator.requires_grad_(True)
 
     shape = flops.StepShape(
         g_hidden=hidden,

@@ -25,6 +25,7 @@ from torch import nn
 
 from musicgan.benchmarks.timing import machine_load, median, torch_threads
 from musicgan.models.musegan import MuseGANGeometry, PatchConv3d, PatchConvTranspose3d, build_musegan
+from musicgan.training.phases import frozen_parameters
 
 SIZES = {
     "small": (
@@ -66,11 +67,8 @@ def critic_pass(generator: nn.Module, critic: nn.Module, real: torch.Tensor) -> 
 
 
 def generator_pass(generator: nn.Module, critic: nn.Module, batch_size: int) -> None:
-    critic.requires_grad_(False)
-    try:
+    with frozen_parameters(critic):
         (-critic(generator(torch.randn(batch_size, generator.latent_dim))).mean()).backward()
-    finally:
-        critic.requires_grad_(True)
     generator.zero_grad(set_to_none=True)
 
 

@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from musicgan import losses
+from musicgan.training.phases import frozen_parameters
+
 # Config overrides that make the benchmarked step the paper's adversarial step at full
 # length on every repetition: no MLE pretraining phase (epoch 0 is adversarial), the
 # curriculum starts at its maximum (100 steps), and freezing is off so that both networks
@@ -189,7 +192,7 @@ def bare_step(nets: BareNets, batch, cfg, device: torch.device) -> tuple[float, 
     real = batch.x.to(device)  # (B, T, F)
     lengths = batch.lengths.to(device)
     batch_size, seq_len = real.shape[0], real.shape[1]
-    real_w = (torch.arange(seq_len, device=device)[None, :] < lengths[:, None]).to(real.dtype)  # (B, T)
+    real_w = losses.valid_steps(lengths, seq_len).to(real.dtype)  # (B, T)
 
     fake = run_g("forward", batch_size, seq_len)  # (B, T, F)
     both = torch.cat([real, fake.detach()])
@@ -198,9 +201,8 @@ def bare_step(nets: BareNets, batch, cfg, device: torch.device) -> tuple[float, 
     fake_bce = F.binary_cross_entropy_with_logits(logits[batch_size:], torch.zeros_like(real_w), reduction="none")
     d_loss = (real_bce * real_w).sum() / real_w.sum().clamp_min(1.0) + fake_bce.mean()
 
-    discriminator.requires_grad_(False)
-    _, fake_features = discriminator(fake, None)
-    discriminator.requires_grad_(True)
+    with frozen_parameters(discriminator):
+        _, fake_features = discriminator(fake, None)
     # Feature matching (batch means per step over the real rows' valid steps).
     w = real_w.unsqueeze(-1)  # (B, T, 1)
     rows = w.sum(0).clamp_min(1.0)  # (T, 1)

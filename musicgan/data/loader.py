@@ -44,7 +44,7 @@ import math
 import multiprocessing
 import random
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -351,3 +351,14 @@ def iter_encoded(urls, representation: Representation) -> Iterator[tuple[Song, n
             log.info("representation %s skips song %s: %s", representation.name, song.source, exc)
         except GridTooLarge as exc:
             log.warning("skipping %s: %s", song.source, exc)
+
+
+def encoded_windows(
+    urls, representation: Representation, length: int, starts: Callable[[int], Iterable[int]]
+) -> Iterator[np.ndarray]:
+    """The windows `steps[s : s + length]` of every song of `iter_encoded(urls, representation)`,
+    at the starts `starts(num_steps)` picks for that song: the caller's rule (every whole
+    window, a seeded sample of them, one where the loader's window would start)."""
+    for _, steps in iter_encoded(urls, representation):
+        for start in starts(len(steps)):
+            yield steps[start : start + length]

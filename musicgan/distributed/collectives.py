@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from musicgan.errors import UserError
+from musicgan.errors import UserError, first_line
 
 
 class CollectiveError(UserError):
@@ -21,10 +21,9 @@ def _active() -> bool:
 
 def _fail(op: str, what: str, exc: Exception) -> CollectiveError:
     rank = dist.get_rank() if dist.is_initialized() else 0
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return CollectiveError(
         f"collective {op}({what}) failed on rank {rank} of {dist.get_world_size()}: "
-        f"a peer rank died, stalled past dist.timeout_s or took another branch ({first})"
+        f"a peer rank died, stalled past dist.timeout_s or took another branch ({first_line(exc)})"
     )
 
 

@@ -289,8 +289,7 @@ class DeepSpeedBackend(TrainBackend):
             try:
                 engine, _, _, _ = self.ds.initialize(model=MethodDispatch(net), optimizer=optimizer, config=config)
             except (ValueError, AssertionError, TypeError, KeyError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConfigError(f"DeepSpeed rejected the {name} engine's config: {first}") from None
+                raise ConfigError(f"DeepSpeed rejected the {name} engine's config: {first_line(exc)}") from None
             self.engines[name] = engine
             self.torch_optimizers[name] = optimizer
             self.engine_configs[name] = config
@@ -488,8 +487,9 @@ class DeepSpeedBackend(TrainBackend):
                     load_lr_scheduler_states=False,
                 )
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise EngineCheckpointError(f"cannot load DeepSpeed checkpoint {root / tag}: {first}") from None
+                raise EngineCheckpointError(
+                    f"cannot load DeepSpeed checkpoint {root / tag}: {first_line(exc)}"
+                ) from None
             if loaded is None:
                 raise EngineCheckpointError(f"cannot load DeepSpeed checkpoint {root / tag}")
 

@@ -337,14 +337,10 @@ def steps_to_phrases(steps: np.ndarray, num_tracks: int, steps_per_bar: int) -> 
 def real_phrases(urls, representation, bars_per_phrase: int) -> np.ndarray:
     """Every whole phrase of each song of `urls` the representation takes, back to back,
     as (M, K, N, S, P) bool."""
-    from musicgan.data.loader import iter_encoded
+    from musicgan.data.loader import encoded_windows
 
     length = bars_per_phrase * representation.window_align
-    windows = [
-        steps[i : i + length]
-        for _, steps in iter_encoded(urls, representation)
-        for i in range(0, len(steps) - length + 1, length)
-    ]
+    windows = list(encoded_windows(urls, representation, length, lambda n: range(0, n - length + 1, length)))
     if not windows:
         return np.zeros(
             (

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
+from musicgan.losses import valid_steps
 from musicgan.models.free_running import FreeRunningLoop, release_workspace  # noqa: F401 (re-exported)
 from musicgan.models.lstm_stack import run_lstm_stacks
 
@@ -322,7 +323,7 @@ class CRNNDiscriminator(nn.Module):
             features, _ = nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=seq_len)
         logits = self.classifier(features).squeeze(-1)
         if lengths is not None:
-            valid = steps_mask(lengths, seq_len)
+            valid = valid_steps(lengths, seq_len)
             logits = logits * valid
             features = features * valid.unsqueeze(-1)
         return logits, features
@@ -335,11 +336,6 @@ class CRNNDiscriminator(nn.Module):
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu")
         )
-
-
-def steps_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """(B,) lengths -> (B, T) bool mask of valid steps."""
-    return torch.arange(seq_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def _reverse_within_length(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
+from musicgan.losses import valid_steps
 
 CELLS = ("rnn", "lstm")
 
@@ -271,4 +272,4 @@ def frame_mask(lengths: torch.Tensor | None, batch: int, steps: int, device) -> 
     """(B, T) float: 1 on the frames a row really has, 0 on zero padding."""
     if lengths is None:
         return torch.ones(batch, steps, device=device)
-    return (torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]).float()
+    return valid_steps(lengths.to(device), steps).float()

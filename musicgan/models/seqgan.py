@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicgan.losses import l2_penalty
+
 # (width, filters) of the SeqGAN reference's discriminator and of Polyphonic SeqGAN's.
 SEQGAN_FILTERS = (
     (1, 100),
@@ -204,4 +206,4 @@ class CNNDiscriminator(nn.Module):
 
     def output_l2(self) -> torch.Tensor:
         """sum(w^2) / 2 over the output layer (weights and bias), TensorFlow's l2_loss."""
-        return 0.5 * (self.out.weight.square().sum() + self.out.bias.square().sum())
+        return l2_penalty(self.out.parameters(), 1.0)

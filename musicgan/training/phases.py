@@ -36,7 +36,7 @@ How a family declares its training (the generic engine knows no network name):
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -46,6 +46,30 @@ if TYPE_CHECKING:
     from musicgan.config import Config
     from musicgan.data.loader import Batch
     from musicgan.distributed.ddp import TrainBackend
+
+
+# -- a plain network's state for the duration of a block (restored however the block ends) -------
+@contextmanager
+def frozen_parameters(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`network` with requires_grad off (gradients flow through it to its inputs and none
+    accumulate in it: D inside G's step), then on again."""
+    network.requires_grad_(False)
+    try:
+        yield network
+    finally:
+        network.requires_grad_(True)
+
+
+@contextmanager
+def in_mode(module: torch.nn.Module, training: bool = False) -> Iterator[torch.nn.Module]:
+    """`module` in eval mode (or `training`'s mode: dropout, batch statistics), then back in
+    the mode it had: `generate` runs mid-training, and D scores rewards without dropout."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 @dataclass
@@ -76,16 +100,10 @@ class StepContext:
         """The plain network: for frozen forwards (D inside G's step) and parameters."""
         return self.backend.module(name)
 
-    @contextmanager
-    def frozen(self, name: str) -> Iterator[torch.nn.Module]:
+    def frozen(self, name: str) -> AbstractContextManager[torch.nn.Module]:
         """The plain network with its parameters frozen, so gradients flow only through it
         (never the D wrapper / engine inside G's step: docs/distributed-pitfalls.md)."""
-        network = self.module(name)
-        network.requires_grad_(False)
-        try:
-            yield network
-        finally:
-            network.requires_grad_(True)
+        return frozen_parameters(self.module(name))
 
 
 @dataclass

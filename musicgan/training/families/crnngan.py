@@ -14,13 +14,7 @@ from musicgan import losses
 from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.freezing import decide_freezing
-from musicgan.training.phases import Phase, StepContext, StepOutput
-
-
-def valid_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """(B, T) bool: True on the steps a row really has (the rest is zero padding)."""
-    steps = torch.arange(seq_len, device=lengths.device)
-    return steps[None, :] < lengths[:, None]
+from musicgan.training.phases import Phase, StepContext, StepOutput, in_mode
 
 
 def with_l2(ctx: StepContext, name: str, loss: torch.Tensor) -> torch.Tensor:
@@ -34,7 +28,7 @@ def with_l2(ctx: StepContext, name: str, loss: torch.Tensor) -> torch.Tensor:
 def mle_step(ctx: StepContext, batch) -> StepOutput:
     """Teacher-forced next-event prediction (pretraining, and the whole MLE baseline)."""
     x = batch.x.to(ctx.device)  # (B, T, F)
-    mask = valid_mask(batch.lengths.to(ctx.device), x.shape[1])
+    mask = losses.valid_steps(batch.lengths.to(ctx.device), x.shape[1])
     pred = ctx.run("generator", "teacher_forced", x)  # (B, T, F): prediction of x[:, t]
     loss = losses.mle_loss(pred, x, mask)
     return StepOutput({"generator": with_l2(ctx, "generator", loss)}, {"mle": loss.detach()})
@@ -45,7 +39,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     cfg = ctx.cfg.train
     real = batch.x.to(ctx.device)  # (B, T, F)
     batch_size, seq_len = real.shape[0], real.shape[1]
-    real_mask = valid_mask(batch.lengths.to(ctx.device), seq_len)
+    real_mask = losses.valid_steps(batch.lengths.to(ctx.device), seq_len)
     fake_mask = torch.ones_like(real_mask)
 
     fake = ctx.run("generator", "forward", batch_size, seq_len)  # (B, T, F)
@@ -152,12 +146,8 @@ class CRNNGAN(ModelFamily):
         torch RNG. The MLE baseline inherits this, so both are sampled alike.
         """
         generator = networks["generator"]
-        was_training = generator.training
-        generator.train(self.cfg.model.sample_dropout)
-        try:
+        with in_mode(generator, training=self.cfg.model.sample_dropout):
             return generator(num, length).float().cpu().numpy()
-        finally:
-            generator.train(was_training)
 
 
 @register("mle")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from musicgan import losses
 from musicgan.errors import ConfigError
 from musicgan.models.notes import (
     LSTMNoteDiscriminator,
@@ -34,7 +35,7 @@ from musicgan.models.notes import (
     unit_to_ids,
 )
 from musicgan.training.families import ModelFamily, register
-from musicgan.training.phases import Phase, StepContext, StepOutput
+from musicgan.training.phases import Phase, StepContext, StepOutput, in_mode
 
 
 def _tokens(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +69,7 @@ def lm_step(ctx: StepContext, batch) -> StepOutput:
     inputs = torch.cat([torch.full_like(ids[:, :1], model.start_id), ids[:, :-1]], dim=1)  # (B, T)
     if not model.bidirectional:
         logits = ctx.run("generator", "causal_logits", inputs)  # (B, T, V)
-        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        mask = losses.valid_steps(lengths, ids.shape[1])
         loss = F.cross_entropy(logits[mask], ids[mask])
         accuracy = (logits[mask].argmax(-1) == ids[mask]).float().mean()
     else:
@@ -105,12 +106,8 @@ class NoteLSTMFamily(_TokenFamily):
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
         model = networks["generator"]
-        was_training = model.training
-        model.eval()
-        try:
+        with in_mode(model):
             ids = model.generate(num, length, window=self.cfg.curriculum.max_len)
-        finally:
-            model.train(was_training)
         return ids.cpu().numpy()[..., None].astype(np.int64)  # (num, length, 1)
 
 
@@ -168,14 +165,10 @@ class NoteMLPGANFamily(_TokenFamily):
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
         generator = networks["generator"]
-        was_training = generator.training
-        generator.eval()  # BatchNorm on running statistics
-        try:
+        with in_mode(generator):  # BatchNorm on running statistics
             chunks, have = [], 0
             while have < length:  # the MLP emits a fixed length: concatenate independent draws
                 chunks.append(generator(num))
                 have += chunks[-1].shape[1]
             values = torch.cat(chunks, dim=1)[:, :length]
-        finally:
-            generator.train(was_training)
         return unit_to_ids(values, generator.vocab_size).cpu().numpy()[..., None].astype(np.int64)

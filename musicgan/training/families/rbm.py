@@ -17,17 +17,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from musicgan import losses
 from musicgan.errors import ConfigError
 from musicgan.models.rbm import RecurrentRBM
 from musicgan.training.families import ModelFamily, register
-from musicgan.training.phases import Phase, StepContext, StepOutput
+from musicgan.training.phases import Phase, StepContext, StepOutput, in_mode
 
 
 def _with_l2(ctx: StepContext, loss: torch.Tensor) -> torch.Tensor:
     scale = ctx.cfg.optim.l2
     if scale <= 0:
         return loss
-    return loss + 0.5 * scale * sum((p * p).sum() for p in ctx.module("generator").parameters())
+    return loss + losses.l2_penalty(ctx.module("generator").parameters(), scale)
 
 
 def cd_step(ctx: StepContext, batch) -> StepOutput:
@@ -67,12 +68,8 @@ class RNNRBMFamily(ModelFamily):
     def generate(self, networks, num: int, length: int) -> np.ndarray:
         model = networks["generator"]
         mode = getattr(self.cfg.model, "rbm_generation", "sample")
-        was_training = model.training
-        model.eval()
-        try:
+        with in_mode(model):
             return model.generate(num, length, k=self.cfg.model.sample_gibbs_steps, mode=mode).float().cpu().numpy()
-        finally:
-            model.train(was_training)
 
 
 @register("lstmrbm")

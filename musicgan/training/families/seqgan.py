@@ -29,8 +29,6 @@ gradient at 5.0 and not D's; here the backend's one key clips both networks).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,7 +38,7 @@ from musicgan.models.notes import SPECIAL
 from musicgan.models.seqgan import FILTER_TABLES, CNNDiscriminator, SeqGenerator
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.families.notes import lm_step
-from musicgan.training.phases import Phase, StepContext, StepOutput, every
+from musicgan.training.phases import Phase, StepContext, StepOutput, every, in_mode
 
 NETWORKS = ("generator", "discriminator")  # update order of the adversarial phase
 REPRESENTATIONS = ("melody_grid", "tokens")
@@ -51,17 +49,6 @@ REWARD_CHUNK = 4096
 
 def _ids(batch, device) -> torch.Tensor:
     return batch.x.to(device)[..., 0].long()  # (B, T)
-
-
-@contextmanager
-def _evaluating(module: torch.nn.Module):
-    """`module` in eval mode (no dropout) for the duration, then back to its mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +81,7 @@ def rewards(
 ) -> torch.Tensor:
     """(B, T) sampled ids -> (B, T) Q: mean D(P real) of K completions per prefix, D(y) at t = T."""
     completions = rollout.rollout(ids, num_rollouts).reshape(-1, ids.shape[1])  # ((T-1) K B, T)
-    with _evaluating(discriminator):
+    with in_mode(discriminator):  # no dropout
         scored = torch.cat([discriminator.real_probability(chunk) for chunk in completions.split(REWARD_CHUNK)])
         full = discriminator.real_probability(ids)  # (B,)
     partial = scored.view(ids.shape[1] - 1, num_rollouts, ids.shape[0]).mean(dim=1)  # (T-1, B)

@@ -33,7 +33,7 @@ from musicgan import losses
 from musicgan.errors import ConfigError, DataError
 from musicgan.models.spectral import SPECTRAL_ARCHS, build_spectral_net
 from musicgan.training.families import ModelFamily, register
-from musicgan.training.phases import Phase, StepContext, StepOutput
+from musicgan.training.phases import Phase, StepContext, StepOutput, in_mode
 
 log = logging.getLogger("musicgan")
 AUDIO_FRAME_REPRESENTATIONS = ("fft_blocks",)
@@ -44,7 +44,7 @@ def next_frame_loss(predictions: torch.Tensor, frames: torch.Tensor, lengths: to
     """Mean squared error of prediction t against frame t + 1 over the valid steps of each row
     (a row of length L has L - 1 targets) and all dimensions."""
     targets = frames[:, 1:]
-    valid = torch.arange(targets.shape[1], device=frames.device)[None, :] < (lengths[:, None] - 1)
+    valid = losses.valid_steps(lengths - 1, targets.shape[1])
     squared = (predictions[:, :-1] - targets).square().mean(dim=2)  # (B, T - 1)
     return squared[valid].mean() if bool(valid.any()) else squared.sum() * 0.0
 
@@ -126,13 +126,9 @@ class SpectralLSTMFamily(ModelFamily):
         network = networks["generator"]
         if num < 1:  # a sample round that writes and scores nothing
             return np.zeros((0, length, network.out.out_features), dtype=np.float32)
-        was_training = network.training
-        network.eval()
-        try:
+        with in_mode(network):
             seed = torch.from_numpy(self.seed_windows(num)).to(next(network.parameters()).device)
             frames = continue_frames(network, seed, length)
-        finally:
-            network.train(was_training)
         return frames.cpu().numpy()
 
     def seed_windows(self, num: int) -> np.ndarray:
