@@ -5,13 +5,14 @@ resume inside a fade-in at 2 gloo ranks, `sample --pitches`, and the note metric
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from dist_helpers import final_weights, init_rank, spawn
+from dist_helpers import assert_ranks_agree, assert_same_networks, final_weights, spawn, train_runs
 
 from musicgan import losses
 from musicgan.config import apply_overrides
@@ -163,48 +164,23 @@ def test_note_and_network_sizes_must_agree():
         family.build_networks(family.build_representation())
 
 
-def _worker(rank, world_size, port, data, root):
-    init_rank(rank, world_size, port)
-    from musicgan.distributed.env import init_distributed, teardown
-    from musicgan.training.loop import Trainer
-
-    env = init_distributed(timeout_s=60)
-
-    def fit(steps: int, run_dir: Path, resume: bool = False):
-        trainer = Trainer(gansynth_cfg(Path(data), f"train.max_steps={steps}"), run_dir, env=env)
-        try:
-            trainer.fit(resume=resume)
-            ema = trainer.backend.module("generator_ema").state_dict()
-            torch.save({k: v.clone() for k, v in ema.items()}, run_dir / f"ema-rank{rank}.pt")
-        finally:
-            trainer.backend.close()
-
-    try:
-        fit(STEPS, Path(root) / "straight")
-        fit(RESUME_AT, Path(root) / "resumed")
-        fit(STEPS, Path(root) / "resumed", resume=True)
-    finally:
-        teardown(env)
-
-
 def test_two_ranks_grow_through_a_fade_in_and_resume_inside_it_exactly(note_shards, tmp_path):
-    spawn(_worker, 2, str(note_shards), str(tmp_path))
+    runs = [("straight", []), ("resumed", [])]
+    spawn(train_runs, 2, partial(gansynth_cfg, note_shards), str(tmp_path), runs, STEPS, RESUME_AT, "generator_ema")
     straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     rows = read_rows(tmp_path / "straight")
     assert [r["phase"] for r in rows] == ["stable-32x64"] * 4 + ["fade-64x128"] * 4 + ["stable-64x128"] * 2
     assert [r["stats/alpha"] for r in rows] == [1.0] * 4 + [0.0, 0.25, 0.5, 0.75] + [1.0] * 2
     assert straight["updates"] == resumed["updates"] == {"generator": STEPS, "discriminator": STEPS}
-    for net in ("generator", "discriminator", "generator_ema"):
-        for key, value in straight["networks"][net].items():
-            torch.testing.assert_close(resumed["networks"][net][key], value, rtol=0.0, atol=0.0, msg=f"{net}.{key}")
+    assert sorted(straight["networks"]) == ["discriminator", "generator", "generator_ema"]
+    assert_same_networks(straight, resumed)
     resumed_rows = read_rows(tmp_path / "resumed")
     assert [r["stats/alpha"] for r in resumed_rows if r["step"] > RESUME_AT] == [0.5, 0.75, 1.0, 1.0]
     # The last stage's blocks trained (they were zero-gradient passengers in stage 0).
     grown = "outputs.1.weight"
     first = torch.load(min((tmp_path / "straight" / "checkpoints").glob("*.pt")), weights_only=True)
     assert not torch.equal(first["networks"]["generator"][grown], straight["networks"]["generator"][grown])
-    r0, r1 = (torch.load(tmp_path / "straight" / f"ema-rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert_ranks_agree(tmp_path / "straight", "generator_ema")
 
 
 # -- sampling: notes of chosen pitches, timbre morphing ------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import final_weights, init_rank, spawn
+from dist_helpers import assert_same_networks, final_weights, spawn, train_runs
 from torch import nn
 
 from musicgan import losses
@@ -141,41 +141,14 @@ def test_one_process_run_follows_its_objective_and_samples_melody_plus_chords(ba
     assert (song.track_ids == 1).any()  # the held-out progression's triads
 
 
-def _worker(rank, world_size, port, data, root):
-    init_rank(rank, world_size, port)
-    from musicgan.distributed.env import init_distributed, teardown
-    from musicgan.training.loop import Trainer
-
-    env = init_distributed(timeout_s=60)
-
-    def fit(cfg, run_dir, resume=False):
-        trainer = Trainer(cfg, run_dir, env=env)
-        try:
-            trainer.fit(resume=resume)
-        finally:
-            trainer.backend.close()
-
-    try:
-        for encoding in RHYTHM_ENCODINGS:
-            for label in ("straight", "resumed"):
-                run_dir = Path(root) / encoding / label
-                cfg = partial(
-                    jazz_cfg,
-                    Path(data),
-                    f"data.rhythm_encoding={encoding}",
-                    "log.sample_every=0",
-                    "log.num_samples=0",
-                    "log.metric_samples=0",
-                )
-                if label == "resumed":
-                    fit(cfg(f"train.max_steps={RESUME_AT}"), run_dir)
-                fit(cfg(f"train.max_steps={STEPS}"), run_dir, resume=label == "resumed")
-    finally:
-        teardown(env)
-
-
 def test_two_ranks_resume_equals_straight_run_with_each_encoding(bach_shards, tmp_path):
-    spawn(_worker, 2, str(bach_shards), str(tmp_path))
+    quiet = ("log.sample_every=0", "log.num_samples=0", "log.metric_samples=0")
+    runs = [
+        (f"{encoding}/{label}", [f"data.rhythm_encoding={encoding}", *quiet])
+        for encoding in RHYTHM_ENCODINGS
+        for label in ("straight", "resumed")
+    ]
+    spawn(train_runs, 2, partial(jazz_cfg, bach_shards), str(tmp_path), runs, STEPS, RESUME_AT)
     for encoding in RHYTHM_ENCODINGS:
         straight, resumed = (
             final_weights(tmp_path / encoding / "straight"),
@@ -183,6 +156,4 @@ def test_two_ranks_resume_equals_straight_run_with_each_encoding(bach_shards, tm
         )
         assert straight["step"] == resumed["step"] == STEPS
         assert straight["updates"] == resumed["updates"] == {"critic": 12, "generator": 2}
-        for net, params in straight["networks"].items():
-            for key, value in params.items():
-                assert torch.equal(resumed["networks"][net][key], value), f"{encoding}: {net}.{key}"
+        assert_same_networks(straight, resumed, label=f"{encoding}: ")

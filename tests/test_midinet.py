@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from dist_helpers import final_weights, init_rank, spawn
+from dist_helpers import assert_ranks_agree, assert_same_networks, final_weights, rank_states, spawn, train_runs
 
 from musicgan.config import apply_overrides
 from musicgan.errors import ConfigError, UserError
@@ -184,55 +185,23 @@ def test_one_process_run_updates_g_twice_per_d_update(bach_shards, tmp_path):
     assert "conditioner.norms.0.running_mean" in state["networks"]["generator"]
 
 
-def _worker(rank, world_size, port, data, root, runs):
-    init_rank(rank, world_size, port)
-    from musicgan.distributed.env import init_distributed, teardown
-    from musicgan.training.loop import Trainer
-
-    env = init_distributed(timeout_s=60)
-
-    def fit(cfg, run_dir, resume=False):
-        trainer = Trainer(cfg, run_dir, env=env)
-        try:
-            trainer.fit(resume=resume)
-            stats = {k: v.clone() for k, v in trainer.backend.module("generator").state_dict().items()}
-            torch.save(stats, Path(run_dir) / f"generator-rank{rank}.pt")
-        finally:
-            trainer.backend.close()
-
-    try:
-        for label, overrides in runs:
-            run_dir = Path(root) / label
-            if label.endswith("-resumed"):
-                fit(midinet_cfg(Path(data), f"train.max_steps={RESUME_AT}", *overrides), run_dir)
-            fit(
-                midinet_cfg(Path(data), f"train.max_steps={STEPS}", *overrides),
-                run_dir,
-                resume=label.endswith("-resumed"),
-            )
-    finally:
-        teardown(env)
-
-
-def _assert_same_networks(a: dict, b: dict, rtol: float = 0.0, atol: float = 0.0) -> None:
-    assert sorted(a["networks"]) == sorted(b["networks"])
-    for net, params in a["networks"].items():
-        for key, value in params.items():
-            torch.testing.assert_close(b["networks"][net][key], value, rtol=rtol, atol=atol, msg=f"{net}.{key}")
+def _train_runs(data: Path, root: Path, runs) -> None:
+    """Each run of `runs` on 2 gloo ranks; every rank keeps its generator (batch statistics)."""
+    spawn(train_runs, 2, partial(midinet_cfg, data), str(root), runs, STEPS, RESUME_AT, "generator")
 
 
 def test_two_ranks_resume_exactly_with_per_rank_batch_statistics(bach_shards, tmp_path):
     """2 gloo ranks: a run stopped at step 6 and resumed = the straight run, weights and
     running statistics (rank 0's) bit for bit. Batch norm is per rank: both ranks hold the
     same weights, but their running statistics differ (each saw its own half batch)."""
-    spawn(_worker, 2, str(bach_shards), str(tmp_path), [("ddp", []), ("ddp-resumed", [])])
+    _train_runs(bach_shards, tmp_path, [("ddp", []), ("ddp-resumed", [])])
     straight, resumed = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "ddp-resumed")
     assert straight["step"] == resumed["step"] == STEPS
     assert straight["updates"] == resumed["updates"] == {"generator": 2 * STEPS, "discriminator": STEPS}
-    _assert_same_networks(straight, resumed)
-    r0, r1 = (torch.load(tmp_path / "ddp" / f"generator-rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert_same_networks(straight, resumed)
+    r0, r1 = rank_states(tmp_path / "ddp", "generator")
     weights = [k for k in r0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    assert all(torch.equal(r0[k], r1[k]) for k in weights)
+    assert_ranks_agree(tmp_path / "ddp", "generator", keys=weights)
     assert not torch.equal(r0["norms.0.running_mean"], r1["norms.0.running_mean"])
 
 
@@ -241,10 +210,10 @@ def test_deepspeed_zero1_matches_ddp_over_ten_steps(bach_shards, tmp_path):
     """DeepSpeed ZeRO-1 = DDP within 1e-5 over 10 steps with the split batch norm (and
     repeat: DeepSpeed's engine takes two G steps per trainer step)."""
     runs = [("ddp", []), ("zero1", ["dist.backend=deepspeed", "dist.zero_stage=1"])]
-    spawn(_worker, 2, str(bach_shards), str(tmp_path), runs)
+    _train_runs(bach_shards, tmp_path, runs)
     reference, zero1 = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "zero1")
     assert zero1["backend"] == "deepspeed" and zero1["updates"] == reference["updates"]
-    _assert_same_networks(reference, zero1, rtol=1e-5, atol=1e-5)
+    assert_same_networks(reference, zero1, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

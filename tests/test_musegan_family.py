@@ -5,12 +5,13 @@ a critic run exactly as the straight run."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pretty_midi
 import pytest
 import torch
-from dist_helpers import final_weights, init_rank, spawn
+from dist_helpers import assert_same_networks, final_weights, spawn, train_runs
 
 from musicgan.config import apply_overrides
 from musicgan.errors import ConfigError
@@ -91,45 +92,12 @@ def test_bad_musegan_configs_are_one_line_errors(bach_shards, tmp_path, key, val
         train(cfg, tmp_path / "run")
 
 
-def _worker(rank, world_size, port, data, root, runs):
-    init_rank(rank, world_size, port)
-    from musicgan.distributed.env import init_distributed, teardown
-    from musicgan.training.loop import Trainer
-
-    env = init_distributed(timeout_s=60)
-
-    def fit(cfg, run_dir, resume=False):
-        trainer = Trainer(cfg, run_dir, env=env)
-        try:
-            trainer.fit(resume=resume)
-        finally:
-            trainer.backend.close()
-
-    try:
-        for label, overrides in runs:
-            run_dir = Path(root) / label
-            if label.endswith("-resumed"):
-                fit(musegan_cfg(Path(data), f"train.max_steps={RESUME_AT}", *overrides), run_dir)
-            fit(
-                musegan_cfg(Path(data), f"train.max_steps={STEPS}", *overrides),
-                run_dir,
-                resume=label.endswith("-resumed"),
-            )
-    finally:
-        teardown(env)
-
-
-def assert_same_networks(a: dict, b: dict, atol: float = 0.0) -> None:
-    for net, params in a["networks"].items():
-        for key, value in params.items():
-            if not torch.is_tensor(value):  # the track order kept in the state dict
-                assert b["networks"][net][key] == value, f"{net}.{key}"
-                continue
-            torch.testing.assert_close(b["networks"][net][key], value, rtol=0.0, atol=atol, msg=f"{net}.{key}")
+def _train_runs(data: Path, root: Path, runs) -> None:
+    spawn(train_runs, 2, partial(musegan_cfg, data), str(root), runs, STEPS, RESUME_AT)
 
 
 def test_two_ranks_resume_in_a_critic_run_equals_straight_run(bach_shards, tmp_path):
-    spawn(_worker, 2, str(bach_shards), str(tmp_path), [("ddp", []), ("ddp-resumed", [])])
+    _train_runs(bach_shards, tmp_path, [("ddp", []), ("ddp-resumed", [])])
     straight, resumed = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "ddp-resumed")
     assert straight["step"] == resumed["step"] == STEPS and straight["updates"] == {"critic": 14, "generator": 3}
     assert resumed["updates"] == straight["updates"]
@@ -175,7 +143,7 @@ def test_deepspeed_zero_1_with_the_penalty_matches_ddp(bach_shards, tmp_path):
     Measured 2026-12-02: max |difference| 5.4e-4 (generator biases), critic <= 3e-8; the
     bound is the Adam float floor of docs/distributed-pitfalls.md, 2e-3."""
     runs = [("ddp", []), ("zero1", ["dist.backend=deepspeed", "dist.zero_stage=1"])]
-    spawn(_worker, 2, str(bach_shards), str(tmp_path), runs)
+    _train_runs(bach_shards, tmp_path, runs)
     reference, zero1 = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "zero1")
     assert zero1["backend"] == "deepspeed" and zero1["updates"] == reference["updates"]
     assert_same_networks(reference, zero1, atol=2e-3)

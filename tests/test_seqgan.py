@@ -6,11 +6,12 @@ experiment."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import final_weights, init_rank, musicgan, spawn
+from dist_helpers import assert_ranks_agree, assert_same_networks, final_weights, musicgan, spawn, train_runs
 
 from musicgan.config import apply_overrides
 from musicgan.models.seqgan import (
@@ -231,42 +232,16 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
     assert 0.0 < summary["bleu4"] <= summary["bleu3"] <= summary["bleu2"] <= 1.0
 
 
-def _worker(rank, world_size, port, data, root):
-    init_rank(rank, world_size, port)
-    from musicgan.distributed.env import init_distributed, teardown
-    from musicgan.training.loop import Trainer
-
-    env = init_distributed(timeout_s=60)
-
-    def fit(steps: int, run_dir: Path, resume: bool = False):
-        trainer = Trainer(seqgan_cfg(Path(data), f"train.max_steps={steps}"), run_dir, env=env)
-        try:
-            trainer.fit(resume=resume)
-            rollout = trainer.backend.module("rollout").state_dict()
-            torch.save({k: v.clone() for k, v in rollout.items()}, run_dir / f"rollout-rank{rank}.pt")
-        finally:
-            trainer.backend.close()
-
-    try:
-        fit(STEPS, Path(root) / "straight")
-        fit(RESUME_AT, Path(root) / "resumed")
-        fit(STEPS, Path(root) / "resumed", resume=True)
-    finally:
-        teardown(env)
-
-
 def test_two_ranks_agree_on_the_rollout_copy_and_resume_exactly(bach_shards, tmp_path):
-    spawn(_worker, 2, str(bach_shards), str(tmp_path))
+    runs = [("straight", []), ("resumed", [])]
+    spawn(train_runs, 2, partial(seqgan_cfg, bach_shards), str(tmp_path), runs, STEPS, RESUME_AT, "rollout")
     straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     assert straight["step"] == resumed["step"] == STEPS
     assert straight["updates"] == resumed["updates"] == {"generator": 6, "discriminator": 9}
     assert sorted(straight["networks"]) == ["discriminator", "generator", "rollout"]
-    for net, params in straight["networks"].items():
-        for key, value in params.items():
-            assert torch.equal(resumed["networks"][net][key], value), f"{net}.{key}"
+    assert_same_networks(straight, resumed)
     for label in ("straight", "resumed"):
-        r0, r1 = (torch.load(tmp_path / label / f"rollout-rank{r}.pt", weights_only=True) for r in (0, 1))
-        assert all(torch.equal(r0[k], r1[k]) for k in r0), f"{label}: the rollout copy differs between ranks"
+        assert_ranks_agree(tmp_path / label, "rollout")  # the rollout copy is the same on both ranks
     phases = [r["phase"] for r in read_rows(tmp_path / "straight")]
     assert phases == ["pretrain_g"] * 3 + ["pretrain_d"] * 3 + ["adversarial"] * 6
 

@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 import torch
-from dist_helpers import assert_same_weights, final_weights, musicgan, torchrun
+from dist_helpers import assert_same_weights, musicgan, torchrun_split_run
 
 from musicgan.config import Config, apply_overrides, validate
 from musicgan.errors import ConfigError, UserError
@@ -141,12 +141,7 @@ def test_seconds_need_an_audio_representation():
 
 def test_two_ranks_resume_equals_uninterrupted(bach_audio_shards, tmp_path):
     common = ["train", "--preset", "spectral-debug", "--data", str(bach_audio_shards)]
-    torchrun(common + ["--run-dir", str(tmp_path / "full"), "--max-steps", "8"])
-    torchrun(common + ["--run-dir", str(tmp_path / "split"), "--max-steps", "3"])
-    first = final_weights(tmp_path / "split")
-    out = torchrun(common + ["--run-dir", str(tmp_path / "split"), "--max-steps", "8", "--resume"])
-    assert "resuming from" in out.stdout
-    full, split = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
+    full, split, first = torchrun_split_run(common, tmp_path, 8, 3)
     assert full["step"] == split["step"] == 8 and first["step"] == 3
     assert_same_weights(full, split)
     assert any(not torch.equal(full["generator"][k], first["generator"][k]) for k in full["generator"])

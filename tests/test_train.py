@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dist_helpers import assert_same_weights, final_weights, init_rank, musicgan, spawn, torchrun
+from dist_helpers import assert_same_weights, final_weights, init_rank, musicgan, spawn, torchrun_split_run
 
 from musicgan.config import apply_overrides
 from musicgan.data.loader import make_loader
@@ -53,14 +53,8 @@ def test_one_process_run_writes_checkpoint_samples_and_metrics(bach_shards, tmp_
 
 def test_two_ranks_resume_equals_uninterrupted(bach_shards, tmp_path):
     """20 steps in one go == 7 steps, then --resume to 20 (mid-epoch, across the phase change)."""
-    common = ["train", "--preset", "debug", "--data", str(bach_shards)]
-    torchrun(common + ["--run-dir", str(tmp_path / "full"), "--max-steps", "20"])
-    torchrun(common + ["--run-dir", str(tmp_path / "split"), "--max-steps", "7"])
-    first = final_weights(tmp_path / "split")
+    full, split, first = torchrun_split_run(["train", "--preset", "debug", "--data", str(bach_shards)], tmp_path, 20, 7)
     assert first["step"] == 7 and first["batch_in_epoch"] > 0  # stopped mid-epoch
-    out = torchrun(common + ["--run-dir", str(tmp_path / "split"), "--max-steps", "20", "--resume"])
-    assert "resuming from" in out.stdout
-    full, split = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
     assert full["step"] == split["step"] == 20
     assert_same_weights(full, split)
     # The 13 resumed steps really trained both networks (weights moved on from step 7).

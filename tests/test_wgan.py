@@ -5,11 +5,12 @@ batch) = DeepSpeed ZeRO 0/1/2, stop/resume in the middle of a critic run include
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import final_weights, init_rank, spawn
+from dist_helpers import assert_ranks_agree, assert_same_networks, final_weights, init_rank, spawn, train_runs
 
 from musicgan import losses
 from musicgan.config import apply_overrides
@@ -75,56 +76,20 @@ def test_one_process_run_trains_five_critic_steps_per_generator_step(bach_shards
     assert any(not torch.equal(ema[k], gen[k]) for k in ema)  # an average, not a copy
 
 
-def _worker(rank, world_size, port, data, root, runs):
-    init_rank(rank, world_size, port)
-    from musicgan.distributed.env import init_distributed, teardown
-    from musicgan.training.loop import Trainer
-
-    env = init_distributed(timeout_s=60)
-
-    def fit(cfg, run_dir, resume=False):
-        trainer = Trainer(cfg, run_dir, env=env)
-        try:
-            trainer.fit(resume=resume)
-            ema = trainer.backend.module("generator_ema").state_dict()
-            torch.save({k: v.clone() for k, v in ema.items()}, Path(run_dir) / f"ema-rank{rank}.pt")
-        finally:
-            trainer.backend.close()
-
-    try:
-        for label, overrides in runs:
-            run_dir = Path(root) / label
-            if label.endswith("-resumed"):
-                fit(wgan_cfg(Path(data), f"train.max_steps={RESUME_AT}", *overrides), run_dir)
-            fit(
-                wgan_cfg(Path(data), f"train.max_steps={STEPS}", *overrides), run_dir, resume=label.endswith("-resumed")
-            )
-    finally:
-        teardown(env)
-
-
-def assert_same_networks(a: dict, b: dict, rtol: float = 0.0) -> None:
-    assert sorted(a["networks"]) == sorted(b["networks"])
-    for net, params in a["networks"].items():
-        for key, value in params.items():
-            torch.testing.assert_close(b["networks"][net][key], value, rtol=rtol, atol=0.0, msg=f"{net}.{key}")
-
-
-def _check_ema_agrees(run_dir: Path) -> None:
-    r0, r1 = (torch.load(run_dir / f"ema-rank{r}.pt", weights_only=True) for r in (0, 1))
-    for key in r0:
-        assert torch.equal(r0[key], r1[key]), f"generator_ema.{key} differs between ranks"
+def _train_runs(data: Path, root: Path, runs) -> None:
+    """Each run of `runs` on 2 gloo ranks; every rank keeps its generator EMA."""
+    spawn(train_runs, 2, partial(wgan_cfg, data), str(root), runs, STEPS, RESUME_AT, "generator_ema")
 
 
 def test_two_ranks_resume_in_a_critic_run_equals_straight_run(bach_shards, tmp_path):
-    spawn(_worker, 2, str(bach_shards), str(tmp_path), [("ddp", []), ("ddp-resumed", [])])
+    _train_runs(bach_shards, tmp_path, [("ddp", []), ("ddp-resumed", [])])
     straight, resumed = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "ddp-resumed")
     assert straight["step"] == resumed["step"] == STEPS and straight["updates"] == {"critic": 12, "generator": 2}
     assert resumed["updates"] == straight["updates"]
     assert_same_networks(straight, resumed)
     assert any(r["step"] == RESUME_AT + 1 for r in read_rows(tmp_path / "ddp-resumed"))
     for label in ("ddp", "ddp-resumed"):
-        _check_ema_agrees(tmp_path / label)
+        assert_ranks_agree(tmp_path / label, "generator_ema")
 
 
 @pytest.mark.slow
@@ -133,13 +98,13 @@ def test_deepspeed_zero_0_1_2_with_the_penalty_match_ddp(bach_shards, tmp_path):
     penalty through `engine.module`), so the comparison is exact; a resumed ZeRO-1 run too."""
     runs = [("ddp", [])] + [(f"zero{s}", ["dist.backend=deepspeed", f"dist.zero_stage={s}"]) for s in (0, 1, 2)]
     runs.append(("zero1-resumed", ["dist.backend=deepspeed", "dist.zero_stage=1"]))
-    spawn(_worker, 2, str(bach_shards), str(tmp_path), runs)
+    _train_runs(bach_shards, tmp_path, runs)
     reference = final_weights(tmp_path / "ddp")
     for label, _ in runs[1:]:
         state = final_weights(tmp_path / label)
         assert state["backend"] == "deepspeed" and state["updates"] == reference["updates"], label
         assert_same_networks(reference, state)
-        _check_ema_agrees(tmp_path / label)
+        assert_ranks_agree(tmp_path / label, "generator_ema")
 
 
 # -- one process = two ranks on an equal global batch, at the step level ---------------------------
