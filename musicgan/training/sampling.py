@@ -16,6 +16,7 @@ import torch
 from musicgan.config import apply_overrides, from_dict, validate
 from musicgan.data.midi import write_midi
 from musicgan.data.song import Song
+from musicgan.distributed import collectives
 from musicgan.errors import DataError, UserError
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.families import ModelFamily, get_family
@@ -101,6 +102,40 @@ def sample_round(
         except Exception as exc:  # noqa: BLE001 - a picture must never stop training
             log.warning("piano-roll image failed: %s", exc)
     return {f"gen/{k}": v for k, v in _summary(songs[:metric_samples]).items()}
+
+
+def shared_sample_round(
+    family: ModelFamily,
+    networks: dict,
+    representation,
+    cfg,
+    out_dir: Path,
+    *,
+    logger,
+    step: int,
+    is_main: bool,
+    real_metrics: dict | None,
+) -> dict:
+    """The training loop's sample round into `out_dir` (samples/<label>), called on every rank:
+    rank 0 runs `sample_round` (cfg.log.num_samples files of cfg.curriculum.max_len steps,
+    cfg.log.metric_samples songs scored; PNGs for the "final" round only) and adds the real
+    songs' metrics (`real_metrics`); every rank gets the result (one broadcast)."""
+    metrics = None
+    if is_main:
+        metrics = sample_round(
+            family,
+            networks,
+            representation,
+            out_dir,
+            num_samples=cfg.log.num_samples,
+            metric_samples=cfg.log.metric_samples,
+            length=cfg.curriculum.max_len,
+            png=out_dir.name == "final",
+            logger=logger,
+            step=step,
+        )
+        metrics.update(real_metrics or {})
+    return collectives.broadcast_object(metrics, "sample metrics")
 
 
 def real_windows(cfg, representation, train_urls: list[str], num_songs: int, length: int) -> list[Song]:
