@@ -18,6 +18,7 @@ from musicgan.data.midi import write_midi
 from musicgan.data.song import Song
 from musicgan.distributed import collectives
 from musicgan.errors import DataError, UserError
+from musicgan.metrics import runs
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.families import ModelFamily, get_family
 
@@ -200,6 +201,10 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
         ckpt.load_network(net, ckpt.network_state(state, name), name=name, source=path)
         net.eval()
     return cfg, family, representation, networks, path
+
+
+# The evaluate metrics that score a run's model load it through metrics/runs.py (metrics/ never imports training/).
+runs.provide_run_loader(load_run)
 
 
 def sample_run(
