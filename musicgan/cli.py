@@ -293,6 +293,7 @@ def cmd_sample_notes(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    import musicgan.training.sampling  # noqa: F401 - hands metrics/runs.py the loader its model metrics use
     from musicgan.metrics.evaluate import run_evaluate
     from musicgan.training.note_sampling import is_pitch_conditioned
 

@@ -8,6 +8,9 @@ decides (at an agreed step, with a checkpoint) and then shuts its workers down i
 signals stay blocked in the parent while it forks the workers, so no signal can land in the
 moment between the fork and the worker ignoring it; blocked signals are delivered to the
 parent when the fork is done, not lost.
+
+The training process itself catches them (`catch_stop_signals`) into a `StopFlag` that the
+loop reads into its per-step all-reduce, so every rank stops at the same step.
 """
 
 from __future__ import annotations
@@ -37,3 +40,29 @@ def blocked_while_forking():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class StopFlag:
+    """Set by a stop signal; the loop reads `reason` into the per-step all-reduce."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, signum, _frame) -> None:
+        self.reason = f"signal {signal.Signals(signum).name}"
+
+
+@contextmanager
+def catch_stop_signals(flag: StopFlag):
+    """`flag` handles the stop signals inside the block; the previous handlers come back after."""
+    previous = {}
+    for sig in _signals():
+        try:
+            previous[sig] = signal.signal(sig, flag)
+        except ValueError:  # not the main thread (e.g. inside some Ray actors)
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -190,6 +190,8 @@ def test_two_rank_gloo_training_sampling_and_likelihood(preset, bach_shards, tmp
     assert any(len(song.notes) for song in songs)
     assert all(21 <= p <= 108 for song in songs for p in song.notes[:, 2])
     assert is_likelihood_run(run_dir)
+    import musicgan.training.sampling  # noqa: F401 - provides metrics/runs.py its run loader (this test trains elsewhere)
+
     metrics = pianoroll_likelihood_metrics(
         run_dir, bach_shards, "valid", num_chains=8, num_betas=50, accuracy_chains=2, max_songs=2
     )

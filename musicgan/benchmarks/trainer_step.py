@@ -1,6 +1,6 @@
 """The trainer's full step against a bare hand-written PyTorch step of the same models.
 
-musicgan's step is the real loop (`Trainer._run_epochs`): per-step reseeding, the phase
+musicgan's step is the real loop (`Trainer.run_epochs`): per-step reseeding, the phase
 table's step function through the backend's wrappers, the one all-reduce of losses and
 flags, freezing decision, clipping and SGD through the backend, step bookkeeping, the
 progress bar and scalar logging (JSONL + TensorBoard) every `log.interval` steps. Only the

@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from musicgan.metrics.runs import load_run
+
 SMOOTHING = "chen-cherry-1 (epsilon 0.1)"
 EPSILON = 0.1
 NAN = float("nan")
@@ -115,10 +117,7 @@ def bleu_set_metric(context) -> dict:
     {} for other runs and for MIDI folders."""
     if context.kind != "run" or context.reference_kind != "shards" or not is_token_run(context.path):
         return {}
-    # The run's fitted representation (a token vocabulary) lives in its checkpoint; loading
-    # it needs the family registry, imported here as the piano-roll likelihood does.
-    from musicgan.training.sampling import load_run
-
+    # The run's fitted representation (a token vocabulary) lives in its checkpoint.
     cfg, _family, representation, _networks, _path = load_run(context.path)
     length = cfg.curriculum.max_len
     generated = [representation.encode(song).reshape(-1).tolist()[:length] for song in context.read_songs()]

@@ -39,6 +39,7 @@ import numpy as np
 from musicgan.data.bounds import check_grid
 from musicgan.data.song import DURATION, IS_DRUM, ONSET, PITCH, PROGRAM, Song
 from musicgan.metrics.registry import NAN, STEPS_PER_BEAT, register
+from musicgan.metrics.runs import load_run
 
 QN_MIN_STEPS = 3  # the paper's threshold (in steps of its 96-per-bar grid)
 DP_GRID_PER_BAR = 16  # sixteenth notes in a 4/4 bar
@@ -392,7 +393,6 @@ def musegan_set_metric(context, num_bars: int = EVALUATE_BARS, seed: int = 0) ->
     if context.kind != "run" or context.reference_kind != "shards" or run_model_name(context.path) != "musegan":
         return {}
     from musicgan.data.shards import split_urls
-    from musicgan.training.sampling import load_run  # loads any family: imported on call
 
     cfg, family, representation, networks, _ = load_run(context.path)
     bars_per_phrase = cfg.curriculum.max_len // representation.window_align

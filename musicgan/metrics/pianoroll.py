@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from musicgan.errors import UserError
+from musicgan.metrics.runs import load_run
 
 LIKELIHOOD_FAMILIES = ("rnnrbm", "lstmrbm")
 # AIS settings of `musicgan evaluate`: on the chorale valid split (~2,000 frames) this is a
@@ -175,10 +176,6 @@ def pianoroll_likelihood_metrics(
 ) -> dict:
     """Load an RNN-RBM / LSTM-RBM run (directory: newest valid checkpoint; or a .pt file) and
     score `split` of `shard_dir` against the Bernoulli baseline fitted on its train split."""
-    # Loading a run needs the family registry; imported here so metrics stays importable
-    # without the training package's dependencies at module import time.
-    from musicgan.training.sampling import load_run
-
     path = Path(run_dir_or_checkpoint)
     run_dir, checkpoint = (path.parent.parent, path) if path.is_file() else (path, None)
     cfg, _family, representation, networks, ckpt_path = load_run(run_dir, checkpoint)

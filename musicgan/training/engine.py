@@ -16,6 +16,7 @@ back, stop) needs checkpoints and logs, so the trainer applies it from `divergen
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -161,6 +162,23 @@ def closes_window(
         or batch_after >= batches_per_epoch
         or bool(checkpoint_every and step_after % checkpoint_every == 0)
     )
+
+
+def end_of_window(step_after: int, grad_accum: int) -> int:
+    """The first step count from `step_after` on that closes a window of `grad_accum` micro steps."""
+    return step_after + (grad_accum - step_after % grad_accum) % grad_accum
+
+
+class TimeBudget:
+    """`train.max_minutes` (0: none) of this process's share of the run, on rank 0's clock
+    only: the flag travels in the step's all-reduce, so every rank ends at the same step."""
+
+    def __init__(self, minutes: float, is_main: bool) -> None:
+        self.minutes, self.is_main = minutes, is_main
+        self.started = time.monotonic()
+
+    def spent(self) -> bool:
+        return bool(self.minutes and self.is_main and time.monotonic() - self.started > self.minutes * 60)
 
 
 def divergence_action(policy: str, *, has_checkpoint: bool, rolled_back_here: bool) -> str:

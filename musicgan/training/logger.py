@@ -26,6 +26,17 @@ def _plain(value):
     return value
 
 
+def step_scalars(values: dict, state, trained: list[str], **train: float) -> dict:
+    """One train row: the step's reduced values (bare stat names under stats/), `train/*`,
+    and per trained network whether it was held and how many updates it has taken
+    (`state` is the loop's TrainState)."""
+    row = {(k if "/" in k else f"stats/{k}"): v for k, v in values.items()}
+    row.update({f"train/{k}": v for k, v in train.items()})
+    row.update({f"freeze/{n}": float(n in state.held) for n in trained})
+    row.update({f"updates/{n}": state.updates.get(n, 0) for n in trained})
+    return row
+
+
 class RunLogger:
     def __init__(
         self,
@@ -63,6 +74,18 @@ class RunLogger:
                 file=sys.stderr,
                 disable=None,
             )
+
+    @classmethod
+    def for_run(cls, run_dir: Path, log_cfg, enabled: bool, total_steps: int, initial_step: int) -> "RunLogger":
+        """The trainer's logger: TensorBoard and the progress bar as the config's `log` section says."""
+        return cls(
+            run_dir,
+            enabled=enabled,
+            total_steps=total_steps,
+            tensorboard=log_cfg.tensorboard,
+            progress=log_cfg.progress,
+            initial_step=initial_step,
+        )
 
     def event(self, kind: str, step: int, **fields) -> None:
         """One JSON line: {"event": kind, "step": step, "time": ..., **fields}."""
@@ -102,6 +125,31 @@ class RunLogger:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr, flush=True)
+
+    def skipped_samples(self, state, skipped: int, shard_errors: int) -> None:
+        """An epoch's corrupt samples (all ranks; `state.skipped_samples` the run's total so far):
+        a message when there were any, a `data` event always."""
+        total = state.skipped_samples
+        if skipped or shard_errors:
+            self.message(
+                f"[musicgan] epoch {state.epoch}: {skipped} corrupt samples skipped "
+                f"({total} in total), {shard_errors} unreadable shard reads"
+            )
+        self.event(
+            "data",
+            state.step,
+            epoch=state.epoch,
+            skipped_samples=skipped,
+            skipped_samples_total=total,
+            shard_errors=shard_errors,
+        )
+
+    def stopped(self, step: int, reason: str, checkpoint: Path) -> None:
+        self.event("stopped", step, reason=reason, checkpoint=str(checkpoint))
+        self.message(
+            f"[musicgan] stopped at step {step} ({reason}); checkpoint {checkpoint}. "
+            f"Resume with the same command plus --resume."
+        )
 
     def close(self) -> None:
         if self.bar is not None:

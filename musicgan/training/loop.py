@@ -6,6 +6,10 @@ every decision (freezing, stopping, divergence handling) from the same numbers; 
 updated network's backend applies its step. Rank 0 alone writes logs, checkpoints and
 samples; every rank runs every collective.
 
+Around the loop, each in its own module: the step itself (engine.py), the run directory and
+its checkpoints (run_files.py), what a diverged step does (divergence.py), the log rows
+(logger.py) and the sample rounds (sampling.py).
+
 Exact resume: data of epoch e on rank r is a pure function of (seed, e, r) and torch is
 reseeded from (seed, rank, step), so a resumed run rebuilds the epoch's stream, discards
 the batches already consumed, and continues with exactly the numbers it would have seen.
@@ -13,12 +17,9 @@ the batches already consumed, and continues with exactly the numbers it would ha
 
 from __future__ import annotations
 
-import json
-import logging
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -29,24 +30,17 @@ from musicgan.data.loader import batches_per_epoch, make_loader
 from musicgan.data.shards import load_manifest, split_urls
 from musicgan.distributed import collectives
 from musicgan.distributed.env import DistEnv, init_distributed, teardown
-from musicgan.errors import UserError
-from musicgan.stop_signals import STOP_SIGNALS
+from musicgan.stop_signals import StopFlag, catch_stop_signals
 from musicgan.training import checkpoint as ckpt
 from musicgan.training import engine, sampling
 from musicgan.training.curriculum import seq_len_for_epoch
+from musicgan.training.divergence import DivergenceError, DivergenceHandler, Rollback
 from musicgan.training.families import all_network_names, get_family
-from musicgan.training.logger import RunLogger
+from musicgan.training.logger import RunLogger, step_scalars
 from musicgan.training.phases import StepContext, phase_for_epoch
+from musicgan.training.run_files import RunFiles
 
-log = logging.getLogger("musicgan")
-
-
-class DivergenceError(UserError):
-    """Training produced a non-finite loss or an exploding gradient and the policy is `stop`."""
-
-
-class _Rollback(Exception):
-    """Internal: restart the epoch loop from the last checkpoint with lowered learning rates."""
+__all__ = ["DivergenceError", "TrainResult", "TrainState", "Trainer", "step_seed", "train"]  # tests and tune use these
 
 
 @dataclass
@@ -59,6 +53,12 @@ class TrainState:
     updates: dict[str, int] = field(default_factory=dict)  # name -> steps at which it trained
     skipped_steps: int = 0
     skipped_samples: int = 0  # corrupt data samples skipped by the loader, all ranks
+
+    def record(self, report: engine.StepReport, networks: tuple[str, ...]) -> None:
+        """The step's held networks (in the phase's order) and one more update per network trained."""
+        self.held = tuple(n for n in networks if n in report.held)
+        for name in report.updated:
+            self.updates[name] = self.updates.get(name, 0) + 1
 
     def to_dict(self) -> dict:
         return {
@@ -109,43 +109,6 @@ def reseed(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def step_scalars(values: dict, state: TrainState, trained: list[str], **train: float) -> dict:
-    """One train row: the step's reduced values (bare stat names under stats/), `train/*`,
-    and per trained network whether it was held and how many updates it has taken."""
-    row = {(k if "/" in k else f"stats/{k}"): v for k, v in values.items()}
-    row.update({f"train/{k}": v for k, v in train.items()})
-    row.update({f"freeze/{n}": float(n in state.held) for n in trained})
-    row.update({f"updates/{n}": state.updates.get(n, 0) for n in trained})
-    return row
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM/SIGUSR2; read into the per-step all-reduce."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def __call__(self, signum, _frame) -> None:
-        self.reason = f"signal {signal.Signals(signum).name}"
-
-
-@contextmanager
-def _stop_signals(flag: _StopFlag):
-    previous = {}
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            try:
-                previous[sig] = signal.signal(sig, flag)
-            except ValueError:  # not the main thread (e.g. inside some Ray actors)
-                pass
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def make_backend(
@@ -201,24 +164,21 @@ class Trainer:
         engine.check_repeat(self.phases, cfg.dist.grad_accum)
         self.representation = self.family.build_representation()
 
-        manifest = load_manifest(cfg.data.path)
         self.train_urls = split_urls(cfg.data.path, "train")
-        self.num_train_songs = int(manifest["splits"]["train"]["songs"])
+        self.num_train_songs = int(load_manifest(cfg.data.path)["splits"]["train"]["songs"])
         self.batches_per_epoch = batches_per_epoch(self.num_train_songs, cfg.data.batch_size, env.world_size)
-        self.total_steps = cfg.train.epochs * self.batches_per_epoch
-        if cfg.train.max_steps:
-            self.total_steps = min(self.total_steps, cfg.train.max_steps)
-
-        self._fit_representation()
+        self.total_steps = run_steps(cfg, self.batches_per_epoch)
+        fit_representation(self.representation, self.train_urls, env.is_main)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         networks = self.family.build_networks(self.representation)
         self.backend = make_backend(cfg, env, deepspeed_config, self.family.network_names)
         self.backend.setup(networks, self.family.optimizers())
         self.base_lr = {name: self.backend.get_lr(name) for name in self.family.learning_rates()}
+        self.files = RunFiles(self.run_dir, self.cfg, env, self.backend, self.family.network_names, self.representation)
+        self.divergence = DivergenceHandler(self.cfg.train.nonfinite, self.cfg.train.rollback_lr_factor)
         self.state = TrainState()
-        self._rolled_back_at: set[int] = set()  # steps that triggered a rollback
-        self._started = time.monotonic()  # for train.max_minutes (this process's share of the run)
-        self.stop = _StopFlag()
+        self.budget = engine.TimeBudget(self.cfg.train.max_minutes, env.is_main)
+        self.stop = StopFlag()
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict = {}
         self.real_metrics: dict | None = None
@@ -227,162 +187,58 @@ class Trainer:
         self.last_values: dict = {}  # every reduced scalar of the last step (logging)
         self._stop_requested = False  # a stop was agreed; it happens when the accumulation window closes
 
-    # -- set-up ------------------------------------------------------------------------------
-    def _fit_representation(self) -> None:
-        """Representations with learned state (the token vocabulary) fit on rank 0's train
-        songs and broadcast, so every rank encodes identically."""
-        if not getattr(self.representation, "needs_fit", False):
-            return
-        state = None
-        if self.env.is_main:
-            from musicgan.data.loader import iter_songs
-
-            self.representation.fit(iter_songs(self.train_urls))
-            state = self.representation.state_dict()
-        self.representation.load_state_dict(collectives.broadcast_object(state, "representation"))
-
+    # -- the run directory and its checkpoints (run_files.py) -----------------------------------
     def prepare_run_dir(self, resume: bool = False, overwrite: bool = False) -> None:
-        """Rank 0 claims the run directory (see checkpoint.claim_run_dir); a refusal reaches
-        every rank. A running run is neither stopped nor finished: a stale marker of an
-        earlier invocation (e.g. before the run was extended) must not decide a requeue."""
-        error = None
-        if self.env.is_main:
-            try:
-                ckpt.claim_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
-                for marker in ("stopped.json", "finished.json"):
-                    (self.run_dir / marker).unlink(missing_ok=True)
-            except UserError as exc:
-                error = str(exc)
-            except OSError as exc:
-                error = f"cannot prepare run directory {self.run_dir}: {exc}"
-        error = collectives.broadcast_object(error, "run directory")
-        if error:
-            raise UserError(error)
+        self.files.prepare(resume, overwrite)
 
     def resume(self) -> bool:
         """Load the newest valid checkpoint (chosen by rank 0, read by all); False if none."""
-        chosen = None
-        if self.env.is_main:
-            found = ckpt.find_latest_valid(self.run_dir)
-            chosen = str(found[0]) if found else None
-        chosen = collectives.broadcast_object(chosen, "checkpoint choice")
-        if chosen is None:
-            return False
-        self._restore(Path(chosen))
-        return True
+        chosen = self.files.latest_valid()
+        if chosen is not None:
+            self._restore(chosen)
+        return chosen is not None
 
-    def _restore(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path)
-        hint = ckpt.model_differences(state.get("config", {}), self.cfg.to_dict())
-        for name in self.family.network_names:
-            ckpt.load_network(
-                self.backend.module(name), ckpt.network_state(state, name), name=name, source=path, hint=hint
-            )
-        self.backend.load_optimizer_state(state.get("optimizers", {}))
-        self.backend.load_extra(ckpt.checkpoint_dir(self.run_dir), path.stem)
-        if "representation" in state:
-            self.representation.load_state_dict(state["representation"])
-        self.state = TrainState.from_checkpoint(state)
+    def _restore(self, path: Path, rolling_back_from: TrainState | None = None) -> None:
+        """Load `path`; a rollback keeps lowering the learning rates (divergence.after_rollback).
+        Learning rates: the config's (possibly mutated by a PBT trial) times the rollback scale."""
+        restored = TrainState.from_checkpoint(self.files.restore(path))
+        if rolling_back_from is not None:
+            restored = self.divergence.after_rollback(rolling_back_from, restored)
+        self.state = restored
         self.last_checkpoint = path
-        self._apply_lrs()
-
-    def _apply_lrs(self) -> None:
-        """The config's learning rates (possibly mutated by a PBT trial) times the rollback scale."""
         for name, lr in self.base_lr.items():
             self.backend.set_lr(name, lr * self.state.lr_scale)
 
-    # -- checkpoints ---------------------------------------------------------------------------
     def save(self) -> Path:
         """Every rank calls this (DeepSpeed engines save on all ranks); rank 0 writes the .pt."""
-        tag = Path(ckpt.checkpoint_name(self.state.step)).stem
-        self.backend.save_extra(ckpt.checkpoint_dir(self.run_dir), tag)
-        path = ckpt.checkpoint_dir(self.run_dir) / ckpt.checkpoint_name(self.state.step)
-        error = None
-        if self.env.is_main:
-            path, error = ckpt.save_or_error(self.run_dir, self._checkpoint_state, self.state.step, self.cfg.log.keep)
-        error = collectives.broadcast_object(error, "checkpoint result")
-        if error:
-            raise ckpt.CheckpointWriteError(error)
-        self.last_checkpoint = path
-        return path
+        self.last_checkpoint = self.files.save(self.state.step, self.state.to_dict())
+        return self.last_checkpoint
 
-    def _checkpoint_state(self) -> dict:
-        return {
-            **ckpt.pack_networks({n: self.backend.module(n).state_dict() for n in self.family.network_names}),
-            "optimizers": self.backend.optimizer_state(),
-            "representation": self.representation.state_dict(),
-            "config": self.cfg.to_dict(),
-            "world_size": self.env.world_size,
-            "backend": self.backend.name,
-            **self.state.to_dict(),
-        }
-
-    # -- samples and metrics ---------------------------------------------------------------------
-    def _sample_round(self, label: str) -> dict:
-        """Rank 0 generates, writes MIDI + piano rolls, scores them; metrics broadcast to all."""
-        metrics = None
-        if self.env.is_main:
-            networks = {name: self.backend.module(name) for name in self.family.network_names}
-            metrics = sampling.sample_round(
-                self.family,
-                networks,
-                self.representation,
-                self.run_dir / "samples" / label,
-                num_samples=self.cfg.log.num_samples,
-                metric_samples=self.cfg.log.metric_samples,
-                length=self.cfg.curriculum.max_len,
-                png=label == "final",
-                logger=self.logger,
-                step=self.state.step,
-            )
-            metrics.update(self.real_metrics or {})
-        metrics = collectives.broadcast_object(metrics, "sample metrics")
-        self.last_metrics = metrics
-        return metrics
-
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
         self.prepare_run_dir(resume, overwrite)
         if resume:
-            resumed = self.resume()
-            if self.env.is_main:
-                print(
-                    "[musicgan] "
-                    + (
-                        f"resuming from {self.last_checkpoint}"
-                        if resumed
-                        else "no checkpoint to resume: starting fresh"
-                    ),
-                    flush=True,
-                )
+            self.resume()
         if self.logger is None:
-            self.logger = RunLogger(
-                self.run_dir,
-                enabled=self.env.is_main,
-                total_steps=self.total_steps,
-                tensorboard=self.cfg.log.tensorboard,
-                progress=self.cfg.log.progress,
-                initial_step=self.state.step,
+            self.logger = RunLogger.for_run(
+                self.run_dir, self.cfg.log, self.env.is_main, self.total_steps, self.state.step
             )
         if self.env.is_main:
             self.real_metrics = sampling.real_metrics(self.cfg, self.representation, self.train_urls)
         try:
-            with _stop_signals(self.stop):
+            with catch_stop_signals(self.stop):
                 while True:
                     try:
                         finished = self.run_epochs()
                         break
-                    except _Rollback:
-                        self._rollback()
+                    except Rollback:
+                        self._restore(self.last_checkpoint, rolling_back_from=self.state)
             if finished:
                 if self.last_checkpoint is None or self.last_checkpoint.name != ckpt.checkpoint_name(self.state.step):
                     self.save()
                 self._sample_round("final")
                 self.logger.event("finished", self.state.step, epoch=self.state.epoch)
-                if self.env.is_main:
-                    (self.run_dir / "finished.json").write_text(json.dumps(self.state.to_dict()) + "\n")
+                self.files.mark_finished(self.state.to_dict())
             return TrainResult(
                 self.run_dir, self.state.step, self.state.epoch, finished, self.last_checkpoint, self.last_metrics
             )
@@ -438,26 +294,6 @@ class Trainer:
             self._end_epoch(epoch)
         return True
 
-    def _count_skipped(self, loader) -> None:
-        """Corrupt samples the loader skipped (all ranks, summed), logged for the run."""
-        local = torch.tensor([float(getattr(loader, "num_skipped", 0)), float(getattr(loader, "num_shard_errors", 0))])
-        total = collectives.all_reduce_mean(local, "skipped sample count") * self.env.world_size
-        skipped, shard_errors = (int(round(float(v))) for v in total)
-        self.state.skipped_samples += skipped
-        if skipped or shard_errors:
-            self.logger.message(
-                f"[musicgan] epoch {self.state.epoch}: {skipped} corrupt samples skipped "
-                f"({self.state.skipped_samples} in total), {shard_errors} unreadable shard reads"
-            )
-        self.logger.event(
-            "data",
-            self.state.step,
-            epoch=self.state.epoch,
-            skipped_samples=skipped,
-            skipped_samples_total=self.state.skipped_samples,
-            shard_errors=shard_errors,
-        )
-
     def _end_epoch(self, epoch: int) -> None:
         self.state.epoch = epoch + 1
         self.state.batch_in_epoch = 0
@@ -475,16 +311,9 @@ class Trainer:
         # Every rank is here at the same step, so this (rare) collective is safe: say which
         # rank got which signal, since often only one did.
         reasons = collectives.all_gather_object(self.stop.reason, "stop reasons")
-        if self.env.is_main:
-            reason = ", ".join(f"{r} on rank {i}" for i, r in enumerate(reasons) if r) or "stop requested"
-            (self.run_dir / "stopped.json").write_text(
-                json.dumps({"step": self.state.step, "reason": reason, "checkpoint": str(path)}) + "\n"
-            )
-            self.logger.event("stopped", self.state.step, reason=reason, checkpoint=str(path))
-            self.logger.message(
-                f"[musicgan] stopped at step {self.state.step} ({reason}); checkpoint {path}. "
-                f"Resume with the same command plus --resume."
-            )
+        reason = ", ".join(f"{r} on rank {i}" for i, r in enumerate(reasons) if r) or "stop requested"
+        self.files.mark_stopped(self.state.step, reason, path)
+        self.logger.stopped(self.state.step, reason, path)
 
     def _train_step(self, ctx: StepContext, phase, phase_start: int, batch) -> bool:
         """One trainer step of `phase` (engine.py); True when all ranks agreed to stop after it."""
@@ -495,9 +324,9 @@ class Trainer:
         out = engine.forward(plan, ctx, batch)
         external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
         reduced = engine.reduce(
-            out, stop=external_stop, budget_spent=self._budget_spent(), what=f"losses at step {self.state.step}"
+            out, stop=external_stop, budget_spent=self.budget.spent(), what=f"losses at step {self.state.step}"
         )
-        if reduced.budget_spent:
+        if reduced.budget_spent and self.total_steps > self.state.step + 1:
             self._end_at_window()
         # An agreed stop waits until the open accumulation window closes (at most
         # dist.grad_accum - 1 more steps), so its checkpoint holds no half window.
@@ -506,46 +335,16 @@ class Trainer:
         stop = self._stop_requested and boundary
         self.last_losses = {k: v for k, v in reduced.values.items() if k.startswith("loss/")}
         if reduced.nonfinite:
-            self._diverged(batch, reduced.nonfinite_message())
+            self.divergence(self.state, batch, reduced.nonfinite_message(), self.last_checkpoint, self.logger)
             return stop
-        report = engine.update(
-            self.backend,
-            plan,
-            out,
-            reduced,
-            boundary=boundary,
-            redo=lambda name: self._redo(plan, ctx, batch, seed, name),
-        )
+        redo = partial(redo_loss, plan, ctx, batch, seed)  # Phase.repeat
+        report = engine.update(self.backend, plan, out, reduced, boundary=boundary, redo=redo)
         engine.after_updates(plan, ctx, report)
-        self.state.held = tuple(n for n in phase.networks if n in report.held)
-        for name in report.updated:
-            self.state.updates[name] = self.state.updates.get(name, 0) + 1
+        self.state.record(report, phase.networks)
         self.last_values = report.values
         if report.refused:
-            self._diverged(batch, "; ".join(report.refused))
+            self.divergence(self.state, batch, "; ".join(report.refused), self.last_checkpoint, self.logger)
         return stop
-
-    def _redo(self, plan, ctx: StepContext, batch, seed: int, name: str) -> torch.Tensor:
-        """`name`'s loss again on the same batch and noise (Phase.repeat)."""
-        reseed(seed)
-        again = engine.StepPlan(plan.phase, plan.step, frozenset({name}))
-        return engine.forward(again, ctx, batch).losses[name]
-
-    def _end_at_window(self) -> None:
-        """Time budget spent (rank 0's clock, agreed by all): end like max_steps does, at the
-        end of the open accumulation window."""
-        if self.total_steps <= self.state.step + 1:
-            return
-        accum = self.cfg.dist.grad_accum
-        self.total_steps = self.state.step + 1 + (accum - (self.state.step + 1) % accum) % accum
-        self.logger.message(
-            f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: finishing at step {self.total_steps}"
-        )
-
-    def _budget_spent(self) -> bool:
-        """True on rank 0 once `train.max_minutes` of training have passed (0: no budget)."""
-        budget = self.cfg.train.max_minutes
-        return bool(budget and self.env.is_main and time.monotonic() - self._started > budget * 60)
 
     def _closes_window(self) -> bool:
         """Gradient accumulation: does this trainer step end a window (engine.closes_window)?"""
@@ -558,58 +357,77 @@ class Trainer:
             checkpoint_every=self.cfg.log.checkpoint_every,
         )
 
-    def _diverged(self, batch, what: str) -> None:
-        """A non-finite loss or exploding gradient, seen identically by every rank."""
-        keys = collectives.all_gather_object(list(batch.keys), "batch sources")
-        sources = sorted({k for rank_keys in keys for k in rank_keys})
-        policy = self.cfg.train.nonfinite
-        self.logger.event("divergence", self.state.step, what=what, policy=policy, sources=sources)
-        message = (
-            f"[musicgan] divergence at step {self.state.step}: {what}; batch songs: "
-            f"{', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}"
+    def _end_at_window(self) -> None:
+        """Time budget spent (rank 0's clock, agreed by all): end like max_steps does, at the
+        end of the open accumulation window."""
+        self.total_steps = engine.end_of_window(self.state.step + 1, self.cfg.dist.grad_accum)
+        self.logger.message(
+            f"[musicgan] train.max_minutes={self.cfg.train.max_minutes} reached: finishing at step {self.total_steps}"
         )
-        action = engine.divergence_action(
-            policy,
-            has_checkpoint=self.last_checkpoint is not None,
-            rolled_back_here=self.state.step in self._rolled_back_at,
-        )
-        if action in ("skip", "skip-again"):
-            self.state.skipped_steps += 1
-            self.logger.message(
-                message
-                + (" -> step skipped" if action == "skip" else " -> diverged again after rolling back: step skipped")
-            )
-            return
-        if action == "rollback":
-            self._rolled_back_at.add(self.state.step)
-            self.logger.message(
-                message + f" -> rolling back to {self.last_checkpoint.name}, "
-                f"learning rates x{self.cfg.train.rollback_lr_factor}"
-            )
-            raise _Rollback()
-        last = self.last_checkpoint.name if self.last_checkpoint else "none written yet"
-        raise DivergenceError(f"{message.removeprefix('[musicgan] ')}; stopped, last good checkpoint: {last}")
 
-    def _rollback(self) -> None:
-        scale = self.state.lr_scale * self.cfg.train.rollback_lr_factor
-        skipped = self.state.skipped_steps + 1
-        self._restore(self.last_checkpoint)
-        self.state.lr_scale = scale
-        self.state.skipped_steps = skipped
-        self._apply_lrs()
-
+    # -- logs and samples (logger.py, sampling.py) --------------------------------------------------
     def _log_step(self, phase, seq_len: int, seconds: float) -> None:
         samples = self.cfg.log.interval * self.cfg.data.batch_size * self.env.world_size
-        row = step_scalars(
-            self.last_values,
-            self.state,
-            list(self.base_lr),
-            seq_len=seq_len,
-            epoch=self.state.epoch,
-            samples_per_s=samples / max(seconds, 1e-9),
-            lr_scale=self.state.lr_scale,
-        )
+        train = dict(seq_len=seq_len, epoch=self.state.epoch, samples_per_s=samples / max(seconds, 1e-9))
+        row = step_scalars(self.last_values, self.state, list(self.base_lr), **train, lr_scale=self.state.lr_scale)
         self.logger.scalars(self.state.step, row, phase=phase.name)
+
+    def _count_skipped(self, loader) -> None:
+        """Corrupt samples the loader skipped (all ranks, summed), logged for the run."""
+        skipped, shard_errors = skipped_counts(loader, self.env.world_size)
+        self.state.skipped_samples += skipped
+        self.logger.skipped_samples(self.state, skipped, shard_errors)
+
+    def _sample_round(self, label: str) -> dict:
+        """Rank 0 generates, writes MIDI + piano rolls, scores them; every rank gets the metrics."""
+        networks = {name: self.backend.module(name) for name in self.family.network_names}
+        self.last_metrics = sampling.shared_sample_round(
+            self.family,
+            networks,
+            self.representation,
+            self.cfg,
+            self.run_dir / "samples" / label,
+            logger=self.logger,
+            step=self.state.step,
+            is_main=self.env.is_main,
+            real_metrics=self.real_metrics,
+        )
+        return self.last_metrics
+
+
+def redo_loss(plan: engine.StepPlan, ctx: StepContext, batch, seed: int, name: str) -> torch.Tensor:
+    """`name`'s loss again on the same batch and noise (Phase.repeat)."""
+    reseed(seed)
+    again = engine.StepPlan(plan.phase, plan.step, frozenset({name}))
+    return engine.forward(again, ctx, batch).losses[name]
+
+
+def run_steps(cfg: Config, batches_per_epoch: int) -> int:
+    """Trainer steps of the whole run: every epoch, or train.max_steps when that ends it sooner."""
+    total = cfg.train.epochs * batches_per_epoch
+    return min(total, cfg.train.max_steps) if cfg.train.max_steps else total
+
+
+def fit_representation(representation, train_urls: list[str], is_main: bool) -> None:
+    """Representations with learned state (the token vocabulary) fit on rank 0's train songs
+    and broadcast, so every rank encodes identically."""
+    if not getattr(representation, "needs_fit", False):
+        return
+    state = None
+    if is_main:
+        from musicgan.data.loader import iter_songs
+
+        representation.fit(iter_songs(train_urls))
+        state = representation.state_dict()
+    representation.load_state_dict(collectives.broadcast_object(state, "representation"))
+
+
+def skipped_counts(loader, world_size: int) -> tuple[int, int]:
+    """(corrupt samples skipped, unreadable shard reads) of this epoch's loader, summed over ranks."""
+    local = torch.tensor([float(getattr(loader, "num_skipped", 0)), float(getattr(loader, "num_shard_errors", 0))])
+    total = collectives.all_reduce_mean(local, "skipped sample count") * world_size
+    skipped, shard_errors = (int(round(float(v))) for v in total)
+    return skipped, shard_errors
 
 
 def train(

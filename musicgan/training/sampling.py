@@ -16,7 +16,9 @@ import torch
 from musicgan.config import apply_overrides, from_dict, validate
 from musicgan.data.midi import write_midi
 from musicgan.data.song import Song
+from musicgan.distributed import collectives
 from musicgan.errors import DataError, UserError
+from musicgan.metrics import runs
 from musicgan.training import checkpoint as ckpt
 from musicgan.training.families import ModelFamily, get_family
 
@@ -103,6 +105,40 @@ def sample_round(
     return {f"gen/{k}": v for k, v in _summary(songs[:metric_samples]).items()}
 
 
+def shared_sample_round(
+    family: ModelFamily,
+    networks: dict,
+    representation,
+    cfg,
+    out_dir: Path,
+    *,
+    logger,
+    step: int,
+    is_main: bool,
+    real_metrics: dict | None,
+) -> dict:
+    """The training loop's sample round into `out_dir` (samples/<label>), called on every rank:
+    rank 0 runs `sample_round` (cfg.log.num_samples files of cfg.curriculum.max_len steps,
+    cfg.log.metric_samples songs scored; PNGs for the "final" round only) and adds the real
+    songs' metrics (`real_metrics`); every rank gets the result (one broadcast)."""
+    metrics = None
+    if is_main:
+        metrics = sample_round(
+            family,
+            networks,
+            representation,
+            out_dir,
+            num_samples=cfg.log.num_samples,
+            metric_samples=cfg.log.metric_samples,
+            length=cfg.curriculum.max_len,
+            png=out_dir.name == "final",
+            logger=logger,
+            step=step,
+        )
+        metrics.update(real_metrics or {})
+    return collectives.broadcast_object(metrics, "sample metrics")
+
+
 def real_windows(cfg, representation, train_urls: list[str], num_songs: int, length: int) -> list[Song]:
     """One seeded random window of `length` steps per real song, decoded back to a song, so
     real and generated metrics are measured on equally long excerpts (as the paper does).
@@ -165,6 +201,10 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, override
         ckpt.load_network(net, ckpt.network_state(state, name), name=name, source=path)
         net.eval()
     return cfg, family, representation, networks, path
+
+
+# The evaluate metrics that score a run's model load it through metrics/runs.py (metrics/ never imports training/).
+runs.provide_run_loader(load_run)
 
 
 def sample_run(
