@@ -605,6 +605,19 @@ def seqgan_oracle() -> Config:
     return cfg
 
 
+@preset("seqgan-oracle-small")
+def seqgan_oracle_small() -> Config:
+    """`seqgan-oracle` at a cost 2 CPU cores can share: the same oracle, data and schedule
+    (10 MLE + 1 D + 3 adversarial epochs, ~94 G updates; MLE alone 14 epochs), with half the
+    rollouts (K 8) and half D's embedding (32). D scoring the rollouts is nearly all of a
+    SeqGAN run's cost and scales with K x D's width, while vocabulary and G size barely
+    change it, so these two keep the experiment and cut its cost (figures: BENCHMARKS.md)."""
+    cfg = seqgan_oracle()
+    cfg.model.seqgan_rollouts = 8
+    cfg.model.seqgan_d_embedding = 32
+    return cfg
+
+
 @preset("seqgan-oracle-paper")
 def seqgan_oracle_paper() -> Config:
     """The paper's oracle: vocabulary 5,000, length 20, 10,000 samples, 120 MLE epochs, 150 D
