@@ -7,7 +7,8 @@ chord track, 120 bpm), so only the melody differs:
     real       bars 1-8 of the same held-out songs (test split, else valid): their sopranos
     random     one uniformly random pitch per quarter note in MIDI 60-83 (the reference's
                two octaves) over the same chords
-Usage: python -m musicgan.benchmarks.melodies RUN_DIR [--num 100] [--bars 8]
+Usage: python -m musicgan.benchmarks.melodies RUN_DIR [--num 100] [--bars 8] [--set KEY=VALUE ...]
+(--set: sampling options for the generated set, e.g. model.midinet_decode=argmax)
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def random_melodies(real: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
-def melody_sets(run_dir: str, num: int, bars: int, seed: int = 0) -> dict[str, np.ndarray]:
+def melody_sets(
+    run_dir: str, num: int, bars: int, seed: int = 0, overrides: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
     """{"generated", "real", "random"}: (num, bars x bar, 141) melody_chord steps each."""
-    _, family, _, networks, _ = load_run(run_dir, overrides=["model.midinet_prime=zeros"])
+    _, family, _, networks, _ = load_run(run_dir, overrides=["model.midinet_prime=zeros", *overrides])
     bar = family.bar
     songs = family.held_out_windows(bars + 1, num)
     real = np.stack([song[bar : (bars + 1) * bar] for song in songs])
@@ -56,11 +59,11 @@ def melody_sets(run_dir: str, num: int, bars: int, seed: int = 0) -> dict[str, n
     return {"generated": generated, "real": real, "random": random_melodies(real, seed)}
 
 
-def melody_table(run_dir: str, num: int = 100, bars: int = 8, seed: int = 0) -> str:
+def melody_table(run_dir: str, num: int = 100, bars: int = 8, seed: int = 0, overrides: tuple[str, ...] = ()) -> str:
     """A Markdown table: mean ± std of each melody metric per set."""
     _, _, representation, _, _ = load_run(run_dir)
     rows = ["| set | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, steps in melody_sets(run_dir, num, bars, seed).items():
+    for name, steps in melody_sets(run_dir, num, bars, seed, overrides).items():
         summary = summarize(compute_metrics(decode_all(representation, steps), "melody"))
         cells = [f"{summary[c]['mean']:.3f} ± {summary[c]['std']:.3f}" for c in COLUMNS]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -73,8 +76,9 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=100)
     parser.add_argument("--bars", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sampling option")
     args = parser.parse_args()
-    print(melody_table(args.run_dir, args.num, args.bars, args.seed))
+    print(melody_table(args.run_dir, args.num, args.bars, args.seed, tuple(args.set)))
 
 
 if __name__ == "__main__":
