@@ -354,7 +354,8 @@ def gansynth_paper() -> Config:
 
 @preset("gansynth-small")
 def gansynth_small() -> Config:
-    """The CPU-sized recipe (minutes per stage on 2 cores): 8 kHz, 1 s notes, STFT 256 / hop 64
+    """The smallest recipe at a real note size (GPU-sized at its 64 filters: the README gives its
+    CPU cost and the reduced run measured on 2 cores): 8 kHz, 1 s notes, STFT 256 / hop 64
     -> 128 frames x 128 linear bins, 6 stages from 4x4, filters <= 64, latent 64, pitches
     36..84 (49), batch 16; a stage is 22 epochs (~20k images at the ~900 training notes of
     ~20 programs x 49 pitches)."""
