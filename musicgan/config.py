@@ -165,6 +165,10 @@ class ModelConfig:
     # gumbel: Gumbel-softmax rows (temperature gumbel_tau), the standard GAN loss.
     jazzgan_objective: str = "wgan-gp"
     gumbel_tau: float = positive(1.0)
+    # JazzGAN sampling: each token field drawn from softmax(logits / sample_temperature)
+    # (sample, seeded by `musicgan sample --seed`) or its most probable token (argmax).
+    jazzgan_decode: str = "sample"
+    sample_temperature: float = positive(1.0)
 
 
 @dataclass
@@ -272,6 +276,7 @@ CHOICES = {
     "model.musegan_arch": ("v3", "paper"),
     "data.rhythm_encoding": ("timestep", "duration", "end_position", "interval"),
     "model.jazzgan_objective": ("wgan-gp", "gumbel"),
+    "model.jazzgan_decode": ("sample", "argmax"),
     "data.spectrum": ("full", "rfft"),
     "data.pitch_unit": ("midi", "hz"),
     "data.time_unit": ("seconds", "ticks"),

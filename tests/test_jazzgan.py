@@ -123,6 +123,46 @@ def test_window_bars_sets_the_window_per_encoding_and_config_is_checked(tmp_path
         get_family(validate(jazz_cfg(tmp_path, "data.representation=pianoroll"))).build_representation()
 
 
+def melody_notes(representation, steps) -> list[int]:
+    return [int((representation.decode(row).track_ids == 0).sum()) for row in steps]
+
+
+def test_sample_decode_writes_the_notes_argmax_drops_and_repeats_with_its_seed(bach_shards, tmp_path):
+    """A toy G whose every row puts ~0.7 of its probability on onsets but its single most
+    probable token on sustain (the trained runs' shape, README "JazzGAN"): argmax writes no
+    melody note, sampling writes notes, and the same seed draws the same samples."""
+    from musicgan.training.families import get_family
+
+    def family_and_networks(decode: str):
+        cfg = validate(jazz_cfg(bach_shards, "data.rhythm_encoding=timestep", f"model.jazzgan_decode={decode}"))
+        family = get_family(cfg)
+        networks = family.build_networks(family.build_representation())
+        head = networks["generator"].head
+        with torch.no_grad():  # logits independent of noise and chords: sustain 3, every other token 0
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[1] = 3.0  # TIMESTEP_SUSTAIN: p = e^3 / (e^3 + 49) = 0.29, onsets 48 / 69.1 = 0.69
+        return family, networks
+
+    def generated(decode: str, seed: int):
+        family, networks = family_and_networks(decode)
+        torch.manual_seed(seed)  # what `musicgan sample --seed` does before generate
+        return family.generate(networks, 4, 96), family.build_representation()
+
+    argmax, representation = generated("argmax", 0)
+    assert (argmax[..., 0] == 1).all() and melody_notes(representation, argmax) == [0, 0, 0, 0]
+    sampled, _ = generated("sample", 0)
+    assert min(melody_notes(representation, sampled)) > 30  # ~0.69 x 96 onsets, far above 30 at any seed
+    torch.testing.assert_close(argmax[..., 1:], sampled[..., 1:])  # the same held-out chords
+    again, _ = generated("sample", 0)
+    other, _ = generated("sample", 1)
+    assert (again == sampled).all() and not (other == sampled).all()
+    with pytest.raises(ConfigError, match="model.jazzgan_decode"):
+        validate(jazz_cfg(bach_shards, "model.jazzgan_decode=beam"))
+    with pytest.raises(ConfigError, match="model.sample_temperature"):
+        validate(jazz_cfg(bach_shards, "model.sample_temperature=0"))
+
+
 @pytest.mark.parametrize("objective", ["wgan-gp", "gumbel"])
 def test_one_process_run_follows_its_objective_and_samples_melody_plus_chords(bach_shards, tmp_path, objective):
     from musicgan.data.midi import read_midi

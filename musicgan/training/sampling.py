@@ -176,6 +176,8 @@ SAMPLING_KEYS = (
     "model.midinet_prime",
     "model.midinet_decode",
     "model.midinet_sample_bn",
+    "model.jazzgan_decode",
+    "model.sample_temperature",
 )
 
 

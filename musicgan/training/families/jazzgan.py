@@ -18,12 +18,21 @@ config.json records it:
       (BCE on the critic's score as a logit, non-saturating G), both networks every step.
 
 Sampling (`generate`): the chords of held-out songs (test split, else valid, else train;
-windows from each song's first bar line, cycled), the generator's argmax token per field,
-rows [tokens ; chords] that the representation decodes to a melody track and a chord track.
+windows from each song's first bar line, cycled), one token per field and row, rows
+[tokens ; chords] that the representation decodes to a melody track and a chord track.
+`model.jazzgan_decode` picks the token: sample (default) draws it from the field's
+softmax(logits / `model.sample_temperature`) with torch's default generator, which
+`musicgan sample --seed` seeds (as it seeds G's noise), so a seed repeats its samples;
+argmax takes the most probable token. Sample is the default because argmax throws the
+distribution away: a generator that spreads its note probability over many pitches still
+puts the single sustain / empty-slot token first at nearly every row, and argmax writes an
+empty melody (README "JazzGAN" has the measured figures); sampling is also what JazzGAN and
+sequence GANs generally do at generation time.
 
 Config read: data.rhythm_encoding, window_bars (when > 0 the family sets curriculum.start and
 max_len to that many bars of the encoding's rows, so one preset serves every encoding);
-model.latent_dim, g_hidden, g_layers, d_hidden, d_layers, jazzgan_objective, gumbel_tau;
+model.latent_dim, g_hidden, g_layers, d_hidden, d_layers, jazzgan_objective, gumbel_tau,
+jazzgan_decode, sample_temperature (the last two at sampling only);
 train.n_critic, gp_weight; curriculum.max_len (the window); optim.*.
 """
 
@@ -94,6 +103,17 @@ class JazzStep:
         return out
 
 
+def sampled_tokens(logits: torch.Tensor, vocab_sizes, temperature: float = 1.0) -> torch.Tensor:
+    """(B, T, fields) tokens, each field's drawn from softmax(logits / temperature) with torch's
+    default generator; probabilities in float32 whatever precision the network ran in."""
+    fields = []
+    for field_logits in logits.split(tuple(vocab_sizes), dim=2):
+        probs = torch.softmax(field_logits.float() / temperature, dim=2)
+        drawn = torch.multinomial(probs.reshape(-1, probs.shape[2]), 1)
+        fields.append(drawn.reshape(probs.shape[:2]))
+    return torch.stack(fields, dim=2)
+
+
 @register("jazzgan")
 class JazzGANFamily(ModelFamily):
     network_names = NETWORKS
@@ -133,7 +153,7 @@ class JazzGANFamily(ModelFamily):
 
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:
-        """(num, length, F) rows [argmax tokens ; held-out chords] (module docstring)."""
+        """(num, length, F) rows [decoded tokens ; held-out chords] (module docstring)."""
         representation = self.build_representation()
         if num < 1:
             return np.zeros((0, length, representation.num_features), dtype=np.float32)
@@ -142,8 +162,13 @@ class JazzGANFamily(ModelFamily):
         chords = torch.as_tensor(
             self._held_out_chords(representation, num, length), device=weight.device, dtype=weight.dtype
         )
-        tokens = generator.tokens(generator(chords))
+        tokens = self._decode(generator, generator(chords))
         return torch.cat([tokens.to(chords.dtype), chords], dim=2).float().cpu().numpy()
+
+    def _decode(self, generator, logits: torch.Tensor) -> torch.Tensor:
+        if self.cfg.model.jazzgan_decode == "argmax":
+            return generator.tokens(logits)
+        return sampled_tokens(logits, generator.vocab_sizes, self.cfg.model.sample_temperature)
 
     def _held_out_chords(self, representation, num: int, length: int) -> np.ndarray:
         chords = representation.chord_slice
