@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="sampling option: model.sample_dropout (C-RNN-GAN/MLE: sample with dropout, default "
-        "true), model.rbm_generation, model.sample_gibbs_steps, model.midinet_prime "
+        help="a sampling option of the run's family (its `sampling_keys`): model.sample_dropout "
+        "(C-RNN-GAN/MLE: sample with dropout, default true), model.rbm_generation, "
+        "model.sample_gibbs_steps, model.midinet_prime "
         "(zeros|real), model.midinet_decode (threshold|argmax), model.midinet_sample_bn "
         "(running|batch), model.jazzgan_decode (sample|argmax), model.sample_temperature",
     )

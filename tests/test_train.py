@@ -235,6 +235,20 @@ def test_sample_cli_writes_valid_midi(bach_shards, tmp_path):
         and refused.stderr.startswith("error: sample --set")
         and "Traceback" not in refused.stderr
     )
+    # Another family's sampling option is not this family's: each family lists its own.
+    foreign = musicgan(
+        [
+            "sample",
+            "--run",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "z"),
+            "--set",
+            "model.midinet_decode=argmax",
+        ],
+        check=False,
+    )
+    assert foreign.returncode == 2 and "can change only model.sample_dropout" in foreign.stderr
 
 
 def test_train_cli_bad_data_is_one_line(tmp_path):

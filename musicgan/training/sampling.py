@@ -168,31 +168,22 @@ def real_metrics(cfg, representation, train_urls: list[str]) -> dict:
     return {f"real/{k}": v for k, v in _summary(songs).items()} if songs else {}
 
 
-# Config keys `musicgan sample --set` may change: how a trained model draws, never its shape.
-SAMPLING_KEYS = (
-    "model.sample_dropout",
-    "model.rbm_generation",
-    "model.sample_gibbs_steps",
-    "model.midinet_prime",
-    "model.midinet_decode",
-    "model.midinet_sample_bn",
-    "model.jazzgan_decode",
-    "model.sample_temperature",
-)
-
-
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()):
     """(config, family, representation, networks, checkpoint path) of any run, any backend.
-    `overrides` ("key=value") may set the SAMPLING_KEYS only."""
+    `overrides` ("key=value") may set the family's `sampling_keys` only."""
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     state = ckpt.load_checkpoint(path)
     if "config" not in state:
         raise UserError(f"{path} is not a musicgan checkpoint (no config)")
-    for item in overrides:
-        if item.split("=", 1)[0].strip() not in SAMPLING_KEYS:
-            raise UserError(f"sample --set {item!r}: only {', '.join(SAMPLING_KEYS)} can change at sampling time")
     cfg = from_dict(state["config"])
     if overrides:
+        allowed = get_family(cfg).sampling_keys
+        for item in overrides:
+            if item.split("=", 1)[0].strip() not in allowed:
+                raise UserError(
+                    f"sample --set {item!r}: a {cfg.model.name} run can change only "
+                    f"{', '.join(allowed) or 'nothing'} at sampling time"
+                )
         cfg = validate(apply_overrides(cfg, list(overrides)))
     family: ModelFamily = get_family(cfg)
     representation = family.build_representation()

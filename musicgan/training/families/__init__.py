@@ -46,6 +46,9 @@ class ModelFamily:
     learning_rate_keys: dict[str, str] = {"generator": "optim.g_lr", "discriminator": "optim.d_lr"}
     # Keyword conditions `generate` accepts from `musicgan sample` (MidiNet: "chords").
     sample_conditions: tuple[str, ...] = ()
+    # Config keys `musicgan sample --set` may change on a trained run: how it draws, never the
+    # networks' shapes (MidiNet: "model.midinet_decode").
+    sampling_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg: "Config") -> None:
         self.cfg = cfg

@@ -102,6 +102,7 @@ def freezing_hold(cfg):
 
 @register("crnngan")
 class CRNNGAN(ModelFamily):
+    sampling_keys = ("model.sample_dropout",)
     network_names = ("generator", "discriminator")
 
     def build_networks(self, representation):

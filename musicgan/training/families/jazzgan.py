@@ -116,6 +116,7 @@ def sampled_tokens(logits: torch.Tensor, vocab_sizes, temperature: float = 1.0) 
 
 @register("jazzgan")
 class JazzGANFamily(ModelFamily):
+    sampling_keys = ("model.jazzgan_decode", "model.sample_temperature")
     network_names = NETWORKS
     learning_rate_keys = {"generator": "optim.g_lr", "critic": "optim.d_lr"}
 

@@ -106,6 +106,7 @@ def generator_loss(ctx: StepContext, fake, real, chord, stats: dict) -> torch.Te
 class MidiNetFamily(ModelFamily):
     network_names = NETWORKS
     sample_conditions = ("chords",)
+    sampling_keys = ("model.midinet_prime", "model.midinet_decode", "model.midinet_sample_bn")
 
     @property
     def bar(self) -> int:

@@ -41,6 +41,7 @@ def cd_step(ctx: StepContext, batch) -> StepOutput:
 
 @register("rnnrbm")
 class RNNRBMFamily(ModelFamily):
+    sampling_keys = ("model.rbm_generation", "model.sample_gibbs_steps")
     network_names = ("generator",)
     cell = "rnn"
 
