@@ -39,13 +39,24 @@ def _tune():
     return tune
 
 
+def learning_rate_keys(base: Config) -> list[str]:
+    """The config keys of the rates the preset's family trains with (its `learning_rate_keys`
+    of the networks it has: MuseGAN's generator/critic, C-RNN-GAN's generator/discriminator), in
+    the family's order, each once."""
+    from musicgan.training.families import get_family
+
+    family = get_family(base)
+    keys = [key for name, key in family.learning_rate_keys.items() if name in family.network_names]
+    return list(dict.fromkeys(keys))
+
+
 def _learning_rates(base: Config) -> dict[str, Any]:
-    """G and D rates log-uniform over [rate / 10, 3 x rate] of the preset's rates."""
+    """Every rate of the family log-uniform over [rate / 10, 3 x rate] of the preset's rate."""
+    from musicgan.config import get_value
+
     tune = _tune()
-    return {
-        "optim.g_lr": tune.loguniform(base.optim.g_lr / 10.0, base.optim.g_lr * 3.0),
-        "optim.d_lr": tune.loguniform(base.optim.d_lr / 10.0, base.optim.d_lr * 3.0),
-    }
+    rates = {key: float(get_value(base, key)) for key in learning_rate_keys(base)}
+    return {key: tune.loguniform(rate / 10.0, rate * 3.0) for key, rate in rates.items()}
 
 
 def _thresholds() -> dict[str, Any]:
@@ -101,7 +112,7 @@ def crnngan_space(base: Config) -> dict[str, Any]:
 
 @space("lr")
 def lr_space(base: Config) -> dict[str, Any]:
-    """Learning rates and freezing thresholds only (what PBT mutates); the rest from the preset."""
+    """The family's learning rates and the freezing thresholds (what PBT mutates); the rest from the preset."""
     return {**_learning_rates(base), **_thresholds()}
 
 
@@ -115,9 +126,11 @@ def mutations(base: Config, param_space: dict[str, Any]) -> dict[str, Any]:
     """PBT's `hyperparam_mutations`: the mutable keys with the space's (or a default) domain."""
     from ray.tune.search.sample import Domain
 
-    defaults = {**_learning_rates(base), **_thresholds()}
+    defaults = {**_learning_rates(base), **_thresholds()}  # a family without a D rate has no optim.d_lr here
     return {
-        key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key] for key in MUTABLE_KEYS
+        key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key]
+        for key in MUTABLE_KEYS
+        if key in defaults
     }
 
 
