@@ -152,7 +152,7 @@ def test_musegan_sweep_samples_the_families_rates_and_its_trainers_use_them(bach
     assert all(r["loss/critic"] == r["loss/critic"] and "loss/discriminator" not in r for r in rows), rows
     sampled = []
     for result in results:
-        assert {"optim.g_lr", "optim.d_lr"} <= set(result.config)
+        assert set(result.config) == {"optim.g_lr", "optim.d_lr"}  # no freezing thresholds: WGAN-GP never freezes
         history = result.metrics_dataframe
         assert len(history) >= 1 and history["realism"].between(0.0, 1.0).all()
         last = result.metrics

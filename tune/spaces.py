@@ -59,13 +59,13 @@ def _learning_rates(base: Config) -> dict[str, Any]:
     return {key: tune.loguniform(rate / 10.0, rate * 3.0) for key, rate in rates.items()}
 
 
-def _thresholds() -> dict[str, Any]:
-    """θ_D, θ_G: 0 never freezes; the paper uses 0.7; above 1 one network is frozen most steps."""
+def _thresholds(base: Config) -> dict[str, Any]:
+    """θ_D, θ_G where the family freezes (its `freezing_keys`; none for MuseGAN's WGAN-GP):
+    0 never freezes; the paper uses 0.7; above 1 one network is frozen most steps."""
+    from musicgan.training.families import get_family
+
     tune = _tune()
-    return {
-        "train.freeze_d_threshold": tune.uniform(0.0, 1.0),
-        "train.freeze_g_threshold": tune.uniform(0.0, 1.0),
-    }
+    return {key: tune.uniform(0.0, 1.0) for key in get_family(base).freezing_keys}
 
 
 def _curriculum(base: Config) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def crnngan_space(base: Config) -> dict[str, Any]:
     tune = _tune()
     return {
         **_learning_rates(base),
-        **_thresholds(),
+        **_thresholds(base),
         **_curriculum(base),
         **_pretraining(base),
         "train.feature_matching": tune.choice([True, False]),
@@ -112,8 +112,8 @@ def crnngan_space(base: Config) -> dict[str, Any]:
 
 @space("lr")
 def lr_space(base: Config) -> dict[str, Any]:
-    """The family's learning rates and the freezing thresholds (what PBT mutates); the rest from the preset."""
-    return {**_learning_rates(base), **_thresholds()}
+    """The family's learning rates and freezing thresholds (what PBT mutates); the rest from the preset."""
+    return {**_learning_rates(base), **_thresholds(base)}
 
 
 def get_space(name: str, base: Config) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def mutations(base: Config, param_space: dict[str, Any]) -> dict[str, Any]:
     """PBT's `hyperparam_mutations`: the mutable keys with the space's (or a default) domain."""
     from ray.tune.search.sample import Domain
 
-    defaults = {**_learning_rates(base), **_thresholds()}  # a family without a D rate has no optim.d_lr here
+    defaults = {**_learning_rates(base), **_thresholds(base)}  # only the keys the family has
     return {
         key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key]
         for key in MUTABLE_KEYS

@@ -103,6 +103,7 @@ def freezing_hold(cfg):
 @register("crnngan")
 class CRNNGAN(ModelFamily):
     network_names = ("generator", "discriminator")
+    freezing_keys = ("train.freeze_d_threshold", "train.freeze_g_threshold")
 
     def build_networks(self, representation):
         m = self.cfg.model
