@@ -183,6 +183,35 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(
             assert resumed[network][name].equal(tensor), f"{network}.{name} differs after stop/requeue/resume"
 
 
+def test_musegan_train_job_completes_with_the_familys_networks(slurm_cluster, bach_shards, tmp_path):
+    """A survey family through train.sbatch unchanged: a 2-rank `musegan-debug` job completes
+    and its checkpoint holds MuseGAN's networks (generator and critic), not C-RNN-GAN's."""
+    from musicgan.training.families.musegan import NETWORKS
+
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    args = [*_train_args(bach_shards, run_dir)]
+    args[args.index("debug")] = "musegan-debug"
+    args[args.index(str(TRAIN_STEPS))] = "6"
+    options = [
+        "--ntasks-per-node=2",
+        "--cpus-per-task=1",
+        "--time=15",
+        "--job-name=musicgan-musegan",
+        f"--output={log}",
+    ]
+    env = dict(_job_env(slurm_cluster), MUSICGAN_RDZV_PORT=str(free_port()))
+    job_id = slurm_cluster.sbatch(ROOT / "slurm" / "train.sbatch", *args, options=options, env=env, cwd=ROOT)
+    info = slurm_cluster.wait_for_job(job_id, timeout_s=JOB_TIMEOUT_S)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", _describe(slurm_cluster, job_id, log)
+    assert (run_dir / "finished.json").is_file(), log.read_text()[-3000:]
+    checkpoint = _final_checkpoint(run_dir)
+    assert checkpoint["step"] == 6 and checkpoint["world_size"] == 2
+    assert checkpoint["config"]["model"]["name"] == "musegan"
+    assert set(checkpoint["optimizers"]) == {"generator", "critic"}
+    # (The top-level "discriminator" key is the format's alias, empty for a family without one.)
+    assert set(checkpoint["networks"]) == set(NETWORKS) and all(checkpoint["networks"][n] for n in NETWORKS)
+
+
 def test_train_job_as_the_readme_writes_it_starts_on_a_small_node(slurm_cluster, bach_shards, tmp_path):
     """No resource options: the header's defaults must fit a node of any size (this one has
     2 CPUs), not pend for ever with reason PartitionConfig."""

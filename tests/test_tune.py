@@ -129,6 +129,47 @@ def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
     assert saved["curriculum"] == best["curriculum"]
 
 
+def test_musegan_sweep_samples_the_families_rates_and_its_trainers_use_them(bach_shards, tmp_path, ray_session):
+    """A survey family under Tune unchanged: the `lr` space is built from MuseGAN's own
+    learning_rate_keys (generator -> optim.g_lr, critic -> optim.d_lr), both trials run and
+    report the realism of their multitrack checkpoints, and the rates each trial's optimizers
+    hold (read back from its checkpoint) are the ones Tune sampled for it."""
+    results, summary = run_sweep(
+        options(
+            bach_shards,
+            tmp_path,
+            space="lr",
+            preset="musegan-debug",
+            num_samples=2,
+            max_steps=4,
+            eval_songs=4,
+            overrides=("log.sample_every=0", "log.interval=1"),
+        )
+    )
+    rows = summary["rows"]
+    assert len(rows) == 2 and summary["errors"] == 0, [r["error"] for r in rows]
+    # The table's loss columns are the family's networks, not C-RNN-GAN's.
+    assert all(r["loss/critic"] == r["loss/critic"] and "loss/discriminator" not in r for r in rows), rows
+    sampled = []
+    for result in results:
+        assert set(result.config) == {"optim.g_lr", "optim.d_lr"}  # no freezing thresholds: WGAN-GP never freezes
+        history = result.metrics_dataframe
+        assert len(history) >= 1 and history["realism"].between(0.0, 1.0).all()
+        last = result.metrics
+        for key in ("optim.g_lr", "optim.d_lr"):
+            assert math.isclose(last[f"effective/{key.split('.')[1]}"], result.config[key], rel_tol=1e-9)
+        state = torch_load(next(Path(result.checkpoint.path).glob("step-*.pt")))
+        assert set(state["optimizers"]) == {"generator", "critic"}
+        sampled.append(result.config["optim.g_lr"])
+    assert sampled[0] != sampled[1]  # two different points, each reaching its own trainer
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def test_pbt_exploit_applies_mutated_values_to_the_running_trainer(bach_shards, tmp_path, ray_session):
     """Two trials, three reports each (9 steps an epoch), a perturbation point at the second:
     synchronous PBT compares both trials there, so the weaker one exploits the stronger

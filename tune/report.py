@@ -109,8 +109,8 @@ def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str
             "step": last.get("step", ""),
             "epoch": last.get("epoch", ""),
             "host": last.get("hostname", ""),  # Tune's own key: which node ran the trial
-            "loss/generator": _number(last.get("loss/generator")),
-            "loss/discriminator": _number(last.get("loss/discriminator")),
+            # The family's own networks (MuseGAN: generator, critic): whatever the trial logged.
+            **{f"loss/{name}": _number(last.get(f"loss/{name}")) for name in _loss_names(history)},
         }
         row.update({k: v for k, v in sorted(trial_config(result).items())})
         row["error"] = one_line_error(result.error)

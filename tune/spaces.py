@@ -39,22 +39,33 @@ def _tune():
     return tune
 
 
+def learning_rate_keys(base: Config) -> list[str]:
+    """The config keys of the rates the preset's family trains with (its `learning_rate_keys`
+    of the networks it has: MuseGAN's generator/critic, C-RNN-GAN's generator/discriminator), in
+    the family's order, each once."""
+    from musicgan.training.families import get_family
+
+    family = get_family(base)
+    keys = [key for name, key in family.learning_rate_keys.items() if name in family.network_names]
+    return list(dict.fromkeys(keys))
+
+
 def _learning_rates(base: Config) -> dict[str, Any]:
-    """G and D rates log-uniform over [rate / 10, 3 x rate] of the preset's rates."""
+    """Every rate of the family log-uniform over [rate / 10, 3 x rate] of the preset's rate."""
+    from musicgan.config import get_value
+
     tune = _tune()
-    return {
-        "optim.g_lr": tune.loguniform(base.optim.g_lr / 10.0, base.optim.g_lr * 3.0),
-        "optim.d_lr": tune.loguniform(base.optim.d_lr / 10.0, base.optim.d_lr * 3.0),
-    }
+    rates = {key: float(get_value(base, key)) for key in learning_rate_keys(base)}
+    return {key: tune.loguniform(rate / 10.0, rate * 3.0) for key, rate in rates.items()}
 
 
-def _thresholds() -> dict[str, Any]:
-    """θ_D, θ_G: 0 never freezes; the paper uses 0.7; above 1 one network is frozen most steps."""
+def _thresholds(base: Config) -> dict[str, Any]:
+    """θ_D, θ_G where the family freezes (its `freezing_keys`; none for MuseGAN's WGAN-GP):
+    0 never freezes; the paper uses 0.7; above 1 one network is frozen most steps."""
+    from musicgan.training.families import get_family
+
     tune = _tune()
-    return {
-        "train.freeze_d_threshold": tune.uniform(0.0, 1.0),
-        "train.freeze_g_threshold": tune.uniform(0.0, 1.0),
-    }
+    return {key: tune.uniform(0.0, 1.0) for key in get_family(base).freezing_keys}
 
 
 def _curriculum(base: Config) -> dict[str, Any]:
@@ -90,7 +101,7 @@ def crnngan_space(base: Config) -> dict[str, Any]:
     tune = _tune()
     return {
         **_learning_rates(base),
-        **_thresholds(),
+        **_thresholds(base),
         **_curriculum(base),
         **_pretraining(base),
         "train.feature_matching": tune.choice([True, False]),
@@ -101,8 +112,8 @@ def crnngan_space(base: Config) -> dict[str, Any]:
 
 @space("lr")
 def lr_space(base: Config) -> dict[str, Any]:
-    """Learning rates and freezing thresholds only (what PBT mutates); the rest from the preset."""
-    return {**_learning_rates(base), **_thresholds()}
+    """The family's learning rates and freezing thresholds (what PBT mutates); the rest from the preset."""
+    return {**_learning_rates(base), **_thresholds(base)}
 
 
 def get_space(name: str, base: Config) -> dict[str, Any]:
@@ -115,9 +126,11 @@ def mutations(base: Config, param_space: dict[str, Any]) -> dict[str, Any]:
     """PBT's `hyperparam_mutations`: the mutable keys with the space's (or a default) domain."""
     from ray.tune.search.sample import Domain
 
-    defaults = {**_learning_rates(base), **_thresholds()}
+    defaults = {**_learning_rates(base), **_thresholds(base)}  # only the keys the family has
     return {
-        key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key] for key in MUTABLE_KEYS
+        key: param_space[key] if isinstance(param_space.get(key), Domain) else defaults[key]
+        for key in MUTABLE_KEYS
+        if key in defaults
     }
 
 

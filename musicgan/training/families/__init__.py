@@ -44,6 +44,9 @@ class ModelFamily:
     # The config key of each TRAINED network's learning rate: the networks listed here get
     # an optimizer, the others none.
     learning_rate_keys: dict[str, str] = {"generator": "optim.g_lr", "discriminator": "optim.d_lr"}
+    # Config keys of the loss-based freezing thresholds the family's step reads (C-RNN-GAN's
+    # θ_D, θ_G); Tune samples and PBT mutates only these, so no sweep spends trials on a no-op.
+    freezing_keys: tuple[str, ...] = ()
     # Keyword conditions `generate` accepts from `musicgan sample` (MidiNet: "chords").
     sample_conditions: tuple[str, ...] = ()
     # Config keys `musicgan sample --set` may change on a trained run: how it draws, never the

@@ -104,6 +104,7 @@ def freezing_hold(cfg):
 class CRNNGAN(ModelFamily):
     sampling_keys = ("model.sample_dropout",)
     network_names = ("generator", "discriminator")
+    freezing_keys = ("train.freeze_d_threshold", "train.freeze_g_threshold")
 
     def build_networks(self, representation):
         m = self.cfg.model
