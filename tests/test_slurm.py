@@ -54,7 +54,8 @@ def _job_env(cluster: SlurmCluster) -> dict[str, str]:
     return dict(cluster.env, MUSICGAN_PYTHON=sys.executable, MUSICGAN_ROOT=str(ROOT))
 
 
-def _train_args(shards: Path, run_dir: Path) -> list[str]:
+def _train_args(shards: Path, run_dir: Path, steps: int = TRAIN_STEPS) -> list[str]:
+    """The debug preset for `steps` steps, logging every step, no samples (both SLURM test files)."""
     return [
         "--preset",
         "debug",
@@ -63,7 +64,7 @@ def _train_args(shards: Path, run_dir: Path) -> list[str]:
         "--run-dir",
         str(run_dir),
         "--max-steps",
-        str(TRAIN_STEPS),
+        str(steps),
         "--set",
         "train.epochs=1000",
         "--set",

@@ -38,6 +38,7 @@ from test_slurm import (
     _log_step,
     assert_same_prepared_shards,
 )
+from test_slurm import _train_args as single_node_train_args
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -165,23 +166,7 @@ def test_down_removes_a_half_made_cluster(tmp_path):
 
 
 def _train_args(shards: Path, run_dir: Path) -> list[str]:
-    return [
-        "--preset",
-        "debug",
-        "--data",
-        str(shards),
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        str(TRAIN_STEPS),
-        "--set",
-        "train.epochs=1000",
-        "--set",
-        "log.sample_every=0",
-        "--set",
-        "log.progress=false",
-        "--set",
-        "log.interval=1",
+    return single_node_train_args(shards, run_dir, steps=TRAIN_STEPS) + [
         "--set",
         f"log.checkpoint_every={CHECKPOINT_EVERY}",
         "--set",
