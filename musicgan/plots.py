@@ -128,11 +128,12 @@ def spectrogram_png(waveform: np.ndarray, sample_rate: int, path, title: str | N
 # Each helper draws one panel per entry of `panels` ({panel title: data}) in a grid and
 # saves one PNG: the report shows a metric family at a glance, and one savefig per family
 # costs a fraction of one per metric.
-def _grid(num_panels: int, ncols: int):
+def _grid(num_panels: int, ncols: int, panel_size: tuple[float, float] = (3.6, 2.7)):
     plt = _pyplot()
     ncols = max(1, min(ncols, num_panels))
     nrows = max(1, -(-num_panels // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
+    width, height = panel_size
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     for ax in axes.flat[num_panels:]:
         ax.axis("off")
     return fig, list(axes.flat)
@@ -174,23 +175,31 @@ def histograms_png(panels: Mapping[str, Mapping[str, np.ndarray]], path, ncols: 
     return _save(fig, path)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "x")  # past len(COLORS) curves the colours repeat with another marker
+
+
 def curves_png(
     panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
     path,
     xlabel: str = "epoch",
     ncols: int = 3,
+    xlabels: Mapping[str, str] | None = None,
+    panel_size: tuple[float, float] = (3.6, 2.7),
 ) -> str:
-    """One line-plot panel per quantity: {title: {label: (x, y)}} (NaN gaps allowed)."""
-    fig, axes = _grid(len(panels), ncols)
+    """One line-plot panel per quantity: {title: {label: (x, y)}} (NaN gaps allowed);
+    `xlabels` {title: label} overrides `xlabel` per panel. Any number of curves per panel
+    (a sweep's trials): colour i % 6, marker i // 6."""
+    fig, axes = _grid(len(panels), ncols, panel_size)
     for ax, (title, curves) in zip(axes, panels.items()):
-        for (label, (x, y)), color in zip(curves.items(), COLORS):
+        for i, (label, (x, y)) in enumerate(curves.items()):
             style = "--" if label.startswith("real") else "-"
-            ax.plot(x, np.asarray(y, dtype=np.float64), style, marker="o", markersize=2.5, color=color, label=label)
+            color, marker = COLORS[i % len(COLORS)], MARKERS[(i // len(COLORS)) % len(MARKERS)]
+            ax.plot(x, np.asarray(y, dtype=np.float64), style, marker=marker, markersize=2.5, color=color, label=label)
         ax.legend(fontsize=6)
-        _finish_axis(ax, title, xlabel)
-    fig.subplots_adjust(
-        left=0.05, right=0.98, top=0.93, bottom=0.08, hspace=0.55, wspace=0.3
-    )  # tight_layout costs seconds
+        _finish_axis(ax, title, (xlabels or {}).get(title, xlabel))
+    # tight_layout costs seconds; half an inch at the bottom keeps a one-row figure's x labels.
+    bottom = max(0.08, 0.5 / fig.get_figheight())
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.93, bottom=bottom, hspace=0.55, wspace=0.3)
     return _save(fig, path)
 
 
