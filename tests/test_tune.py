@@ -98,6 +98,14 @@ def test_asha_sweep_of_four_trials(bach_shards, tmp_path, ray_session):
     # The table, one plot per trial and a best config that `musicgan train --config` runs.
     assert (tmp_path / "results.csv").read_text().count("\n") == 5
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+    assert (tmp_path / "sweep.png").stat().st_size > 0  # every trial's score vs time on one picture
+    # The same report from the experiment folder alone (a sweep still running, or interrupted).
+    from tune.report import main as report_main
+
+    table = (tmp_path / "results.csv").read_text()
+    (tmp_path / "results.csv").unlink()
+    assert report_main([str(tmp_path)]) == 0
+    assert sorted((tmp_path / "results.csv").read_text().splitlines()) == sorted(table.splitlines())
     best = json.loads((tmp_path / "best_config.json").read_text())
     best_trial = json.loads((tmp_path / "best_trial.json").read_text())
     assert best["optim"]["g_lr"] == pytest.approx(best_trial["values"]["optim"]["g_lr"])
@@ -318,6 +326,7 @@ def _argv(data: Path, storage: Path, **changes: str) -> list[str]:
         ({"--scheduler": "pbt", "--num-samples": "1"}, "PBT needs --num-samples >= 2"),
         ({"--scheduler": "pbt", "--num-samples": "3", "--max-concurrent": "2"}, "PBT compares its whole population"),
         ({"--workers-per-trial": "0"}, "--workers-per-trial must be at least 1"),
+        ({"--reference-songs": "1"}, "--reference-songs >= 2"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_before_ray_starts(bach_shards, tmp_path, capsys, change, message):
@@ -341,3 +350,23 @@ def test_cli_prints_no_traceback(tmp_path):
     )
     assert run.returncode == 2
     assert run.stderr.strip() == f"error: no manifest.json in {empty}: run `musicgan prepare` first"
+
+
+def test_best_trial_is_chosen_among_those_trained_longest():
+    """ASHA stops weak trials after one report: a stopped trial's early score is not compared
+    with the final scores of trials that ran the whole budget its config is written for."""
+    from tune.report import best_candidates
+
+    early = ({"trial": "stopped", "reports": 1, "realism_last": 0.9}, None)
+    full = [({"trial": name, "reports": 5, "realism_last": score}, None) for name, score in (("a", 0.5), ("b", 0.6))]
+    chosen = best_candidates([early, *full])
+    assert [row["trial"] for row, _ in chosen] == ["a", "b"]
+    assert best_candidates([early]) == [early]  # nothing ran longer: the longest run is the candidate
+
+
+def test_report_of_a_folder_that_is_not_a_sweep_is_a_one_line_error(tmp_path, capsys):
+    from tune.report import main as report_main
+
+    assert report_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "base_config.json" in err and len(err.splitlines()) == 1

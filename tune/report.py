@@ -7,7 +7,8 @@
   the base config's values);
 - `best_trial.json`: which trial, its score, values and last Tune checkpoint;
 - `plots/<trial>.png`: the objective and both losses over training steps, one PNG per trial
-  (drawn by musicgan.plots, the package's only matplotlib importer).
+  (drawn by musicgan.plots, the package's only matplotlib importer);
+- `sweep.png`: every trial's objective against wall time, CPU time and epoch, one PNG.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SWEEP_ONLY = ("train.max_steps", "log.progress", "log.tensorboard")
 STATUS_FINISHED, STATUS_STOPPED, STATUS_ERROR = "finished", "stopped early", "error"
 STATUS_UNFINISHED = "unfinished"  # still to run when the sweep was interrupted (--resume continues it)
 STOPPED_FILE = "scheduler_stopped.txt"  # trial ids the scheduler stopped (tune/search.py)
+BASE_CONFIG_FILE = "base_config.json"  # the sweep's base config, in the experiment folder (tune/search.py)
 
 
 def one_line_error(error: BaseException | None) -> str:
@@ -125,6 +127,12 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _score_order(row: dict) -> tuple[bool, float]:
+    """Best last score first, trials without one last (comparing trials starts at the top)."""
+    score = _number(row.get(f"{OBJECTIVE}_last"))
+    return (math.isnan(score), -score if not math.isnan(score) else 0.0)
+
+
 def format_table(rows: list[dict], columns: list[str]) -> str:
     cells = [[_format(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -197,6 +205,39 @@ def plot_trials(rows: list[dict], results, directory: Path) -> list[Path]:
     return paths
 
 
+SWEEP_PLOT = "sweep.png"
+
+
+def plot_sweep(rows: list[dict], results, path: Path) -> Path | None:
+    """The whole sweep on one PNG: every trial's objective against its wall time (Tune's
+    time_total_s, the machine's load included), its CPU seconds and its epoch, so trials
+    stopped early, trials still climbing and the best one can be told apart at a glance."""
+    from musicgan.plots import curves_png
+
+    axes = {"wall time (s)": "time_total_s", "CPU time of the trial (s)": "cpu_s", "epoch": "epoch"}
+    panels: dict[str, dict] = {f"{OBJECTIVE} vs {axis}": {} for axis in axes}
+    for row, result in zip(rows, results):
+        history = _history(result)
+        if not history:
+            continue
+        label = f"{str(row['trial'])[-5:]} ({row['status']})"
+        y = [_number(r.get(OBJECTIVE)) for r in history]
+        for axis, key in axes.items():
+            panels[f"{OBJECTIVE} vs {axis}"][label] = ([_number(r.get(key)) for r in history], y)
+    if not any(panels.values()):
+        return None
+    xlabels = {f"{OBJECTIVE} vs {axis}": axis for axis in axes}
+    return Path(curves_png(panels, path, ncols=3, xlabels=xlabels, panel_size=(5.0, 4.0)))
+
+
+def best_candidates(pairs: list[tuple[dict, Any]]) -> list[tuple[dict, Any]]:
+    """The trials the best is chosen from: those that reported the most times. Under ASHA a
+    trial stopped after one report was compared at a fraction of the budget its config is
+    written for; its early score must not beat a trial judged after the whole budget."""
+    most = max(row["reports"] for row, _ in pairs)
+    return [(row, result) for row, result in pairs if row["reports"] == most]
+
+
 def _loss_names(history: list[dict]) -> list[str]:
     """Networks with a `loss/<name>` anywhere in a trial's history, in first-seen order."""
     names = [k.removeprefix("loss/") for r in history for k in r if k.startswith("loss/")]
@@ -213,7 +254,7 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
     columns = write_csv(rows, storage / "results.csv")
     shown = [c for c in columns if c not in ("path",)]
     print(f"\n[tune] {len(rows)} trials in {experiment}")
-    print(format_table(rows, shown))
+    print(format_table(sorted(rows, key=_score_order), shown))
     ok = [
         (r, res)
         for r, res in zip(rows, results)
@@ -230,7 +271,7 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
         if row["error"]:
             print(f"[tune] trial {row['trial']} failed: {row['error']}")
     if ok:
-        best_row, best_result = max(ok, key=lambda pair: pair[0][f"{OBJECTIVE}_last"])
+        best_row, best_result = max(best_candidates(ok), key=lambda pair: pair[0][f"{OBJECTIVE}_last"])
         config = best_config(best_result, base)
         (storage / "best_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         checkpoint = best_result.checkpoint.path if best_result.checkpoint else None
@@ -245,14 +286,60 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
         (storage / "best_trial.json").write_text(json.dumps(best, indent=2, default=str) + "\n")
         summary["best"] = best
         print(
-            f"[tune] best trial {best_row['trial']}: {OBJECTIVE}={best_row[f'{OBJECTIVE}_last']:.4f}; "
+            f"[tune] best trial {best_row['trial']} (of the {len(best_candidates(ok))} with the most reports, "
+            f"{best_row['reports']}): {OBJECTIVE}={best_row[f'{OBJECTIVE}_last']:.4f} at epoch {best_row['epoch']}; "
             f"config -> {storage / 'best_config.json'}"
         )
+        for key, value in sorted(trial_config(best_result).items()):
+            print(f"[tune]   {key} = {_format(value)}")
     else:
         print("[tune] no trial produced a score: no best config written")
     try:
         summary["plots"] = [str(p) for p in plot_trials(rows, results, storage / "plots")]
+        summary["sweep_plot"] = str(plot_sweep(rows, results, storage / SWEEP_PLOT) or "")
     except Exception as exc:  # noqa: BLE001 - a missing picture must not hide the table
         print(f"[tune] plots failed: {exc}")
         summary["plots"] = []
     return summary
+
+
+# -- `python -m tune.report STORAGE`: the same report from disk --------------------------------
+def report_from_disk(storage: Path, name: str) -> dict:
+    """Rebuild the table, best config and plots of a sweep that is still running, was
+    interrupted or finished earlier, from its experiment folder alone (no Ray cluster)."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from musicgan.config import from_dict
+    from musicgan.errors import UserError
+
+    experiment = storage / name
+    base_file = experiment / BASE_CONFIG_FILE
+    if not base_file.is_file():
+        raise UserError(f"{experiment}: no {BASE_CONFIG_FILE} (not a sweep written by tune.search?)")
+    try:
+        grid = ResultGrid(ExperimentAnalysis(str(experiment)))
+    except Exception as exc:  # noqa: BLE001 - Tune's own message names what is missing
+        raise UserError(f"{experiment}: Tune cannot read it: {one_line_error(exc)}") from None
+    return write_report(grid, storage, experiment, base=from_dict(json.loads(base_file.read_text())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from musicgan.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="python -m tune.report", description=report_from_disk.__doc__)
+    parser.add_argument("storage", help="the sweep's --storage folder")
+    parser.add_argument("--name", default="sweep", help="its --name (default sweep)")
+    args = parser.parse_args(argv)
+    try:
+        summary = report_from_disk(Path(args.storage).expanduser().resolve(), args.name)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if summary["completed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

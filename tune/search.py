@@ -97,8 +97,8 @@ def check_options(options: SweepOptions) -> None:
         raise UserError(f"--cpus-per-worker must be > 0, got {options.cpus_per_worker}")
     if options.gpus_per_worker < 0:
         raise UserError(f"--gpus-per-worker must be >= 0, got {options.gpus_per_worker}")
-    if options.max_steps < 0 or options.eval_every < 1 or options.eval_songs < 2:
-        raise UserError("--max-steps must be >= 0, --eval-every >= 1 and --eval-songs >= 2")
+    if options.max_steps < 0 or options.eval_every < 1 or options.eval_songs < 2 or options.reference_songs < 2:
+        raise UserError("--max-steps must be >= 0, --eval-every >= 1, --eval-songs and --reference-songs >= 2")
     if not Path(options.data).is_dir():
         raise DataError(f"--data {options.data}: no such directory (prepare one with `musicgan prepare`)")
     split_urls(options.data, "train")  # DataError: no manifest / empty train split / missing shard
@@ -316,6 +316,9 @@ def run_sweep(options: SweepOptions, param_space: dict | None = None):
     )
     init_ray(options)
     check_fits(options)
+    experiment_dir = Path(options.storage) / options.name
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    (experiment_dir / report.BASE_CONFIG_FILE).write_text(base.to_json() + "\n")  # for `python -m tune.report`
     resources = trial_resources(options)
     trainable = build_trainable(settings, reference, resources)
     experiment = Path(options.storage) / options.name
@@ -404,6 +407,7 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
     p.add_argument("--eval-every", type=int, default=1, help="epochs between objective evaluations")
     p.add_argument("--eval-songs", type=int, default=16, help="generated excerpts scored per evaluation")
     p.add_argument("--eval-length", type=int, default=0, help="excerpt length in steps (default: preset max_len)")
+    p.add_argument("--reference-songs", type=int, default=64, help="real valid excerpts the objective compares against")
     p.add_argument(
         "--max-concurrent",
         type=int,
@@ -433,6 +437,7 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
         eval_every=a.eval_every,
         eval_songs=a.eval_songs,
         eval_length=a.eval_length,
+        reference_songs=a.reference_songs,
         max_concurrent=a.max_concurrent,
         num_cpus=a.num_cpus,
         seed=a.seed,

@@ -173,6 +173,10 @@ class Reporter:
         # would pause and restart a trial restored at its last step forever.
         self.last_step = int(restored.get("step", -1)) if restored else -1
         self.last_losses: dict[str, float] = {}
+        # CPU seconds of this trial's process since it (re)started: what a sweep's budget is
+        # counted in on a shared machine (Tune's time_total_s is wall time, load included).
+        # With reused actors the process outlives a trial, so count from here.
+        self.cpu_start = time.process_time()
 
     def __call__(self, metrics: dict, checkpoint: Path | None, final: bool = False) -> None:
         losses = {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
@@ -202,6 +206,7 @@ class Reporter:
             "eval/undefined": float(undefined),
             "eval/empty_songs": scores["eval/empty_songs"],
             "eval/seconds": time.perf_counter() - started,
+            "cpu_s": time.process_time() - self.cpu_start,
             **self.last_losses,
             **effective_values(checkpoint),
             "final": bool(final),
