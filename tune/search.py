@@ -161,6 +161,10 @@ def init_ray(options: SweepOptions) -> None:
         # "local": always a fresh private instance. A bare ray.init() silently JOINS the
         # newest cluster anyone started on this host (ray start, another sweep) and dies with it.
         kwargs["address"] = "local"
+        # The raylet starts its workers at niceness +15 (Ray's worker_niceness): on a shared
+        # machine every trial then ran at nice 19, behind everyone else's jobs, whatever
+        # `nice` the sweep was started with. 0 keeps the trials at the driver's niceness.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         if options.num_cpus:
             kwargs["num_cpus"] = options.num_cpus
     ray.init(**kwargs)
