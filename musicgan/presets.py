@@ -51,15 +51,20 @@ def crnngan_3() -> Config:
     return cfg
 
 
-@preset("lstm-baseline")
-def lstm_baseline() -> Config:
-    """The paper's baseline: the same generator trained only on next-event squared error."""
-    cfg = crnngan_paper()
+def _mle_baseline(cfg: Config) -> Config:
+    """A C-RNN-GAN preset's MLE baseline: the same generator, sizes, optimiser, curriculum and
+    epochs, every epoch next-event squared error (the "pretraining" phase), no D, no freezing."""
     cfg.model.name = "mle"
     cfg.train.pretrain_epochs = cfg.train.epochs
     cfg.train.freeze_d_threshold = 0.0
     cfg.train.freeze_g_threshold = 0.0
     return cfg
+
+
+@preset("lstm-baseline")
+def lstm_baseline() -> Config:
+    """The paper's baseline: the same generator trained only on next-event squared error."""
+    return _mle_baseline(crnngan_paper())
 
 
 def _debug_sizes(cfg: Config) -> Config:
@@ -124,12 +129,7 @@ def lstm_baseline_demo() -> Config:
     adversarial phase replaced by next-event squared error): what `launch/compare-baseline`
     trains for the same wall-clock budget as `crnngan-demo`, so the comparison differs in
     the objective only."""
-    cfg = crnngan_demo()
-    cfg.model.name = "mle"
-    cfg.train.pretrain_epochs = cfg.train.epochs
-    cfg.train.freeze_d_threshold = 0.0
-    cfg.train.freeze_g_threshold = 0.0
-    return cfg
+    return _mle_baseline(crnngan_demo())
 
 
 # ---------------------------------------------------------------------------------------------
