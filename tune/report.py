@@ -46,6 +46,22 @@ def _history(result) -> list[dict]:
     return frame.to_dict("records")
 
 
+def cumulative_cpu(history: list[dict]) -> list[float]:
+    """The trial's CPU seconds at each report, summed over its processes: `cpu_s` counts from
+    the process's (re)start, so it drops after a resumed sweep or a PBT restart."""
+    out, offset, previous = [], 0.0, 0.0
+    for record in history:
+        value = _number(record.get("cpu_s"))
+        if math.isnan(value):
+            out.append(math.nan)
+            continue
+        if value < previous:
+            offset += previous
+        previous = value
+        out.append(offset + value)
+    return out
+
+
 def _number(value: Any) -> float:
     try:
         value = float(value)
@@ -110,6 +126,7 @@ def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str
             "reports": len(history),
             "step": last.get("step", ""),
             "epoch": last.get("epoch", ""),
+            "cpu_s": (cumulative_cpu(history) or [math.nan])[-1],  # at the last report
             "host": last.get("hostname", ""),  # Tune's own key: which node ran the trial
             # The family's own networks (MuseGAN: generator, critic): whatever the trial logged.
             **{f"loss/{name}": _number(last.get(f"loss/{name}")) for name in _loss_names(history)},
@@ -216,14 +233,15 @@ def plot_sweep(rows: list[dict], results, path: Path) -> Path | None:
 
     axes = {"wall time (s)": "time_total_s", "CPU time of the trial (s)": "cpu_s", "epoch": "epoch"}
     panels: dict[str, dict] = {f"{OBJECTIVE} vs {axis}": {} for axis in axes}
-    for row, result in zip(rows, results):
+    for row, result in sorted(zip(rows, results), key=lambda pair: str(pair[0]["trial"])):
         history = _history(result)
         if not history:
             continue
         label = f"{str(row['trial'])[-5:]} ({row['status']})"
         y = [_number(r.get(OBJECTIVE)) for r in history]
         for axis, key in axes.items():
-            panels[f"{OBJECTIVE} vs {axis}"][label] = ([_number(r.get(key)) for r in history], y)
+            x = cumulative_cpu(history) if key == "cpu_s" else [_number(r.get(key)) for r in history]
+            panels[f"{OBJECTIVE} vs {axis}"][label] = (x, y)
     if not any(panels.values()):
         return None
     xlabels = {f"{OBJECTIVE} vs {axis}": axis for axis in axes}
@@ -267,6 +285,9 @@ def write_report(results, storage: Path, experiment: Path, *, base, overrides: d
         "unfinished": sum(r["status"] == STATUS_UNFINISHED for r in rows),
         "table": str(storage / "results.csv"),
     }
+    cpu = sum(r["cpu_s"] for r in rows if not math.isnan(r["cpu_s"]))
+    print(f"[tune] CPU time of the trials up to their last reports: {cpu / 60:.1f} min")
+    summary["cpu_minutes"] = cpu / 60
     for row in rows:
         if row["error"]:
             print(f"[tune] trial {row['trial']} failed: {row['error']}")
