@@ -10,6 +10,8 @@ of the comparison than the baseline AND has the larger overlap_area_mean.
 
 Restartable: a finished run, a full samples folder or an existing metrics.json is reused, so
 the same command continues after an interruption (and `--table-only` just reprints).
+`--gan-set KEY=VALUE` changes the GAN only (a remedy); link the baseline's run folders of an
+earlier OUT into the new one to judge it against the very same baseline runs.
 
 Usage: python -m musicgan.benchmarks.baseline_seeds --data shards/bach --out runs/bach-seeds \\
            [--gan crnngan-bach] [--baseline lstm-baseline-bach] [--seeds 0 1 2] [--split test]
@@ -55,10 +57,11 @@ def _finished(run_dir: Path) -> bool:
     return log.is_file() and '"event": "finished"' in log.read_text()
 
 
-def train_and_sample(preset: str, run_dir: Path, args: argparse.Namespace, seed: int) -> None:
+def train_and_sample(preset: str, run_dir: Path, args: argparse.Namespace, seed: int, changes: list[str]) -> None:
     if not _finished(run_dir):
         train = ["--preset", preset, "--data", args.data, "--run-dir", str(run_dir), "--overwrite"]
-        _musicgan("train", *train, "--set", f"train.seed={seed}", "--set", "log.progress=false")
+        extra = [item for change in changes for item in ("--set", change)]
+        _musicgan("train", *train, "--set", f"train.seed={seed}", "--set", "log.progress=false", *extra)
     final = run_dir / "samples" / "final"
     if len(list(final.glob("*.mid"))) != args.num:  # the trainer's own final samples are fewer
         shutil.rmtree(final, ignore_errors=True)
@@ -72,8 +75,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> Path:
     metrics = seed_dir / "eval" / "metrics.json"
     if metrics.is_file():
         return metrics
-    for preset in (args.gan, args.baseline):
-        train_and_sample(preset, seed_dir / preset, args, seed)
+    for preset, changes in ((args.gan, args.gan_set), (args.baseline, [])):
+        train_and_sample(preset, seed_dir / preset, args, seed, changes)
     runs = ["--run", str(seed_dir / args.gan), "--compare", str(seed_dir / args.baseline)]
     judged = ["--reference", args.data, "--split", args.split, "--out", str(seed_dir / "eval"), "--no-audio"]
     _musicgan("evaluate", *runs, *judged)
@@ -157,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="the split both are judged on (a sweep tunes on valid)")
     parser.add_argument("--num", type=int, default=100, help="samples per model")
     parser.add_argument("--length", type=int, default=48, help="steps per sample (the presets' max_len)")
+    parser.add_argument(
+        "--gan-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config change for the GAN only (a remedy tried against the same baseline; repeatable)",
+    )
     parser.add_argument("--table-only", action="store_true", help="reprint the table from existing evaluations")
     args = parser.parse_args(argv)
     try:
