@@ -105,7 +105,9 @@ def trial_rows(results, statuses: dict[str, str] | None = None, stopped: set[str
     statuses = statuses or {}
     for result in results:
         history = _history(result)
-        last = result.metrics or {}
+        # The trial's own last report: after a PBT exploit Ray's `result.metrics` can hold the
+        # DONOR's last result (seen with ray 2.60: both rows showed trial 0's id and score).
+        last = history[-1] if history else (result.metrics or {})
         scores = [_number(r.get(OBJECTIVE)) for r in history]
         scores = [s for s in scores if not math.isnan(s)]
         if result.error is not None:
