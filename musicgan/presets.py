@@ -3,6 +3,7 @@ derive from each other so a change to the paper preset propagates to its variant
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 from musicgan.config import Config
@@ -235,6 +236,7 @@ def note_lstm() -> Config:
     cfg.model.bidirectional = True
     cfg.optim.optimizer = "adam"
     cfg.optim.g_lr = 1e-3
+    cfg.model.seqgan_adversarial_lr = 1e-2
     cfg.curriculum.start = 100
     cfg.curriculum.max_len = 100
     cfg.train.epochs = 50
@@ -555,6 +557,37 @@ def seqgan_folk() -> Config:
     return cfg
 
 
+def same_budget_mle(cfg: Config) -> Config:
+    """`cfg` with all its epochs spent on maximum likelihood (no D, no policy gradient): the
+    MLE side of a SeqGAN-vs-MLE comparison at an equal number of passes over the data."""
+    mle = copy.deepcopy(cfg)
+    mle.train.pretrain_epochs, mle.train.pretrain_d_epochs = cfg.train.epochs, 0
+    return mle
+
+
+@preset("seqgan-folk-small")
+def seqgan_folk_small() -> Config:
+    """`seqgan-folk` at a cost 2 shared CPU cores can pay, for the folk-melody table: K 8
+    rollouts and D embedding 32 (as `seqgan-oracle-small`: D scoring the rollouts is nearly
+    all the cost); 40 MLE epochs and 10 D epochs (cheap: an MLE step is milliseconds, a D step
+    a fraction of a second), then 10 adversarial epochs, 5 D minibatches per G update (~30 G
+    updates on 911 training songs at batch 64, about 13 CPU s each: figures in README)."""
+    cfg = seqgan_folk()
+    cfg.model.seqgan_rollouts = 8
+    cfg.model.seqgan_d_embedding = 32
+    cfg.train.pretrain_epochs = 40
+    cfg.train.pretrain_d_epochs = 10
+    cfg.train.epochs = 60
+    cfg.log.sample_every = 0
+    return cfg
+
+
+@preset("seqgan-folk-small-mle")
+def seqgan_folk_small_mle() -> Config:
+    """The MLE side of the folk table: `seqgan-folk-small`'s 60 epochs all maximum likelihood."""
+    return same_budget_mle(seqgan_folk_small())
+
+
 @preset("seqgan-debug")
 def seqgan_debug() -> Config:
     """SeqGAN at toy sizes (seconds): length 8, batch 16, K 2, tiny D; one epoch of each
@@ -585,8 +618,7 @@ def polyseqgan_paper() -> Config:
     """Polyphonic SeqGAN as published, on `tokens` (note/chord words of the chorales' parts):
     G embedding 32, hidden 512, length 100, batch 32, lr 1e-3; rollout delay 0.9, K 32; D
     embedding 32, widths 5/10/15/20 x 400 filters, least squares, L2 0.2, lr 1e-4; 100 MLE
-    and 100 D epochs. (Their x10 G rate in the adversarial phase is not applied: one
-    optim.g_lr per run.)"""
+    and 100 D epochs; G's rate x10 (1e-2) in the adversarial phase."""
     cfg = seqgan_paper()
     cfg.data.representation = "tokens"
     cfg.data.batch_size = 32
@@ -597,6 +629,7 @@ def polyseqgan_paper() -> Config:
     cfg.model.seqgan_rollouts = 32
     cfg.model.seqgan_rollout_update_rate = 0.9
     cfg.optim.g_lr = 1e-3
+    cfg.model.seqgan_adversarial_lr = 1e-2
     cfg.curriculum.start = 100
     cfg.curriculum.max_len = 100
     cfg.train.pretrain_epochs = 100

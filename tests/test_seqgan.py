@@ -204,7 +204,10 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
     from musicgan.training.loop import train
 
     # One process, batch 6: 6 steps an epoch; G updates at adversarial steps 2, 4 (n_critic 2).
-    result = train(seqgan_cfg(bach_shards, "train.max_steps=16", "model.seqgan_d_loss=lsgan"), tmp_path / "run")
+    cfg = seqgan_cfg(
+        bach_shards, "train.max_steps=16", "model.seqgan_d_loss=lsgan", "model.seqgan_adversarial_lr=0.002"
+    )
+    result = train(cfg, tmp_path / "run")
     rows = read_rows(tmp_path / "run")
     assert [r["phase"] for r in rows] == ["pretrain_g"] * 6 + ["pretrain_d"] * 6 + ["adversarial"] * 4
     assert [r["updates/generator"] for r in rows] == list(range(1, 7)) + [6] * 6 + [6, 7, 7, 8]
@@ -213,6 +216,8 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
     state = torch.load(result.checkpoint, weights_only=True)
     assert sorted(state["networks"]) == ["discriminator", "generator", "rollout"]
     assert sorted(state["optimizers"]) == ["discriminator", "generator"]  # the rollout copy has none
+    rates = {name: opt["param_groups"][0]["lr"] for name, opt in state["optimizers"].items()}
+    assert rates == {"generator": 0.002, "discriminator": cfg.optim.d_lr}  # G's adversarial rate, not optim.g_lr
     rollout, gen = state["networks"]["rollout"], state["networks"]["generator"]
     assert torch.equal(rollout["embedding.weight"], gen["embedding.weight"])
     assert not torch.equal(rollout["head.weight"], gen["head.weight"])  # delayed, not a copy

@@ -19,7 +19,6 @@ seqgan family reads.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from musicgan.distributed.ddp import DDPBackend
 from musicgan.distributed.env import DistEnv
 from musicgan.errors import ConfigError
 from musicgan.models.seqgan import SeqGenerator
+from musicgan.presets import same_budget_mle
 from musicgan.training import engine
 from musicgan.training.families import get_family
 from musicgan.training.phases import StepContext, phase_for_epoch
@@ -56,13 +56,6 @@ def make_oracle(cfg: Config, seed: int) -> SeqGenerator:
 def oracle_nll(oracle: SeqGenerator, generator: SeqGenerator, num: int, length: int) -> float:
     """The oracle's mean per-token NLL of `num` samples of `generator`."""
     return float(-oracle.log_probs(generator.sample(num, length)).mean())
-
-
-def _mle_only(cfg: Config) -> Config:
-    """The same budget spent on maximum likelihood alone."""
-    mle = copy.deepcopy(cfg)
-    mle.train.pretrain_epochs, mle.train.pretrain_d_epochs = cfg.train.epochs, 0
-    return mle
 
 
 def train_on_oracle(cfg: Config, data: torch.Tensor, seed: int) -> SeqGenerator:
@@ -102,7 +95,7 @@ def oracle_scores(cfg: Config, seed: int) -> dict[str, float]:
     torch.manual_seed(seed)
     untrained = get_family(cfg).build_networks(OracleTokens(cfg.model.seqgan_oracle_vocab))["generator"]
     scores = {"random": oracle_nll(oracle, untrained, num, length)}
-    for label, run_cfg in (("mle", _mle_only(cfg)), ("seqgan", cfg)):
+    for label, run_cfg in (("mle", same_budget_mle(cfg)), ("seqgan", cfg)):
         scores[label] = oracle_nll(oracle, train_on_oracle(run_cfg, data, seed), num, length)
     return scores
 
