@@ -5,7 +5,7 @@ conditioned on the bar's chord and on the previous bar (models/midinet.py).
 Data: `melody_chord` windows of two bars (previous, current), bar-aligned; every song
 starts with an empty bar, so the first bar's previous bar is zeros.
 
-One phase, "adversarial", on each batch and one draw of z ~ U(0, 1)^latent:
+One phase, "adversarial", on each batch and one draw of z ~ N(0, 1)^latent:
 - D: BCE(D(real), 0.9) + BCE(D(fake), 0) (one-sided label smoothing, `train.label_smoothing`
   = 0.1), real and fake through ONE forward with split batch statistics (`splits=2`).
 - G, twice (`repeat={generator: 2}`, the same batch and the same z): BCE(D(fake), 1)
