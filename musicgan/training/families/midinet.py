@@ -21,8 +21,10 @@ Generation (`generate`): bar by bar, each bar conditioned on the previous genera
 (decoded to one pitch per step, as the data) and on the next chord of a progression: the
 `chords` given to `musicgan sample --chords`, else a held-out song's own chords (test split,
 else valid). `model.midinet_prime`: zeros (the empty bar every song starts from) or real (the
-first bar is a held-out song's first bar). `model.midinet_decode`: threshold (the highest
-pitch of a step if its value > 0.5, else a rest) or argmax (a note at every step).
+first bar is a held-out song's first bar). `model.midinet_decode`: argmax (the default: the
+highest pitch of every step, as the PyTorch port decodes) or threshold (that pitch only where
+its value exceeds 0.5, else a rest): G ends in a sigmoid per pitch trained against rows with
+one pitch of 128 on, and its outputs can stay below 0.5 everywhere (README, "Results so far").
 `model.midinet_sample_bn`: running (eval mode, the running statistics) or batch (the
 reference's training-mode statistics over the `--num` samples, on a copy of G).
 
