@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a sampling option of the run's family (its `sampling_keys`): model.sample_dropout "
         "(C-RNN-GAN/MLE: sample with dropout, default true), model.rbm_generation, "
         "model.sample_gibbs_steps, model.midinet_prime "
-        "(zeros|real), model.midinet_decode (threshold|argmax), model.midinet_sample_bn "
+        "(zeros|real), model.midinet_decode (argmax|threshold), model.midinet_sample_bn "
         "(running|batch), model.jazzgan_decode (sample|argmax), model.sample_temperature",
     )
     p.add_argument(

@@ -145,7 +145,7 @@ class ModelConfig:
     midinet_g_channels: int = positive(128)
     midinet_d_channels: int = positive(77)
     midinet_prime: str = "zeros"
-    midinet_decode: str = "threshold"
+    midinet_decode: str = "argmax"  # a step's highest pitch (the PyTorch port's); threshold: only above 0.5
     midinet_sample_bn: str = "running"
     musegan_mode: str = "hybrid"  # MuseGAN latents: jamming | composer | hybrid
     musegan_arch: str = "v3"  # MuseGAN networks: v3 (compact 3-D convs) | paper (v1 bar generators)

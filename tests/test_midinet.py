@@ -265,6 +265,31 @@ def test_argmax_decode_sounds_every_step_and_a_real_prime_is_a_held_out_first_ba
     np.testing.assert_array_equal(primed[0, 16:, NUM_PITCHES:], song[32:80, NUM_PITCHES:])  # its chords
 
 
+def _quiet_generator(run_dir: Path, *overrides: str):
+    """The run's family and networks with G's last bias at -10: every output below 0.5, as
+    the trained midinet-chorales generator's (a sigmoid per pitch with one pitch on per step)."""
+    from musicgan.training.sampling import load_run
+
+    _, family, _, networks, _ = load_run(run_dir, overrides=overrides)
+    with torch.no_grad():
+        networks["generator"].to_bar.bias.fill_(-10.0)
+        previous, chord = _bars(4)
+        generator = networks["generator"]
+        assert generator(generator.noise(4), chord, previous).max() < 0.5
+    return family, networks
+
+
+def test_the_default_decoding_writes_notes_from_a_generator_below_one_half(trained_run):
+    """The preset's decoding (argmax) writes a step's highest pitch at every step even when
+    no output reaches 0.5; threshold decoding writes nothing but rests from the same G."""
+    family, networks = _quiet_generator(trained_run)
+    torch.manual_seed(0)
+    steps = family.generate(networks, 2, 32, chords="C G")
+    assert (steps[:, :, :NUM_PITCHES].sum(axis=2) == 1).all()
+    family, networks = _quiet_generator(trained_run, "model.midinet_decode=threshold")
+    assert family.generate(networks, 2, 32, chords="C G")[:, :, :NUM_PITCHES].sum() == 0
+
+
 def test_batch_statistics_at_sampling_differ_and_keep_the_running_ones(trained_run):
     """`batch` samples through a training-mode copy (other outputs than the running
     statistics give), and the checkpoint's running statistics stay as they were."""

@@ -124,9 +124,10 @@ class MidiNetGenerator(nn.Module):
         init_weights(self)
 
     def noise(self, batch_size: int) -> torch.Tensor:
-        """z ~ U(0, 1)^latent, as the reference draws it."""
+        """z ~ N(0, 1)^latent, as the reference code draws it in training and at generation
+        (its comment says the paper's experiments used (-1, 1) and gave similar results)."""
         weight = self.dense1.weight
-        return torch.rand(batch_size, self.latent_dim, device=weight.device, dtype=weight.dtype)
+        return torch.randn(batch_size, self.latent_dim, device=weight.device, dtype=weight.dtype)
 
     def forward(self, z: torch.Tensor, chord: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         maps = self.conditioner(previous)[::-1]  # heights S/8, S/4, S/2, S

@@ -5,7 +5,7 @@ conditioned on the bar's chord and on the previous bar (models/midinet.py).
 Data: `melody_chord` windows of two bars (previous, current), bar-aligned; every song
 starts with an empty bar, so the first bar's previous bar is zeros.
 
-One phase, "adversarial", on each batch and one draw of z ~ U(0, 1)^latent:
+One phase, "adversarial", on each batch and one draw of z ~ N(0, 1)^latent:
 - D: BCE(D(real), 0.9) + BCE(D(fake), 0) (one-sided label smoothing, `train.label_smoothing`
   = 0.1), real and fake through ONE forward with split batch statistics (`splits=2`).
 - G, twice (`repeat={generator: 2}`, the same batch and the same z): BCE(D(fake), 1)
@@ -21,8 +21,10 @@ Generation (`generate`): bar by bar, each bar conditioned on the previous genera
 (decoded to one pitch per step, as the data) and on the next chord of a progression: the
 `chords` given to `musicgan sample --chords`, else a held-out song's own chords (test split,
 else valid). `model.midinet_prime`: zeros (the empty bar every song starts from) or real (the
-first bar is a held-out song's first bar). `model.midinet_decode`: threshold (the highest
-pitch of a step if its value > 0.5, else a rest) or argmax (a note at every step).
+first bar is a held-out song's first bar). `model.midinet_decode`: argmax (the default: the
+highest pitch of every step, as the PyTorch port decodes) or threshold (that pitch only where
+its value exceeds 0.5, else a rest): G ends in a sigmoid per pitch trained against rows with
+one pitch of 128 on, and its outputs can stay below 0.5 everywhere (README, "Results so far").
 `model.midinet_sample_bn`: running (eval mode, the running statistics) or batch (the
 reference's training-mode statistics over the `--num` samples, on a copy of G).
 
