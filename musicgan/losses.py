@@ -172,13 +172,32 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return (real + alpha * (fake - real)).detach().requires_grad_(True)
 
 
+def input_gradient_norms(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """(B,) ||dD/dx|| per sample, the norm over ALL non-batch axes: the critic's local
+    slope (a 1-Lipschitz critic has <= 1). create_graph=True: a penalty on these norms
+    reaches the critic's weights (double backward), so every layer of the critic must be
+    twice differentiable."""
+    (grads,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return grads.flatten(1).norm(2, dim=1)
+
+
 def gradient_penalty(scores_hat: torch.Tensor, x_hat: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
-    """weight * mean((||dD/dx̂|| - 1)^2), the norm over ALL non-batch axes (one per sample).
-    create_graph=True: the penalty's own gradient reaches the critic's weights (double
-    backward), so every layer of the critic must be twice differentiable."""
-    (grads,) = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=True)
-    norms = grads.flatten(1).norm(2, dim=1)
+    """weight * mean((||dD/dx̂|| - 1)^2), one norm per sample (`input_gradient_norms`)."""
+    return penalty_of_norms(input_gradient_norms(scores_hat, x_hat), weight)
+
+
+def penalty_of_norms(norms: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
+    """weight * mean((norm - 1)^2). The penalty is soft: against a Wasserstein term whose
+    real and fake batches lie a distance d apart, the critic's best slope is 1 + d / (2
+    weight), not 1 (for a linear critic exactly), so its estimate grows like d^2 / (2
+    weight) while G is far from the data (docs/musegan.md)."""
     return weight * ((norms - 1.0) ** 2).mean()
+
+
+def batch_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean per-sample L2 distance ||real_i - fake_i|| over ALL non-batch axes: what a
+    1-Lipschitz critic's Wasserstein estimate of the pair can be at most."""
+    return (real - fake).flatten(1).norm(2, dim=1).mean()
 
 
 def drift_penalty(real_scores: torch.Tensor, epsilon: float) -> torch.Tensor:

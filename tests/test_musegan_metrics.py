@@ -1,4 +1,4 @@
-"""MuseGAN metrics (EB, UPC, QN, DP, TD) against values computed by hand, their NaN rules,
+"""MuseGAN metrics (EB, UPC, QN, DP, TD, and RB) against values computed by hand, their NaN rules,
 the reference-code chroma variant, phrases of named tracks and the song-level registry."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from musicgan.metrics.musegan import (
     note_lengths,
     phrase_metrics,
     qualified_notes,
+    repeated_bars,
     song_bars,
     song_tracks,
     tonal_distance,
@@ -121,6 +122,15 @@ def test_tonal_distance_averages_only_the_beats_where_both_tracks_sound():
     assert np.isnan(silent_overlap[0])
 
 
+def test_repeated_bars_marks_exact_copies_of_the_previous_bar_of_the_phrase():
+    phrase = np.stack([play(bars(), 0, 40, 0, 12)[0]] * 3 + [play(bars(), 0, 40, 0, 11)[0], bars()[0]])
+    values = repeated_bars(np.stack([phrase, phrase[::-1]]))  # (2 phrases, 5 bars)
+    # Phrase 0: first bar NaN, two copies, one step shorter (not a copy), empty (NaN).
+    assert np.isnan(values[[0, 4]]).all() and values[1:4].tolist() == [100.0, 100.0, 0.0]
+    # Phrase 1 starts empty: its second bar follows an empty bar (not a copy).
+    assert np.isnan(values[5]) and values[6:].tolist() == [0.0, 0.0, 100.0, 100.0]
+
+
 def _phrases():
     """2 phrases x 3 tracks (bass, piano, drums) x 2 bars."""
     roll = np.zeros((2, 3, 2, S, P), dtype=bool)
@@ -138,6 +148,9 @@ def test_phrase_metrics_names_tracks_and_pairs_and_skips_drums_for_pitch_metrics
         "EB/bass",
         "EB/piano",
         "EB/drums",
+        "RB/bass",
+        "RB/piano",
+        "RB/drums",
         "UPC/bass",
         "UPC/piano",
         "UPC_compat/bass",
@@ -150,6 +163,7 @@ def test_phrase_metrics_names_tracks_and_pairs_and_skips_drums_for_pitch_metrics
     }
     assert values["EB/piano"].tolist() == [0.0, 100.0, 100.0, 100.0]  # bars in (phrase, bar) order
     assert values["DP/drums"].tolist() == [100.0] * 4
+    assert values["RB/bass"][[1, 3]].tolist() == [100.0, 100.0] and np.isnan(values["RB/bass"][[0, 2]]).all()
     td = values["TD/bass-piano"]
     assert td[0] == pytest.approx(1.7372, abs=1e-4) and np.isnan(td[1:]).all()
 

@@ -58,6 +58,17 @@ def test_losses_on_a_linear_critic():
     # Per-sample norm over ALL non-batch axes: a (B, T, K) input gives one norm per sample.
     x = torch.ones(3, 2, 2, requires_grad=True)
     assert losses.gradient_penalty(x.sum(dim=(1, 2)), x, weight=1.0).item() == pytest.approx(1.0)  # |grad| = 2
+    assert losses.input_gradient_norms(x.sum(dim=(1, 2)), x).tolist() == pytest.approx([2.0] * 3)
+    assert losses.batch_distance(torch.ones(3, 2, 2), torch.zeros(3, 2, 2)).item() == pytest.approx(2.0)
+    # The soft penalty's optimum for a linear critic: slope 1 + d / (2 λ), not 1.
+    d, lam = 5.0, 10.0
+    slope = torch.tensor(1.0, requires_grad=True)
+    optimizer = torch.optim.SGD([slope], lr=0.01)
+    for _ in range(2000):
+        optimizer.zero_grad()
+        (-slope * d + losses.penalty_of_norms(slope[None], lam)).backward()
+        optimizer.step()
+    assert slope.item() == pytest.approx(1.0 + d / (2 * lam), abs=1e-3)
 
 
 def test_one_process_run_trains_five_critic_steps_per_generator_step(bach_shards, tmp_path):

@@ -23,6 +23,10 @@ TD  tonal distance of two tracks: per beat, each track's chroma (sounding steps 
     2006, "Detecting harmonic change in musical audio" (fifths, minor thirds, major thirds
     circles, radii 1, 1, 0.5); Euclidean distance; mean over the beats where both tracks
     sound (NaN when there is none).
+RB  repeated bars (not one of the paper's): 100 for a bar that is an exact copy of the
+    bar before it in its phrase (same track, every step and pitch), else 0; NaN for a
+    phrase's first bar and for empty bars. A generator that writes one bar four times
+    scores 100; chorales almost never repeat a whole bar.
 
 `phrase_metrics` applies them to phrases (B, K, N, S, P) of named tracks: what
 `musicgan evaluate` shows per track and per track pair; `song_tracks` and `song_bars` cut a
@@ -120,6 +124,15 @@ def onsets_per_step(bars: np.ndarray) -> np.ndarray:
     return (bars & ~previous).sum(axis=2)
 
 
+def repeated_bars(phrase_bars: np.ndarray) -> np.ndarray:
+    """RB per bar of ONE track's phrases (B, N, S, P) bool -> (B * N,), phrase-major."""
+    copies = np.zeros(phrase_bars.shape[:2], dtype=bool)
+    copies[:, 1:] = (phrase_bars[:, 1:] == phrase_bars[:, :-1]).all(axis=(2, 3))
+    defined = phrase_bars.any(axis=(2, 3))
+    defined[:, 0] = False
+    return _defined(np.where(copies, 100.0, 0.0), defined).reshape(-1)
+
+
 def drum_pattern_filters(steps_per_bar: int) -> np.ndarray:
     """(shifts, S): the 16th-grid weights (1 on the grid, 0.3 one step off), every shift."""
     if steps_per_bar % DP_GRID_PER_BAR:
@@ -179,8 +192,8 @@ def phrase_metrics(
     shuffle_seed: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-bar values over every bar of `phrases` (B, K, N, S, P) bool:
-    {"EB/<track>", "UPC/<track>", "UPC_compat/<track>", "QN/<track>" (pitched tracks),
-    "DP/<track>" (drum tracks), "TD/<a>-<b>" (pitched pairs)}: (B * N,) each.
+    {"EB/<track>", "RB/<track>", "UPC/<track>", "UPC_compat/<track>", "QN/<track>" (pitched
+    tracks), "DP/<track>" (drum tracks), "TD/<a>-<b>" (pitched pairs)}: (B * N,) each.
     shuffle_seed: also "TD_shuffled/<a>-<b>", track b's bars randomly re-paired with
     track a's (the paper's baseline: how far apart unrelated bars are)."""
     phrases = np.asarray(phrases, dtype=bool)
@@ -191,6 +204,7 @@ def phrase_metrics(
     out = {}
     for i, name in enumerate(track_names):
         out[f"EB/{name}"] = empty_bars(tracks[i])
+        out[f"RB/{name}"] = repeated_bars(tracks[i].reshape(b, n, s, p))
         if i in drums:
             out[f"DP/{name}"] = drum_pattern(tracks[i])
             continue
@@ -413,7 +427,7 @@ def musegan_summary_lines(extra: dict[str, float]) -> list[str]:
     rows = dict.fromkeys(key.split("/")[1] for key in extra if key.startswith("musegan/"))
     for row in rows:
         means = {}
-        for metric in ("EB", "UPC", "QN", "DP", "TD", "TD_shuffled"):
+        for metric in ("EB", "RB", "UPC", "QN", "DP", "TD", "TD_shuffled"):
             values = [v for k, v in extra.items() if k.startswith(f"musegan/{row}/{metric}/")]
             if values:
                 means[metric] = nan_mean(np.array(values))

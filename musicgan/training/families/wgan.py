@@ -46,13 +46,27 @@ def wgan_gp_step(ctx: StepContext, batch) -> StepOutput:
     scores = ctx.run_for_penalty("critic", "forward", torch.cat([real, fake.detach(), x_hat]))  # (3B,)
     real_scores, fake_scores, hat_scores = scores.split(batch_size)
     distance = losses.wasserstein_d(real_scores, fake_scores)
-    penalty = losses.gradient_penalty(hat_scores, x_hat, train.gp_weight)
+    norms = losses.input_gradient_norms(hat_scores, x_hat)
+    penalty = losses.penalty_of_norms(norms, train.gp_weight)
     critic_loss = distance + penalty
     if train.drift_penalty > 0:
         critic_loss = critic_loss + losses.drift_penalty(real_scores, train.drift_penalty)
     out.losses["critic"] = critic_loss
-    out.stats.update({"wasserstein": (-distance).detach(), "gradient_penalty": penalty.detach()})
+    out.stats.update(critic_stats(distance, penalty, norms, real, fake))
     return out
+
+
+def critic_stats(distance, penalty, norms, real, fake) -> dict[str, torch.Tensor]:
+    """What the log shows of the critic: its Wasserstein estimate, the penalty, the mean
+    slope at x̂ and the real-fake batch distance, so a large estimate can be read as
+    slope x distance (docs/musegan.md)."""
+    with torch.no_grad():
+        return {
+            "wasserstein": -distance.detach(),
+            "gradient_penalty": penalty.detach(),
+            "critic_slope": norms.detach().mean(),
+            "batch_distance": losses.batch_distance(real, fake.detach()),
+        }
 
 
 def ema_update(decay: float):
