@@ -20,6 +20,8 @@ Cases (what one step does; the unit its throughput is counted in):
                      (n_critic = 1, no pretraining); rollouts (completed sequences)
   spectral           one next-frame regression step; blocks (predicted frames, B x (T - 1))
   gansynth           a stable progressive stage (GANSYNTH_STAGE), G and D; images
+  midinet            D's step and G's two updates on the same batch and z; samples (bars)
+  jazzgan            a generator step + its critic step (WGAN-GP, n_critic = 1); samples
 Inputs: a few real songs prepared under the suite's work folder (Bach chorales from music21,
 generated melodies, their FluidSynth audio, single soundfont notes); the audio cases are
 skipped (with the reason) where FluidSynth or its soundfont is missing.
@@ -88,13 +90,13 @@ def follow(target: torch.nn.Module, source: torch.nn.Module, keep: float, exact:
 
 
 # -- the bare steps: the families' losses in plain torch ---------------------------------------------
-def wgan_gp_critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, train) -> torch.Tensor:
+def wgan_gp_critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, gp_weight: float, drift: float) -> torch.Tensor:
     """mean D(fake) - mean D(real) + GP (+ drift): real, fake, x̂ through one critic forward."""
     x_hat = losses.interpolate(real, fake)
     real_scores, fake_scores, hat_scores = critic(torch.cat([real, fake, x_hat])).split(len(real))
-    loss = losses.wasserstein_d(real_scores, fake_scores) + losses.gradient_penalty(hat_scores, x_hat, train.gp_weight)
-    if train.drift_penalty > 0:
-        loss = loss + losses.drift_penalty(real_scores, train.drift_penalty)
+    loss = losses.wasserstein_d(real_scores, fake_scores) + losses.gradient_penalty(hat_scores, x_hat, gp_weight)
+    if drift > 0:
+        loss = loss + losses.drift_penalty(real_scores, drift)
     return loss
 
 
@@ -110,7 +112,7 @@ def bare_musegan(nets: BareNets, batch, cfg, device: torch.device, trains_genera
     else:
         with torch.no_grad():
             fake = generator(len(real))
-    critic_loss = wgan_gp_critic_loss(critic, real, fake.detach(), cfg.train)
+    critic_loss = wgan_gp_critic_loss(critic, real, fake.detach(), cfg.train.gp_weight, cfg.train.drift_penalty)
     if trains_generator:
         apply_update(nets, "generator", g_loss, cfg.optim.grad_clip)
     apply_update(nets, "critic", critic_loss, cfg.optim.grad_clip)
@@ -178,6 +180,56 @@ def bare_gansynth(nets: BareNets, batch, cfg, device: torch.device, stage: int) 
     apply_update(nets, "generator", g_loss, cfg.optim.grad_clip)
     apply_update(nets, "discriminator", d_loss, cfg.optim.grad_clip)
     follow(nets.networks["generator_ema"], g, cfg.model.ema_decay)
+
+
+def bare_midinet(nets: BareNets, batch, cfg, device: torch.device) -> None:
+    """MidiNet's step: G's BCE + feature matching (D's first convolution) + mean matching
+    through the frozen D, D's smoothed BCE on [real ; fake] with split batch statistics;
+    G updated twice on the same batch and z (the RNG state replayed, as the engine's
+    reseed does), then D."""
+    from musicgan.training.families.midinet import split_window, steps_per_bar
+
+    g, d, t = nets.networks["generator"], nets.networks["discriminator"], cfg.train
+    previous, real, chord = split_window(batch.x.to(device).float(), steps_per_bar(cfg))
+    rng = torch.get_rng_state()
+
+    def generator_loss() -> tuple[torch.Tensor, torch.Tensor]:
+        fake = g(g.noise(real.shape[0]), chord, previous)
+        with frozen_parameters(d):
+            fake_logits, fake_features = d(fake, chord)
+            real_features = d.features(real, chord).flatten(1).detach()
+        adversarial = losses.generator_loss(fake_logits[:, None])
+        feature_matching = losses.batch_mean_distance(real_features, fake_features)
+        mean_matching = losses.batch_mean_distance(real.flatten(1), fake.flatten(1))
+        return adversarial + t.feature_matching_weight * feature_matching + t.mean_matching_weight * mean_matching, fake
+
+    g_loss, fake = generator_loss()
+    logits, _ = d(torch.cat([real, fake.detach()]), torch.cat([chord, chord]), splits=2)
+    real_logits, fake_logits = logits[:, None].chunk(2)
+    d_loss, _ = losses.discriminator_loss(real_logits, fake_logits, label_smoothing=t.label_smoothing)
+    apply_update(nets, "generator", g_loss, cfg.optim.grad_clip)
+    torch.set_rng_state(rng)
+    apply_update(nets, "generator", generator_loss()[0], cfg.optim.grad_clip)
+    apply_update(nets, "discriminator", d_loss, cfg.optim.grad_clip)
+
+
+def bare_jazzgan(nets: BareNets, batch, cfg, device: torch.device) -> None:
+    """JazzGAN's WGAN-GP step with G: token fields one-hot (real) or softmax (fake), each
+    with the same chords; G's -mean D(fake) through the frozen critic, the critic's
+    Wasserstein + GP; updates G then the critic."""
+    from musicgan.models.jazzgan import one_hot_tokens
+
+    g, critic = nets.networks["generator"], nets.networks["critic"]
+    x = batch.x.to(device).float()
+    fields = len(g.vocab_sizes)
+    chords = x[..., fields:]
+    real = torch.cat([one_hot_tokens(x[..., :fields].round(), g.vocab_sizes), chords], dim=2)
+    fake = torch.cat([g.distributions(g(chords), 0.0), chords], dim=2)
+    with frozen_parameters(critic):
+        g_loss = losses.wasserstein_g(critic(fake))
+    critic_loss = wgan_gp_critic_loss(critic, real, fake.detach(), cfg.train.gp_weight, 0.0)
+    apply_update(nets, "generator", g_loss, cfg.optim.grad_clip)
+    apply_update(nets, "critic", critic_loss, cfg.optim.grad_clip)
 
 
 # -- the cases --------------------------------------------------------------------------------------
@@ -272,6 +324,28 @@ CASES = (
         _batch,
         _gansynth_bare,
         epoch=lambda cfg: 2 * gansynth_stage(cfg),
+    ),
+    FamilyCase(
+        "midinet",
+        "D step and G's two updates on the batch",
+        "midinet-chorales",
+        "midinet-debug",
+        (),
+        "chorales",
+        "samples",
+        _batch,
+        bare_midinet,
+    ),
+    FamilyCase(
+        "jazzgan",
+        "generator step + its critic step (WGAN-GP, n_critic 1)",
+        "jazzgan-chorales",
+        "jazzgan-debug",
+        ("train.n_critic=1", "model.jazzgan_objective=wgan-gp"),
+        "chorales",
+        "samples",
+        _batch,
+        bare_jazzgan,
     ),
 )
 
@@ -376,7 +450,7 @@ def bench_case(case: FamilyCase, data_dir: Path, run_dir: Path, *, quick: bool, 
 
 
 def bench_families(
-    root: Path | None = None, *, quick: bool = False, warmup: int = 2, repeats: int = 5, only: tuple[str, ...] = ()
+    root: Path | None = None, *, quick: bool = False, warmup: int = 3, repeats: int = 9, only: tuple[str, ...] = ()
 ) -> dict:
     """Every case (or those named in `only`), each in its own trainer; inputs under `root`."""
     root = Path(root) if root else Path(tempfile.mkdtemp(prefix="musicgan-bench-families-"))

@@ -54,8 +54,8 @@ SETTINGS = {
         "scaling_steps": 6,
         "scaling_warmup": 2,
         "large_matmul": 2048,
-        "family_warmup": 2,
-        "family_repeats": 5,
+        "family_warmup": 3,
+        "family_repeats": 9,
         "threads": None,
     },
     "quick": {
