@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -296,7 +297,9 @@ CASES = (
         "adversarial step: G with B x K x (T - 1) rollouts, then D (n_critic 1)",
         "seqgan-folk",
         "seqgan-debug",
-        ("train.pretrain_epochs=0", "train.pretrain_d_epochs=0", "train.n_critic=1"),
+        # Batch 8, not the preset's 64: D scoring 64 x 16 x 31 rollouts through the paper's
+        # CNN took over 15 CPU s a step here (BENCHMARKS.md); 8 keeps K, T and the networks.
+        ("train.pretrain_epochs=0", "train.pretrain_d_epochs=0", "train.n_critic=1", "data.batch_size=8"),
         "melodies",
         "rollouts",
         _rollouts,
@@ -415,9 +418,12 @@ def bench_case(case: FamilyCase, data_dir: Path, run_dir: Path, *, quick: bool, 
     phase = phase_for_epoch(trainer.phases, trainer.state.epoch)[0].name
     try:
         bare_wall: list[float] = []
+        bare_cpu: list[float] = []
 
         def between() -> None:
+            cpu_start = time.process_time()
             bare_wall.append(time_call(lambda: case.bare_step(nets, batch, cfg, device), device))
+            bare_cpu.append(time.process_time() - cpu_start)
 
         wall, cpu = trainer_step.run_trainer_steps(trainer, batch, warmup + repeats + 1, between=between)
         real_s, bare_s = median(wall[warmup:]), median(bare_wall[warmup:])
@@ -442,7 +448,11 @@ def bench_case(case: FamilyCase, data_dir: Path, run_dir: Path, *, quick: bool, 
             "ratio": bare_s / real_s,
             "real_step": summary(wall[warmup:]),
             "bare_step": summary(bare_wall[warmup:]),
+            # The same ratio from process CPU time: with one thread, steadier than wall time
+            # when other jobs share the cores.
             "real_step_cpu_s": median(cpu[warmup:]),
+            "bare_step_cpu_s": median(bare_cpu[warmup:]),
+            "ratio_cpu_time": median(bare_cpu[warmup:]) / median(cpu[warmup:]),
         }
     finally:
         trainer.logger.close()
@@ -450,9 +460,16 @@ def bench_case(case: FamilyCase, data_dir: Path, run_dir: Path, *, quick: bool, 
 
 
 def bench_families(
-    root: Path | None = None, *, quick: bool = False, warmup: int = 3, repeats: int = 9, only: tuple[str, ...] = ()
+    root: Path | None = None,
+    *,
+    quick: bool = False,
+    warmup: int = 3,
+    repeats: int = 9,
+    only: tuple[str, ...] = (),
+    after_case: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Every case (or those named in `only`), each in its own trainer; inputs under `root`."""
+    """Every case (or those named in `only`), each in its own trainer; inputs under `root`;
+    `after_case(results so far)` after each (a long run keeps what it measured)."""
     root = Path(root) if root else Path(tempfile.mkdtemp(prefix="musicgan-bench-families-"))
     results: dict = {"mode": "quick" if quick else "full", "threads": torch.get_num_threads(), "cases": {}}
     results["load_average_start"] = machine_load()
@@ -467,13 +484,15 @@ def bench_families(
         results["cases"][case.key] = bench_case(
             case, data_dir, root / "runs" / case.key, quick=quick, warmup=warmup, repeats=repeats
         )
+        if after_case is not None:
+            after_case(results)
     results["load_average_end"] = machine_load()
     return results
 
 
 def markdown_table(results: dict) -> str:
     lines = [
-        "| Family step | real (musicgan) | bare (plain torch) | ratio real/bare | unit | size |",
+        "| Family step | real (musicgan) | bare (plain torch) | ratio real / bare | unit | size |",
         "|---|---|---|---|---|---|",
     ]
     for key, r in results["cases"].items():
@@ -483,7 +502,8 @@ def markdown_table(results: dict) -> str:
         params = ", ".join(f"{name} {_count(n)}" for name, n in r["parameters"].items())
         lines.append(
             f"| {key}: {r['what']} | {r['real_per_s']:.4g} /s ({1e3 * r['real_step_s']:.1f} ms) | "
-            f"{r['bare_per_s']:.4g} /s ({1e3 * r['bare_step_s']:.1f} ms) | {r['ratio']:.3f} | {r['unit']} | "
+            f"{r['bare_per_s']:.4g} /s ({1e3 * r['bare_step_s']:.1f} ms) | {r['ratio']:.3f} "
+            f"(CPU time {r.get('ratio_cpu_time', float('nan')):.3f}) | {r['unit']} | "
             f"{r['preset']} (phase {r['phase']}), batch {r['batch_size']}, length {r['seq_len']}; {params} |"
         )
     return "\n".join(lines)
@@ -493,12 +513,18 @@ def _count(parameters: int) -> str:
     return f"{parameters / 1e6:.2f}M" if parameters >= 100_000 else f"{parameters / 1e3:.1f}k"
 
 
-if __name__ == "__main__":  # python -m musicgan.benchmarks.families [quick] [case ...]
+if __name__ == "__main__":  # python -m musicgan.benchmarks.families [quick] [--out=FILE] [case ...]
     import json
     import sys
 
     args = sys.argv[1:]
-    quick = bool(args) and args[0] == "quick"
-    found = bench_families(quick=quick, only=tuple(a for a in args if a != "quick"))
+    out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), None)
+    names = tuple(a for a in args if a != "quick" and not a.startswith("--out="))
+
+    def save(results: dict) -> None:
+        if out:
+            Path(out).write_text(json.dumps(results, indent=2) + "\n")
+
+    found = bench_families(quick="quick" in args, only=names, after_case=save)
+    save(found)
     print(markdown_table(found))
-    print(json.dumps(found, indent=2))
