@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from musicgan.benchmarks import flops
+from musicgan.benchmarks import families, flops
 from musicgan.benchmarks.trainer_step import bare_copies, bare_step, build_trainer, first_batch, run_trainer_steps
 from musicgan.benchmarks.workload import bench_config, workload_overrides
 
@@ -44,10 +44,16 @@ def test_quick_suite_writes_json_with_every_ratio(tmp_path, capsys):
         assert entry["1"]["files"] > 0 and entry["2"]["files_per_s"] > 0
     assert results["scaling"]["multi"]["world_size"] == 2 and results["scaling"]["multi"]["ddp_wrapped"]
     assert results["generator"]["per_batch"]
+    for key, case in results["families"]["cases"].items():
+        if "skipped" not in case:
+            assert case["real_per_s"] > 0 and case["bare_per_s"] > 0 and case["ratio"] > 0, key
+            assert case["real_step"]["repeats"] == case["bare_step"]["repeats"] == 2, key
+    assert {"musegan-critic", "musegan-generator", "seqgan"} <= results["families"]["cases"].keys()
     assert {"torch", "python", "date_utc", "cpu_count"} <= results["machine"].keys()
     # The Markdown table is printed and returned.
     table = results["markdown"]
     assert table.startswith("| Benchmark |") and "DDP scaling" in table and "prepare (files/s)" in table
+    assert "| Family step |" in table and "musegan-critic" in table
     assert table in capsys.readouterr().out
 
 
@@ -102,3 +108,45 @@ def test_analytic_generator_flops_match_flop_counter():
     )
     assert lstm_counted < 0.1 * flops.discriminator_forward_flops(shape, 5)
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+
+
+FAMILY_FIXTURES = {
+    "chorales": "bach_shards",
+    "melodies": "bach_shards",
+    "song_audio": "note_shards",
+    "notes": "note_shards",
+}
+
+
+@pytest.mark.parametrize("key", [case.key for case in families.CASES])
+def test_family_bare_step_is_the_trainer_step(key, request, tmp_path, one_torch_thread):
+    """Each family's bare step does the real step's work: from the same weights and seed,
+    two bare steps and two real trainer steps leave every network (EMA and rollout copies
+    too) with the same weights, and the real ones moved."""
+    from musicgan.training.loop import step_seed
+
+    case = next(c for c in families.CASES if c.key == key)
+    if families.missing_input(case):
+        pytest.skip(families.missing_input(case))
+    data_dir = request.getfixturevalue(FAMILY_FIXTURES[case.corpus])
+    trainer, batch, nets = families.start_trainer(case, data_dir, tmp_path / "run", quick=True)
+    try:
+        names = trainer.family.network_names
+        initial = {n: {k: v.clone() for k, v in _weights(trainer.backend.module(n)).items()} for n in names}
+        for _ in range(2):
+            torch.manual_seed(step_seed(trainer.cfg.train.seed, 0, trainer.state.step))
+            case.bare_step(nets, batch, trainer.cfg, torch.device("cpu"))
+            run_trainer_steps(trainer, batch, 1)
+        for name in names:
+            ours, theirs = _weights(trainer.backend.module(name)), _weights(nets.networks[name])
+            for k in ours:
+                torch.testing.assert_close(ours[k], theirs[k], rtol=1e-4, atol=1e-6, msg=f"{key}: {name}.{k}")
+            moved = any(not torch.equal(ours[k], initial[name][k]) for k in ours)
+            assert moved or name not in trainer.family.learning_rates(), f"{key}: {name} did not train"
+    finally:
+        trainer.logger.close()
+        trainer.backend.close()
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}

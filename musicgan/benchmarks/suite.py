@@ -5,6 +5,8 @@
   data_headroom_ratio     shard streaming samples/s (1 worker) / trainer samples/s (>= 20)
   ddp_scaling_ratio       samples/s with 2 ranks / 1 rank, one thread each (>= 1.7)
   flops_utilisation       training step FLOP/s / measured large-matmul FLOP/s (>= 0.8)
+  families                every other family's real step vs a bare step of it (families.py;
+                          a table per family, ratio real / bare throughput, >= 0.95 like the first)
 
 Figures are medians of several repetitions after warm-up; things compared in one ratio are
 timed in alternation (see timing.py). Returns the results dict (with the Markdown table
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from musicgan.benchmarks import data_path, dataset, flops, scaling, trainer_step, workload
+from musicgan.benchmarks import data_path, dataset, families, flops, scaling, trainer_step, workload
 from musicgan.benchmarks.timing import machine_load, median, summary, time_call, torch_threads
 
 TARGETS = {
@@ -52,6 +54,8 @@ SETTINGS = {
         "scaling_steps": 6,
         "scaling_warmup": 2,
         "large_matmul": 2048,
+        "family_warmup": 3,
+        "family_repeats": 9,
         "threads": None,
     },
     "quick": {
@@ -67,6 +71,8 @@ SETTINGS = {
         "scaling_steps": 2,
         "scaling_warmup": 1,
         "large_matmul": 512,
+        "family_warmup": 1,
+        "family_repeats": 2,
         "threads": 1,
     },
 }
@@ -389,6 +395,15 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
                 out,
             )
             _section(results, "generator", "generator loop", lambda: _bench_generator(quick, s, device), out)
+            _section(
+                results,
+                "families",
+                "every family: musicgan step vs bare step",
+                lambda: families.bench_families(
+                    root / "families", quick=quick, warmup=s["family_warmup"], repeats=s["family_repeats"]
+                ),
+                out,
+            )
         _section(
             results,
             "data",
@@ -416,7 +431,7 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
     results["ddp_scaling_ratio"] = results["scaling"].get("ddp_scaling_ratio", float("nan"))
     results["flops_utilisation"] = step["flops_utilisation"]
     results["machine"]["load_average_1min_end"] = machine_load()
-    results["markdown"] = markdown_table(results)
+    results["markdown"] = markdown_table(results) + "\n\n" + families.markdown_table(results["families"])
     print(results["markdown"], flush=True)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
