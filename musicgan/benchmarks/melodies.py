@@ -8,7 +8,7 @@ chord track, 120 bpm), so only the melody differs:
     random     one uniformly random pitch per quarter note in MIDI 60-83 (the reference's
                two octaves) over the same chords
 Usage: python -m musicgan.benchmarks.melodies RUN_DIR [--num 100] [--bars 8] [--set KEY=VALUE ...]
-(--set: sampling options for the generated set, e.g. model.midinet_decode=argmax)
+(--set: sampling options for the generated set, e.g. model.midinet_decode=threshold)
 """
 
 from __future__ import annotations
