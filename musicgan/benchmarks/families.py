@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from musicgan import losses
 from musicgan.benchmarks import dataset, trainer_step
 from musicgan.benchmarks.timing import machine_load, median, summary, time_call
-from musicgan.training.phases import frozen_parameters
+from musicgan.training.phases import follow, frozen_parameters
 
 GANSYNTH_STAGE = 2  # 16x16 at gansynth-small: ~0.4 CPU s a step (32x32: ~1.4 s, BENCHMARKS.md)
 NOTES = "soundfont:notes?programs=0&pitches=48-51&seconds=1&hold=0.75"  # 4 rendered notes
@@ -76,18 +76,6 @@ def apply_update(nets: BareNets, name: str, loss: torch.Tensor, clip: float) -> 
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(nets.networks[name].parameters(), clip)
     optimizer.step()
-
-
-@torch.no_grad()
-def follow(target: torch.nn.Module, source: torch.nn.Module, keep: float, exact: str = "") -> None:
-    """target <- keep * target + (1 - keep) * source (an EMA / SeqGAN's rollout copy);
-    parameters whose name starts with `exact` (when given) are copied."""
-    sources = dict(source.named_parameters())
-    for name, parameter in target.named_parameters():
-        if exact and name.startswith(exact):
-            parameter.copy_(sources[name])
-        else:
-            parameter.lerp_(sources[name], 1.0 - keep)
 
 
 # -- the bare steps: the families' losses in plain torch ---------------------------------------------

@@ -60,6 +60,18 @@ def frozen_parameters(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
         network.requires_grad_(True)
 
 
+@torch.no_grad()
+def follow(target: torch.nn.Module, source: torch.nn.Module, keep: float, exact: str = "") -> None:
+    """target <- keep * target + (1 - keep) * source, parameter by parameter (an EMA, SeqGAN's
+    rollout copy); parameters whose name starts with `exact` (when given) are copied."""
+    sources = dict(source.named_parameters())
+    for name, parameter in target.named_parameters():
+        if exact and name.startswith(exact):
+            parameter.copy_(sources[name])
+        else:
+            parameter.lerp_(sources[name], 1.0 - keep)
+
+
 @contextmanager
 def in_mode(module: torch.nn.Module, training: bool = False) -> Iterator[torch.nn.Module]:
     """`module` in eval mode (or `training`'s mode: dropout, batch statistics), then back in

@@ -39,7 +39,7 @@ from musicgan.models.notes import SPECIAL
 from musicgan.models.seqgan import FILTER_TABLES, CNNDiscriminator, SeqGenerator
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.families.notes import lm_step
-from musicgan.training.phases import Phase, StepContext, StepOutput, every, in_mode
+from musicgan.training.phases import Phase, StepContext, StepOutput, every, follow, in_mode
 
 NETWORKS = ("generator", "discriminator")  # update order of the adversarial phase
 REPRESENTATIONS = ("melody_grid", "tokens")
@@ -123,16 +123,9 @@ def rollout_update(rate: float):
     """An `after_updates` hook: after each G update, rollout <- rate * rollout + (1 - rate) * G
     for the LSTM and the output layer, the embedding copied (the reference's delayed copy)."""
 
-    @torch.no_grad()
     def after(ctx: StepContext, trained: frozenset[str]) -> None:
-        if "generator" not in trained:
-            return
-        source = dict(ctx.module("generator").named_parameters())
-        for name, target in ctx.module("rollout").named_parameters():
-            if name.startswith("embedding."):
-                target.copy_(source[name])
-            else:
-                target.lerp_(source[name], 1.0 - rate)
+        if "generator" in trained:
+            follow(ctx.module("rollout"), ctx.module("generator"), rate, exact="embedding.")
 
     return after
 

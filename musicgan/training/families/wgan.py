@@ -23,7 +23,7 @@ from musicgan import losses
 from musicgan.errors import ConfigError
 from musicgan.models.wgan import RollCritic, RollGenerator
 from musicgan.training.families import ModelFamily, register
-from musicgan.training.phases import Phase, StepContext, StepOutput, every
+from musicgan.training.phases import Phase, StepContext, StepOutput, every, follow
 
 NETWORKS = ("generator", "critic")  # update order: G's loss graph holds the critic's weights
 
@@ -72,12 +72,9 @@ def critic_stats(distance, penalty, norms, real, fake) -> dict[str, torch.Tensor
 def ema_update(decay: float):
     """The phase's `after_updates`: generator_ema <- decay * ema + (1 - decay) * generator."""
 
-    @torch.no_grad()
     def after(ctx: StepContext, trained: frozenset[str]) -> None:
-        if "generator" not in trained:
-            return
-        for target, source in zip(ctx.module("generator_ema").parameters(), ctx.module("generator").parameters()):
-            target.lerp_(source, 1.0 - decay)
+        if "generator" in trained:
+            follow(ctx.module("generator_ema"), ctx.module("generator"), decay)
 
     return after
 
