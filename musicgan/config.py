@@ -159,9 +159,9 @@ class ModelConfig:
     seqgan_d_embedding: int = positive(64)
     seqgan_d_filters: str = "seqgan"  # seqgan | polyphonic | tiny (models/seqgan.py FILTER_TABLES)
     seqgan_d_l2: float = non_negative(0.2)
-    # G's learning rate in the adversarial phase; 0 = optim.g_lr throughout (SeqGAN's reference
-    # keeps its 0.01; Polyphonic SeqGAN multiplies its 1e-3 by 10 there).
-    seqgan_adversarial_lr: float = non_negative(0.0)
+    # G's learning rate in the adversarial phase as a factor on optim.g_lr (SeqGAN's reference
+    # keeps its rate: 1; Polyphonic SeqGAN multiplies its 1e-3 by 10 there).
+    seqgan_adversarial_lr_factor: float = positive(1.0)
     seqgan_oracle_vocab: int = between(500, 2, 1_000_000)  # `musicgan oracle`: the oracle LSTM's vocabulary
     seqgan_oracle_samples: int = positive(10_000)  # its training set, and the samples each score averages
     # JazzGAN: how the critic sees generated tokens. wgan-gp: softmax rows, WGAN-GP loss;

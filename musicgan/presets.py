@@ -236,7 +236,6 @@ def note_lstm() -> Config:
     cfg.model.bidirectional = True
     cfg.optim.optimizer = "adam"
     cfg.optim.g_lr = 1e-3
-    cfg.model.seqgan_adversarial_lr = 1e-2
     cfg.curriculum.start = 100
     cfg.curriculum.max_len = 100
     cfg.train.epochs = 50
@@ -629,7 +628,7 @@ def polyseqgan_paper() -> Config:
     cfg.model.seqgan_rollouts = 32
     cfg.model.seqgan_rollout_update_rate = 0.9
     cfg.optim.g_lr = 1e-3
-    cfg.model.seqgan_adversarial_lr = 1e-2
+    cfg.model.seqgan_adversarial_lr_factor = 10.0
     cfg.curriculum.start = 100
     cfg.curriculum.max_len = 100
     cfg.train.pretrain_epochs = 100

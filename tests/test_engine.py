@@ -30,6 +30,10 @@ class RecordingBackend(TrainBackend):
         self.calls: list[tuple[str, str]] = []
         self.boundaries: list[bool] = []
         self.refuse = refuse
+        self.rates: dict[str, float] = {}
+
+    def set_lr(self, name, lr):
+        self.rates[name] = lr
 
     def train_module(self, name):
         return self.networks[name]
@@ -207,3 +211,23 @@ def test_accumulation_windows_and_divergence_decisions():
     assert engine.divergence_action("rollback", has_checkpoint=True, rolled_back_here=True) == "skip-again"
     assert engine.divergence_action("rollback", has_checkpoint=False, rolled_back_here=False) == "stop"
     assert engine.divergence_action("stop", has_checkpoint=True, rolled_back_here=False) == "stop"
+
+
+def test_learning_rates_compose_the_run_rate_the_rollback_scale_and_the_phase_factor():
+    """A phase's schedule (SeqGAN's adversarial factor, MuseGAN's decay) multiplies the run's
+    rate instead of replacing it, so a PBT-mutated rate and a rollback's lowered scale still
+    act inside the schedule; a phase without factors gives every network the run's rate."""
+    ctx = StepContext(cfg=None, backend=None, device=torch.device("cpu"), seq_len=4, global_step=6)
+    run_rates = {"generator": 2e-3, "critic": 1e-3}  # e.g. g_lr as a PBT trial mutated it
+    decay = Phase("s", None, NETWORKS, make_step([]), lr_factors=lambda c: {"generator": 1 - c.global_step / 8})
+    rates = engine.learning_rates(decay, ctx, run_rates, scale=0.5)
+    assert rates == {"generator": pytest.approx(2e-3 * 0.5 * 0.25), "critic": pytest.approx(1e-3 * 0.5)}
+    plain = Phase("p", None, NETWORKS, make_step([]))
+    assert engine.learning_rates(plain, ctx, run_rates, scale=1.0) == run_rates
+    backend = RecordingBackend()
+    engine.set_learning_rates(backend, decay, ctx, run_rates)
+    assert backend.rates == {"generator": pytest.approx(5e-4), "critic": 1e-3}
+    with pytest.raises(AssertionError, match="no optimizer"):
+        engine.learning_rates(
+            Phase("r", None, NETWORKS, make_step([]), lr_factors=lambda c: {"rollout": 2.0}), ctx, run_rates, 1.0
+        )

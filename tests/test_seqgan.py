@@ -205,7 +205,7 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
 
     # One process, batch 6: 6 steps an epoch; G updates at adversarial steps 2, 4 (n_critic 2).
     cfg = seqgan_cfg(
-        bach_shards, "train.max_steps=16", "model.seqgan_d_loss=lsgan", "model.seqgan_adversarial_lr=0.002"
+        bach_shards, "train.max_steps=16", "model.seqgan_d_loss=lsgan", "model.seqgan_adversarial_lr_factor=0.25"
     )
     result = train(cfg, tmp_path / "run")
     rows = read_rows(tmp_path / "run")
@@ -217,7 +217,8 @@ def test_one_process_run_walks_the_three_phases(bach_shards, tmp_path):
     assert sorted(state["networks"]) == ["discriminator", "generator", "rollout"]
     assert sorted(state["optimizers"]) == ["discriminator", "generator"]  # the rollout copy has none
     rates = {name: opt["param_groups"][0]["lr"] for name, opt in state["optimizers"].items()}
-    assert rates == {"generator": 0.002, "discriminator": cfg.optim.d_lr}  # G's adversarial rate, not optim.g_lr
+    # G's adversarial rate: optim.g_lr x the phase's factor; D keeps optim.d_lr
+    assert rates == {"generator": pytest.approx(cfg.optim.g_lr * 0.25), "discriminator": cfg.optim.d_lr}
     rollout, gen = state["networks"]["rollout"], state["networks"]["generator"]
     assert torch.equal(rollout["embedding.weight"], gen["embedding.weight"])
     assert not torch.equal(rollout["head.weight"], gen["head.weight"])  # delayed, not a copy

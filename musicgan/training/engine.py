@@ -1,6 +1,8 @@
 """The step engine: one trainer step of any family on any backend, in a fixed order.
 
     plan      which networks train at this step of the phase (`Phase.trains`, a pure function)
+    rates     each optimizer's learning rate for the step (`learning_rates`: the run's rate
+              times the phase's `lr_factors`), set by the trainer before the forward
     forward   the phase's step function, told which networks train, returns their losses
     reduce    ONE payload (losses, stats, the non-finite flag, stop / budget flags), ONE
               all-reduce, ONE device-to-host copy: every rank decides from the same numbers
@@ -73,6 +75,22 @@ def check_repeat(phases: list[Phase], grad_accum: int) -> None:
             raise ConfigError(
                 f"phase {phase.name} repeats an update per batch, which needs dist.grad_accum=1 (got {grad_accum})"
             )
+
+
+def learning_rates(phase: Phase, ctx: StepContext, run_rates: dict[str, float], scale: float) -> dict[str, float]:
+    """{name: rate} for this step: `run_rates` (the config's, PBT-mutated in a trial) times the
+    rollbacks' `scale` times the phase's factor, so neither a schedule nor a rollback nor a
+    PBT mutation overrides the others."""
+    factors = phase.lr_factors(ctx) if phase.lr_factors is not None else {}
+    unknown = set(factors) - set(run_rates)
+    assert not unknown, f"phase {phase.name}: lr_factors named {sorted(unknown)}, which have no optimizer"
+    return {name: rate * scale * factors.get(name, 1.0) for name, rate in run_rates.items()}
+
+
+def set_learning_rates(backend: TrainBackend, phase: Phase, ctx: StepContext, run_rates, scale: float = 1.0) -> None:
+    """`learning_rates` into the optimizers, before every step (a few float stores each)."""
+    for name, rate in learning_rates(phase, ctx, run_rates, scale).items():
+        backend.set_lr(name, rate)
 
 
 def forward(plan: StepPlan, ctx: StepContext, batch) -> StepOutput:

@@ -321,6 +321,7 @@ class Trainer:
         reseed(seed)
         plan = engine.StepPlan.at(phase, self.state.step - phase_start * self.batches_per_epoch)
         ctx.global_step, ctx.progress = self.state.step, self.state.step / max(self.total_steps, 1)
+        engine.set_learning_rates(self.backend, phase, ctx, self.base_lr, self.state.lr_scale)
         out = engine.forward(plan, ctx, batch)
         external_stop = self.stop.reason is not None or (self.should_stop is not None and self.should_stop())
         reduced = engine.reduce(

@@ -72,6 +72,7 @@ def train_on_oracle(cfg: Config, data: torch.Tensor, seed: int) -> SeqGenerator:
     ctx = StepContext(cfg, backend, torch.device("cpu"), data.shape[1])
     phases, batch_size = family.phases(), cfg.data.batch_size
     batches = max(1, len(data) // batch_size)
+    run_rates = {name: backend.get_lr(name) for name in family.learning_rates()}
     for epoch in range(cfg.train.epochs):
         phase, start = phase_for_epoch(phases, epoch)
         order = torch.randperm(len(data))
@@ -79,6 +80,8 @@ def train_on_oracle(cfg: Config, data: torch.Tensor, seed: int) -> SeqGenerator:
             rows = data[order[index * batch_size : (index + 1) * batch_size]]
             batch = Batch(rows[..., None], torch.full((len(rows),), rows.shape[1]), ["oracle"] * len(rows))
             plan = engine.StepPlan.at(phase, (epoch - start) * batches + index)
+            ctx.global_step = epoch * batches + index
+            engine.set_learning_rates(backend, phase, ctx, run_rates)
             out = engine.forward(plan, ctx, batch)
             reduced = engine.reduce(out, stop=False, budget_spent=False, what="oracle step")
             report = engine.update(backend, plan, out, reduced, boundary=True, redo=None)

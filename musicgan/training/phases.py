@@ -20,6 +20,10 @@ How a family declares its training (the generic engine knows no network name):
   ranks take the same branch: C-RNN-GAN's freezing. Default: hold nothing.
 - A network that is not trained (or held) at a step takes the backend's `skip_update`, so
   gradient-accumulation windows and DeepSpeed engines stay aligned.
+- **lr_factors(ctx) -> {name: factor}**: this step's learning rate of a network as a factor
+  on the run's rate (the config's, possibly PBT-mutated, times the divergence rollbacks'
+  scale), set by the trainer before the step: SeqGAN's adversarial rate, MuseGAN's linear
+  decay. A pure function of `ctx` (its `global_step`), so a resume is exact. Default: 1.
 - **repeat**: `{name: r}` applies that network's loss r times per step on the same batch
   and the same noise (MidiNet's two G updates per batch); the step function is called again
   with `ctx.trains == {name}`.
@@ -128,6 +132,7 @@ StepFn = Callable[[StepContext, "Batch"], StepOutput]
 TrainsFn = Callable[[int], "frozenset[str] | set[str]"]
 HoldFn = Callable[[dict[str, float]], "set[str]"]
 AfterFn = Callable[[StepContext, "frozenset[str]"], None]
+LrFn = Callable[[StepContext], "dict[str, float]"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ class Phase:
     # networks no optimizer steps (EMA, rollout copy); must be deterministic.
     after_updates: AfterFn | None = None
     curriculum: bool = True  # sequence length follows the curriculum (else curriculum.max_len)
+    lr_factors: LrFn | None = None  # (ctx) -> {name: factor on the run's rate} (None: 1 for all)
 
     def trained_at(self, step: int) -> frozenset[str]:
         """Networks trained at `step` of this phase, in no particular order."""

@@ -33,7 +33,7 @@ from musicgan.errors import ConfigError, DataError
 from musicgan.models.musegan import PITCHES_PER_OCTAVE, MuseGANGeometry, WindowCritic, WindowGenerator, build_musegan
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.families.wgan import NETWORKS, wgan_gp_step
-from musicgan.training.phases import Phase, StepContext, StepOutput
+from musicgan.training.phases import Phase, StepContext
 
 
 class CriticSchedule:
@@ -166,19 +166,18 @@ def _paper_time_factors(steps_per_bar: int) -> tuple[int, ...]:
     return tuple(factors + ([rest] if rest > 1 else []))
 
 
-def decayed_step(schedule: CriticSchedule):
-    """wgan_gp_step with both learning rates set for this step first: `linear_decay` of the
-    config's rates by generator steps done (a pure function of the step: resume-exact)."""
+def decayed_rates(schedule: CriticSchedule):
+    """The phase's `lr_factors`: both rates fall linearly (`linear_decay`) with the generator
+    steps done, a pure function of the step (resume-exact), on top of the run's rates."""
 
-    def step(ctx: StepContext, batch) -> StepOutput:
+    def factors(ctx: StepContext) -> dict[str, float]:
         o = ctx.cfg.optim
-        if o.lr_decay_end > o.lr_decay_start:
-            factor = linear_decay(schedule.generator_steps_before(ctx.global_step), o.lr_decay_start, o.lr_decay_end)
-            for name, lr in (("generator", o.g_lr), ("critic", o.d_lr)):
-                ctx.backend.set_lr(name, lr * factor)
-        return wgan_gp_step(ctx, batch)
+        if o.lr_decay_end <= o.lr_decay_start:
+            return {}
+        factor = linear_decay(schedule.generator_steps_before(ctx.global_step), o.lr_decay_start, o.lr_decay_end)
+        return dict.fromkeys(NETWORKS, factor)
 
-    return step
+    return factors
 
 
 @register("musegan")
@@ -219,7 +218,17 @@ class MuseGAN(ModelFamily):
 
     def phases(self) -> list[Phase]:
         schedule = self.schedule()
-        return [Phase("wgan-gp", None, NETWORKS, decayed_step(schedule), trains=schedule, curriculum=False)]
+        return [
+            Phase(
+                "wgan-gp",
+                None,
+                NETWORKS,
+                wgan_gp_step,
+                trains=schedule,
+                curriculum=False,
+                lr_factors=decayed_rates(schedule),
+            )
+        ]
 
     @torch.no_grad()
     def generate(self, networks, num: int, length: int) -> np.ndarray:

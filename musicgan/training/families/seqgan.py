@@ -11,7 +11,8 @@ Phases (epochs of the loader, each step one real batch):
                copy moves: rollout <- rate * rollout + (1 - rate) * G (rate
                model.seqgan_rollout_update_rate; the embedding is copied exactly, as the
                reference does), identically on every rank. G's learning rate here is
-               model.seqgan_adversarial_lr when set (0: optim.g_lr, as the reference).
+               optim.g_lr times model.seqgan_adversarial_lr_factor (1, as the reference;
+               Polyphonic SeqGAN's 10), a phase factor on the run's rate (phases.py).
 Fakes are made on the fly: every D step draws fresh G samples instead of the reference's
 file of negatives regenerated every few epochs (the same distribution, no disk round trip).
 Rewards Q(b, t): for t < T the mean over K = model.seqgan_rollouts completions of y_<=t by
@@ -23,8 +24,8 @@ D's loss: cross-entropy of the 2-way output, or least squares on one score
 model.seqgan_d_l2 * sum(w^2)/2 over the output layer.
 
 Config read: model.embedding_dim, g_hidden (G), seqgan_* (D, rollouts, G's adversarial
-rate), d_dropout (1 - keep probability); train.pretrain_epochs, pretrain_d_epochs, n_critic; curriculum.max_len (T:
-the phases ignore the curriculum); optim.g_lr, d_lr, grad_clip (the reference clips G's
+rate factor), d_dropout (1 - keep probability); train.pretrain_epochs, pretrain_d_epochs,
+n_critic; curriculum.max_len (T: the phases ignore the curriculum); optim.g_lr, d_lr, grad_clip (the reference clips G's
 gradient at 5.0 and not D's; here the backend's one key clips both networks).
 """
 
@@ -94,21 +95,11 @@ def policy_gradient_loss(log_probs: torch.Tensor, q: torch.Tensor) -> torch.Tens
     return -(log_probs * q).sum()
 
 
-def set_adversarial_lr(ctx: StepContext) -> None:
-    """G's rate for the policy gradient, set at every G step of the phase (so a resumed run,
-    whose restore set optim.g_lr, gets it back at once). As MuseGAN's decayed step, it
-    overrides a divergence rollback's lowered rate and a PBT-mutated g_lr for G here."""
-    lr = ctx.cfg.model.seqgan_adversarial_lr
-    if lr > 0:
-        ctx.backend.set_lr("generator", lr)
-
-
 def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     """G's policy-gradient loss on its steps (rollouts are its cost), D's loss always."""
     real = _ids(batch, ctx.device)
     out = StepOutput({}, {})
     if "generator" in ctx.trains:
-        set_adversarial_lr(ctx)
         fake = ctx.module("generator").sample(real.shape[0], real.shape[1])
         q = rewards(ctx.module("rollout"), ctx.module("discriminator"), fake, ctx.cfg.model.seqgan_rollouts)
         out.losses["generator"] = policy_gradient_loss(ctx.run("generator", "forward", fake), q)
@@ -180,6 +171,7 @@ class SeqGANFamily(ModelFamily):
 
     def phases(self) -> list[Phase]:
         t, rate = self.cfg.train, self.cfg.model.seqgan_rollout_update_rate
+        g_factor = {"generator": self.cfg.model.seqgan_adversarial_lr_factor}
         return [
             Phase(
                 "pretrain_g",
@@ -198,6 +190,7 @@ class SeqGANFamily(ModelFamily):
                 trains=every({"generator": t.n_critic}, NETWORKS),
                 after_updates=rollout_update(rate),
                 curriculum=False,
+                lr_factors=lambda ctx: g_factor,
             ),
         ]
 
