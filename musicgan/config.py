@@ -401,9 +401,30 @@ def load_config_file(cfg: Config, path: str | Path) -> Config:
     return apply_dict(cfg, data)
 
 
+def _seqgan_rate_as_factor(model: dict, optim: dict) -> None:
+    """`model.seqgan_adversarial_lr` (an absolute rate, 0 = optim.g_lr) became
+    `seqgan_adversarial_lr_factor` on optim.g_lr."""
+    rate = model.pop("seqgan_adversarial_lr")
+    model["seqgan_adversarial_lr_factor"] = rate / optim["g_lr"] if rate and optim.get("g_lr") else 1.0
+
+
+# Keys renamed since runs were saved: (section, old name) -> fn(section dict, optim dict)
+# rewriting it in place, so a run directory or checkpoint written before still loads.
+RENAMED_KEYS = {("model", "seqgan_adversarial_lr"): _seqgan_rate_as_factor}
+
+
+def _migrated(data: dict) -> dict:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, old), rewrite in RENAMED_KEYS.items():
+        if isinstance(data.get(section), dict) and old in data[section]:
+            rewrite(data[section], data.get("optim", {}))
+    return data
+
+
 def from_dict(data: dict) -> Config:
-    """Rebuild a Config from `to_dict()` output (checkpoints, run directories)."""
-    return apply_dict(Config(), data)
+    """Rebuild a Config from `to_dict()` output (checkpoints, run directories), renamed keys
+    (`RENAMED_KEYS`) read under their new names."""
+    return apply_dict(Config(), _migrated(data))
 
 
 def validate(cfg: Config) -> Config:

@@ -160,3 +160,18 @@ def test_every_listed_family_registers_under_its_name():
     names = all_network_names()  # imports every family module listed
     assert set(FAMILY_MODULES) == set(FAMILIES)
     assert {"generator", "discriminator"} <= names
+
+
+def test_a_run_saved_before_a_key_was_renamed_still_loads():
+    """Runs written before `model.seqgan_adversarial_lr` (an absolute rate, 0 = g_lr) became a
+    factor on optim.g_lr load with the same rate (sample / evaluate / resume of old runs)."""
+    from musicgan.config import Config, from_dict
+
+    saved = Config().to_dict()
+    saved["model"].pop("seqgan_adversarial_lr_factor")
+    saved["optim"]["g_lr"] = 0.01
+    for old_rate, factor in ((0.0, 1.0), (0.001, 0.1)):
+        saved["model"]["seqgan_adversarial_lr"] = old_rate
+        cfg = from_dict(saved)
+        assert cfg.model.seqgan_adversarial_lr_factor == pytest.approx(factor)
+        assert "seqgan_adversarial_lr" in saved["model"]  # the caller's dict is left as it was
