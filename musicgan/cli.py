@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="crop real songs to the generated length: auto (default), none, or N notes",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="which songs are subsampled to equal counts and where windows start (0: the tables' seed)",
+    )
     p.add_argument("--no-audio", action="store_true", help="render no audio for the report")
     p.add_argument("--no-report", action="store_true", help="write metrics.json only")
     p.add_argument(
@@ -335,6 +341,7 @@ def cmd_evaluate(args) -> int:
         max_songs=args.max_songs,
         reference_window=window,
         report=not args.no_report,
+        seed=args.seed,
         **extra,
     )
     return 0
