@@ -203,6 +203,29 @@ def curves_png(
     return _save(fig, path)
 
 
+def loglog_png(
+    panels: Mapping[str, tuple[str, str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]], path, ncols: int = 3
+) -> str:
+    """One log-log panel per curve: {title: (xlabel, ylabel, {label: (x, y)})}. A label
+    starting "fit" is a fitted model (dashed, no markers); others are measured points."""
+    fig, axes = _grid(len(panels), ncols)
+    for ax, (title, (xlabel, ylabel, series)) in zip(axes, panels.items()):
+        for i, (label, (x, y)) in enumerate(series.items()):
+            fitted = label.startswith("fit")
+            style = (
+                {"linestyle": "--", "marker": None} if fitted else {"linestyle": "-", "marker": "o", "markersize": 3}
+            )
+            ax.plot(x, np.asarray(y, dtype=np.float64), color=COLORS[i % len(COLORS)], label=label, **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=6)
+        _finish_axis(ax, title, xlabel)
+    bottom = max(0.08, 0.5 / fig.get_figheight())
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=bottom, hspace=0.6, wspace=0.35)
+    return _save(fig, path)
+
+
 def densities_png(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], path, ncols: int = 3) -> str:
     """One panel per quantity of densities on a shared grid: {title: (grid, {label: pdf})}
     (the mgeval intra-set / inter-set distance plots)."""
