@@ -35,7 +35,7 @@ from statistics import median
 from musicgan.benchmarks import growth
 
 FOLK_CORPORA = ("music21:essen", "music21:oneills")
-EVALUATE_ONSETS = 64  # ~80 notes per file: the size of a folk song or a generated excerpt
+EVALUATE_ONSETS = 64  # folk-song sized files (a generated excerpt is as short)
 ALL = "all"  # a prepare size meaning every song of FOLK_CORPORA
 
 GRIDS = {
@@ -197,8 +197,7 @@ def _peak_rss_mb() -> float:
     """This process's peak RSS, or its children's (prepare/evaluate workers) if larger, MiB.
 
     Measured from inside: the parent's wait4 ru_maxrss would also count the parent's own
-    pages mapped into the child between fork and exec (it read ~230 MB for a prepare point
-    whose VmHWM was 80 MB)."""
+    pages mapped into the child between fork and exec (BENCHMARKS.md, "How cost grows")."""
     import resource
 
     own = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -208,7 +207,7 @@ def _peak_rss_mb() -> float:
 def _child_main(spec_json: str, out_path: str) -> None:
     spec = json.loads(spec_json)
     threads, kind = spec.pop("threads"), spec.pop("kind")
-    if kind == "step":  # the others need no torch: importing it would add ~300 MB to their RSS
+    if kind == "step":  # the others need no torch: importing it would inflate their RSS
         import torch
 
         torch.set_num_threads(threads)
