@@ -161,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed benchmarks (JSON + Markdown table)")
     p.add_argument("--out", default=None, help="write the JSON here")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument(
+        "--scaling-curves",
+        action="store_true",
+        help="instead: step time, prepare and evaluate time and peak RSS against sizes, fitted and plotted",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="--scaling-curves: replace one row of the grid (seq_len, batch_size, hidden, prepare_songs, "
+        "evaluate_songs, steps, warmup; prepare_songs takes 'all'); repeatable",
+    )
+    p.add_argument("--plots", default=None, help="--scaling-curves: folder for the PNGs (default: beside --out)")
 
     p = sub.add_parser("oracle", help="SeqGAN's oracle experiment: NLL-oracle of random G, MLE and SeqGAN")
     p.add_argument("--preset", default="seqgan-oracle", help="a seqgan preset (seqgan-oracle, seqgan-oracle-debug)")
@@ -362,6 +376,17 @@ def cmd_listening_results(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.scaling_curves:
+        from musicgan.benchmarks.curves import parse_grid, run_curves
+
+        try:
+            parse_grid(args.grid, "quick" if args.quick else "full")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        run_curves(out=args.out, quick=args.quick, grid_entries=args.grid, plots_dir=args.plots)
+        return 0
+    if args.grid or args.plots:
+        raise UserError("--grid and --plots belong to --scaling-curves")
     from musicgan.benchmarks.suite import run_suite
 
     run_suite(out=args.out, quick=args.quick)

@@ -203,6 +203,45 @@ def curves_png(
     return _save(fig, path)
 
 
+def _log_ticks(ax, xs: Sequence[float], ys: Sequence[float]) -> None:
+    """Log axes labelled in plain numbers: x at the measured sizes, y at 4 values spread over
+    the range (matplotlib's own log labels overlap, and show none within one decade)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    xticks = sorted(set(float(x) for x in xs))
+    finite = [float(y) for y in ys if np.isfinite(y) and y > 0]
+    yticks = sorted({float(f"{v:.2g}") for v in np.geomspace(min(finite), max(finite), 4)}) if finite else []
+    for axis, ticks in ((ax.xaxis, xticks), (ax.yaxis, yticks)):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(lambda value, _: f"{value:g}")
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
+
+
+def loglog_png(
+    panels: Mapping[str, tuple[str, str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]], path, ncols: int = 3
+) -> str:
+    """One log-log panel per curve: {title: (xlabel, ylabel, {label: (x, y)})}. A label
+    starting "fit" is a fitted model (dashed, no markers); others are measured points."""
+    fig, axes = _grid(len(panels), ncols)
+    for ax, (title, (xlabel, ylabel, series)) in zip(axes, panels.items()):
+        for i, (label, (x, y)) in enumerate(series.items()):
+            fitted = label.startswith("fit")
+            style = (
+                {"linestyle": "--", "marker": None} if fitted else {"linestyle": "-", "marker": "o", "markersize": 3}
+            )
+            ax.plot(x, np.asarray(y, dtype=np.float64), color=COLORS[i % len(COLORS)], label=label, **style)
+        _log_ticks(ax, [v for x, _ in series.values() for v in x], [v for _, y in series.values() for v in y])
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=6)
+        _finish_axis(ax, title, xlabel)
+    bottom = max(0.08, 0.5 / fig.get_figheight())
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=bottom, hspace=0.6, wspace=0.35)
+    return _save(fig, path)
+
+
 def densities_png(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], path, ncols: int = 3) -> str:
     """One panel per quantity of densities on a shared grid: {title: (grid, {label: pdf})}
     (the mgeval intra-set / inter-set distance plots)."""

@@ -150,3 +150,83 @@ def test_family_bare_step_is_the_trainer_step(key, request, tmp_path, one_torch_
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+# -- scaling curves ------------------------------------------------------------------------------
+GROWTH_SIZES = [25, 50, 100, 200, 400, 800]
+
+
+@pytest.mark.parametrize(
+    ("truth", "overhead", "cost"),
+    [
+        ("linear", 0.2, lambda n: 0.2 + 0.01 * n),
+        ("n log n", 0.5, lambda n: 0.5 + 0.002 * n * math.log(n)),
+        ("quadratic", 1.0, lambda n: 1.0 + 3e-5 * n**2),
+    ],
+)
+def test_growth_fit_picks_the_model_that_made_the_data(truth, overhead, cost):
+    """Costs made by one model (with a fixed overhead, and with 1 % multiplicative noise) are
+    fitted best by that model, and its coefficients come back from the exact data."""
+    import numpy as np
+
+    from musicgan.benchmarks.growth import fit_growth
+
+    exact = [cost(n) for n in GROWTH_SIZES]
+    fit = fit_growth(GROWTH_SIZES, exact)
+    assert fit["best"] == truth, fit
+    assert fit["models"][truth]["relative_rms"] < 1e-9
+    assert fit["models"][truth]["a"] == pytest.approx(overhead, rel=1e-6)
+    noisy = exact * (1 + 0.01 * np.random.default_rng(0).standard_normal(len(exact)))
+    assert fit_growth(GROWTH_SIZES, noisy)["best"] == truth
+
+
+def test_loglog_slope_is_the_power_law_exponent():
+    from musicgan.benchmarks.growth import loglog_slope
+
+    assert loglog_slope(GROWTH_SIZES, [3.0 * n**1.5 for n in GROWTH_SIZES]) == pytest.approx(1.5)
+
+
+def test_growth_fit_keeps_coefficients_non_negative():
+    """A falling cost gets no negative growth term: the slope is dropped, a constant remains."""
+    from musicgan.benchmarks.growth import fit_growth
+
+    fit = fit_growth([10, 20, 40], [3.0, 2.0, 1.0])
+    assert all(m["a"] >= 0 and m["b"] >= 0 for m in fit["models"].values()), fit
+    assert fit["loglog_slope"] < 0
+
+
+@pytest.mark.slow
+def test_quick_scaling_curves_write_json_and_plots(tmp_path):
+    """`musicgan bench --scaling-curves --quick`: every curve with its points, fits and peak
+    RSS in the JSON, the four PNGs written."""
+    from musicgan.cli import main
+
+    out, plots = tmp_path / "curves.json", tmp_path / "plots"
+    assert main(["bench", "--scaling-curves", "--quick", "--out", str(out), "--plots", str(plots)]) == 0
+    results = json.loads(out.read_text())
+    names = {"step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden", "prepare_vs_songs", "evaluate_vs_songs"}
+    assert set(results["curves"]) == names
+    for name, curve in results["curves"].items():
+        assert len(curve["points"]) == 2 and not any("failed" in p for p in curve["points"]), name
+        for point in curve["points"]:
+            assert point[curve["time_key"]] > 0 and point[curve["cpu_key"]] > 0, name
+            assert 10 < point["peak_rss_mb"] < 100_000 and point["process_cpu_s"] > 0, name
+        for fit in ("fit_time", "fit_cpu_time", "fit_peak_rss"):
+            assert curve[fit]["best"] in ("linear", "n log n", "quadratic"), (name, fit)
+    steps = results["curves"]["step_vs_batch_size"]["points"]
+    assert [p["batch_rows"] for p in steps] == results["grid"]["batch_size"]
+    assert all(p["events_per_s"] == pytest.approx(p["batch_rows"] * p["batch_length"] / p["step_s"]) for p in steps)
+    prepared = results["curves"]["prepare_vs_songs"]["points"]
+    assert all(p["files"] > 0 and not p["torch_imported"] for p in prepared)  # RSS of prepare alone
+    assert results["cpu_s"]["children"] > 0 and "| step_vs_seq_len | CPU s |" in results["markdown"]
+    for name in ("scaling-step", "scaling-throughput", "scaling-data", "scaling-memory"):
+        assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_scaling_grid_rows_are_replaced_and_checked():
+    from musicgan.benchmarks.curves import parse_grid
+
+    grid = parse_grid(["seq_len=10,20", "prepare_songs=5,all"], "quick")
+    assert grid["seq_len"] == [10, 20] and grid["prepare_songs"] == [5, "all"]
+    with pytest.raises(ValueError, match="KEY=V1,V2"):
+        parse_grid(["depth=3"], "quick")
