@@ -313,6 +313,23 @@ def test_reference_window_auto_matches_generated_length(tmp_path, midi_folder):
     assert result["summary"]["short"]["overlap_area_mean"] > full["summary"]["short"]["overlap_area_mean"]
 
 
+def test_a_sets_numbers_do_not_depend_on_the_sets_evaluated_beside_it(tmp_path, midi_folder):
+    """Each set meets real windows of its own median length: a 40-note set scores the same
+    alone and beside a 12-note set listed first (it used to meet that set's 12-note windows)."""
+    short = write_folder(tmp_path / "short", [make_song(seed=200 + i, num_onsets=12) for i in range(6)])
+    longer = write_folder(tmp_path / "longer", [make_song(seed=300 + i, num_onsets=40) for i in range(6)])
+    common = dict(reference=str(midi_folder), cache_root=tmp_path / "c", report=False, calibrate=False)
+    alone = run_evaluate(generated=str(longer), out=str(tmp_path / "a"), echo=lambda _: None, **common)
+    beside = run_evaluate(
+        generated=str(short), compare=[str(longer)], out=str(tmp_path / "b"), echo=lambda _: None, **common
+    )
+    assert beside["sets"]["short"]["reference_window_notes"] < 30 < beside["sets"]["longer"]["reference_window_notes"]
+    assert beside["sets"]["longer"]["reference_window_notes"] == alone["sets"]["longer"]["reference_window_notes"]
+    for key in ("overlap_area_mean", "realism", "frechet"):
+        assert beside["summary"]["longer"][key] == alone["summary"]["longer"][key], key
+    assert beside["comparison"]["metric/tone_span"]["closer"] is not None
+
+
 def test_closer_picks_smaller_distance_and_reports_ties():
     from musicgan.metrics.compare import _closer
 

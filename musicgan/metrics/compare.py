@@ -140,16 +140,20 @@ def _closer(scores: dict[str, float]) -> str | None:
 
 def comparison_table(reference: dict, sets: dict) -> dict:
     """Per registry metric, mgeval feature and headline number: each set's value and which
-    set is closer to the reference ("tie" within TIE_TOLERANCE). A feature left out of the
-    headline numbers (reference["excluded_features"]) keeps its row, with closer None and
+    set is closer to the reference windows it met ("tie" within TIE_TOLERANCE). A feature left
+    out of the headline numbers (by any set's windows) keeps its row, with closer None and
     the reason as its rule: it is equal by construction, not a tie between the models."""
-    excluded = reference.get("excluded_features") or {}
-    table = {}
     names = list(sets)
+    excluded = dict(reference.get("excluded_features") or {})
+    for n in names:  # a feature fixed by any set's windows is left out for all
+        excluded.update(sets[n]["distances"].get("excluded_features") or {})
+    table = {}
     for metric in metric_names("all"):
         ref_mean = reference["metrics"][metric]["mean"]
         values = {n: sets[n]["metrics"][metric]["mean"] for n in names}
-        gaps = {n: abs(v - ref_mean) for n, v in values.items()}
+        # each set against the mean of the windows it met (its own length)
+        own = {n: sets[n].get("reference_metrics", reference["metrics"])[metric]["mean"] for n in names}
+        gaps = {n: abs(v - own[n]) for n, v in values.items()}
         table[f"metric/{metric}"] = {
             "reference": ref_mean,
             "values": values,

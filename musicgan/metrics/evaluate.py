@@ -18,13 +18,14 @@ metrics.json layout
 - calibration: the same numbers for real-vs-real (split vs train) and random notes vs
   train, so every figure can be read against its ceiling and floor
 - reference: source, split, number of songs, window_notes (length-matched excerpts, see
-  `crop_window`; null = whole songs), excluded_features ({feature: reason} reported but
+  `crop_window`; null = whole songs; the first set's: each set meets windows of its own
+  median length, sets.<set>.reference_window_notes), excluded_features ({feature: reason} reported but
   left out of every headline number, see `window_exclusions`), cache key/hit, per-metric
   {mean, std, n}
 - sets: {set: {kind, path, samples_dir, num_songs, num_empty, metrics, distances,
-  frechet, curves (runs), extra}}
-- comparison (with --compare): per metric, each set's value and the one closer to the
-  reference ("tie" within 0.1 %; null for a feature left out by the window); comparison_counts:
+  frechet, curves (runs), extra, reference_window_notes, reference_metrics (of its windows)}}
+- comparison (with --compare): per metric, each set's value and the one closer to its
+  reference windows ("tie" within 0.1 %; null for a feature left out by the window); comparison_counts:
   rows won per set, ties, rows not compared
 - definitions: what each headline number means
 
@@ -67,7 +68,7 @@ from musicgan.metrics.compare import (
 )
 from musicgan.metrics.distributions import SetStatistics, compare_features, compute_statistics, frechet_distance
 from musicgan.metrics.musegan import musegan_set_metric
-from musicgan.metrics.reference import load_reference, midi_files, read_song_or_none, window_exclusions
+from musicgan.metrics.reference import Reference, load_reference, midi_files, read_song_or_none, window_exclusions
 from musicgan.metrics.registry import summarize
 
 NUM_PIANO_ROLLS = 3  # per evaluated set
@@ -177,6 +178,7 @@ class EvaluatedSet:
     curves: dict = field(default_factory=dict)
     stats: SetStatistics | None = None
     examples: list[Song] = field(default_factory=list)
+    reference: Reference | None = None  # the real songs cut to this set's length
 
 
 def _resolve_set(path_str: str, force_run: bool | None, max_songs: int | None) -> EvaluatedSet:
@@ -282,17 +284,26 @@ def run_evaluate(
         )
         if s.stats.num_songs == 0:
             raise DataError(f"no readable MIDI files in {s.samples_dir}")
-    window = _window_notes(reference_window, ref.stats, sets[0].stats)
-    if window:
-        ref = load_reference(reference, split, max_songs, workers, cache_root, window, seed)
+    # Each set meets real windows of ITS OWN median length, so a set's numbers never depend on
+    # which other sets are evaluated beside it (with the first set's length for all, one MLE
+    # sample set scored overlap 0.614 or 0.477 depending on its neighbour's 20 or 48 notes).
+    whole, refs = ref, {}
+    for s in sets:
+        window = _window_notes(reference_window, whole.stats, s.stats)
+        if window not in refs:
+            refs[window] = (
+                load_reference(reference, split, max_songs, workers, cache_root, window, seed) if window else whole
+            )
+        s.reference = refs[window]
+    ref = sets[0].reference  # the reference block, the calibration and the report's real rows
 
-    exclude = window_exclusions(ref.window_notes)
     result_sets: dict[str, dict] = {}
     densities: dict[str, dict] = {}
     for s in sets:
-        distances = compare_features(ref.stats, s.stats, seed=seed, keep_densities=True, exclude=exclude)
+        exclude = window_exclusions(s.reference.window_notes)
+        distances = compare_features(s.reference.stats, s.stats, seed=seed, keep_densities=True, exclude=exclude)
         densities[s.name] = {f: e.pop("densities") for f, e in distances["features"].items() if "densities" in e}
-        frechet = frechet_distance(ref.stats, s.stats, seed=seed, exclude=exclude)
+        frechet = frechet_distance(s.reference.stats, s.stats, seed=seed, exclude=exclude)
         context = SetContext(s.name, s.kind, s.path, s.examples, ref.path, ref.kind, split, s.midi_paths)
         extra = {}
         for fn in [*SET_METRICS.values(), *extra_metrics]:
@@ -309,6 +320,8 @@ def run_evaluate(
             "curves": s.curves,
             "extra": extra,
             "summary": {**headline_numbers(distances, frechet, s.stats.num_songs), **extra},
+            "reference_window_notes": s.reference.window_notes,
+            "reference_metrics": summarize(s.reference.stats.metrics),  # of the windows it met
         }
 
     reference_block = {
@@ -317,8 +330,8 @@ def run_evaluate(
         "split": split if ref.kind == "shards" else None,
         "num_songs": ref.stats.num_songs,
         "num_empty": ref.stats.num_empty,
-        "window_notes": ref.window_notes,
-        "excluded_features": exclude,
+        "window_notes": ref.window_notes,  # the first set's; each set's: sets.<name>.reference_window_notes
+        "excluded_features": window_exclusions(ref.window_notes),
         "cache_key": ref.cache_key,
         "cache_hit": ref.cache_hit,
         "load_seconds": round(ref.seconds, 3),
