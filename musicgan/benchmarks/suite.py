@@ -120,6 +120,7 @@ def _step_shape(trainer) -> flops.StepShape:
         seq_len=cfg.curriculum.max_len,
         num_features=trainer.representation.num_features,
         noise_dim=generator.noise_dim,
+        shared_d_forward=cfg.model.crnngan_shared_d_forward,
     )
 
 
