@@ -41,9 +41,10 @@ class _LossThroughSharedForward(torch.autograd.Function):
     leaf with `torch.autograd.grad(..., inputs=leaf, retain_graph=True)` and hands it to the
     fakes, from where G's own backward carries on.
 
-    Input gradients only: no AccumulateGrad node of D runs, so neither D's DDP reducer nor
-    D's DeepSpeed engine sees this pass (docs/distributed-pitfalls.md), and D's graph is
-    kept for D's own backward, which the phase runs after G's."""
+    Input gradients only: no AccumulateGrad node of D runs, so D's DDP reducer does not see
+    this pass, and D's DeepSpeed engine neither: the forward ran through `engine.module`
+    (docs/distributed-pitfalls.md). D's graph is kept for D's own backward, which the phase
+    runs after G's."""
 
     @staticmethod
     def forward(ctx, fake, shared):  # shared = (loss, leaf): hidden from autograd on purpose
@@ -76,7 +77,12 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     fake_leaf = fake.detach().requires_grad_(shared)
     both = torch.cat([real, fake_leaf], dim=0)
     lengths = torch.cat([batch.lengths.to(ctx.device), torch.full_like(batch.lengths.to(ctx.device), seq_len)])
-    logits, features = ctx.run("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
+    # Shared: two backward passes read this graph (G's input-only one, then D's), so it is
+    # run through the forward each backend keeps for graphs differentiated more than once:
+    # DDP's wrapper, but DeepSpeed's engine.module, since a backward through the engine's
+    # own forward runs the engine's gradient reduction (an IndexError at ZeRO 1/2).
+    run_d = ctx.run_for_penalty if shared else ctx.run
+    logits, features = run_d("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
     real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
     d_loss, d_stats = losses.discriminator_loss(
         real_logits, fake_logits, real_mask, cfg.label_smoothing, fake_mask=fake_mask
