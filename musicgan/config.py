@@ -114,6 +114,11 @@ class ModelConfig:
     # C-RNN-GAN / MLE sampling with the generator's dropout active (the reference does; the
     # generator learns to ignore its noise, so eval-mode samples collapse to a few pitches).
     sample_dropout: bool = True
+    # C-RNN-GAN's adversarial step: G's loss from D's one forward on [real, fake] (true; D's
+    # dropout on the fakes is then one draw for both losses) or from a second, frozen D
+    # forward on the fakes (false: how the README's C-RNN-GAN results were measured).
+    # docs/training-engine.md, "C-RNN-GAN's shared discriminator forward".
+    crnngan_shared_d_forward: bool = True
     # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.
     rbm_hidden: int = positive(150)
     gibbs_steps: int = positive(15)  # k of CD-k during training

@@ -20,6 +20,7 @@ RATIOS = (
     "data_headroom_ratio",
     "ddp_scaling_ratio",
     "flops_utilisation",
+    "reference_port_ratio",
 )
 
 
@@ -38,6 +39,14 @@ def test_quick_suite_writes_json_with_every_ratio(tmp_path, capsys):
     assert step["trainer_step_s"] > 0 and step["bare_step_s"] > 0
     assert step["flops"]["step_flops"]["total"] > 0
     assert set(step["flops"]["matmul_flops_per_s"]) == {"large", "lstm_step"}
+    port = results["reference_port"]
+    assert port["shared_d_forward"] is True
+    assert port["port_step_s"] > 0 and port["musicgan_step_s"] > 0
+    assert port["events_per_step"] == 8 * 12  # the quick workload: batch 8, length 12
+    assert port["musicgan_events_per_s"] == pytest.approx(port["events_per_step"] / port["musicgan_step_s"])
+    assert port["reference_port_ratio"] == pytest.approx(port["port_step_s"] / port["musicgan_step_s"])
+    assert len(port["port_step_all_s"]) == len(port["musicgan_step_all_s"]) == 3  # 1 warm-up + 2
+    assert port["reference_port_ratio_cpu_time"] > 0
     assert {"1", "2"} <= results["data"]["stream"].keys()
     assert {"midi_folder", "music21_bach"} <= results["data"]["prepare"].keys()
     for entry in results["data"]["prepare"].values():
@@ -52,6 +61,7 @@ def test_quick_suite_writes_json_with_every_ratio(tmp_path, capsys):
     assert {"torch", "python", "date_utc", "cpu_count"} <= results["machine"].keys()
     # The Markdown table is printed and returned.
     table = results["markdown"]
+    assert "vs the public port's step" in table
     assert table.startswith("| Benchmark |") and "DDP scaling" in table and "prepare (files/s)" in table
     assert "| Family step |" in table and "musegan-critic" in table
     assert table in capsys.readouterr().out
@@ -230,3 +240,21 @@ def test_scaling_grid_rows_are_replaced_and_checked():
     assert grid["seq_len"] == [10, 20] and grid["prepare_songs"] == [5, "all"]
     with pytest.raises(ValueError, match="KEY=V1,V2"):
         parse_grid(["depth=3"], "quick")
+
+
+def test_port_step_trains_both_networks_the_port_way():
+    """The port-style reference really does the port's work at the benchmark's sizes: both
+    networks move, G's feature-matching loss is a sum of squares (>= 0), D's loss is the
+    clamped log loss (> 0)."""
+    from musicgan.benchmarks import reference_port
+
+    cfg = bench_config("unused", workload_overrides(quick=True))
+    torch.manual_seed(0)
+    nets = reference_port.build_port(cfg, 4)
+    before = {n: [p.clone() for p in m.parameters()] for n, m in (("g", nets.generator), ("d", nets.discriminator))}
+    real = torch.rand(8, 12, 4)
+    g_loss, d_loss = reference_port.port_step(nets, real)
+    assert g_loss >= 0 and d_loss > 0
+    for name, module in (("g", nets.generator), ("d", nets.discriminator)):
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), name
+    assert isinstance(nets.discriminator.lstm, torch.nn.LSTM) and nets.discriminator.lstm.bidirectional

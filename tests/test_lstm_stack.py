@@ -313,3 +313,37 @@ def test_a_gradient_penalty_through_the_hand_written_kernels_fails_in_one_line()
         torch.autograd.grad(out.sum(), next(generator.parameters()), create_graph=True)
     grads = torch.autograd.grad(critic(x, None)[0].sum(), x)  # first order still works
     assert grads[0].shape == x.shape and torch.isfinite(grads[0]).all()
+
+
+def test_input_only_gradient_on_some_rows_equals_nn_lstm_and_skips_the_rest():
+    """`autograd.grad(..., inputs=x)` through trainable stacks with an upstream gradient on a
+    block of rows only (C-RNN-GAN's G loss on D's shared forward): x's gradient equals
+    nn.LSTM's, and the backward does no weight-gradient products and only the live rows'."""
+    lstms = _stacks(2, 3, 6, 2, 0.0, True)
+    x = torch.rand(7, 5, 3, dtype=torch.float64, requires_grad=True)
+    upstream = torch.zeros(7, 5, 6, dtype=torch.float64)
+    upstream[:, 2:4] = torch.rand(7, 2, 6, dtype=torch.float64)
+
+    def input_gradient(fast):
+        outs = run_lstm_stacks(lstms, [x, x.flip(0)]) if fast else [lstms[0](x)[0], lstms[1](x.flip(0))[0]]
+        loss = sum((o * upstream).sum() for o in outs)
+        return torch.autograd.grad(loss, x)[0], loss
+
+    got, loss = input_gradient(True)
+    want, _ = input_gradient(False)
+    torch.testing.assert_close(got, want, **F64)
+    assert got[:, [0, 1, 4]].abs().sum() == 0 and got[:, 2:4].abs().sum() > 0
+
+    def backward_flops(upstream, weights):
+        outs = run_lstm_stacks(lstms, [x, x.flip(0)])
+        loss = sum((o * upstream).sum() for o in outs)
+        inputs = [x, *lstms[0].parameters()] if weights else [x]
+        return flops.count_with_flop_counter(lambda: torch.autograd.grad(loss, inputs))
+
+    every_row = torch.rand(7, 5, 6, dtype=torch.float64) + 0.1
+    rows_2_3 = every_row * (torch.arange(5) // 2 == 1).view(1, 5, 1)
+    full = backward_flops(every_row, weights=False)
+    live_only = backward_flops(rows_2_3, weights=False)
+    with_weights = backward_flops(rows_2_3, weights=True)
+    assert 0 < live_only <= 0.45 * full, (live_only, full)  # 2 of 5 rows
+    assert with_weights > 1.5 * live_only, (with_weights, live_only)  # weight products skipped without

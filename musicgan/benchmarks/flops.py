@@ -34,6 +34,7 @@ class StepShape:
     num_features: int
     noise_dim: int
     d_stacks: int = 2  # "separate" layout: a forward and a backward stack; "interleaved" is counted alike
+    shared_d_forward: bool = True  # model.crnngan_shared_d_forward: G's loss reuses D's forward on the fakes
 
 
 def generator_forward_flops(s: StepShape) -> float:
@@ -59,9 +60,11 @@ def discriminator_forward_flops(s: StepShape, batch_size: int) -> float:
 
 
 def training_step_flops(s: StepShape) -> dict[str, float]:
-    """Products of one adversarial step (D on real+fake with its update, D frozen on fake for
-    G's loss, G's update). Backward of a product = 2 products (input and weight gradients);
-    through the frozen D only input gradients flow (1 product)."""
+    """Products of one adversarial step (D on real+fake with its update, G's loss through D
+    on the fakes, G's update). Backward of a product = 2 products (input and weight
+    gradients); for G's loss only input gradients flow back through D (1 product), on the
+    fake rows only. With the shared forward (the default) G's loss reuses D's forward on
+    the fakes: no second D forward is done, so none is counted."""
     g_forward = generator_forward_flops(s)
     # Backward: input and weight gradients of every product, except the noise's input gradient.
     g_backward = 2 * g_forward - 2.0 * s.batch_size * s.seq_len * s.noise_dim * s.g_hidden
@@ -72,7 +75,7 @@ def training_step_flops(s: StepShape) -> dict[str, float]:
         "generator_backward": g_backward,
         "discriminator_forward_real_fake": d_forward_both,
         "discriminator_backward_real_fake": 2 * d_forward_both,
-        "discriminator_forward_frozen_fake": d_forward_fake,
+        "discriminator_forward_frozen_fake": 0.0 if s.shared_d_forward else d_forward_fake,
         "discriminator_backward_frozen_fake": d_forward_fake,
     }
     parts["total"] = sum(parts.values())

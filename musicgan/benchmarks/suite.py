@@ -5,6 +5,8 @@
   data_headroom_ratio     shard streaming samples/s (1 worker) / trainer samples/s (>= 20)
   ddp_scaling_ratio       samples/s with 2 ranks / 1 rank, one thread each (>= 1.7)
   flops_utilisation       training step FLOP/s / measured large-matmul FLOP/s (>= 0.8)
+  reference_port_ratio    musicgan's events/s / the public PyTorch port's step written in its
+                          style (reference_port.py), timed in alternation (>= 2)
   families                every other family's real step vs a bare step of it (families.py;
                           a table per family, ratio real / bare throughput, >= 0.95 like the first)
 
@@ -37,6 +39,7 @@ TARGETS = {
     "data_headroom_ratio": 20.0,
     "ddp_scaling_ratio": 1.7,
     "flops_utilisation": 0.8,
+    "reference_port_ratio": 2.0,
 }
 
 # Repetitions per mode. Full: the paper preset; quick: toy sizes, just the plumbing.
@@ -56,6 +59,8 @@ SETTINGS = {
         "large_matmul": 2048,
         "family_warmup": 3,
         "family_repeats": 9,
+        "port_warmup": 2,
+        "port_repeats": 9,
         "threads": None,
     },
     "quick": {
@@ -73,6 +78,8 @@ SETTINGS = {
         "large_matmul": 512,
         "family_warmup": 1,
         "family_repeats": 2,
+        "port_warmup": 1,
+        "port_repeats": 2,
         "threads": 1,
     },
 }
@@ -120,6 +127,7 @@ def _step_shape(trainer) -> flops.StepShape:
         seq_len=cfg.curriculum.max_len,
         num_features=trainer.representation.num_features,
         noise_dim=generator.noise_dim,
+        shared_d_forward=cfg.model.crnngan_shared_d_forward,
     )
 
 
@@ -248,6 +256,51 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
         trainer.backend.close()
 
 
+def bench_reference_port(data_dir: Path, run_dir: Path, overrides: list[str], s: dict) -> dict:
+    """musicgan's real training loop (world 1, replayed batch) against the port-style step
+    (reference_port.py) on the same batch, one port step after each trainer iteration;
+    events/s = batch x length / step seconds, medians after warm-up."""
+    from musicgan.benchmarks import reference_port
+    from musicgan.distributed.env import init_distributed
+
+    cfg = workload.bench_config(str(data_dir), overrides)
+    env = init_distributed(cfg.dist.timeout_s)
+    trainer = trainer_step.build_trainer(cfg, run_dir, env)
+    try:
+        batch = trainer_step.first_batch(trainer, cfg.curriculum.max_len)
+        real = batch.x.to(env.device)
+        port = reference_port.build_port(cfg, trainer.representation.num_features)
+        port.generator.to(env.device)
+        port.discriminator.to(env.device)
+        wall: list[float] = []
+        cpu: list[float] = []
+
+        def between():
+            cpu_start = time.process_time()
+            wall.append(time_call(lambda: reference_port.port_step(port, real), env.device))
+            cpu.append(time.process_time() - cpu_start)
+
+        warmup = s["port_warmup"]
+        ours_wall, ours_cpu = trainer_step.run_trainer_steps(trainer, batch, warmup + s["port_repeats"] + 1, between)
+        events = real.shape[0] * real.shape[1]
+        ours_s, port_s = median(ours_wall[warmup:]), median(wall[warmup:])
+        return {
+            "events_per_step": events,
+            "musicgan_step_s": ours_s,
+            "port_step_s": port_s,
+            "musicgan_events_per_s": events / ours_s,
+            "port_events_per_s": events / port_s,
+            "reference_port_ratio": port_s / ours_s,
+            "reference_port_ratio_cpu_time": median(cpu[warmup:]) / median(ours_cpu[warmup:]),
+            "shared_d_forward": cfg.model.crnngan_shared_d_forward,
+            "musicgan_step_all_s": ours_wall,
+            "port_step_all_s": wall,
+        }
+    finally:
+        trainer.logger.close()
+        trainer.backend.close()
+
+
 def bench_data(midi_dir: Path, data_dir: Path, overrides: list[str], s: dict, quick: bool) -> dict:
     cfg = workload.bench_config(str(data_dir), overrides)
     from musicgan.data.shards import split_urls
@@ -333,6 +386,7 @@ def markdown_table(r: dict) -> str:
             f"{fl['matmul_flops_per_s']['lstm_step'] / 1e9:.3g} "
             f"(LSTM-step product) GFLOP/s" + _cpu_utilisation(fl),
         ),
+        _port_row(r),
     ]
     prep = data["prepare"]
     lines = ["| Benchmark | Figure | Target | Status | Detail |", "|---|---|---|---|---|"]
@@ -353,6 +407,19 @@ def markdown_table(r: dict) -> str:
         f"{m.get('load_average_1min_end')} at end."
     )
     return "\n".join(lines)
+
+
+def _port_row(r: dict) -> tuple[str, ...]:
+    port = r["reference_port"]
+    return (
+        "Events/s vs the public port's step (musicgan / port, world 1)",
+        f"{r['reference_port_ratio']:.2f}x",
+        ">= 2",
+        _status("reference_port_ratio", r["reference_port_ratio"]),
+        f"{port['musicgan_events_per_s']:.0f} vs {port['port_events_per_s']:.0f} events/s "
+        f"({1e3 * port['musicgan_step_s']:.0f} vs {1e3 * port['port_step_s']:.0f} ms per step); "
+        f"from CPU time {port['reference_port_ratio_cpu_time']:.2f}x",
+    )
 
 
 def _cpu_utilisation(fl: dict) -> str:
@@ -394,6 +461,13 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
                 lambda: bench_training_step(data_dir, root / "run", overrides, s, device),
                 out,
             )
+            _section(
+                results,
+                "reference_port",
+                "training step: musicgan vs the public port's step",
+                lambda: bench_reference_port(data_dir, root / "run-port", overrides, s),
+                out,
+            )
             _section(results, "generator", "generator loop", lambda: _bench_generator(quick, s, device), out)
             _section(
                 results,
@@ -430,6 +504,7 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
     results["data_headroom_ratio"] = results["data"]["stream"]["1"]["samples_per_s"] / step["samples_per_s"]
     results["ddp_scaling_ratio"] = results["scaling"].get("ddp_scaling_ratio", float("nan"))
     results["flops_utilisation"] = step["flops_utilisation"]
+    results["reference_port_ratio"] = results["reference_port"]["reference_port_ratio"]
     results["machine"]["load_average_1min_end"] = machine_load()
     results["markdown"] = markdown_table(results) + "\n\n" + families.markdown_table(results["families"])
     print(results["markdown"], flush=True)

@@ -9,7 +9,8 @@ loading is excluded from both sides.
 
 The bare step is the same math written out by hand on copies of the same networks: G's
 free-running forward, D on real and (detached) fake in one batch, BCE and feature-matching
-losses with the L2 penalty, then for G and for D: zero_grad, backward, clip_grad_norm_,
+losses with the L2 penalty (G's from that same D forward, or from a second frozen one with
+`model.crnngan_shared_d_forward=false`), then for G and for D: zero_grad, backward, clip_grad_norm_,
 SGD step. `test_bench.py` holds the two equal (weights after a step) so the comparison is
 of identical work.
 """
@@ -194,15 +195,20 @@ def bare_step(nets: BareNets, batch, cfg, device: torch.device) -> tuple[float, 
     batch_size, seq_len = real.shape[0], real.shape[1]
     real_w = losses.valid_steps(lengths, seq_len).to(real.dtype)  # (B, T)
 
+    shared = cfg.model.crnngan_shared_d_forward
     fake = run_g("forward", batch_size, seq_len)  # (B, T, F)
-    both = torch.cat([real, fake.detach()])
+    fake_leaf = fake.detach().requires_grad_(shared)
+    both = torch.cat([real, fake_leaf])
     logits, features = run_d("forward", both, torch.cat([lengths, torch.full_like(lengths, seq_len)]))
     real_bce = F.binary_cross_entropy_with_logits(logits[:batch_size], torch.ones_like(real_w), reduction="none")
     fake_bce = F.binary_cross_entropy_with_logits(logits[batch_size:], torch.zeros_like(real_w), reduction="none")
     d_loss = (real_bce * real_w).sum() / real_w.sum().clamp_min(1.0) + fake_bce.mean()
 
-    with frozen_parameters(discriminator):
-        _, fake_features = discriminator(fake, None)
+    if shared:  # G's loss from the same forward (musicgan's default)
+        fake_features = features[batch_size:]
+    else:
+        with frozen_parameters(discriminator):
+            _, fake_features = discriminator(fake, None)
     # Feature matching (batch means per step over the real rows' valid steps).
     w = real_w.unsqueeze(-1)  # (B, T, 1)
     rows = w.sum(0).clamp_min(1.0)  # (T, 1)
@@ -210,6 +216,12 @@ def bare_step(nets: BareNets, batch, cfg, device: torch.device) -> tuple[float, 
     steps = (w.sum(0).squeeze(-1) > 0).to(per_step.dtype)
     g_loss = (per_step * steps).sum() / steps.sum().clamp_min(1.0)
 
+    if shared:
+        # Its gradient w.r.t. the fakes (input gradients only: D's weights get none), pushed
+        # into G by a surrogate whose gradient is exactly that; the value stays g_loss's.
+        (fake_grad,) = torch.autograd.grad(g_loss, fake_leaf, retain_graph=True)
+        surrogate = (fake * fake_grad).sum()
+        g_loss = surrogate + (g_loss - surrogate).detach()
     l2, clip = cfg.optim.l2, cfg.optim.grad_clip
     g_total = g_loss + _l2(generator, l2)
     d_total = d_loss + _l2(discriminator, l2)

@@ -49,8 +49,9 @@ class TrainBackend:
         raise NotImplementedError
 
     def penalty_module(self, name: str) -> nn.Module:
-        """Like `train_module`, for a forward whose loss is differentiated twice (a gradient
-        penalty). DDP: the wrapper itself, run ONCE per backward on cat(real, fake, x̂)
+        """Like `train_module`, for a forward whose graph is differentiated twice (a gradient
+        penalty; C-RNN-GAN's shared D forward, whose graph G's input-only backward reads
+        before D's). DDP: the wrapper itself, run ONCE per backward on cat(real, fake, x̂)
         (exact; never static_graph, which is silently wrong with a penalty)."""
         return self.train_module(name)
 

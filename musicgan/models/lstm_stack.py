@@ -412,9 +412,21 @@ class _LSTMStackFunction(torch.autograd.Function):
         hs = list(lower_hs) + [output]
         layer_inputs = [x] + list(upper_inputs)
         num_layers = len(layer_params) // 3
-        stacks, seq_len, batch, hidden = output.shape
+        full_batch = output.shape[2]
+        first, stop = _live_rows(grad_output)
+        if (first, stop) != (0, full_batch):
+            # Rows outside [first, stop) get no gradient from above, hence none at all (the
+            # rows of an LSTM never mix): backpropagate through the live rows only. C-RNN-GAN's
+            # G loss on D's shared [real, fake] forward reaches the fake half only.
+            def live(arrays):
+                return [a.narrow(2, first, stop - first) for a in arrays]
+
+            gates, cells, tanh_cells, hs, layer_inputs = map(live, (gates, cells, tanh_cells, hs, layer_inputs))
+            masks = None if masks is None else masks.narrow(3, first, stop - first)
+            grad_output = grad_output.narrow(2, first, stop - first)
+        stacks, seq_len, batch, hidden = grad_output.shape
         rows = seq_len * batch
-        needs = ctx.needs_input_grad
+        needs = _wanted_gradients(ctx)
         # Scratch: the gate gradients (reused layer after layer), the gradient reaching the
         # outputs of the layer below.
         h_shape = (stacks, seq_len, batch, hidden)
@@ -449,9 +461,38 @@ class _LSTMStackFunction(torch.autograd.Function):
                     grad_below.mul_(masks[:, layer - 1])
                 grad_hs = grad_below
             elif needs[0]:
-                grad_x = torch.bmm(flat_grad_gates, w_ih).view(x.shape)
+                grad_x = torch.bmm(flat_grad_gates, w_ih).view(stacks, seq_len, batch, -1)
+                if batch != full_batch:
+                    live_grad_x, grad_x = grad_x, x.new_zeros(x.shape)
+                    grad_x.narrow(2, first, batch).copy_(live_grad_x)
         WORKSPACE.give(scratch)
         return grad_x, None, *grads
+
+
+def _live_rows(grad_output: torch.Tensor) -> tuple[int, int]:
+    """[first, stop) of the batch rows (dim 2 of (S, T, B, H)) whose upstream gradient is not
+    all zero; the whole batch when every row (or none) is live. One pass over the gradient."""
+    live = grad_output.ne(0).any(dim=3).any(dim=1).any(dim=0).nonzero()
+    if live.numel() == 0:
+        return 0, grad_output.shape[2]
+    return int(live[0]), int(live[-1]) + 1
+
+
+def _wanted_gradients(ctx) -> list[bool]:
+    """`ctx.needs_input_grad`, less the inputs whose gradient this backward pass drops: a
+    `torch.autograd.grad(..., inputs=x)` through trainable weights (C-RNN-GAN's G loss on
+    D's shared forward) asks for x's gradient only, and each weight gradient would cost a
+    product over all T*B rows for nothing. Asks the autograd engine which nodes it will run
+    (`torch._C._will_engine_execute_node`, what torch's own graph hooks use); where that is
+    unavailable, computes every gradient (correct, slower)."""
+    needs = list(ctx.needs_input_grad)
+    try:
+        for index, (node, _) in enumerate(ctx.next_functions):
+            if needs[index] and node is not None and not torch._C._will_engine_execute_node(node):
+                needs[index] = False
+    except (AttributeError, RuntimeError):
+        pass
+    return needs
 
 
 def lstm_parameters(lstm: nn.LSTM) -> list[list[torch.Tensor]]:

@@ -108,8 +108,9 @@ class StepContext:
         return self.backend.train_module(name)(method, *args, **kwargs)
 
     def run_for_penalty(self, name: str, method: str, *args, **kwargs):
-        """`run` for a loss that is differentiated twice (a gradient penalty): each backend
-        picks the forward that double backward works through (DDP wrapper / engine.module)."""
+        """`run` for a graph that is differentiated twice (a gradient penalty; a forward two
+        backward passes read, as C-RNN-GAN's shared D forward): each backend picks the
+        forward that works through (DDP wrapper / engine.module)."""
         return self.backend.penalty_module(name)(method, *args, **kwargs)
 
     def module(self, name: str) -> torch.nn.Module:

@@ -34,9 +34,36 @@ def mle_step(ctx: StepContext, batch) -> StepOutput:
     return StepOutput({"generator": with_l2(ctx, "generator", loss)}, {"mle": loss.detach()})
 
 
+class _LossThroughSharedForward(torch.autograd.Function):
+    """G's loss, computed from D's shared forward on a detached copy of the fakes (a leaf),
+    as a node of G's graph: forward returns the loss's value; backward (run only when G's
+    update runs, so a G held by freezing costs nothing) takes the loss's gradient w.r.t. that
+    leaf with `torch.autograd.grad(..., inputs=leaf, retain_graph=True)` and hands it to the
+    fakes, from where G's own backward carries on.
+
+    Input gradients only: no AccumulateGrad node of D runs, so D's DDP reducer does not see
+    this pass, and D's DeepSpeed engine neither: the forward ran through `engine.module`
+    (docs/distributed-pitfalls.md). D's graph is kept for D's own backward, which the phase
+    runs after G's."""
+
+    @staticmethod
+    def forward(ctx, fake, shared):  # shared = (loss, leaf): hidden from autograd on purpose
+        ctx.shared = shared
+        return shared[0].detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        loss, leaf = ctx.shared
+        (leaf_grad,) = torch.autograd.grad(loss, leaf, retain_graph=True)
+        return grad * leaf_grad, None
+
+
 def adversarial_step(ctx: StepContext, batch) -> StepOutput:
-    """One G forward; D on real and fake in one batch; G's loss through D's plain module."""
+    """One G forward; D on real and fake in one batch through D's wrapper; G's loss from that
+    same forward (`model.crnngan_shared_d_forward`, the default) or from a second forward of
+    D's plain module, frozen, on the fakes (false: how the README's results were measured)."""
     cfg = ctx.cfg.train
+    shared = ctx.cfg.model.crnngan_shared_d_forward
     real = batch.x.to(ctx.device)  # (B, T, F)
     batch_size, seq_len = real.shape[0], real.shape[1]
     real_mask = losses.valid_steps(batch.lengths.to(ctx.device), seq_len)
@@ -45,19 +72,31 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     fake = ctx.run("generator", "forward", batch_size, seq_len)  # (B, T, F)
 
     # D's loss: real and (detached) fake through the DDP wrapper in ONE forward, so DDP sees
-    # one forward per backward and the sequences share the kernels.
-    both = torch.cat([real, fake.detach()], dim=0)
+    # one forward per backward and the sequences share the kernels. With the shared forward
+    # the detached fakes are a leaf that wants a gradient: G's loss reads it.
+    fake_leaf = fake.detach().requires_grad_(shared)
+    both = torch.cat([real, fake_leaf], dim=0)
     lengths = torch.cat([batch.lengths.to(ctx.device), torch.full_like(batch.lengths.to(ctx.device), seq_len)])
-    logits, features = ctx.run("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
+    # Shared: two backward passes read this graph (G's input-only one, then D's), so it is
+    # run through the forward each backend keeps for graphs differentiated more than once:
+    # DDP's wrapper, but DeepSpeed's engine.module, since a backward through the engine's
+    # own forward runs the engine's gradient reduction (an IndexError at ZeRO 1/2).
+    run_d = ctx.run_for_penalty if shared else ctx.run
+    logits, features = run_d("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
     real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
     d_loss, d_stats = losses.discriminator_loss(
         real_logits, fake_logits, real_mask, cfg.label_smoothing, fake_mask=fake_mask
     )
 
-    # G's loss: D's plain module with its parameters frozen (never D's DDP wrapper / engine
-    # inside G's step: see docs/distributed-pitfalls.md), gradients flow only into G.
-    with ctx.frozen("discriminator") as discriminator:
-        g_logits, g_features = discriminator(fake, None)
+    if shared:
+        # The same logits and features, so D's dropout masks on the fakes are ONE draw for
+        # both losses (the two-forward path draws a second set for G's; docs/training-engine.md).
+        g_logits, g_features = fake_logits, features[batch_size:]
+    else:
+        # D's plain module with its parameters frozen (never D's DDP wrapper / engine inside
+        # G's step: see docs/distributed-pitfalls.md), gradients flow only into G.
+        with ctx.frozen("discriminator") as discriminator:
+            g_logits, g_features = discriminator(fake, None)
     g_adversarial = losses.generator_loss(g_logits, fake_mask)
     if cfg.feature_matching:
         # Compared on the steps the real rows have (padding carries no features).
@@ -66,6 +105,8 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
         )
     else:
         g_loss = g_adversarial
+    if shared:
+        g_loss = _LossThroughSharedForward.apply(fake, (g_loss, fake_leaf))
 
     # The freezing rule compares D's log-loss with G's ADVERSARIAL loss (feature matching
     # trains G on a distance whose scale has nothing to do with D's), both without l2.
