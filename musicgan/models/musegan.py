@@ -630,9 +630,17 @@ CRITICS = {"v3": V3Critic, "paper": PaperCritic}
 
 
 def build_musegan(
-    geometry: MuseGANGeometry, arch: str = "v3", mode: str = "hybrid", track_names=None
+    geometry: MuseGANGeometry,
+    arch: str = "v3",
+    mode: str = "hybrid",
+    track_names=None,
+    initial_on_share: float = V3_INITIAL_ON_SHARE,
 ) -> tuple[nn.Module, nn.Module]:
-    """(generator, critic) of `arch` in `mode`; ConfigError on an impossible geometry."""
+    """(generator, critic) of `arch` in `mode`; ConfigError on an impossible geometry.
+    `initial_on_share`: v3 G's share of cells on at init (the paper G has no final batch norm)."""
     check_geometry(geometry, arch)
     latent_layout(arch, mode, geometry.num_tracks)  # validates the mode
-    return GENERATORS[arch](geometry, mode, track_names), CRITICS[arch](geometry, track_names)
+    generator = GENERATORS[arch](geometry, mode, track_names)
+    if arch == "v3":
+        generator.start_with_on_share(initial_on_share)
+    return generator, CRITICS[arch](geometry, track_names)
