@@ -155,6 +155,8 @@ class ModelConfig:
     musegan_mode: str = "hybrid"  # MuseGAN latents: jamming | composer | hybrid
     musegan_arch: str = "v3"  # MuseGAN networks: v3 (compact 3-D convs) | paper (v1 bar generators)
     musegan_width_scale: float = positive(1.0)  # every MuseGAN layer width times this (small config: 0.25)
+    # v3 G's share of cells on at init (its last batch norm's shift; 0.5 = torch's default shift 0)
+    musegan_initial_on_share: float = between(0.02, 0.0, 0.5, low_open=True)
     # SeqGAN (model.name=seqgan; training/families/seqgan.py): D objective, K rollouts per
     # prefix, the rollout copy's delay (0 = an exact copy of G), D's embedding, filter table
     # and L2 weight on its output layer.

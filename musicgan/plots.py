@@ -309,6 +309,8 @@ def song_multitrack_png(song: Song, path, title: str | None = None, steps_per_be
     from musicgan.metrics.musegan import song_bars, song_tracks
 
     tracks = song_tracks(song)
+    if not tracks:  # a sample with no notes at all (a sparse generator writes some): an empty roll
+        return piano_roll_png(song, path, title)
     bars = [song_bars(song, notes, steps_per_beat) for notes, _, _ in tracks]  # (N, S, 128) each
     roll = np.stack([b.reshape(-1, b.shape[2]) for b in bars], axis=1)  # (T, K, 128)
     used = np.nonzero(roll.any(axis=(0, 1)))[0]

@@ -47,7 +47,10 @@ def test_debug_run_follows_the_critic_schedule_and_samples_four_tracks(bach_shar
     from musicgan.training.loop import train
     from musicgan.training.sampling import sample_run
 
-    result = train(musegan_cfg(bach_shards, "train.max_steps=8"), tmp_path / "run")
+    # Half the cells on at init (torch's default), so that the toy G's samples hold notes.
+    result = train(
+        musegan_cfg(bach_shards, "train.max_steps=8", "model.musegan_initial_on_share=0.5"), tmp_path / "run"
+    )
     rows = read_rows(tmp_path / "run")
     # Warm-up: 2 critic steps for the first generator step, then 5 per generator step.
     assert [r["updates/generator"] for r in rows] == [0, 1, 1, 1, 1, 1, 2, 2]
@@ -121,10 +124,12 @@ def test_linear_lr_decay_follows_generator_steps(bach_shards, tmp_path):
 
 
 def _critic_only_rows(data: Path, run_dir: Path, gp_weight: float) -> list[dict]:
-    """40 critic steps (G waits for the end of a 40-step warm-up run), a fast critic."""
+    """40 critic steps (G waits for the end of a 40-step warm-up run), a fast critic, and a
+    G with half its cells on (torch's default shift), so real and fake batches lie far apart."""
     from musicgan.training.loop import train
 
     overrides = ["train.critic_warmup=40", "train.critic_warmup_g_steps=1", "train.max_steps=39", "optim.d_lr=0.01"]
+    overrides.append("model.musegan_initial_on_share=0.5")
     train(musegan_cfg(data, f"train.gp_weight={gp_weight}", *overrides), run_dir)
     return read_rows(run_dir)[-8:]
 

@@ -351,3 +351,16 @@ def test_window_wrappers_speak_the_multitrack_layout(arch):
     z = draw_latent(2, generator.latent_dim, 0.1)
     torch.testing.assert_close(steps, steps_from_phrases(generator(z)))  # same draw, same phrase
     torch.testing.assert_close(window_d(steps), critic(phrases_from_steps(steps, TOY[arch])))
+
+
+def test_v3_generator_starts_near_the_density_of_piano_rolls():
+    # Issue 18: with batch norm's default shift the last layer starts with ~half the cells
+    # on, so the critic's only early signal is "fewer notes", one gradient for all samples.
+    torch.manual_seed(0)
+    generator = build_musegan(SMALL_V3, "v3", "hybrid")[0]
+    with torch.no_grad():
+        on = (generator(draw_latent(32, generator.latent_dim, truncated=True)) > 0).float().mean().item()
+        assert 0.005 < on < 0.08
+        generator.start_with_on_share(0.5)  # torch's default: about half on
+        half = (generator(draw_latent(32, generator.latent_dim, truncated=True)) > 0).float().mean().item()
+    assert 0.3 < half < 0.7

@@ -30,3 +30,14 @@ def test_each_track_gets_its_panel_and_colour_with_bar_lines():
 def test_multitrack_png_writes_a_picture(tmp_path):
     path = multitrack_png(_roll(), ["Soprano", "Bass"], 16, tmp_path / "roll.png", title="sample")
     assert (tmp_path / "roll.png").stat().st_size > 1000 and path.endswith("roll.png")
+
+
+def test_a_multitrack_sample_with_no_notes_still_gets_its_picture(tmp_path):
+    # A sparse MuseGAN generator can write a phrase with no notes: np.stack of no tracks failed.
+    from pathlib import Path
+
+    from musicgan.data.song import Song
+    from musicgan.plots import song_multitrack_png
+
+    song = Song(notes=np.zeros((0, 7)), tracks=["Soprano", "Alto"])
+    assert Path(song_multitrack_png(song, tmp_path / "empty.png")).is_file()

@@ -208,7 +208,11 @@ class MuseGAN(ModelFamily):
     def build_networks(self, representation):
         m = self.cfg.model
         generator, critic = build_musegan(
-            geometry_for(self.cfg, representation), m.musegan_arch, m.musegan_mode, representation.track_names
+            geometry_for(self.cfg, representation),
+            m.musegan_arch,
+            m.musegan_mode,
+            representation.track_names,
+            m.musegan_initial_on_share,
         )
         return {"generator": WindowGenerator(generator, *LATENTS[m.musegan_arch]), "critic": WindowCritic(critic)}
 
