@@ -250,8 +250,8 @@ def run_evaluate(
     metrics run in addition to the registered `SET_METRICS`; report=False writes
     metrics.json only (no pictures, audio or index.html: sweeps).
     reference_window: compare against one window of this many notes per real song
-    (`crop_window`); "auto" (default) uses the median note count of the first evaluated
-    set when that is below the reference's median (generated excerpts vs whole songs would
+    (`crop_window`); "auto" (default) uses, for each evaluated set, its own median note
+    count when that is below the reference's median (generated excerpts vs whole songs would
     otherwise differ in length alone); None compares whole songs.
     """
     if (run is None) == (generated is None):
