@@ -330,9 +330,7 @@ def _default_tracks(geometry: MuseGANGeometry, track_names) -> list[str]:
 class V3Generator(nn.Module):
     """v3 generator: latent (B, latent_dim) -> phrase (B, K, N, S, P) in (-1, 1)."""
 
-    def __init__(
-        self, geometry: MuseGANGeometry, mode: str = "hybrid", track_names=None, initial_on_share=V3_INITIAL_ON_SHARE
-    ) -> None:
+    def __init__(self, geometry: MuseGANGeometry, mode: str = "hybrid", track_names=None) -> None:
         super().__init__()
         check_geometry(geometry, "v3")
         g, k = geometry, geometry.num_tracks
@@ -356,11 +354,10 @@ class V3Generator(nn.Module):
             *_up3d(k * w128, k * w32, (1, t3, 1), (1, t3, 1), k), *_up3d(k * w32, k * w16, octave, octave, k)
         )
         self.merge = nn.Sequential(PatchConvTranspose3d(2 * k * w16, k, 1, groups=k), nn.BatchNorm3d(k))
-        self.start_with_on_share(initial_on_share)
 
     def start_with_on_share(self, share: float) -> None:
         """Shift the last batch norm so that a unit-normal pre-activation is > 0 (a cell on)
-        with probability `share` (0.5: torch's default shift 0)."""
+        with probability `share` (0.5: torch's default shift 0); `build_musegan` applies it."""
         with torch.no_grad():
             self.merge[1].bias.fill_(-torch.special.ndtri(torch.tensor(1.0 - share)).item())
 
