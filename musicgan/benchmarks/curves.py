@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import median
+from statistics import median  # not timing.median: that module imports torch, which a prepare point must not
 
 from musicgan.benchmarks import growth
 
