@@ -107,6 +107,17 @@ def test_two_ranks_resume_in_a_critic_run_equals_straight_run(bach_shards, tmp_p
     assert_same_networks(straight, resumed)
 
 
+def test_two_ranks_resume_inside_the_learning_rate_decay_equals_straight_run(bach_shards, tmp_path):
+    """The decay is the phase's `lr_factors`, set by the trainer before every step from the
+    step counter: a run resumed in the middle of it takes the same (decayed) rates and ends
+    with the same weights as the straight run."""
+    decay = ["optim.lr_decay_start=0", "optim.lr_decay_end=4"]
+    _train_runs(bach_shards, tmp_path, [("ddp", decay), ("ddp-resumed", decay)])
+    straight, resumed = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "ddp-resumed")
+    assert straight["step"] == resumed["step"] == STEPS and resumed["updates"] == straight["updates"]
+    assert_same_networks(straight, resumed)
+
+
 def test_linear_lr_decay_follows_generator_steps(bach_shards, tmp_path):
     from musicgan.training.loop import train
 
