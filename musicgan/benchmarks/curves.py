@@ -103,14 +103,10 @@ def step_point(data_dir: str, overrides: list[str], steps: int, warmup: int, run
 
     cfg = workload.bench_config(data_dir, overrides)
     env = init_distributed(cfg.dist.timeout_s)
-    trainer = trainer_step.build_trainer(cfg, Path(run_dir), env)
-    try:
+    with trainer_step.open_trainer(cfg, Path(run_dir), env) as trainer:
         batch = trainer_step.first_batch(trainer, cfg.curriculum.max_len)
         # The loop's last step is not timed; `between` turns the per-step timing on.
         wall, cpu = trainer_step.run_trainer_steps(trainer, batch, warmup + steps + 1, between=lambda: None)
-    finally:
-        trainer.logger.close()
-        trainer.backend.close()
     rows, length = int(batch.x.shape[0]), int(batch.x.shape[1])
     step_s = float(median(wall[warmup:]))
     return {

@@ -138,8 +138,7 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
 
     cfg = workload.bench_config(str(data_dir), overrides)
     env = init_distributed(cfg.dist.timeout_s)
-    trainer = trainer_step.build_trainer(cfg, run_dir, env)
-    try:
+    with trainer_step.open_trainer(cfg, run_dir, env) as trainer:
         batch = trainer_step.first_batch(trainer, cfg.curriculum.max_len)
         nets = trainer_step.bare_copies(trainer)
         block = s["steps_per_block"] or cfg.log.interval  # every block holds exactly one log write
@@ -251,9 +250,6 @@ def bench_training_step(data_dir: Path, run_dir: Path, overrides: list[str], s: 
             "flops_utilisation": step_flops_per_s / matmul_rates["large"],
             "shape": shape.__dict__,
         }
-    finally:
-        trainer.logger.close()
-        trainer.backend.close()
 
 
 def bench_reference_port(data_dir: Path, run_dir: Path, overrides: list[str], s: dict) -> dict:
@@ -265,8 +261,7 @@ def bench_reference_port(data_dir: Path, run_dir: Path, overrides: list[str], s:
 
     cfg = workload.bench_config(str(data_dir), overrides)
     env = init_distributed(cfg.dist.timeout_s)
-    trainer = trainer_step.build_trainer(cfg, run_dir, env)
-    try:
+    with trainer_step.open_trainer(cfg, run_dir, env) as trainer:
         batch = trainer_step.first_batch(trainer, cfg.curriculum.max_len)
         real = batch.x.to(env.device)
         port = reference_port.build_port(cfg, trainer.representation.num_features)
@@ -296,9 +291,6 @@ def bench_reference_port(data_dir: Path, run_dir: Path, overrides: list[str], s:
             "musicgan_step_all_s": ours_wall,
             "port_step_all_s": wall,
         }
-    finally:
-        trainer.logger.close()
-        trainer.backend.close()
 
 
 def bench_data(midi_dir: Path, data_dir: Path, overrides: list[str], s: dict, quick: bool) -> dict:

@@ -133,6 +133,17 @@ def build_trainer(cfg, run_dir, env):
     return trainer
 
 
+@contextmanager
+def open_trainer(cfg, run_dir, env):
+    """`build_trainer`, closed (logger, backend) however the block ends."""
+    trainer = build_trainer(cfg, run_dir, env)
+    try:
+        yield trainer
+    finally:
+        trainer.logger.close()
+        trainer.backend.close()
+
+
 def run_trainer_steps(trainer, batch, steps: int, between=None) -> tuple[list[float], list[float]]:
     """`steps` more iterations of the real training loop on the replayed batch, in one
     `run_epochs` call. With `between`, each of the first steps - 1 iterations is timed
