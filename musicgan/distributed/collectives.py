@@ -27,6 +27,18 @@ def _fail(op: str, what: str, exc: Exception) -> CollectiveError:
     )
 
 
+# How a process-group failure reads inside another call (DDP's gradient all-reduce runs in
+# `backward()`): gloo and NCCL timeouts and lost connections.
+PEER_FAILURE_SIGNS = ("timed out", "connection closed", "connection reset", "nccl", "gloo")
+
+
+def raise_if_peer_failure(exc: RuntimeError, op: str, what: str) -> None:
+    """Raise `exc` as a CollectiveError naming `op(what)` when it is a peer's failure (several
+    ranks, a timeout or lost connection); return otherwise, so the caller re-raises it."""
+    if _active() and any(sign in str(exc).lower() for sign in PEER_FAILURE_SIGNS):
+        raise _fail(op, what, exc) from exc
+
+
 def all_reduce_mean(values: torch.Tensor, what: str = "values") -> torch.Tensor:
     """Mean over ranks of a small float tensor (CPU or the backend's device)."""
     if not _active():

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from musicgan.distributed import collectives
 from musicgan.distributed.dispatch import MethodDispatch, bf16_autocast_supported
 from musicgan.distributed.env import DistEnv
 
@@ -151,8 +152,13 @@ class DDPBackend(TrainBackend):
         optimizer = self.optimizers[name]
         if not self._pending.get(name):
             optimizer.zero_grad(set_to_none=True)  # a new window starts from zero
-        # DDP all-reduces the gradients here, so the norm below is global.
-        (loss / self.grad_accum if self.grad_accum > 1 else loss).backward()
+        # DDP all-reduces the gradients here, so the norm below is global; a peer that stalls
+        # or dies surfaces here too, named like the trainer's own collectives.
+        try:
+            (loss / self.grad_accum if self.grad_accum > 1 else loss).backward()
+        except RuntimeError as exc:
+            collectives.raise_if_peer_failure(exc, "all_reduce", f"gradients of {name}")
+            raise
         self._pending[name] = True
         if not self._boundary:
             return UpdateResult(self._last_norm.get(name, 0.0), applied=True)
