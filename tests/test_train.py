@@ -172,6 +172,9 @@ def test_nan_in_a_batch_is_caught(bach_shards, tmp_path, monkeypatch, policy):
             assert torch.isfinite(values).all()
         if policy == "rollback":
             assert state["lr_scale"] == 0.5
+            # the steps after the rollback ran at half the configured rates (set before every step)
+            for name, rate in (("generator", cfg.optim.g_lr), ("discriminator", cfg.optim.d_lr)):
+                assert state["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(rate * 0.5)
 
 
 def test_sample_cli_writes_valid_midi(bach_shards, tmp_path):

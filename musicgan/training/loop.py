@@ -200,14 +200,13 @@ class Trainer:
 
     def _restore(self, path: Path, rolling_back_from: TrainState | None = None) -> None:
         """Load `path`; a rollback keeps lowering the learning rates (divergence.after_rollback).
-        Learning rates: the config's (possibly mutated by a PBT trial) times the rollback scale."""
+        The optimizers' rates are not set here: every step sets them from the run's rates, the
+        state's `lr_scale` and the phase's factors (engine.set_learning_rates)."""
         restored = TrainState.from_checkpoint(self.files.restore(path))
         if rolling_back_from is not None:
             restored = self.divergence.after_rollback(rolling_back_from, restored)
         self.state = restored
         self.last_checkpoint = path
-        for name, lr in self.base_lr.items():
-            self.backend.set_lr(name, lr * self.state.lr_scale)
 
     def save(self) -> Path:
         """Every rank calls this (DeepSpeed engines save on all ranks); rank 0 writes the .pt."""
