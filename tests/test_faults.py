@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dist_helpers import REPO, assert_same_weights, final_weights, rank_env, torchrun
+from dist_helpers import REPO, assert_same_weights, final_weights, init_rank, rank_env, spawn, torchrun
 
 STEPS = 20
 DEBUG = ["train", "--preset", "debug", "--set", "log.checkpoint_every=4"]
@@ -150,6 +150,49 @@ def test_stalled_rank_becomes_an_error_naming_rank_and_operation(bach_shards, tm
     assert time.time() - start < 90
     # Whichever collective rank 0 was in when rank 1 froze, the error names it and the rank.
     assert re.search(r"error: collective \w+\(.+\) failed on rank 0 of 2", err), err[-3000:]
+
+
+def _stall_in_backward_worker(rank: int, world_size: int, port: int, backend_name: str, out: str) -> None:
+    """Rank 1 never joins the gradient reduction (it waits for rank 0's report); rank 0's
+    update of a one-layer network must end in a CollectiveError, written to out/rank0.txt."""
+    import torch
+
+    from musicgan.config import apply_overrides
+    from musicgan.distributed.env import exit_now, init_distributed
+    from musicgan.errors import UserError
+    from musicgan.presets import get_preset
+    from musicgan.training.loop import make_backend
+
+    init_rank(rank, world_size, port)
+    env = init_distributed(timeout_s=4)
+    cfg = apply_overrides(get_preset("debug"), [f"dist.backend={backend_name}", "optim.optimizer=sgd"])
+    backend = make_backend(cfg, env, network_names=("generator",))
+    torch.manual_seed(0)
+    backend.setup({"generator": torch.nn.Linear(4, 1)}, {"generator": lambda p: torch.optim.SGD(p, lr=0.1)})
+    report = Path(out) / "rank0.txt"
+    if rank == 1:
+        deadline = time.time() + 60
+        while not report.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        exit_now(0)  # the group is broken: no teardown
+    loss = backend.train_module("generator")("forward", torch.ones(2, 4)).sum()
+    try:
+        backend.update("generator", loss)
+        message = "no error"
+    except UserError as exc:  # CollectiveError is one; anything else fails the test with its traceback
+        message = f"{type(exc).__name__}: {exc}"
+    report.write_text(message)
+    exit_now(0)
+
+
+@pytest.mark.parametrize("backend_name", ["ddp", pytest.param("deepspeed", marks=pytest.mark.slow)])
+def test_peer_stalled_in_the_gradient_reduction_is_a_collective_error(backend_name, tmp_path):
+    """Deterministic: the stall falls inside the backend's update (DDP reduces in backward(),
+    DeepSpeed in its engine's backward or step), not wherever a SIGSTOP happened to land."""
+    spawn(_stall_in_backward_worker, 2, backend_name, str(tmp_path))
+    message = (tmp_path / "rank0.txt").read_text()
+    expected = r"CollectiveError: collective \w+\(gradients of generator\) failed on rank 0 of 2"
+    assert re.match(expected, message), message
 
 
 def test_truncated_shard_is_skipped_and_reported(bach_shards, tmp_path):

@@ -3,7 +3,8 @@ turned into a message that names the operation, the step and this rank."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -32,11 +33,16 @@ def _fail(op: str, what: str, exc: Exception) -> CollectiveError:
 PEER_FAILURE_SIGNS = ("timed out", "connection closed", "connection reset", "nccl", "gloo")
 
 
-def raise_if_peer_failure(exc: RuntimeError, op: str, what: str) -> None:
-    """Raise `exc` as a CollectiveError naming `op(what)` when it is a peer's failure (several
-    ranks, a timeout or lost connection); return otherwise, so the caller re-raises it."""
-    if _active() and any(sign in str(exc).lower() for sign in PEER_FAILURE_SIGNS):
-        raise _fail(op, what, exc) from exc
+@contextmanager
+def peer_failures_named(op: str, what: str) -> Iterator[None]:
+    """Inside the block, a peer's failure (several ranks, a timeout or lost connection)
+    raises as a CollectiveError naming `op(what)`; any other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if _active() and any(sign in str(exc).lower() for sign in PEER_FAILURE_SIGNS):
+            raise _fail(op, what, exc) from exc
+        raise
 
 
 def all_reduce_mean(values: torch.Tensor, what: str = "values") -> torch.Tensor:

@@ -154,11 +154,8 @@ class DDPBackend(TrainBackend):
             optimizer.zero_grad(set_to_none=True)  # a new window starts from zero
         # DDP all-reduces the gradients here, so the norm below is global; a peer that stalls
         # or dies surfaces here too, named like the trainer's own collectives.
-        try:
+        with collectives.peer_failures_named("all_reduce", f"gradients of {name}"):
             (loss / self.grad_accum if self.grad_accum > 1 else loss).backward()
-        except RuntimeError as exc:
-            collectives.raise_if_peer_failure(exc, "all_reduce", f"gradients of {name}")
-            raise
         self._pending[name] = True
         if not self._boundary:
             return UpdateResult(self._last_norm.get(name, 0.0), applied=True)

@@ -194,6 +194,12 @@ def _check_batch_keys(cfg, name: str, config: dict, world_size: int) -> None:
         )
 
 
+def _peer_failures_named(op: str, name: str):
+    """DeepSpeed reduces gradients inside `backward` (ZeRO 0) or `step` (ZeRO 1/2 partitions):
+    a peer that stalls or dies there reads like the trainer's own collectives."""
+    return collectives.peer_failures_named(op, f"gradients of {name}")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -350,10 +356,12 @@ class DeepSpeedBackend(TrainBackend):
         engine = self.engines[name]
         engine.set_gradient_accumulation_boundary(self._boundary)
         # ONE backward per engine per trainer step (docs/distributed-pitfalls.md, lost gradients).
-        engine.backward(loss)
+        with _peer_failures_named("all_reduce", name):
+            engine.backward(loss)
         self._pending[name] = True
         if not self._boundary:
-            engine.step()  # inside a window: DeepSpeed only counts the micro step
+            with _peer_failures_named("deepspeed_step", name):
+                engine.step()  # inside a window: DeepSpeed only counts the micro step
             return UpdateResult(self._last_norm.get(name, 0.0), applied=True)
         return self._step(name)
 
@@ -372,7 +380,8 @@ class DeepSpeedBackend(TrainBackend):
         engine.set_gradient_accumulation_boundary(True)
         params = [p for p in self.networks[name].parameters() if p.requires_grad]
         zero = torch.stack([p.sum() for p in params]).sum() * 0.0
-        engine.backward(zero)
+        with _peer_failures_named("all_reduce", name):
+            engine.backward(zero)
 
     def _step(self, name: str) -> UpdateResult:
         """Close the window: DeepSpeed's step (clip, optimizer, zero grads), guarded."""
@@ -380,7 +389,8 @@ class DeepSpeedBackend(TrainBackend):
         plain_optimizer = engine.optimizer is self.torch_optimizers[name]  # no ZeRO, no bf16 wrapper
         self._norm_before_step[name] = self._grads_norm(name) if plain_optimizer else None
         self._refused[name] = False
-        engine.step()
+        with _peer_failures_named("deepspeed_step", name):
+            engine.step()
         norm = self._norm_before_step[name]
         if norm is None:
             global_norm = engine.get_global_grad_norm()
