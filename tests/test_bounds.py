@@ -114,6 +114,23 @@ def test_bad_meta_is_a_sample_error(label):
         decode_sample({**members, "json": _meta(song, **BAD_META[label])})
 
 
+def test_free_metre_bars_survive_prepare_and_load_and_prepare_asks_what_the_loader_asks(tmp_path):
+    """Essen's free-metre songs come as bars like 116/4 (music21): a metre, kept by prepare and
+    by the loader (it dropped out of MIDI files and skipped the music21 song at every epoch);
+    a signature shard meta may not carry is prepare's reason too, not only the loader's."""
+    from musicgan.data.bounds import span_problem
+
+    (tmp_path / "in").mkdir()
+    free = make_song(seed=2)
+    free.time_signatures = [(0.0, 116, 4)]
+    write_song(tmp_path / "in" / "free.mid", free)
+    prepare_dataset(str(tmp_path / "in"), tmp_path / "out", workers=1, progress=False)
+    urls = [str(p) for p in sorted((tmp_path / "out").glob("*.tar"))]
+    assert [song.time_signatures for song in iter_songs(urls)] == [[(0.0, 116, 4)]]
+    free.time_signatures = [(0.0, 4, 3)]
+    assert span_problem(free) == "time signature 4/3 is not a metre"
+
+
 def test_a_span_beyond_the_limit_in_shard_meta_is_a_sample_error():
     song = Song.from_columns([0.0], [MAX_SONG_BEATS * 1.01 * 60 / 600], [60], tempos=[(0.0, 600.0)])  # < 6 hours
     with pytest.raises(SampleError, match="beats"):

@@ -20,7 +20,7 @@ MAX_SONG_SECONDS = 6 * 3600.0
 MIN_BPM, MAX_BPM = 1.0, 60_000.0  # MIDI's slowest tempo is 3.6 bpm; faster than 60,000 is corrupt data
 MAX_GRID_CELLS = 1 << 24  # 64 MiB as int32: a piano roll of 13 hours at 4 frames per beat and 120 bpm
 TIME_SIGNATURE_DENOMINATORS = (1, 2, 4, 8, 16, 32, 64)
-MAX_NUMERATOR = 64
+MAX_NUMERATOR = 255  # a MIDI time signature's byte; music21 writes free-metre folk songs as e.g. 116/4
 
 
 class GridTooLarge(DataError):
@@ -38,7 +38,12 @@ def check_grid(num_steps: int, width: int, what: str) -> int:
 
 
 def span_problem(song) -> str | None:
-    """Why a song spans too much to be used (one line), or None."""
+    """Why a song spans too much, or has a tempo or metre its shard meta could not carry, to be
+    used (one line), or None. Prepare and the loader ask the same questions, so a song prepare
+    keeps is never skipped by the loader at every epoch."""
+    timing = [*map(_tempo_problem, song.tempos), *map(_signature_problem, song.time_signatures)]
+    if any(timing):
+        return next(p for p in timing if p)[:160]
     if song.num_notes == 0:
         return None
     if not song.end_time <= MAX_SONG_SECONDS:
@@ -70,10 +75,17 @@ def _tempo_problem(entry) -> str | None:
     return None
 
 
+def is_metre(numerator, denominator) -> bool:
+    """A numerator MIDI can hold over a power-of-two note value: what the readers keep (they
+    drop other signatures, as corrupt files carry denominators like 2**200) and shard meta may carry."""
+    whole = numerator == int(numerator)
+    return whole and 1 <= numerator <= MAX_NUMERATOR and denominator in TIME_SIGNATURE_DENOMINATORS
+
+
 def _signature_problem(entry) -> str | None:
     if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and all(map(_number, entry)) and entry[0] >= 0):
         return f"time signature {entry!r} is not [time, numerator, denominator] numbers"
-    if entry[1] != int(entry[1]) or not 1 <= entry[1] <= MAX_NUMERATOR or entry[2] not in TIME_SIGNATURE_DENOMINATORS:
+    if not is_metre(entry[1], entry[2]):
         return f"time signature {entry[1]!r}/{entry[2]!r} is not a metre"
     return None
 

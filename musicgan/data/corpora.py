@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgan.data.bounds import checked_span
+from musicgan.data.bounds import checked_span, is_metre
 from musicgan.data.note_corpus import SOUNDFONT_PREFIX, note_items, note_song
 from musicgan.data.paths import files_under, utf8_name
 from musicgan.data.song import DEFAULT_BPM, NUM_NOTE_COLUMNS, Song, Track
@@ -285,7 +285,7 @@ def score_to_song(score, source: str = "", corpus: str = "") -> Song:
     signatures = []
     for ts in parts[0].flatten().getElementsByClass(music21.meter.TimeSignature):
         entry = (float(timing.beats_to_seconds(float(ts.offset))), int(ts.numerator), int(ts.denominator))
-        if not signatures or signatures[-1][1:] != entry[1:]:
+        if is_metre(*entry[1:]) and (not signatures or signatures[-1][1:] != entry[1:]):
             signatures.append(entry)
     downbeat_s = float(timing.beats_to_seconds(_first_downbeat_quarters(music21, parts[0])))
     return Song(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgan.data.bounds import MAX_SONG_SECONDS, checked_span  # noqa: F401  (MAX_SONG_SECONDS re-exported)
+from musicgan.data.bounds import MAX_SONG_SECONDS, checked_span, is_metre  # noqa: F401  (MAX_SONG_SECONDS re-exported)
 from musicgan.data.song import DEFAULT_BPM, IS_DRUM, NUM_NOTE_COLUMNS, Song, Track
 from musicgan.errors import MidiError
 
@@ -195,8 +195,7 @@ def _song_from_pretty_midi(pm, source: str, allow_drums_only: bool) -> Song:
     signatures = []
     for ts in pm.time_signature_changes:
         num, den = int(ts.numerator), int(ts.denominator)
-        # Keep only plausible metres; corrupt files carry denominators like 2**200.
-        if not (1 <= num <= 64 and den in (1, 2, 4, 8, 16, 32, 64)):
+        if not is_metre(num, den):
             continue
         entry = (float(ts.time), num, den)
         if signatures and signatures[-1][1:] == entry[1:]:
