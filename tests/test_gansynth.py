@@ -114,6 +114,63 @@ def test_every_generator_parameter_gets_a_gradient_tensor():
     assert generator.outputs[STAGES - 1].weight.grad.abs().sum() == 0
 
 
+def he_layers(module):
+    """(layer, expected He gain) of every conv / linear: sqrt(2) before a leaky ReLU, 1 for
+    the linear output layers (G's per-stage image layers, D's score + pitch head)."""
+    outputs = {id(m) for m in [*getattr(module, "outputs", []), getattr(module, "heads", None)]}
+    layers = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    return [(m, 1.0 if id(m) in outputs else 2**0.5) for m in layers]
+
+
+def test_weights_are_stored_unit_normal_and_scaled_at_runtime_by_he_constant():
+    generator, critic = nets()
+    for network in (generator, critic):
+        layers = he_layers(network)
+        assert len(layers) == sum(p.dim() > 1 for p in network.parameters())
+        for layer, gain in layers:
+            assert layer.bias.abs().sum() == 0
+            if layer.weight.numel() >= 500:  # large enough for the sample std to be near 1
+                assert 0.9 < layer.weight.std().item() < 1.1
+            fan_in = layer.weight[0].numel()
+            if isinstance(layer, torch.nn.Linear):
+                x = torch.randn(3, layer.in_features)
+                want = F.linear(x, layer.weight * gain / fan_in**0.5, layer.bias)
+            else:
+                x = torch.randn(3, layer.in_channels, 4, 4)
+                want = F.conv2d(x, layer.weight * gain / fan_in**0.5, layer.bias, padding=layer.padding)
+            assert torch.allclose(layer(x), want, atol=1e-5)
+
+
+def test_critic_pitch_logits_depend_on_the_note_at_init(note_shards):
+    """With PyTorch's default init the signal shrinks at every layer of the 6-stage critic and
+    the logits are its biases: the same for every input (the pitch head then cannot learn)."""
+    from musicgan.benchmarks.gansynth_pitch_head import use_default_init
+    from musicgan.data.loader import iter_songs
+    from musicgan.data.shards import split_urls
+    from musicgan.training.families import get_family
+    from musicgan.training.note_sampling import note_images
+
+    cfg = apply_overrides(get_preset("gansynth-small"), ["model.filter_cap=8", f"data.path={note_shards}"])
+    family = get_family(cfg)
+    representation = family.build_representation()
+    urls = split_urls(str(note_shards), "train")
+    representation.fit(iter_songs(urls))
+    images, classes = note_images(family, representation, urls)
+    low, high = images[classes.argmin()], images[classes.argmax()]
+    assert classes.min() != classes.max()
+
+    def spread(critic) -> float:
+        _, logits = critic(torch.stack([low, high]), cfg.model.stages - 1)
+        return ((logits[0] - logits[1]).norm() / logits.norm(dim=1).mean()).item()
+
+    torch.manual_seed(0)
+    critic = family.build_networks(representation)["discriminator"]
+    assert spread(critic) > 0.1, f"pitch logits of two notes differ by {spread(critic):.2e} of their norm"
+    # The probe's "default" variant (musicgan.benchmarks.gansynth_pitch_head) is the old code's.
+    use_default_init(critic)
+    assert spread(critic) < 1e-3
+
+
 # -- the family: phase table, fade-in, training at 2 ranks, exact resume inside a fade-in ---------
 
 STEPS = 10

@@ -20,6 +20,15 @@ previous stage's output upsampled (G) / the input pooled through the previous st
 input layer (D): out = (1 - alpha) * old + alpha * new. No batch norm (the gradient
 penalty is per sample) and no minibatch standard deviation layer (it couples samples).
 
+Equalized learning rate (Karras 2018 §4.1, as GANSynth's reference code): every conv and
+linear weight is stored N(0, 1), biases 0, and multiplied at every forward by He's constant
+gain / sqrt(fan_in): gain sqrt(2) for layers followed by a leaky ReLU, 1 for the linear
+output layers (G's image layers, D's score + pitch head), as the reference's default
+`he_initializer_slope` 1.0 gives them. Adam's step is then the same relative change for
+every layer whatever its fan-in. With PyTorch's default init (std ~ 1 / sqrt(3 fan_in)) the
+signal shrank at every layer and the critic's outputs were its biases, the same for every
+input. Cost: one weight x constant multiply per layer per forward.
+
 Both networks add 0 * (sum of all their parameters) to their output, so every parameter is
 in every graph: DDP (without find_unused_parameters, which the distributed notes advise
 against) then reduces the blocks of later stages too, as zero gradients. With Adam's
@@ -27,6 +36,8 @@ beta1 = 0 a zero gradient moves no weight. Cost: one sum over the parameters per
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +67,47 @@ def _touch_all(out: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return out + 0.0 * sum(p.sum() for p in module.parameters())
 
 
-def _conv(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, padding=1)
+HIDDEN_GAIN = math.sqrt(2.0)  # He's gain before a (leaky) ReLU; the output layers use 1
+OUTPUT_GAIN = 1.0
+
+
+class _HeScaled:
+    """Equalized learning rate for a conv / linear layer (module docstring): weight stored
+    N(0, 1), biases 0, and `runtime_weight()` = weight x gain / sqrt(fan_in). The constant is
+    not state: the state dict keeps `weight` and `bias`, so checkpoints and resume are as before."""
+
+    def reset_parameters(self) -> None:  # called by the layer's __init__
+        nn.init.normal_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def set_gain(self, gain: float) -> None:
+        self.gain = float(gain)
+        self.he_constant = self.gain / math.sqrt(self.weight[0].numel())
+
+    def runtime_weight(self) -> torch.Tensor:
+        return self.weight * self.he_constant
+
+
+class EqualizedConv2d(_HeScaled, nn.Conv2d):
+    def __init__(self, cin: int, cout: int, kernel, padding: int = 0, gain: float = HIDDEN_GAIN) -> None:
+        super().__init__(cin, cout, kernel, padding=padding)
+        self.set_gain(gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.runtime_weight(), self.bias)
+
+
+class EqualizedLinear(_HeScaled, nn.Linear):
+    def __init__(self, fan_in: int, out: int, gain: float = HIDDEN_GAIN) -> None:
+        super().__init__(fan_in, out)
+        self.set_gain(gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.runtime_weight(), self.bias)
+
+
+def _conv(cin: int, cout: int) -> EqualizedConv2d:
+    return EqualizedConv2d(cin, cout, 3, padding=1)
 
 
 class ProgressiveGenerator(nn.Module):
@@ -77,12 +127,12 @@ class ProgressiveGenerator(nn.Module):
         self.num_stages = int(num_stages)
         width = [stage_filters(s, filter_cap) for s in range(self.num_stages)]
         self.width = width
-        self.project = nn.Linear(self.latent_dim + self.num_pitches, width[0] * start[0] * start[1])
+        self.project = EqualizedLinear(self.latent_dim + self.num_pitches, width[0] * start[0] * start[1])
         self.blocks = nn.ModuleList(
             [nn.ModuleList([_conv(width[0], width[0])])]
             + [nn.ModuleList([_conv(width[s - 1], width[s]), _conv(width[s], width[s])]) for s in range(1, num_stages)]
         )
-        self.outputs = nn.ModuleList([nn.Conv2d(w, channels, 1) for w in width])
+        self.outputs = nn.ModuleList([EqualizedConv2d(w, channels, 1, gain=OUTPUT_GAIN) for w in width])
 
     def forward(self, z: torch.Tensor, pitch: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
         x = pixel_norm(torch.cat([z, pitch.to(z.dtype)], dim=1))
@@ -111,12 +161,13 @@ class ProgressiveCritic(nn.Module):
         super().__init__()
         self.num_pitches, self.start, self.num_stages = int(num_pitches), tuple(start), int(num_stages)
         width = [stage_filters(s, filter_cap) for s in range(self.num_stages)]
-        self.inputs = nn.ModuleList([nn.Conv2d(channels, w, 1) for w in width])
+        self.inputs = nn.ModuleList([EqualizedConv2d(channels, w, 1) for w in width])
         self.blocks = nn.ModuleList(
             [nn.ModuleList([_conv(width[0], width[0])])]
             + [nn.ModuleList([_conv(width[s], width[s]), _conv(width[s], width[s - 1])]) for s in range(1, num_stages)]
         )
-        self.heads = nn.Conv2d(width[0], 1 + self.num_pitches, tuple(start))  # [score, pitch logits]
+        # [score, pitch logits]
+        self.heads = EqualizedConv2d(width[0], 1 + self.num_pitches, tuple(start), gain=OUTPUT_GAIN)
 
     def forward(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.leaky_relu(self.inputs[stage](image), LEAK)
