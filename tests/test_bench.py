@@ -258,3 +258,22 @@ def test_port_step_trains_both_networks_the_port_way():
     for name, module in (("g", nets.generator), ("d", nets.discriminator)):
         assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), name
     assert isinstance(nets.discriminator.lstm, torch.nn.LSTM) and nets.discriminator.lstm.bidirectional
+
+
+@pytest.mark.parametrize("cell", [False, True], ids=["products", "cell"])
+def test_split_products_compute_the_one_product_recurrence(cell):
+    """split_product.py times the same recurrence four ways: each gives the top layer's
+    outputs of the one-product loop (a wrong split of the gate rows, units or batch rows
+    would not; a missing barrier would only sometimes show)."""
+    from musicgan.benchmarks import split_product
+
+    recurrence = split_product.Recurrence(batch=6, hidden=10, layers=2, steps=7)
+    worker = split_product.Worker()
+    try:
+        calls = split_product.variant_calls(recurrence, cell, worker)
+        outputs = {v: split_product.result_of(recurrence, call, t) for v, (t, call) in calls.items()}
+    finally:
+        worker.close()
+    assert outputs["one_1t"].abs().max() > 0.01  # the recurrence carries values, not zeros
+    for variant, output in outputs.items():
+        torch.testing.assert_close(output, outputs["one_1t"], rtol=1e-5, atol=1e-6, msg=variant)
