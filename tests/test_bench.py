@@ -14,6 +14,8 @@ from musicgan.benchmarks import families, flops
 from musicgan.benchmarks.trainer_step import bare_copies, bare_step, build_trainer, first_batch, run_trainer_steps
 from musicgan.benchmarks.workload import bench_config, workload_overrides
 
+CURVES = {"step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden", "prepare_vs_songs", "evaluate_vs_songs"}
+PLOTS = ("scaling-step", "scaling-throughput", "scaling-data", "scaling-memory")
 RATIOS = (
     "trainer_overhead_ratio",
     "generator_speedup",
@@ -59,8 +61,29 @@ def test_quick_suite_writes_json_with_every_ratio(tmp_path, capsys):
             assert case["real_step"]["repeats"] == case["bare_step"]["repeats"] == 2, key
     assert {"musegan-critic", "musegan-generator", "seqgan"} <= results["families"]["cases"].keys()
     assert {"torch", "python", "date_utc", "cpu_count"} <= results["machine"].keys()
+    # The closing scaling curves: every curve fitted, the four PNGs beside --out.
+    section = results["scaling_curves"]
+    assert section["mode"] == "quick" and section["grid"]["seq_len"] == [4, 8]
+    assert set(section["curves"]) == CURVES
+    for name, curve in section["curves"].items():
+        assert len(curve["points"]) == 2 and not any("failed" in p for p in curve["points"]), name
+        for fit in ("fit_time", "fit_cpu_time", "fit_peak_rss"):
+            assert curve[fit]["best"] in ("linear", "n log n", "quadratic"), (name, fit)
+            assert math.isfinite(curve[fit]["models"][curve[fit]["best"]]["relative_rms"]), (name, fit)
+    # The base size is in all three step sweeps and measured once.
+    sweeps = ("step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden")
+    steps = [p for c in sweeps for p in section["curves"][c]["points"]]
+    base = [p for p in steps if p["size"] == section["base"]]
+    assert len(base) == 3 and sum("shared_with" in p for p in steps) == 2
+    assert len({p["step_s"] for p in base}) == 1 and len({p["step_s"] for p in steps}) == 4
+    plots = tmp_path / "bench-curves"
+    assert set(section["plots"]) == set(PLOTS)
+    for name in PLOTS:
+        assert section["plots"][name] == str(plots / f"{name}.png")
+        assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     # The Markdown table is printed and returned.
     table = results["markdown"]
+    assert "| step_vs_hidden | CPU s |" in table and str(plots / "scaling-memory.png") in table
     assert "vs the public port's step" in table
     assert table.startswith("| Benchmark |") and "DDP scaling" in table and "prepare (files/s)" in table
     assert "| Family step |" in table and "musegan-critic" in table
@@ -214,8 +237,7 @@ def test_quick_scaling_curves_write_json_and_plots(tmp_path):
     out, plots = tmp_path / "curves.json", tmp_path / "plots"
     assert main(["bench", "--scaling-curves", "--quick", "--out", str(out), "--plots", str(plots)]) == 0
     results = json.loads(out.read_text())
-    names = {"step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden", "prepare_vs_songs", "evaluate_vs_songs"}
-    assert set(results["curves"]) == names
+    assert set(results["curves"]) == CURVES
     for name, curve in results["curves"].items():
         assert len(curve["points"]) == 2 and not any("failed" in p for p in curve["points"]), name
         for point in curve["points"]:
@@ -229,7 +251,7 @@ def test_quick_scaling_curves_write_json_and_plots(tmp_path):
     prepared = results["curves"]["prepare_vs_songs"]["points"]
     assert all(p["files"] > 0 and not p["torch_imported"] for p in prepared)  # RSS of prepare alone
     assert results["cpu_s"]["children"] > 0 and "| step_vs_seq_len | CPU s |" in results["markdown"]
-    for name in ("scaling-step", "scaling-throughput", "scaling-data", "scaling-memory"):
+    for name in PLOTS:
         assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
