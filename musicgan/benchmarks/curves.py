@@ -59,7 +59,7 @@ GRIDS = {
         "hidden": [64, 128, 256],
         "prepare_songs": [25, 50, 100],
         "evaluate_songs": [25, 50, 100],
-        "steps": [2],
+        "steps": [3],
         "warmup": [1],
     },
     "quick": {
