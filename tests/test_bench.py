@@ -299,3 +299,16 @@ def test_split_products_compute_the_one_product_recurrence(cell):
     assert outputs["one_1t"].abs().max() > 0.01  # the recurrence carries values, not zeros
     for variant, output in outputs.items():
         torch.testing.assert_close(output, outputs["one_1t"], rtol=1e-5, atol=1e-6, msg=variant)
+
+
+def test_suite_refuses_a_grid_and_names_where_plots_go(capsys):
+    """The suite's curves run a fixed grid (--grid is --scaling-curves'); without --plots its
+    PNGs go to OUT-curves/ beside --out."""
+    from musicgan.benchmarks.curves import plots_beside
+    from musicgan.cli import main
+
+    assert main(["bench", "--quick", "--grid", "seq_len=4,8"]) == 2
+    assert "--grid belongs to --scaling-curves" in capsys.readouterr().err
+    assert str(plots_beside("/tmp/x/bench.json", "-curves")) == "/tmp/x/bench-curves"
+    assert str(plots_beside("/tmp/x/run", "-curves")) == "/tmp/x/run-curves"
+    assert str(plots_beside(None, "-curves")) == "bench-curves"
