@@ -174,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--scaling-curves: replace one row of the grid (seq_len, batch_size, hidden, prepare_songs, "
         "evaluate_songs, steps, warmup; prepare_songs takes 'all'); repeatable",
     )
-    p.add_argument("--plots", default=None, help="--scaling-curves: folder for the PNGs (default: beside --out)")
+    p.add_argument(
+        "--plots",
+        default=None,
+        help="folder for the scaling curves' PNGs (default: OUT-curves/ beside --out for the suite, "
+        "the folder of --out for --scaling-curves)",
+    )
 
     p = sub.add_parser("oracle", help="SeqGAN's oracle experiment: NLL-oracle of random G, MLE and SeqGAN")
     p.add_argument("--preset", default="seqgan-oracle", help="a seqgan preset (seqgan-oracle, seqgan-oracle-debug)")
@@ -385,11 +390,11 @@ def cmd_bench(args) -> int:
             raise UserError(str(exc)) from None
         run_curves(out=args.out, quick=args.quick, grid_entries=args.grid, plots_dir=args.plots)
         return 0
-    if args.grid or args.plots:
-        raise UserError("--grid and --plots belong to --scaling-curves")
+    if args.grid:
+        raise UserError("--grid belongs to --scaling-curves (the suite's curves run a fixed small grid)")
     from musicgan.benchmarks.suite import run_suite
 
-    run_suite(out=args.out, quick=args.quick)
+    run_suite(out=args.out, quick=args.quick, plots=args.plots)
     return 0
 
 

@@ -14,6 +14,8 @@ from musicgan.benchmarks import families, flops
 from musicgan.benchmarks.trainer_step import bare_copies, bare_step, build_trainer, first_batch, run_trainer_steps
 from musicgan.benchmarks.workload import bench_config, workload_overrides
 
+CURVES = {"step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden", "prepare_vs_songs", "evaluate_vs_songs"}
+PLOTS = ("scaling-step", "scaling-throughput", "scaling-data", "scaling-memory")
 RATIOS = (
     "trainer_overhead_ratio",
     "generator_speedup",
@@ -59,8 +61,29 @@ def test_quick_suite_writes_json_with_every_ratio(tmp_path, capsys):
             assert case["real_step"]["repeats"] == case["bare_step"]["repeats"] == 2, key
     assert {"musegan-critic", "musegan-generator", "seqgan"} <= results["families"]["cases"].keys()
     assert {"torch", "python", "date_utc", "cpu_count"} <= results["machine"].keys()
+    # The closing scaling curves: every curve fitted, the four PNGs beside --out.
+    section = results["scaling_curves"]
+    assert section["mode"] == "quick" and section["grid"]["seq_len"] == [4, 8]
+    assert set(section["curves"]) == CURVES
+    for name, curve in section["curves"].items():
+        assert len(curve["points"]) == 2 and not any("failed" in p for p in curve["points"]), name
+        for fit in ("fit_time", "fit_cpu_time", "fit_peak_rss"):
+            assert curve[fit]["best"] in ("linear", "n log n", "quadratic"), (name, fit)
+            assert math.isfinite(curve[fit]["models"][curve[fit]["best"]]["relative_rms"]), (name, fit)
+    # The base size is in all three step sweeps and measured once.
+    sweeps = ("step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden")
+    steps = [p for c in sweeps for p in section["curves"][c]["points"]]
+    base = [p for p in steps if p["size"] == section["base"]]
+    assert len(base) == 3 and sum("shared_with" in p for p in steps) == 2
+    assert len({p["step_s"] for p in base}) == 1 and len({p["step_s"] for p in steps}) == 4
+    plots = tmp_path / "bench-curves"
+    assert set(section["plots"]) == set(PLOTS)
+    for name in PLOTS:
+        assert section["plots"][name] == str(plots / f"{name}.png")
+        assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     # The Markdown table is printed and returned.
     table = results["markdown"]
+    assert "| step_vs_hidden | CPU s |" in table and str(plots / "scaling-memory.png") in table
     assert "vs the public port's step" in table
     assert table.startswith("| Benchmark |") and "DDP scaling" in table and "prepare (files/s)" in table
     assert "| Family step |" in table and "musegan-critic" in table
@@ -214,8 +237,7 @@ def test_quick_scaling_curves_write_json_and_plots(tmp_path):
     out, plots = tmp_path / "curves.json", tmp_path / "plots"
     assert main(["bench", "--scaling-curves", "--quick", "--out", str(out), "--plots", str(plots)]) == 0
     results = json.loads(out.read_text())
-    names = {"step_vs_seq_len", "step_vs_batch_size", "step_vs_hidden", "prepare_vs_songs", "evaluate_vs_songs"}
-    assert set(results["curves"]) == names
+    assert set(results["curves"]) == CURVES
     for name, curve in results["curves"].items():
         assert len(curve["points"]) == 2 and not any("failed" in p for p in curve["points"]), name
         for point in curve["points"]:
@@ -229,7 +251,7 @@ def test_quick_scaling_curves_write_json_and_plots(tmp_path):
     prepared = results["curves"]["prepare_vs_songs"]["points"]
     assert all(p["files"] > 0 and not p["torch_imported"] for p in prepared)  # RSS of prepare alone
     assert results["cpu_s"]["children"] > 0 and "| step_vs_seq_len | CPU s |" in results["markdown"]
-    for name in ("scaling-step", "scaling-throughput", "scaling-data", "scaling-memory"):
+    for name in PLOTS:
         assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
@@ -258,3 +280,35 @@ def test_port_step_trains_both_networks_the_port_way():
     for name, module in (("g", nets.generator), ("d", nets.discriminator)):
         assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), name
     assert isinstance(nets.discriminator.lstm, torch.nn.LSTM) and nets.discriminator.lstm.bidirectional
+
+
+@pytest.mark.parametrize("cell", [False, True], ids=["products", "cell"])
+def test_split_products_compute_the_one_product_recurrence(cell):
+    """split_product.py times the same recurrence four ways: each gives the top layer's
+    outputs of the one-product loop (a wrong split of the gate rows, units or batch rows
+    would not; a missing barrier would only sometimes show)."""
+    from musicgan.benchmarks import split_product
+
+    recurrence = split_product.Recurrence(batch=6, hidden=10, layers=2, steps=7)
+    worker = split_product.Worker()
+    try:
+        calls = split_product.variant_calls(recurrence, cell, worker)
+        outputs = {v: split_product.result_of(recurrence, call, t) for v, (t, call) in calls.items()}
+    finally:
+        worker.close()
+    assert outputs["one_1t"].abs().max() > 0.01  # the recurrence carries values, not zeros
+    for variant, output in outputs.items():
+        torch.testing.assert_close(output, outputs["one_1t"], rtol=1e-5, atol=1e-6, msg=variant)
+
+
+def test_suite_refuses_a_grid_and_names_where_plots_go(capsys):
+    """The suite's curves run a fixed grid (--grid is --scaling-curves'); without --plots its
+    PNGs go to OUT-curves/ beside --out."""
+    from musicgan.benchmarks.curves import plots_beside
+    from musicgan.cli import main
+
+    assert main(["bench", "--quick", "--grid", "seq_len=4,8"]) == 2
+    assert "--grid belongs to --scaling-curves" in capsys.readouterr().err
+    assert str(plots_beside("/tmp/x/bench.json", "-curves")) == "/tmp/x/bench-curves"
+    assert str(plots_beside("/tmp/x/run", "-curves")) == "/tmp/x/run-curves"
+    assert str(plots_beside(None, "-curves")) == "bench-curves"

@@ -1,4 +1,6 @@
-"""`musicgan bench --scaling-curves`: how cost grows with the sizes a user chooses.
+"""`musicgan bench --scaling-curves`: how cost grows with the sizes a user chooses (the
+"full" grid; `--quick`: the "quick" one). The plain `musicgan bench` ends with the same
+curves on the small "suite" grid (`suite_section`; "quick" under `--quick`).
 
   step_vs_seq_len, step_vs_batch_size, step_vs_hidden
       the real training step of the paper preset (`crnngan-paper`, adversarial phase, one
@@ -48,6 +50,18 @@ GRIDS = {
         "steps": [3],
         "warmup": [1],
     },
+    # The plain suite's closing section (suite.py): three points a curve around a small
+    # step, so the curves and their PNGs come with every `musicgan bench` for ~1 CPU minute
+    # (most of it the 7 step points' torch imports; the sweeps share their base point).
+    "suite": {
+        "seq_len": [25, 50, 100],
+        "batch_size": [4, 8, 16],
+        "hidden": [64, 128, 256],
+        "prepare_songs": [25, 50, 100],
+        "evaluate_songs": [25, 50, 100],
+        "steps": [3],
+        "warmup": [1],
+    },
     "quick": {
         "seq_len": [4, 8],
         "batch_size": [2, 4],
@@ -61,8 +75,10 @@ GRIDS = {
 # The size every other step sweep holds fixed: the paper's, or the quick workload's.
 STEP_BASE = {
     "full": {"seq_len": 100, "batch_size": 20, "hidden": 350},
+    "suite": {"seq_len": 50, "batch_size": 8, "hidden": 128},
     "quick": {"seq_len": 8, "batch_size": 4, "hidden": 8},
 }
+SHARD_SONGS = {"full": 64, "suite": 24, "quick": 12}  # enough windows for the largest batch
 STEP_SWEEPS = ("seq_len", "batch_size", "hidden")
 LABELS = {
     "seq_len": "sequence length (events)",
@@ -258,11 +274,17 @@ def _curve(x_name: str, time_key: str, cpu_key: str, points: list[tuple[object, 
 
 
 def step_curves(grid: dict, mode: str, data_dir: Path, root: Path, threads: int) -> dict:
-    curves = {}
+    """One curve per swept size; a size two sweeps share (the base point) is measured once
+    and appears in both (`shared_with` names the first)."""
+    curves, measured = {}, {}
     for name in STEP_SWEEPS:
         points = []
         for value in grid[name]:
             size = {**STEP_BASE[mode], name: value}
+            key = tuple(size[k] for k in STEP_SWEEPS)
+            if key in measured:
+                points.append((value, {**measured[key][1], "shared_with": measured[key][0]}))
+                continue
             _announce(f"step, {name}={value}")
             point = run_point(
                 "step",
@@ -273,7 +295,8 @@ def step_curves(grid: dict, mode: str, data_dir: Path, root: Path, threads: int)
                 warmup=grid["warmup"][0],
                 run_dir=str(root / f"run-{name}-{value}"),
             )
-            points.append((value, {**point, "size": size}))
+            measured[key] = (f"step_vs_{name}", {**point, "size": size})
+            points.append((value, measured[key][1]))
         curves[f"step_vs_{name}"] = _curve(name, "step_s", "step_cpu_s", points)
     return curves
 
@@ -319,9 +342,70 @@ def step_shards(root: Path, grid: dict, mode: str) -> Path:
     from musicgan.benchmarks import dataset
 
     longest = max([*grid["seq_len"], STEP_BASE[mode]["seq_len"]])
-    midi = dataset.write_midi_folder(root / "midi", 12 if mode == "quick" else 64, num_onsets=longest)
+    midi = dataset.write_midi_folder(root / "midi", SHARD_SONGS[mode], num_onsets=longest)
     dataset.prepare_shards(midi, root / "shards")
     return root / "shards"
+
+
+def measure_curves(grid: dict, mode: str, root: Path, threads: int) -> dict:
+    """Every curve of `grid` (points in child processes under `root`), with the CPU seconds
+    spent here and in the children."""
+    cpu_start = os.times()
+    data_dir = step_shards(root, grid, mode)
+    curves = step_curves(grid, mode, data_dir, root, threads)
+    curves["prepare_vs_songs"] = prepare_curve(grid, root, threads)
+    curves["evaluate_vs_songs"] = evaluate_curve(grid, root, threads)
+    spent = os.times()
+    return {
+        "curves": curves,
+        "cpu_s": {
+            "parent": (spent.user - cpu_start.user) + (spent.system - cpu_start.system),
+            "children": (spent.children_user - cpu_start.children_user)
+            + (spent.children_system - cpu_start.children_system),
+        },
+    }
+
+
+def plots_beside(out: str | None, suffix: str) -> Path:
+    """Where the PNGs go without --plots: OUT (less .json) + suffix beside --out, or in the
+    current folder."""
+    if not out:
+        return Path(f"bench{suffix}")
+    path = Path(out)
+    stem = path.stem if path.suffix == ".json" else path.name
+    return path.with_name(stem + suffix)
+
+
+def timed_plots(results: dict, folder: Path) -> dict[str, str]:
+    """draw_curves, its CPU seconds (matplotlib's import, mostly) kept as cpu_s["plots"]."""
+    start = time.process_time()
+    plots = draw_curves(results["curves"], folder)
+    results["cpu_s"]["plots"] = time.process_time() - start
+    return plots
+
+
+def suite_section(root: Path, plots_dir: Path, quick: bool) -> dict:
+    """The plain suite's `scaling_curves` section: the "suite" grid (the "quick" one with
+    --quick), fitted, the four PNGs written to `plots_dir`, a Markdown table."""
+    mode = "quick" if quick else "suite"
+    grid = parse_grid([], mode)
+    threads = int(os.environ.get("MUSICGAN_BENCH_THREADS") or 1)
+    section = {"mode": mode, "grid": grid, "base": STEP_BASE[mode], "threads": threads}
+    section.update(measure_curves(grid, mode, root, threads))
+    section["plots"] = timed_plots(section, plots_dir)
+    section["markdown"] = "\n".join(
+        [
+            curve_table(section["curves"]),
+            "",
+            f"Scaling curves, {mode} grid (steps around length {STEP_BASE[mode]['seq_len']}, batch "
+            f"{STEP_BASE[mode]['batch_size']}, hidden {STEP_BASE[mode]['hidden']}; the full grid: "
+            f"`musicgan bench --scaling-curves`), {threads} thread(s) per point; CPU seconds "
+            f"{section['cpu_s']['children']:.0f} in the points + {section['cpu_s']['parent']:.0f} here "
+            f"+ {section['cpu_s']['plots']:.0f} drawing. "
+            f"Plots: {', '.join(section['plots'].values())}.",
+        ]
+    )
+    return section
 
 
 def run_curves(
@@ -341,26 +425,15 @@ def run_curves(
     grid = parse_grid(grid_entries or [], mode)
     threads = int(os.environ.get("MUSICGAN_BENCH_THREADS") or 1)
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="musicgan-curves-"))
-    cpu_start = os.times()
     results: dict = {"mode": mode, "machine": machine_info(torch.device("cpu")), "grid": grid, "threads": threads}
     try:
-        data_dir = step_shards(root, grid, mode)
-        curves = step_curves(grid, mode, data_dir, root, threads)
-        curves["prepare_vs_songs"] = prepare_curve(grid, root, threads)
-        curves["evaluate_vs_songs"] = evaluate_curve(grid, root, threads)
+        results.update(measure_curves(grid, mode, root, threads))
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
-    spent = os.times()
-    results["curves"] = curves
-    results["cpu_s"] = {
-        "parent": (spent.user - cpu_start.user) + (spent.system - cpu_start.system),
-        "children": (spent.children_user - cpu_start.children_user)
-        + (spent.children_system - cpu_start.children_system),
-    }
     results["machine"]["load_average_1min_end"] = machine_load()
     plots = Path(plots_dir) if plots_dir else (Path(out).parent if out else Path("bench-plots"))
-    results["plots"] = draw_curves(curves, plots)
+    results["plots"] = timed_plots(results, plots)
     results["markdown"] = markdown_table(results)
     print(results["markdown"], flush=True)
     if out:
@@ -444,15 +517,20 @@ ROWS = (
 )
 
 
-def markdown_table(results: dict) -> str:
+def curve_table(curves: dict) -> str:
     lines = [
         "| Curve | Quantity | Measured (x: value) | Best fit (relative RMS; the others); log-log slope |",
         "|---|---|---|---|",
     ]
-    for name, curve in results["curves"].items():
+    for name, curve in curves.items():
         for quantity, key_field, fit_key, fmt in ROWS:
             key = curve[key_field] if key_field else "peak_rss_mb"
             lines.append(f"| {name} | {quantity} | {_values(curve, key, fmt)} | {_fit_text(curve[fit_key])} |")
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict) -> str:
+    lines = [curve_table(results["curves"])]
     m = results["machine"]
     load_start, load_end = (_load(m.get(k)) for k in ("load_average_1min_start", "load_average_1min_end"))
     lines.append("")
@@ -460,7 +538,8 @@ def markdown_table(results: dict) -> str:
         f"{m['date_utc']}; {m['cpu']}, {m['cpu_count']} cores; python {m['python']}, torch {m['torch']}; "
         f"mode {results['mode']}, {results['threads']} thread(s) per point; load average (1 min) "
         f"{load_start} at start, {load_end} at end; CPU seconds "
-        f"{results['cpu_s']['children']:.0f} in the points + {results['cpu_s']['parent']:.0f} in the parent."
+        f"{results['cpu_s']['children']:.0f} in the points + {results['cpu_s']['parent']:.0f} in the parent "
+        f"+ {results['cpu_s']['plots']:.0f} drawing."
     )
     return "\n".join(lines)
 

@@ -9,6 +9,8 @@
                           style (reference_port.py), timed in alternation (>= 2)
   families                every other family's real step vs a bare step of it (families.py;
                           a table per family, ratio real / bare throughput, >= 0.95 like the first)
+  scaling_curves          last: step, prepare and evaluate cost against the sizes on a small
+                          grid (curves.suite_section), fitted, four PNGs in `plots`
 
 Figures are medians of several repetitions after warm-up; things compared in one ratio are
 timed in alternation (see timing.py). Returns the results dict (with the Markdown table
@@ -424,8 +426,14 @@ def _cpu_utilisation(fl: dict) -> str:
     )
 
 
-def run_suite(out: str | None = None, quick: bool = False, workdir: str | None = None) -> dict:
-    """Run every benchmark; return (and optionally write) the JSON-ready results."""
+def run_suite(
+    out: str | None = None, quick: bool = False, workdir: str | None = None, plots: str | None = None
+) -> dict:
+    """Run every benchmark; return (and optionally write) the JSON-ready results. The
+    scaling curves' PNGs go to `plots`, or to OUT-curves/ beside `out` (bench-curves/ here
+    without either)."""
+    from musicgan.benchmarks import curves
+
     mode = "quick" if quick else "full"
     s = dict(SETTINGS[mode])
     if os.environ.get("MUSICGAN_BENCH_THREADS"):
@@ -486,6 +494,14 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
             ),
             out,
         )
+        plots_dir = Path(plots) if plots else curves.plots_beside(out, "-curves")
+        _section(
+            results,
+            "scaling_curves",
+            "scaling curves: a few points per curve (the full grid: --scaling-curves)",
+            lambda: curves.suite_section(root / "curves", plots_dir, quick),
+            out,
+        )
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -498,7 +514,9 @@ def run_suite(out: str | None = None, quick: bool = False, workdir: str | None =
     results["flops_utilisation"] = step["flops_utilisation"]
     results["reference_port_ratio"] = results["reference_port"]["reference_port_ratio"]
     results["machine"]["load_average_1min_end"] = machine_load()
-    results["markdown"] = markdown_table(results) + "\n\n" + families.markdown_table(results["families"])
+    results["markdown"] = "\n\n".join(
+        [markdown_table(results), families.markdown_table(results["families"]), results["scaling_curves"]["markdown"]]
+    )
     print(results["markdown"], flush=True)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
