@@ -283,3 +283,14 @@ def test_two_ranks_stopped_and_resumed_equal_the_straight_run_with_both_remedies
     assert_same_weights(full, split)
     for net in NAMES:  # the resumed steps really trained both networks
         assert any(not torch.equal(full[net][k], stopped[net][k]) for k in full[net]), f"{net} never updated"
+
+
+# -- the scale of instance noise -----------------------------------------------------------------
+def test_feature_ranges_of_chorales_show_the_grid_and_the_constant_velocity(bach_shards, capsys):
+    from musicgan.benchmarks.feature_ranges import main
+
+    assert main(["--data", str(bach_shards)]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert float(lines["pitch"][lines["pitch"].index("grid") + 1]) == pytest.approx(1 / 64, abs=1e-4)  # a semitone
+    assert float(lines["velocity"][lines["velocity"].index("std") + 1]) == 0.0  # one velocity in every chorale
+    assert float(lines["dt"][lines["dt"].index("std") + 1]) > 0.1
