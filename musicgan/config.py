@@ -119,6 +119,11 @@ class ModelConfig:
     # forward on the fakes (false: how the README's C-RNN-GAN results were measured).
     # docs/training-engine.md, "C-RNN-GAN's shared discriminator forward".
     crnngan_shared_d_forward: bool = True
+    # C-RNN-GAN's D: minibatch discrimination (Salimans et al. 2016) on its time-pooled
+    # features, this many kernels of minibatch_kernel_dim rows each (0: off). Real and fake
+    # rows of D's one forward are compared only within their own half. models/crnngan.py.
+    minibatch_features: int = non_negative(0)
+    minibatch_kernel_dim: int = positive(5)
     # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.
     rbm_hidden: int = positive(150)
     gibbs_steps: int = positive(15)  # k of CD-k during training
@@ -220,6 +225,9 @@ class TrainConfig:
     feature_matching: bool = True
     feature_matching_mode: str = "batch_mean"  # batch_mean (Salimans) | paired (the reference)
     label_smoothing: float = fraction(0.0)  # one-sided: real target 1 - s
+    # C-RNN-GAN: std of Gaussian noise on D's inputs (real and fake, in the representation's
+    # normalised units), annealed linearly to 0 over the run: std x (1 - progress) (0: off).
+    instance_noise: float = non_negative(0.0)
     nonfinite: str = "stop"  # stop | skip | rollback  (what a NaN/inf loss does)
     rollback_lr_factor: float = between(0.5, 0, 1, low_open=True)  # rollback: learning rates multiplied by this
     max_grad_norm: float = positive(1e6)  # a gradient norm above this counts as divergence

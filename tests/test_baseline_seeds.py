@@ -55,3 +55,17 @@ def test_missing_evaluation_is_a_one_line_error(tmp_path, bach_shards, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no evaluation for seed 3" in err and len(err.splitlines()) == 1
+
+
+def test_baseline_from_reuses_finished_runs_and_refuses_an_unfinished_one(tmp_path, bach_shards, capsys):
+    """`--baseline-from`: a seed whose baseline run did not finish in the earlier OUT is a
+    one-line error before anything trains (no second baseline in the new OUT)."""
+    earlier, out = tmp_path / "earlier", tmp_path / "out"
+    unfinished = earlier / "seed-0" / "lstm-baseline-bach"
+    unfinished.mkdir(parents=True)
+    (unfinished / "log.jsonl").write_text('{"event": "started"}\n')
+    argv = ["--data", str(bach_shards), "--out", str(out), "--seeds", "0", "--baseline-from", str(earlier)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no finished lstm-baseline-bach run for seed 0" in err and len(err.splitlines()) == 1
+    assert not (out / "seed-0" / "crnngan-bach").exists()  # refused before the GAN trained

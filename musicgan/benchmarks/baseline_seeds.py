@@ -10,8 +10,9 @@ of the comparison than the baseline AND has the larger overlap_area_mean.
 
 Restartable: a finished run, a full samples folder or an existing metrics.json is reused, so
 the same command continues after an interruption (and `--table-only` just reprints).
-`--gan-set KEY=VALUE` changes the GAN only (a remedy); link the baseline's run folders of an
-earlier OUT into the new one to judge it against the very same baseline runs.
+`--gan-set KEY=VALUE` changes the GAN only (a remedy); `--baseline-from EARLIER_OUT` judges it
+against the very same baseline runs (sampled and trained there, never retrained: each seed's
+baseline run must have finished in EARLIER_OUT).
 
 Usage: python -m musicgan.benchmarks.baseline_seeds --data shards/bach --out runs/bach-seeds \\
            [--gan crnngan-bach] [--baseline lstm-baseline-bach] [--seeds 0 1 2] [--split test]
@@ -69,15 +70,29 @@ def train_and_sample(preset: str, run_dir: Path, args: argparse.Namespace, seed:
         _musicgan("sample", "--run", str(run_dir), *sizes, "--seed", str(seed), "--out", str(final))
 
 
+def baseline_run_dir(args: argparse.Namespace, seed: int) -> Path:
+    """This seed's baseline run: in OUT, or the finished one of `--baseline-from` (a typo in
+    that path must not quietly train a second baseline, so an unfinished one is an error)."""
+    if args.baseline_from is None:
+        return Path(args.out) / f"seed-{seed}" / args.baseline
+    run_dir = Path(args.baseline_from) / f"seed-{seed}" / args.baseline
+    if not _finished(run_dir):
+        raise UserError(
+            f"--baseline-from {args.baseline_from}: no finished {args.baseline} run for seed {seed} ({run_dir})"
+        )
+    return run_dir
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> Path:
     """Train, sample and evaluate both presets for one seed; the path of its metrics.json."""
     seed_dir = Path(args.out) / f"seed-{seed}"
     metrics = seed_dir / "eval" / "metrics.json"
     if metrics.is_file():
         return metrics
-    for preset, changes in ((args.gan, args.gan_set), (args.baseline, [])):
-        train_and_sample(preset, seed_dir / preset, args, seed, changes)
-    runs = ["--run", str(seed_dir / args.gan), "--compare", str(seed_dir / args.baseline)]
+    baseline_dir = baseline_run_dir(args, seed)
+    train_and_sample(args.gan, seed_dir / args.gan, args, seed, args.gan_set)
+    train_and_sample(args.baseline, baseline_dir, args, seed, [])
+    runs = ["--run", str(seed_dir / args.gan), "--compare", str(baseline_dir)]
     judged = ["--reference", args.data, "--split", args.split, "--out", str(seed_dir / "eval"), "--no-audio"]
     _musicgan("evaluate", *runs, *judged)
     return metrics
@@ -167,11 +182,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a config change for the GAN only (a remedy tried against the same baseline; repeatable)",
     )
+    parser.add_argument(
+        "--baseline-from",
+        metavar="EARLIER_OUT",
+        help="reuse the finished baseline runs of an earlier --out (seed-N/BASELINE) instead of training them",
+    )
     parser.add_argument("--table-only", action="store_true", help="reprint the table from existing evaluations")
     args = parser.parse_args(argv)
     try:
         if not (Path(args.data) / "manifest.json").is_file():
             raise UserError(f"--data {args.data}: no manifest.json (prepare it with `musicgan prepare`)")
+        if args.baseline_from is not None and not args.table_only:
+            for seed in args.seeds:  # every seed's baseline exists before anything trains
+                baseline_run_dir(args, seed)
         results = {}
         for seed in args.seeds:
             path = Path(args.out) / f"seed-{seed}" / "eval" / "metrics.json"

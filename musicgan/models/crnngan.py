@@ -16,6 +16,11 @@ speed", `python -m musicgan.benchmarks.generator 1`).
 `reference_free_running` is the plain eager nn.LSTMCell loop with the same parameters and
 the same random draws; tests hold the two equal in outputs and gradients.
 
+Minibatch discrimination (Salimans et al. 2016, `minibatch_features` > 0): D's per-step
+features, averaged over each row's valid steps, go through a tensor T (2H x K x C); for
+each row and kernel k, c_k = sum over the OTHER rows of its group of exp(-L1 distance of
+their rows of T); the K values are appended to every step's features before the logit.
+
 The discriminator (layout "separate") runs its two LSTM stacks on CPU through
 `lstm_stack.run_lstm_stacks`: the same treatment (one input projection per layer, per-step
 recurrent products only, weight gradients as one product over T*B rows, none when frozen),
@@ -265,6 +270,8 @@ class CRNNDiscriminator(nn.Module):
         layers: int = 2,
         dropout: float = 0.5,
         layout: str = "separate",
+        minibatch_features: int = 0,
+        minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
         if layout not in DISCRIMINATOR_LAYOUTS:
@@ -281,11 +288,20 @@ class CRNNDiscriminator(nn.Module):
             self.backward_stack = nn.LSTM(num_features, hidden, layers, batch_first=True, dropout=between)
         else:
             self.lstm = nn.LSTM(num_features, hidden, layers, batch_first=True, dropout=between, bidirectional=True)
-        self.classifier = nn.Linear(2 * hidden, 1)
+        # Off (0): no parameter is created, so checkpoints of D without it load unchanged.
+        self.minibatch = (
+            MinibatchFeatures(2 * hidden, minibatch_features, minibatch_kernel_dim) if minibatch_features > 0 else None
+        )
+        self.classifier = nn.Linear(2 * hidden + minibatch_features, 1)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, F), lengths (B,) valid steps per row or None (all valid).
-        Returns per-step logits (B, T) (no sigmoid) and the last hidden layer (B, T, 2H);
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, groups: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, F), lengths (B,) valid steps per row or None (all valid), groups (B,)
+        integer labels: the minibatch features compare a row only with rows of its own label
+        (None: one group; C-RNN-GAN's shared forward passes real 0 / fake 1).
+        Returns per-step logits (B, T) (no sigmoid) and the last hidden layer (B, T, 2H),
+        without the minibatch features (feature matching compares the LSTM's features);
         both are zero at padded steps, which never influence valid steps."""
         batch_size, seq_len, _ = x.shape
         x = F.dropout(x, self.dropout, self.training)
@@ -321,12 +337,27 @@ class CRNNDiscriminator(nn.Module):
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             packed_out, _ = self.lstm(packed)
             features, _ = nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=seq_len)
-        logits = self.classifier(features).squeeze(-1)
+        logits = self.classifier(self._with_minibatch_features(features, lengths, groups)).squeeze(-1)
         if lengths is not None:
             valid = valid_steps(lengths, seq_len)
             logits = logits * valid
             features = features * valid.unsqueeze(-1)
         return logits, features
+
+    def _with_minibatch_features(
+        self, features: torch.Tensor, lengths: torch.Tensor | None, groups: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, T, 2H) -> (B, T, 2H + K): each row's minibatch features, the same at every step."""
+        if self.minibatch is None:
+            return features
+        if lengths is None:
+            pooled = features.mean(dim=1)
+        else:  # the mean over each row's valid steps (padded steps carry features here)
+            valid = valid_steps(lengths, features.shape[1]).unsqueeze(-1)
+            steps = lengths.to(features.device, features.dtype).clamp(min=1).unsqueeze(1)
+            pooled = (features * valid).sum(dim=1) / steps
+        closeness = self.minibatch(pooled, groups)  # (B, K)
+        return torch.cat([features, closeness.unsqueeze(1).expand(-1, features.shape[1], -1)], dim=2)
 
     def _fast_path(self, x: torch.Tensor) -> bool:
         """The hand-written LSTM stack: CPU, float32/64, no autocast, not switched off."""
@@ -336,6 +367,30 @@ class CRNNDiscriminator(nn.Module):
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu")
         )
+
+
+class MinibatchFeatures(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, section 3.2): rows f (B, A) -> M = f T
+    (B, K, C); o_k(i) = sum over rows j != i of i's group of exp(-||M_i,k - M_j,k||_1).
+
+    Costs B^2 K C per forward (B = 80 rows of 5 x 8 kernels: ~0.3 M elements). T starts at
+    N(0, 0.05^2), the reference implementation's scale: with features in [-1, 1] the L1
+    distances start near 1, where exp(-d) still varies."""
+
+    def __init__(self, in_features: int, kernels: int, kernel_dim: int) -> None:
+        super().__init__()
+        self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.tensor = nn.Parameter(torch.randn(in_features, kernels * kernel_dim) * 0.05)
+
+    def forward(self, pooled: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        rows = pooled.shape[0]
+        m = (pooled @ self.tensor).view(rows, self.kernels, self.kernel_dim)
+        distance = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=-1)  # (B, B, K)
+        others = ~torch.eye(rows, dtype=torch.bool, device=pooled.device)
+        if groups is not None:
+            groups = groups.to(pooled.device)
+            others = others & (groups.unsqueeze(1) == groups.unsqueeze(0))
+        return (torch.exp(-distance) * others.unsqueeze(-1)).sum(dim=1)
 
 
 def _reverse_within_length(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:

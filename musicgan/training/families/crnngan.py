@@ -58,6 +58,22 @@ class _LossThroughSharedForward(torch.autograd.Function):
         return grad * leaf_grad, None
 
 
+def instance_noise_std(initial: float, progress: float) -> float:
+    """Instance noise (Sonderby et al. 2016): std `initial` at the run's start, linearly to 0
+    at its end (`ctx.progress`, the same on every rank and on a resume)."""
+    return initial * max(0.0, 1.0 - progress)
+
+
+def instance_noise(like: torch.Tensor, std: float) -> torch.Tensor | None:
+    """N(0, std^2) shaped like D's input, drawn from the global torch RNG that the trainer
+    reseeds from (seed, rank, step), so a resumed step draws the same noise; None at std 0,
+    which draws nothing: the step and every later draw in it (D's dropout) are bitwise those
+    of a run without the option."""
+    if std <= 0:
+        return None
+    return std * torch.randn_like(like)
+
+
 def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     """One G forward; D on real and fake in one batch through D's wrapper; G's loss from that
     same forward (`model.crnngan_shared_d_forward`, the default) or from a second forward of
@@ -76,13 +92,21 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     # the detached fakes are a leaf that wants a gradient: G's loss reads it.
     fake_leaf = fake.detach().requires_grad_(shared)
     both = torch.cat([real, fake_leaf], dim=0)
+    noise = instance_noise(both, instance_noise_std(cfg.instance_noise, ctx.progress))
+    if noise is not None:  # real and fake alike: hides the real notes' grid (semitones, a constant velocity)
+        both = both + noise
     lengths = torch.cat([batch.lengths.to(ctx.device), torch.full_like(batch.lengths.to(ctx.device), seq_len)])
+    # Minibatch features compare real rows with real rows and fakes with fakes: mixed, a
+    # fake's closeness to the real rows would leak the batch's composition into its logit,
+    # and D would be judging a half-real batch it never meets at sampling time.
+    # (G's loss from a second D forward on the fakes alone compares them with each other too.)
+    halves = torch.arange(2 * batch_size, device=ctx.device) // batch_size  # 0 real, 1 fake
     # Shared: two backward passes read this graph (G's input-only one, then D's), so it is
     # run through the forward each backend keeps for graphs differentiated more than once:
     # DDP's wrapper, but DeepSpeed's engine.module, since a backward through the engine's
     # own forward runs the engine's gradient reduction (an IndexError at ZeRO 1/2).
     run_d = ctx.run_for_penalty if shared else ctx.run
-    logits, features = run_d("discriminator", "forward", both, lengths)  # (2B, T), (2B, T, H)
+    logits, features = run_d("discriminator", "forward", both, lengths, halves)  # (2B, T), (2B, T, H)
     real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
     d_loss, d_stats = losses.discriminator_loss(
         real_logits, fake_logits, real_mask, cfg.label_smoothing, fake_mask=fake_mask
@@ -95,8 +119,10 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     else:
         # D's plain module with its parameters frozen (never D's DDP wrapper / engine inside
         # G's step: see docs/distributed-pitfalls.md), gradients flow only into G.
+        # The fakes with the same instance noise D's forward gave them (no second draw).
+        seen_fake = fake if noise is None else fake + noise[batch_size:]
         with ctx.frozen("discriminator") as discriminator:
-            g_logits, g_features = discriminator(fake, None)
+            g_logits, g_features = discriminator(seen_fake, None)
     g_adversarial = losses.generator_loss(g_logits, fake_mask)
     if cfg.feature_matching:
         # Compared on the steps the real rows have (padding carries no features).
@@ -153,7 +179,13 @@ class CRNNGAN(ModelFamily):
         return {
             "generator": CRNNGenerator(features, hidden=m.g_hidden, layers=m.g_layers, dropout=m.g_dropout),
             "discriminator": CRNNDiscriminator(
-                features, hidden=m.d_hidden, layers=m.d_layers, dropout=m.d_dropout, layout=m.d_layout
+                features,
+                hidden=m.d_hidden,
+                layers=m.d_layers,
+                dropout=m.d_dropout,
+                layout=m.d_layout,
+                minibatch_features=m.minibatch_features,
+                minibatch_kernel_dim=m.minibatch_kernel_dim,
             ),
         }
 
