@@ -290,12 +290,8 @@ def test_split_products_compute_the_one_product_recurrence(cell):
     from musicgan.benchmarks import split_product
 
     recurrence = split_product.Recurrence(batch=6, hidden=10, layers=2, steps=7)
-    worker = split_product.Worker()
-    try:
-        calls = split_product.variant_calls(recurrence, cell, worker)
-        outputs = {v: split_product.result_of(recurrence, call, t) for v, (t, call) in calls.items()}
-    finally:
-        worker.close()
+    calls = split_product.variant_calls(recurrence, cell)
+    outputs = {v: split_product.result_of(recurrence, call, t) for v, (t, call) in calls.items()}
     assert outputs["one_1t"].abs().max() > 0.01  # the recurrence carries values, not zeros
     for variant, output in outputs.items():
         torch.testing.assert_close(output, outputs["one_1t"], rtol=1e-5, atol=1e-6, msg=variant)

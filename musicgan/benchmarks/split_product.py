@@ -7,11 +7,11 @@ recurrence (L layers, T steps, B rows; the paper's 2, 100, 20 at H = 350) in the
 
   one_1t        one product per layer-step, 1 intra-op thread
   one_2t        one product per layer-step, 2 intra-op threads (OpenMP splits each op)
-  split_hidden  two persistent Python threads, one intra-op thread each; each owns half of
+  split_hidden  the caller and lstm_stack's persistent worker thread, one intra-op thread each; each owns half of
                 the hidden units (its rows of W: a (2H x 2H) product) and their cell update,
                 with one threading.Barrier per layer-step (torch releases the GIL inside
                 its ops, the Python between them does not)
-  split_batch   two persistent Python threads, each the whole recurrence for half of the
+  split_batch   the same two threads, each the whole recurrence for half of the
                 batch rows (rows never mix in G's forward: no barrier until the end)
 
 and, for each, `products` alone (the product and a copy of the new h: the products' rate
@@ -27,7 +27,6 @@ Run: python -m musicgan.benchmarks.split_product [repeats] [hidden] [batch] [ste
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Callable
@@ -35,6 +34,7 @@ from typing import Callable
 import torch
 
 from musicgan.benchmarks.timing import machine_load, median
+from musicgan.models.lstm_stack import run_on_two_threads
 
 VARIANTS = ("one_1t", "one_2t", "split_hidden", "split_batch")
 KINDS = ("products", "cell")
@@ -118,49 +118,7 @@ def run_one(r: Recurrence, cell: bool) -> Callable[[], None]:
     return run
 
 
-class Worker:
-    """A persistent thread with one intra-op thread, running the tasks it is handed."""
-
-    def __init__(self) -> None:
-        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
-        ready = threading.Event()
-
-        def serve() -> None:
-            torch.set_num_threads(1)
-            ready.set()
-            while True:
-                fn, done = self.tasks.get()
-                if fn is None:
-                    return
-                try:
-                    fn()
-                except BaseException as error:  # noqa: BLE001 - re-raised in the caller
-                    done.error = error
-                done.set()
-
-        threading.Thread(target=serve, name="musicgan-split-product", daemon=True).start()
-        ready.wait()
-
-    def pair(self, first: Callable[[], None], second: Callable[[], None]) -> None:
-        """first() here and second() on the worker, both with one intra-op thread."""
-        done = threading.Event()
-        done.error = None  # type: ignore[attr-defined]
-        threads = torch.get_num_threads()
-        self.tasks.put((second, done))
-        torch.set_num_threads(1)
-        try:
-            first()
-        finally:
-            torch.set_num_threads(threads)
-            done.wait()
-        if done.error is not None:  # type: ignore[attr-defined]
-            raise done.error  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self.tasks.put((None, None))
-
-
-def run_split_hidden(r: Recurrence, cell: bool, worker: Worker) -> Callable[[], None]:
+def run_split_hidden(r: Recurrence, cell: bool) -> Callable[[], None]:
     """Each thread its half of the hidden units for all rows; one barrier per layer-step
     (the next one reads the whole h)."""
     rows = slice(0, r.inputs.shape[2])
@@ -176,10 +134,10 @@ def run_split_hidden(r: Recurrence, cell: bool, worker: Worker) -> Callable[[], 
 
         return run
 
-    return lambda: worker.pair(loop(halves[0]), loop(halves[1]))
+    return lambda: run_on_two_threads(loop(halves[0]), loop(halves[1]))
 
 
-def run_split_batch(r: Recurrence, cell: bool, worker: Worker) -> Callable[[], None]:
+def run_split_batch(r: Recurrence, cell: bool) -> Callable[[], None]:
     """Each thread the whole recurrence for half of the rows; no barrier until the end."""
     batch = r.inputs.shape[2]
     halves = [HalfStep(r, slice(0, r.hidden), _units(batch, k, 2), cell) for k in range(2)]
@@ -192,17 +150,17 @@ def run_split_batch(r: Recurrence, cell: bool, worker: Worker) -> Callable[[], N
 
         return run
 
-    return lambda: worker.pair(loop(halves[0]), loop(halves[1]))
+    return lambda: run_on_two_threads(loop(halves[0]), loop(halves[1]))
 
 
-def variant_calls(r: Recurrence, cell: bool, worker: Worker) -> dict[str, tuple[int, Callable[[], None]]]:
+def variant_calls(r: Recurrence, cell: bool) -> dict[str, tuple[int, Callable[[], None]]]:
     """{variant: (intra-op threads of the calling thread, call)}."""
     one = run_one(r, cell)
     return {
         "one_1t": (1, one),
         "one_2t": (2, one),
-        "split_hidden": (1, run_split_hidden(r, cell, worker)),
-        "split_batch": (1, run_split_batch(r, cell, worker)),
+        "split_hidden": (1, run_split_hidden(r, cell)),
+        "split_batch": (1, run_split_batch(r, cell)),
     }
 
 
@@ -228,13 +186,12 @@ def bench_split_product(
     """Median seconds (wall and process CPU) per variant and kind, alternated; GFLOP/s of
     the products; each variant's speed-up over one_1t."""
     previous = torch.get_num_threads()
-    worker = Worker()
     load_start = machine_load()
     results: dict = {}
     try:
         for kind in KINDS:
             r = Recurrence(batch, hidden, layers, steps)
-            calls = variant_calls(r, kind == "cell", worker)
+            calls = variant_calls(r, kind == "cell")
             wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
             cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
             for rep in range(warmup + repeats):
@@ -263,7 +220,6 @@ def bench_split_product(
             results[kind] = entry
     finally:
         torch.set_num_threads(previous)
-        worker.close()
     results["settings"] = {
         "batch": batch,
         "hidden": hidden,

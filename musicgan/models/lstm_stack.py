@@ -273,6 +273,13 @@ _STACK_THREAD = _StackThread()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_STACK_THREAD.after_fork)
 
+
+def run_on_two_threads(first: Callable[[], None], second: Callable[[], None]) -> None:
+    """first() on the calling thread and second() on the persistent worker, one intra-op
+    thread each (the worker runs without autograd): the one two-thread runner of the package."""
+    _STACK_THREAD.run_pair(first, second)
+
+
 # Two stacks with >= 2 intra-op threads: their step loops run side by side on two threads
 # (see _StackThread); False: one loop of batched products for both (also with 1 thread).
 PARALLEL_STACKS = True
@@ -293,7 +300,7 @@ def _per_stack(loop: Callable, *arrays: torch.Tensor) -> None:
         return
     first = [a[0:1] for a in arrays]
     second = [a[1:2] for a in arrays]
-    _STACK_THREAD.run_pair(lambda: loop(*first), lambda: loop(*second))
+    run_on_two_threads(lambda: loop(*first), lambda: loop(*second))
 
 
 def script_or_plain(plain: Callable) -> Callable:
