@@ -225,8 +225,8 @@ class TrainConfig:
     feature_matching: bool = True
     feature_matching_mode: str = "batch_mean"  # batch_mean (Salimans) | paired (the reference)
     label_smoothing: float = fraction(0.0)  # one-sided: real target 1 - s
-    # C-RNN-GAN: std of Gaussian noise on D's inputs (real and fake, in the representation's
-    # normalised units), annealed linearly to 0 over the run: std x (1 - progress) (0: off).
+    # C-RNN-GAN and MidiNet: std of Gaussian noise on D's inputs (real and fake, in the
+    # representation's normalised units), annealed linearly to 0 over the run: std x (1 - progress) (0: off).
     instance_noise: float = non_negative(0.0)
     nonfinite: str = "stop"  # stop | skip | rollback  (what a NaN/inf loss does)
     rollback_lr_factor: float = between(0.5, 0, 1, low_open=True)  # rollback: learning rates multiplied by this

@@ -128,6 +128,22 @@ def batch_mean_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * feature_matching_loss(real[:, None], fake[:, None])
 
 
+def instance_noise_std(initial: float, progress: float) -> float:
+    """Instance noise (Sonderby et al. 2016): std `initial` at the run's start, linearly to 0
+    at its end (`progress` in [0, 1]: the step context's, the same on every rank and on a resume)."""
+    return initial * max(0.0, 1.0 - progress)
+
+
+def instance_noise(like: torch.Tensor, std: float) -> torch.Tensor | None:
+    """N(0, std^2) shaped like D's input, drawn from the global torch RNG that the trainer
+    reseeds from (seed, rank, step), so a resumed step draws the same noise; None at std 0,
+    which draws nothing: the step and every later draw in it (D's dropout) are bitwise those
+    of a run without the option."""
+    if std <= 0:
+        return None
+    return std * torch.randn_like(like)
+
+
 def mle_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Squared error of next-event prediction: mean over valid steps and features. (B, T, F)"""
     if pred.shape != target.shape:

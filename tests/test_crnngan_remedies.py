@@ -16,9 +16,10 @@ from musicgan.config import apply_overrides
 from musicgan.data.loader import Batch
 from musicgan.distributed.ddp import DDPBackend
 from musicgan.distributed.env import DistEnv
+from musicgan.losses import instance_noise_std
 from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator, MinibatchFeatures
 from musicgan.presets import get_preset
-from musicgan.training.families.crnngan import adversarial_step, instance_noise_std
+from musicgan.training.families.crnngan import adversarial_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAMES = ("generator", "discriminator")

@@ -173,6 +173,35 @@ def test_step_losses_are_the_papers_with_separate_d_calls(tmp_path):
     torch.testing.assert_close(out.losses["generator"], g_loss)
 
 
+def _step_with_d_inputs(cfg, progress: float):
+    """One G + D step at seed 7 from the same networks: (stats, the melody channel of every
+    input D's first convolution saw, in call order)."""
+    from musicgan.training.families.midinet import midinet_step
+
+    _, networks, ctx = _one_process(cfg)
+    ctx.progress, ctx.trains = progress, frozenset({"generator", "discriminator"})
+    seen: list = []
+    networks["discriminator"].conv1.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, 0].detach()))
+    torch.manual_seed(7)
+    out = midinet_step(ctx, _window_batch(64))
+    return out.stats, seen
+
+
+def test_instance_noise_reaches_every_d_input_and_anneals(tmp_path):
+    """`train.instance_noise=0.3`: each D input (G's loss: fake, real; D's: [real ; fake])
+    is the clean one plus N(0, (0.3 (1 - progress))^2), the same draws at every progress;
+    the mean matching still compares G's bars themselves; at std 0 the step is the clean one."""
+    clean_stats, clean = _step_with_d_inputs(midinet_cfg(tmp_path), 0.0)
+    noisy = {p: _step_with_d_inputs(midinet_cfg(tmp_path, "train.instance_noise=0.3"), p) for p in (0.0, 0.5, 1.0)}
+    assert len(clean) == len(noisy[0.0][1]) == 3
+    for call, (a, b) in enumerate(zip(clean, noisy[0.0][1])):
+        assert (b - a).std().item() == pytest.approx(0.3, rel=0.05), call
+        torch.testing.assert_close(noisy[0.5][1][call] - a, 0.5 * (b - a), rtol=0, atol=1e-5)
+        assert torch.equal(noisy[1.0][1][call], a)  # the run's end: no noise, no draw
+    torch.testing.assert_close(noisy[0.0][0]["mean_matching"], clean_stats["mean_matching"])
+    assert not torch.equal(noisy[0.0][0]["feature_matching"], clean_stats["feature_matching"])
+
+
 def test_one_process_run_updates_g_twice_per_d_update(bach_shards, tmp_path):
     from musicgan.training.loop import train
 

@@ -58,22 +58,6 @@ class _LossThroughSharedForward(torch.autograd.Function):
         return grad * leaf_grad, None
 
 
-def instance_noise_std(initial: float, progress: float) -> float:
-    """Instance noise (Sonderby et al. 2016): std `initial` at the run's start, linearly to 0
-    at its end (`ctx.progress`, the same on every rank and on a resume)."""
-    return initial * max(0.0, 1.0 - progress)
-
-
-def instance_noise(like: torch.Tensor, std: float) -> torch.Tensor | None:
-    """N(0, std^2) shaped like D's input, drawn from the global torch RNG that the trainer
-    reseeds from (seed, rank, step), so a resumed step draws the same noise; None at std 0,
-    which draws nothing: the step and every later draw in it (D's dropout) are bitwise those
-    of a run without the option."""
-    if std <= 0:
-        return None
-    return std * torch.randn_like(like)
-
-
 def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     """One G forward; D on real and fake in one batch through D's wrapper; G's loss from that
     same forward (`model.crnngan_shared_d_forward`, the default) or from a second forward of
@@ -92,7 +76,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     # the detached fakes are a leaf that wants a gradient: G's loss reads it.
     fake_leaf = fake.detach().requires_grad_(shared)
     both = torch.cat([real, fake_leaf], dim=0)
-    noise = instance_noise(both, instance_noise_std(cfg.instance_noise, ctx.progress))
+    noise = losses.instance_noise(both, losses.instance_noise_std(cfg.instance_noise, ctx.progress))
     if noise is not None:  # real and fake alike: hides the real notes' grid (semitones, a constant velocity)
         both = both + noise
     lengths = torch.cat([batch.lengths.to(ctx.device), torch.full_like(batch.lengths.to(ctx.device), seq_len)])

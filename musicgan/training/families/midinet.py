@@ -12,6 +12,9 @@ One phase, "adversarial", on each batch and one draw of z ~ N(0, 1)^latent:
   + λ1 ||mean_b f(fake) - mean_b f(real)||² / 2 + λ2 ||mean_b G(z) - mean_b x||² / 2, f = D's
   first convolution (λ1 = `train.feature_matching_weight` 0.1, λ2 = `train.mean_matching_weight`
   0.01). Batch means are per rank under DDP, like the batch statistics.
+- `train.instance_noise` (0: off): Gaussian noise on every D input, real and fake, in both
+  losses, its std annealed linearly to 0 over the run (losses.instance_noise_std); the mean
+  matching compares G's bars themselves.
 The engine applies updates in the phase's order from one forward, so G's two updates on a
 batch come before D's (G's loss graph holds D's weights, which D's step changes in place):
 the run is G G D G G D ..., i.e. the paper's D G G alternation after two extra G updates at
@@ -30,7 +33,7 @@ reference's training-mode statistics over the `--num` samples, on a copy of G).
 
 Config read: model.latent_dim, g_hidden (G's dense width), d_hidden (D's), midinet_g_channels,
 midinet_d_channels, midinet_*; data.frames_per_beat (steps per quarter note), transpose_range;
-train.label_smoothing, feature_matching_weight, mean_matching_weight; optim.*.
+train.label_smoothing, feature_matching_weight, mean_matching_weight, instance_noise; optim.*.
 """
 
 from __future__ import annotations
@@ -82,9 +85,17 @@ def steps_per_bar(cfg) -> int:
     return BEATS_PER_BAR * cfg.data.frames_per_beat
 
 
+def seen_by_discriminator(ctx: StepContext, bars: torch.Tensor) -> torch.Tensor:
+    """D's input: the bars plus instance noise (`train.instance_noise`, annealed to 0 over the
+    run; at 0 the bars themselves and no draw). Real and fake alike, in both networks' losses."""
+    noise = losses.instance_noise(bars, losses.instance_noise_std(ctx.cfg.train.instance_noise, ctx.progress))
+    return bars if noise is None else bars + noise
+
+
 def discriminator_loss(ctx: StepContext, fake, real, chord, stats: dict) -> torch.Tensor:
     """BCE with the real target 1 - label_smoothing; [real ; fake] in one forward, split batch norm."""
-    logits, _ = ctx.run("discriminator", "forward", torch.cat([real, fake]), torch.cat([chord, chord]), splits=2)
+    both = seen_by_discriminator(ctx, torch.cat([real, fake]))
+    logits, _ = ctx.run("discriminator", "forward", both, torch.cat([chord, chord]), splits=2)
     real_logits, fake_logits = logits[:, None].chunk(2)  # (B, 1): one "step" per bar
     loss, accuracy = losses.discriminator_loss(real_logits, fake_logits, label_smoothing=ctx.cfg.train.label_smoothing)
     stats.update(accuracy)
@@ -95,8 +106,8 @@ def generator_loss(ctx: StepContext, fake, real, chord, stats: dict) -> torch.Te
     """Non-saturating BCE + feature matching on D's first convolution + mean matching."""
     t = ctx.cfg.train
     with ctx.frozen("discriminator") as discriminator:
-        fake_logits, fake_features = discriminator(fake, chord)
-        real_features = discriminator.features(real, chord).flatten(1).detach()
+        fake_logits, fake_features = discriminator(seen_by_discriminator(ctx, fake), chord)
+        real_features = discriminator.features(seen_by_discriminator(ctx, real), chord).flatten(1).detach()
     adversarial = losses.generator_loss(fake_logits[:, None])
     feature_matching = losses.batch_mean_distance(real_features, fake_features)
     mean_matching = losses.batch_mean_distance(real.flatten(1), fake.flatten(1))
