@@ -174,6 +174,10 @@ class ModelConfig:
     # G's learning rate in the adversarial phase as a factor on optim.g_lr (SeqGAN's reference
     # keeps its rate: 1; Polyphonic SeqGAN multiplies its 1e-3 by 10 there).
     seqgan_adversarial_lr_factor: float = positive(1.0)
+    # What G's policy gradient subtracts from each reward Q(b, t): none (the paper's estimator:
+    # every sampled token is pushed up, the more the higher its Q) | batch_mean (the mean Q at
+    # position t over the rank's batch: only tokens better than the batch's are pushed up).
+    seqgan_reward_baseline: str = "none"
     seqgan_oracle_vocab: int = between(500, 2, 1_000_000)  # `musicgan oracle`: the oracle LSTM's vocabulary
     seqgan_oracle_samples: int = positive(10_000)  # its training set, and the samples each score averages
     # JazzGAN: how the critic sees generated tokens. wgan-gp: softmax rows, WGAN-GP loss;
@@ -303,6 +307,7 @@ CHOICES = {
     "model.rbm_generation": ("sample", "top1"),
     "model.seqgan_d_loss": ("ce", "lsgan"),
     "model.seqgan_d_filters": ("seqgan", "polyphonic", "tiny"),
+    "model.seqgan_reward_baseline": ("none", "batch_mean"),
     "model.midinet_prime": ("zeros", "real"),
     "model.midinet_decode": ("threshold", "argmax"),
     "model.midinet_sample_bn": ("running", "batch"),

@@ -165,6 +165,48 @@ def test_policy_gradient_loss_is_a_sum_without_baseline():
     assert policy_gradient_loss(log_p, q).item() == pytest.approx(0.5 + 2.0 + 1.0 + 1.0)
 
 
+def test_batch_mean_baseline_subtracts_each_positions_mean_reward():
+    """Q - mean_b Q per position: (-0.75, -1.5) and (0.75, 1.5) here; equal rewards give no gradient."""
+    from musicgan.training.families.seqgan import policy_gradient_loss
+
+    log_p, q = torch.tensor([[-1.0, -2.0], [-0.5, -0.25]]), torch.tensor([[0.5, 1.0], [2.0, 4.0]])
+    want = -(-1.0 * -0.75 + -2.0 * -1.5 + -0.5 * 0.75 + -0.25 * 1.5)
+    assert policy_gradient_loss(log_p, q, "batch_mean").item() == pytest.approx(want)
+    logits = torch.randn(3, 4, requires_grad=True)
+    policy_gradient_loss(logits.log_softmax(-1), torch.full((3, 4), 0.7), "batch_mean").backward()
+    assert logits.grad.abs().max().item() < 1e-7
+
+
+@pytest.mark.parametrize("baseline", ["none", "batch_mean"])
+def test_adversarial_step_uses_the_configured_reward_baseline(baseline):
+    """The family's G loss on its own samples and rewards (the same seed) is
+    policy_gradient_loss with the key's baseline: the two settings give different losses."""
+    from musicgan.data.loader import Batch
+    from musicgan.distributed.ddp import DDPBackend
+    from musicgan.distributed.env import DistEnv
+    from musicgan.training.families.seqgan import adversarial_step, policy_gradient_loss, rewards
+    from musicgan.training.phases import StepContext
+
+    cfg = apply_overrides(get_preset("seqgan-debug"), [f"model.seqgan_reward_baseline={baseline}"])
+    torch.manual_seed(1)
+    d = CNNDiscriminator(V, T, embedding_dim=4, filters=((2, 3), (3, 3)), dropout=0.0)
+    networks = {"generator": generator(), "discriminator": d, "rollout": generator()}
+    backend = DDPBackend(DistEnv(0, 1, 0, torch.device("cpu"), False), grad_clip=5.0, max_grad_norm=1e9)
+    backend.setup(networks, {})
+    ctx = StepContext(cfg, backend, torch.device("cpu"), T)
+    ctx.trains = frozenset({"generator"})
+    batch = Batch(torch.zeros(B, T, 1), torch.full((B,), T), ["s"] * B)
+    torch.manual_seed(5)
+    loss = adversarial_step(ctx, batch).losses["generator"]
+    torch.manual_seed(5)
+    fake = networks["generator"].sample(B, T)
+    q = rewards(networks["rollout"], d, fake, cfg.model.seqgan_rollouts)
+    log_p = networks["generator"](fake)
+    torch.testing.assert_close(loss, policy_gradient_loss(log_p, q, baseline))
+    other = "none" if baseline == "batch_mean" else "batch_mean"
+    assert not torch.allclose(loss, policy_gradient_loss(log_p, q, other))
+
+
 @pytest.mark.parametrize("rate", [0.0, 0.8])
 def test_rollout_update_delays_all_but_the_embedding(rate):
     from musicgan.training.families.seqgan import rollout_update

@@ -7,7 +7,8 @@ Phases (epochs of the loader, each step one real batch):
   pretrain_d   train.pretrain_d_epochs: D on the real batch vs as many fresh G samples.
   adversarial  the rest: D at every step, G on every train.n_critic-th (the D-to-G ratio);
                G's loss is the policy gradient -sum_{b,t} log p(y_t | y_<t) * Q(b, t) (a
-               sum, not a mean; no baseline, no discount), after each G update the rollout
+               sum, not a mean; no discount; no baseline unless
+               model.seqgan_reward_baseline=batch_mean), after each G update the rollout
                copy moves: rollout <- rate * rollout + (1 - rate) * G (rate
                model.seqgan_rollout_update_rate; the embedding is copied exactly, as the
                reference does), identically on every rank. G's learning rate here is
@@ -24,7 +25,7 @@ D's loss: cross-entropy of the 2-way output, or least squares on one score
 model.seqgan_d_l2 * sum(w^2)/2 over the output layer.
 
 Config read: model.embedding_dim, g_hidden (G), seqgan_* (D, rollouts, G's adversarial
-rate factor), d_dropout (1 - keep probability); train.pretrain_epochs, pretrain_d_epochs,
+rate factor, reward baseline), d_dropout (1 - keep probability); train.pretrain_epochs, pretrain_d_epochs,
 n_critic; curriculum.max_len (T: the phases ignore the curriculum); optim.g_lr, d_lr, grad_clip (the reference clips G's
 gradient at 5.0 and not D's; here the backend's one key clips both networks).
 """
@@ -90,8 +91,13 @@ def rewards(
     return torch.cat([partial.T, full[:, None]], dim=1)
 
 
-def policy_gradient_loss(log_probs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """-sum_{b,t} log p(y_t | y_<t) * Q(b, t): a sum (the paper's estimator), no baseline."""
+def policy_gradient_loss(log_probs: torch.Tensor, q: torch.Tensor, baseline: str = "none") -> torch.Tensor:
+    """-sum_{b,t} log p(y_t | y_<t) * (Q(b, t) - baseline_t): a sum (the paper's estimator).
+    baseline none: 0, the paper's; batch_mean: mean_b Q(b, t) over this rank's batch, which
+    leaves the gradient's expectation unchanged (up to the 1/B share of a sample's own Q in
+    the mean) and removes the push every sampled token gets from an all-positive reward."""
+    if baseline == "batch_mean":
+        q = q - q.mean(dim=0, keepdim=True)
     return -(log_probs * q).sum()
 
 
@@ -102,7 +108,8 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     if "generator" in ctx.trains:
         fake = ctx.module("generator").sample(real.shape[0], real.shape[1])
         q = rewards(ctx.module("rollout"), ctx.module("discriminator"), fake, ctx.cfg.model.seqgan_rollouts)
-        out.losses["generator"] = policy_gradient_loss(ctx.run("generator", "forward", fake), q)
+        log_probs = ctx.run("generator", "forward", fake)
+        out.losses["generator"] = policy_gradient_loss(log_probs, q, ctx.cfg.model.seqgan_reward_baseline)
         out.stats["reward"] = q.mean()
     if "discriminator" in ctx.trains:
         out.losses["discriminator"], stats = d_loss(ctx, real)
