@@ -242,6 +242,9 @@ class TrainConfig:
     # GANSynth: epochs of each stable and each fade-in stage; auxiliary pitch cross-entropy weight.
     stage_epochs: int = positive(20)
     aux_weight: float = non_negative(10.0)
+    # GANSynth: D's pitch head also learns the fakes' conditioning pitches (AC-GAN's D loss);
+    # false: real notes only, as GANSynth's reference, which leaves the head arbitrary on fakes.
+    aux_on_fakes: bool = False
     # MidiNet: weights of feature matching (D's first convolution) and mean matching in G's loss.
     feature_matching_weight: float = non_negative(0.1)
     mean_matching_weight: float = non_negative(0.01)

@@ -114,6 +114,42 @@ def test_every_generator_parameter_gets_a_gradient_tensor():
     assert generator.outputs[STAGES - 1].weight.grad.abs().sum() == 0
 
 
+@pytest.mark.parametrize("on_fakes", [False, True])
+def test_critic_pitch_loss_reads_the_fakes_only_when_asked(on_fakes):
+    """train.aux_on_fakes adds aux_weight * CE(the fakes' pitch logits, their conditioning
+    pitches) to D's loss; off, D's loss is the same whatever the fakes' pitch logits."""
+    from musicgan.distributed.ddp import DDPBackend
+    from musicgan.distributed.env import DistEnv
+    from musicgan.training.families.gansynth import critic_loss
+    from musicgan.training.phases import StepContext
+
+    cfg = apply_overrides(get_preset("gansynth-debug"), [f"train.aux_on_fakes={str(on_fakes).lower()}"])
+    generator, critic = nets()
+    backend = DDPBackend(DistEnv(0, 1, 0, torch.device("cpu"), False), grad_clip=0.0, max_grad_norm=1e9)
+    backend.setup({"discriminator": critic}, {})
+    ctx = StepContext(cfg, backend, torch.device("cpu"), 8)
+    z, pitch = inputs(4)
+    classes, stage = pitch.argmax(1), 1
+    with torch.no_grad():
+        fake = generator(z, pitch, stage)
+    real = torch.rand_like(fake) * 2 - 1
+    torch.manual_seed(3)
+    loss = critic_loss(ctx, real, fake, classes, stage, 1.0, {})
+    torch.manual_seed(3)
+    x_hat = losses.interpolate(real, fake)
+    scores, logits = critic(torch.cat([real, fake, x_hat]), stage, 1.0)
+    r, f, h = scores.split(4)
+    want = losses.wasserstein_d(r, f) + losses.gradient_penalty(h, x_hat, cfg.train.gp_weight)
+    want = (
+        want
+        + losses.drift_penalty(r, cfg.train.drift_penalty)
+        + cfg.train.aux_weight * F.cross_entropy(logits[:4], classes)
+    )
+    if on_fakes:
+        want = want + cfg.train.aux_weight * F.cross_entropy(logits[4:8], classes)
+    torch.testing.assert_close(loss, want)
+
+
 def he_layers(module):
     """(layer, expected He gain) of every conv / linear: sqrt(2) before a leaky ReLU, 1 for
     the linear output layers (G's per-stage image layers, D's score + pitch head)."""

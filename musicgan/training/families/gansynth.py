@@ -12,6 +12,8 @@ Each step (1:1 updates, G before D since G's loss graph holds D's weights):
   G: -mean D(fake) + aux_weight * CE(D's pitch head on fake, conditioning pitch)
   D: mean D(fake) - mean D(real) + GP (gp_weight) + drift (drift_penalty) * mean D(real)^2
      + aux_weight * CE(D's pitch head on real, real pitch)
+     [+ aux_weight * CE(D's pitch head on fake, conditioning pitch): train.aux_on_fakes, the
+      AC-GAN paper's D loss; off, D's head learns real notes only, as the reference]
 Real images are pooled to the stage's size (and blended like G's output in a fade-in).
 The conditioning pitches of the fakes are the real batch's pitches, a draw in proportion
 to the data's pitch counts (what the paper samples from), at no extra cost or state.
@@ -20,7 +22,7 @@ what sampling uses.
 
 Config read: data.audio_rate, n_fft, hop, mel; curriculum.max_len (frames of a note);
 model.latent_dim, start_frames, start_bins, stages, filter_cap, min_pitch, num_pitches,
-ema_decay; train.stage_epochs, gp_weight, drift_penalty, aux_weight; optim.*.
+ema_decay; train.stage_epochs, gp_weight, drift_penalty, aux_weight, aux_on_fakes; optim.*.
 """
 
 from __future__ import annotations
@@ -97,9 +99,9 @@ def gansynth_step(stage: int, fading: bool):
         out = StepOutput({}, {"alpha": torch.tensor(alpha), "stage": torch.tensor(float(stage))})
         with ctx.frozen("discriminator") as critic:
             scores, logits = critic(fake, stage, alpha)
-            out.losses["generator"] = losses.wasserstein_g(scores) + cfg.train.aux_weight * F.cross_entropy(
-                logits, classes
-            )
+            pitch_ce = F.cross_entropy(logits, classes)
+            out.losses["generator"] = losses.wasserstein_g(scores) + cfg.train.aux_weight * pitch_ce
+        out.stats["pitch_ce_fake"] = pitch_ce.detach()  # above ln(num_pitches): D's head is sure G's pitch is wrong
         out.losses["discriminator"] = critic_loss(ctx, real, fake.detach(), classes, stage, alpha, out.stats)
         return out
 
@@ -107,20 +109,23 @@ def gansynth_step(stage: int, fading: bool):
 
 
 def critic_loss(ctx: StepContext, real, fake, classes, stage: int, alpha: float, stats: dict) -> torch.Tensor:
-    """Wasserstein + GP + drift + auxiliary pitch CE on real, from ONE critic forward of
-    cat(real, fake, x̂) (one forward per backward under DDP)."""
+    """Wasserstein + GP + drift + auxiliary pitch CE on real (and fake: train.aux_on_fakes),
+    from ONE critic forward of cat(real, fake, x̂) (one forward per backward under DDP)."""
     train, batch_size = ctx.cfg.train, len(real)
     x_hat = losses.interpolate(real, fake)
     scores, logits = ctx.run_for_penalty("discriminator", "forward", torch.cat([real, fake, x_hat]), stage, alpha)
     real_scores, fake_scores, hat_scores = scores.split(batch_size)
     distance = losses.wasserstein_d(real_scores, fake_scores)
     penalty = losses.gradient_penalty(hat_scores, x_hat, train.gp_weight)
-    auxiliary = F.cross_entropy(logits[:batch_size], classes)
+    real_ce = F.cross_entropy(logits[:batch_size], classes)
+    auxiliary = real_ce
+    if train.aux_on_fakes:  # the fakes are conditioned on the real batch's pitches
+        auxiliary = real_ce + F.cross_entropy(logits[batch_size : 2 * batch_size], classes)
     stats.update(
         {
             "wasserstein": (-distance).detach(),
             "gradient_penalty": penalty.detach(),
-            "pitch_ce_real": auxiliary.detach(),
+            "pitch_ce_real": real_ce.detach(),
             "pitch_accuracy_real": (logits[:batch_size].argmax(1) == classes).float().mean().detach(),
         }
     )
