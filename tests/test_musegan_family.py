@@ -78,6 +78,11 @@ def test_evaluate_hook_reports_generated_and_real_rows(bach_shards, tmp_path):
     other = SetContext("run", "midi", tmp_path / "run", [], Path(bach_shards), "shards", "valid")
     assert musegan_set_metric(other) == {}  # a MIDI folder: not a MuseGAN run
 
+    from musicgan.benchmarks.musegan_bar_order import bar_order_report
+
+    probe = bar_order_report(str(tmp_path / "run"), str(bach_shards))
+    assert probe["phrases"] > 0 and probe["real_sd"] > 0 and probe["shuffled_minus_real_mean_abs"] > 0
+
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
