@@ -119,9 +119,10 @@ class ModelConfig:
     # forward on the fakes (false: how the README's C-RNN-GAN results were measured).
     # docs/training-engine.md, "C-RNN-GAN's shared discriminator forward".
     crnngan_shared_d_forward: bool = True
-    # C-RNN-GAN's D: minibatch discrimination (Salimans et al. 2016) on its time-pooled
-    # features, this many kernels of minibatch_kernel_dim rows each (0: off). Real and fake
-    # rows of D's one forward are compared only within their own half. models/crnngan.py.
+    # C-RNN-GAN's and MidiNet's D: minibatch discrimination (Salimans et al. 2016) on its
+    # time-pooled (C-RNN-GAN) or dense (MidiNet) features, this many kernels of
+    # minibatch_kernel_dim rows each (0: off). Real and fake rows of D's one forward are
+    # compared only within their own half. models/minibatch.py.
     minibatch_features: int = non_negative(0)
     minibatch_kernel_dim: int = positive(5)
     # Families beyond C-RNN-GAN (RBMs, discrete notes) read these.

@@ -17,7 +17,8 @@ from musicgan.data.loader import Batch
 from musicgan.distributed.ddp import DDPBackend
 from musicgan.distributed.env import DistEnv
 from musicgan.losses import instance_noise_std
-from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator, MinibatchFeatures
+from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator
+from musicgan.models.minibatch import MinibatchFeatures
 from musicgan.presets import get_preset
 from musicgan.training.families.crnngan import adversarial_step
 

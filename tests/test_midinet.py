@@ -82,6 +82,27 @@ def test_split_batch_norm_equals_separate_calls():
     assert not torch.allclose(mixed, separate, atol=1e-3)
 
 
+@pytest.mark.parametrize("kernels", [0, 4])
+def test_minibatch_features_couple_rows_within_their_half_only(kernels):
+    """Eval mode (running statistics: no batch-norm coupling), [real ; fake] with splits=2:
+    with minibatch features a change to one real bar moves the other real bars' logits and no
+    fake bar's; without them it moves no other row, and D has no minibatch parameter."""
+    torch.manual_seed(0)
+    d = MidiNetDiscriminator(16, minibatch_features=kernels).eval()
+    bars, chord = _bars(8, seed=1)
+    changed = bars.clone()
+    changed[1] = torch.rand_like(changed[1])
+    with torch.no_grad():
+        before, after = d(bars, chord, splits=2)[0], d(changed, chord, splits=2)[0]
+    moved = (after - before).abs() > 1e-9
+    assert moved[1]
+    assert moved[[0, 2, 3]].all() if kernels else not moved[[0, 2, 3]].any()
+    assert not moved[4:].any()
+    assert (d.out.in_features == 1024 + kernels + CHORD_DIM) and any("minibatch" in k for k in d.state_dict()) == bool(
+        kernels
+    )
+
+
 def test_eval_mode_uses_running_statistics():
     torch.manual_seed(0)
     generator = MidiNetGenerator(16, latent_dim=10, hidden=32, channels=8)

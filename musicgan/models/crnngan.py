@@ -40,6 +40,7 @@ from musicgan.errors import ConfigError
 from musicgan.losses import valid_steps
 from musicgan.models.free_running import FreeRunningLoop, release_workspace  # noqa: F401 (re-exported)
 from musicgan.models.lstm_stack import run_lstm_stacks
+from musicgan.models.minibatch import MinibatchFeatures
 
 DISCRIMINATOR_LAYOUTS = ("separate", "interleaved")
 
@@ -367,30 +368,6 @@ class CRNNDiscriminator(nn.Module):
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu")
         )
-
-
-class MinibatchFeatures(nn.Module):
-    """Minibatch discrimination (Salimans et al. 2016, section 3.2): rows f (B, A) -> M = f T
-    (B, K, C); o_k(i) = sum over rows j != i of i's group of exp(-||M_i,k - M_j,k||_1).
-
-    Costs B^2 K C per forward (B = 80 rows of 5 x 8 kernels: ~0.3 M elements). T starts at
-    N(0, 0.05^2), the reference implementation's scale: with features in [-1, 1] the L1
-    distances start near 1, where exp(-d) still varies."""
-
-    def __init__(self, in_features: int, kernels: int, kernel_dim: int) -> None:
-        super().__init__()
-        self.kernels, self.kernel_dim = kernels, kernel_dim
-        self.tensor = nn.Parameter(torch.randn(in_features, kernels * kernel_dim) * 0.05)
-
-    def forward(self, pooled: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        rows = pooled.shape[0]
-        m = (pooled @ self.tensor).view(rows, self.kernels, self.kernel_dim)
-        distance = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=-1)  # (B, B, K)
-        others = ~torch.eye(rows, dtype=torch.bool, device=pooled.device)
-        if groups is not None:
-            groups = groups.to(pooled.device)
-            others = others & (groups.unsqueeze(1) == groups.unsqueeze(0))
-        return (torch.exp(-distance) * others.unsqueeze(-1)).sum(dim=1)
 
 
 def _reverse_within_length(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgan.errors import ConfigError
+from musicgan.models.minibatch import MinibatchFeatures, halves_of
 
 NUM_PITCHES = 128
 CHORD_DIM = 13
@@ -142,7 +143,14 @@ class MidiNetGenerator(nn.Module):
 class MidiNetDiscriminator(nn.Module):
     """(bar (B, 1, S, P), chord (B, 13)) -> (logits (B,), first-conv features (B, 14 * S/2))."""
 
-    def __init__(self, steps_per_bar: int = 16, channels: int = 77, hidden: int = 1024) -> None:
+    def __init__(
+        self,
+        steps_per_bar: int = 16,
+        channels: int = 77,
+        hidden: int = 1024,
+        minibatch_features: int = 0,
+        minibatch_kernel_dim: int = 5,
+    ) -> None:
         super().__init__()
         steps = check_bar(steps_per_bar)
         features = 1 + CHORD_DIM
@@ -150,9 +158,16 @@ class MidiNetDiscriminator(nn.Module):
         self.conv2 = nn.Conv2d(features + CHORD_DIM, channels, (4, 1), stride=(2, 1))
         flat = channels * ((steps // 2 - 4) // 2 + 1)
         self.dense = nn.Linear(flat + CHORD_DIM, hidden)
-        self.out = nn.Linear(hidden + CHORD_DIM, 1)
+        self.out = nn.Linear(hidden + minibatch_features + CHORD_DIM, 1)
         self.norm2, self.norm_dense = SplitBatchNorm(channels), SplitBatchNorm(hidden)
         init_weights(self)
+        # Off: no parameter, so older checkpoints load. The dense features are ~unit scale
+        # over `hidden` rows: a std of 0.2 / sqrt(hidden) starts the kernels' L1 distances near 1.
+        self.minibatch = (
+            MinibatchFeatures(hidden, minibatch_features, minibatch_kernel_dim, init_std=0.2 / hidden**0.5)
+            if minibatch_features > 0
+            else None
+        )
 
     def features(self, bar: torch.Tensor, chord: torch.Tensor) -> torch.Tensor:
         """The first convolution's output (B, 14, S/2, 1): feature matching reads these."""
@@ -166,4 +181,6 @@ class MidiNetDiscriminator(nn.Module):
         first = self.features(bar, chord)
         h = F.leaky_relu(self.norm2(self.conv2(with_chord(first, chord))), LEAK).flatten(1)
         h = F.leaky_relu(self.norm_dense(self.dense(with_chord(h, chord))), LEAK)
+        if self.minibatch is not None:  # each part ([real ; fake]) compared within itself, like its statistics
+            h = torch.cat([h, self.minibatch(h, halves_of(len(h), splits, h.device))], dim=1)
         return self.out(with_chord(h, chord)).squeeze(1), first.flatten(1)

@@ -31,7 +31,8 @@ one pitch of 128 on, and its outputs can stay below 0.5 everywhere (README, "Res
 `model.midinet_sample_bn`: running (eval mode, the running statistics) or batch (the
 reference's training-mode statistics over the `--num` samples, on a copy of G).
 
-Config read: model.latent_dim, g_hidden (G's dense width), d_hidden (D's), midinet_g_channels,
+Config read: model.latent_dim, g_hidden (G's dense width), d_hidden (D's), minibatch_features
+and minibatch_kernel_dim (D's minibatch discrimination, 0: off), midinet_g_channels,
 midinet_d_channels, midinet_*; data.frames_per_beat (steps per quarter note), transpose_range;
 train.label_smoothing, feature_matching_weight, mean_matching_weight, instance_noise; optim.*.
 """
@@ -145,7 +146,9 @@ class MidiNetFamily(ModelFamily):
         generator = MidiNetGenerator(self.bar, m.latent_dim, m.g_hidden, m.midinet_g_channels)
         return {
             "generator": generator,
-            "discriminator": MidiNetDiscriminator(self.bar, m.midinet_d_channels, m.d_hidden),
+            "discriminator": MidiNetDiscriminator(
+                self.bar, m.midinet_d_channels, m.d_hidden, m.minibatch_features, m.minibatch_kernel_dim
+            ),
         }
 
     def phases(self) -> list[Phase]:
