@@ -9,12 +9,12 @@ from torch import nn
 
 class MinibatchFeatures(nn.Module):
     """Minibatch discrimination (Salimans et al. 2016, section 3.2): rows f (B, A) -> M = f T
-        (B, K, C); o_k(i) = sum over rows j != i of i's group of exp(-||M_i,k - M_j,k||_1).
+    (B, K, C); o_k(i) = sum over rows j != i of i's group of exp(-||M_i,k - M_j,k||_1).
 
-        Costs B^2 K C per forward (B = 80 rows of 5 x 8 kernels: ~0.3 M elements). T starts at
-        N(0, 0.05^2), the reference implementation's scale: with features in [-1, 1] the L1
-        distances start near 1, where exp(-d) still varies (`init_std`: wider or larger features
-    want a smaller one)."""
+    Costs B^2 K C per forward (B = 80 rows of 5 x 8 kernels: ~0.3 M elements). T starts at
+    N(0, `init_std`^2); the default 0.05 is the reference implementation's scale: with
+    features in [-1, 1] the L1 distances start near 1, where exp(-d) still varies. Wider or
+    larger features want a smaller one."""
 
     def __init__(self, in_features: int, kernels: int, kernel_dim: int, init_std: float = 0.05) -> None:
         super().__init__()

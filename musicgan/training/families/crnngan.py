@@ -12,6 +12,7 @@ import torch
 
 from musicgan import losses
 from musicgan.models.crnngan import CRNNDiscriminator, CRNNGenerator
+from musicgan.models.minibatch import halves_of
 from musicgan.training.families import ModelFamily, register
 from musicgan.training.freezing import decide_freezing
 from musicgan.training.phases import Phase, StepContext, StepOutput, in_mode
@@ -84,7 +85,7 @@ def adversarial_step(ctx: StepContext, batch) -> StepOutput:
     # fake's closeness to the real rows would leak the batch's composition into its logit,
     # and D would be judging a half-real batch it never meets at sampling time.
     # (G's loss from a second D forward on the fakes alone compares them with each other too.)
-    halves = torch.arange(2 * batch_size, device=ctx.device) // batch_size  # 0 real, 1 fake
+    halves = halves_of(2 * batch_size, 2, ctx.device)  # 0 real, 1 fake
     # Shared: two backward passes read this graph (G's input-only one, then D's), so it is
     # run through the forward each backend keeps for graphs differentiated more than once:
     # DDP's wrapper, but DeepSpeed's engine.module, since a backward through the engine's
