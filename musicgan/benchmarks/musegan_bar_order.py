@@ -15,8 +15,8 @@ import argparse
 import numpy as np
 import torch
 
-from musicgan.data.loader import encoded_windows
 from musicgan.data.shards import split_urls
+from musicgan.metrics.musegan import whole_phrase_windows
 from musicgan.training.sampling import load_run
 
 
@@ -47,7 +47,7 @@ def bar_order_report(run_dir: str, data: str, split: str = "valid", seed: int = 
     cfg, _, representation, networks, _ = load_run(run_dir)
     bar, length = representation.window_align, cfg.curriculum.max_len
     urls = split_urls(data, split)
-    windows = np.stack(list(encoded_windows(urls, representation, length, lambda n: range(0, n - length + 1, length))))
+    windows = np.stack(list(whole_phrase_windows(urls, representation, length)))
     critic = networks["critic"].eval()
     real = critic_scores(critic, windows)
     shuffled = critic_scores(critic, shuffled_bars(windows, bar, np.random.default_rng(seed)))

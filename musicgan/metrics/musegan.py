@@ -349,13 +349,17 @@ def steps_to_phrases(steps: np.ndarray, num_tracks: int, steps_per_bar: int) -> 
     return shaped.transpose(0, 3, 1, 2, 4) > 0
 
 
+def whole_phrase_windows(urls, representation, length: int):
+    """Every whole window of `length` steps of each song, back to back: (length, F) arrays."""
+    from musicgan.data.loader import encoded_windows
+
+    return encoded_windows(urls, representation, length, lambda n: range(0, n - length + 1, length))
+
+
 def real_phrases(urls, representation, bars_per_phrase: int) -> np.ndarray:
     """Every whole phrase of each song of `urls` the representation takes, back to back,
     as (M, K, N, S, P) bool."""
-    from musicgan.data.loader import encoded_windows
-
-    length = bars_per_phrase * representation.window_align
-    windows = list(encoded_windows(urls, representation, length, lambda n: range(0, n - length + 1, length)))
+    windows = list(whole_phrase_windows(urls, representation, bars_per_phrase * representation.window_align))
     if not windows:
         return np.zeros(
             (
