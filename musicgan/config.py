@@ -150,6 +150,9 @@ class ModelConfig:
     filter_cap: int = positive(64)
     min_pitch: int = between(24, 0, 127)
     num_pitches: int = between(61, 1, 128)
+    # input (the reference: the one-hot beside z at G's input) | blocks (also a learned pitch
+    # bias at every conv of G: models/gansynth.py).
+    pitch_conditioning: str = "input"
     # MidiNet: convolution widths (dense widths are g_hidden / d_hidden) and how it samples:
     # first bar (zeros | real: a held-out song's), per-step decode (threshold | argmax),
     # batch norm at sampling (running statistics | batch: the reference's training mode).
@@ -312,6 +315,7 @@ CHOICES = {
     "model.seqgan_d_loss": ("ce", "lsgan"),
     "model.seqgan_d_filters": ("seqgan", "polyphonic", "tiny"),
     "model.seqgan_reward_baseline": ("none", "batch_mean"),
+    "model.pitch_conditioning": ("input", "blocks"),
     "model.midinet_prime": ("zeros", "real"),
     "model.midinet_decode": ("threshold", "argmax"),
     "model.midinet_sample_bn": ("running", "batch"),

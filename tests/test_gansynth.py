@@ -84,6 +84,33 @@ def test_pitch_conditioning_changes_the_output():
     assert not torch.allclose(generator(z, pitch, 1), generator(z, other, 1), atol=1e-4)
 
 
+def test_pitch_biases_make_the_pitch_move_the_output_as_much_as_z_at_init():
+    """model.pitch_conditioning=blocks: a unit-scale pitch bias at every conv, so two pitches
+    at one z differ about as much as two z at one pitch (the input-only one-hot: far less)."""
+    z, pitch = inputs(64)
+    other_pitch, other_z = pitch.roll(1, dims=1), torch.randn_like(z)
+
+    def spreads(generator):
+        with torch.no_grad():
+            base = generator(z, pitch, STAGES - 1)
+            return (base - generator(z, other_pitch, STAGES - 1)).abs().mean(), (
+                base - generator(other_z, pitch, STAGES - 1)
+            ).abs().mean()
+
+    torch.manual_seed(0)
+    biased = ProgressiveGenerator(LATENT, PITCHES, START, STAGES, CAP, pitch_biases=True)
+    between_pitches, between_z = spreads(biased)
+    assert between_pitches > 0.5 * between_z
+    input_only, _ = nets()
+    between_pitches_input, between_z_input = spreads(input_only)
+    assert between_pitches_input / between_z_input < 0.5 * between_pitches / between_z
+    image = biased(z[:3], pitch[:3], 1)
+    critic_score, _ = ProgressiveCritic(PITCHES, START, STAGES, CAP)(image, 1)
+    critic_score.mean().backward()
+    assert all(b.weight.grad.abs().sum() > 0 for b in biased.pitch_biases[1])
+    assert all(b.weight.grad.abs().sum() == 0 for b in biased.pitch_biases[2])  # later stage: in graph, zero
+
+
 def test_gradient_penalty_double_backward_reaches_every_used_critic_weight():
     generator, critic = nets()
     stage = 2
@@ -387,3 +414,16 @@ def test_pitch_metrics_tell_real_notes_from_noise_and_the_classifier_is_cached(n
     assert real["pitch_accuracy"] >= 0.9 and real["ndb"] == 0.0 and real["frechet"] < 1e-6
     assert noise["pitch_accuracy"] < real["pitch_accuracy"] and noise["frechet"] > 1.0 and noise["ndb"] > 0
     assert real["pitch_entropy"] < noise["pitch_entropy"]
+
+
+def test_pitch_conditioning_key_picks_the_generators_pitch_biases():
+    from musicgan.config import validate
+    from musicgan.errors import ConfigError
+    from musicgan.training.families import get_family
+
+    for mode, biased in (("input", False), ("blocks", True)):
+        family = get_family(apply_overrides(get_preset("gansynth-debug"), [f"model.pitch_conditioning={mode}"]))
+        networks = family.build_networks(family.build_representation())
+        assert [networks[n].pitch_biases is not None for n in ("generator", "generator_ema")] == [biased, biased]
+    with pytest.raises(ConfigError, match="pitch_conditioning"):
+        validate(apply_overrides(get_preset("gansynth-debug"), ["model.pitch_conditioning=everywhere"]))

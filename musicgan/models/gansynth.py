@@ -15,6 +15,14 @@ min(FILTER_BASE / 2^(s + 1), filter_cap) filters, kernel 3, leaky ReLU 0.2.
              transposed weight gradient from the double backward, which DDP's gradient
              buckets warn about at every step).
 
+`pitch_biases=True` (model.pitch_conditioning=blocks; not the reference's) also adds a pitch bias to every conv of
+G: a learned per-class vector of the conv's width (a linear map of the one-hot whose gain is
+sqrt(num_pitches), so one class's bias starts at unit scale as the conv's output does),
+added before the leaky ReLU. With the reference's input-only conditioning the one-hot is one
+of latent_dim + 1 unit-scale inputs after the pixel norm, and z's variation drowns it: G
+trained on the pitch loss alone stays at chance for thousands of steps at the paper's rate
+(README, GANSynth, `benchmarks.gansynth_conditioning`). Cost: one (P x width) matmul per conv.
+
 During the fade-in into stage s (alpha < 1) the new block's output is blended with the
 previous stage's output upsampled (G) / the input pooled through the previous stage's
 input layer (D): out = (1 - alpha) * old + alpha * new. No batch norm (the gradient
@@ -121,6 +129,7 @@ class ProgressiveGenerator(nn.Module):
         num_stages: int,
         filter_cap: int,
         channels: int = 2,
+        pitch_biases: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim, self.num_pitches, self.start = int(latent_dim), int(num_pitches), tuple(start)
@@ -133,9 +142,26 @@ class ProgressiveGenerator(nn.Module):
             + [nn.ModuleList([_conv(width[s - 1], width[s]), _conv(width[s], width[s])]) for s in range(1, num_stages)]
         )
         self.outputs = nn.ModuleList([EqualizedConv2d(w, channels, 1, gain=OUTPUT_GAIN) for w in width])
+        self.pitch_biases = None
+        if pitch_biases:
+            self.pitch_biases = nn.ModuleList(
+                [nn.ModuleList([self._pitch_bias(conv.out_channels) for conv in block]) for block in self.blocks]
+            )
+
+    def _pitch_bias(self, width: int) -> EqualizedLinear:
+        return EqualizedLinear(self.num_pitches, width, gain=math.sqrt(self.num_pitches))
+
+    def _conv_block(self, s: int, h: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.blocks[s]):
+            h = conv(h)
+            if self.pitch_biases is not None:
+                h = h + self.pitch_biases[s][i](pitch)[:, :, None, None]
+            h = pixel_norm(F.leaky_relu(h, LEAK))
+        return h
 
     def forward(self, z: torch.Tensor, pitch: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
-        x = pixel_norm(torch.cat([z, pitch.to(z.dtype)], dim=1))
+        pitch = pitch.to(z.dtype)
+        x = pixel_norm(torch.cat([z, pitch], dim=1))
         h = self.project(x).view(len(z), self.width[0], *self.start)
         h = pixel_norm(F.leaky_relu(h, LEAK))
         previous = None
@@ -143,8 +169,7 @@ class ProgressiveGenerator(nn.Module):
             if s > 0:
                 previous = h
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
-            for conv in self.blocks[s]:
-                h = pixel_norm(F.leaky_relu(conv(h), LEAK))
+            h = self._conv_block(s, h, pitch)
         image = torch.tanh(self.outputs[stage](h))
         if stage > 0 and alpha < 1.0:
             old = F.interpolate(torch.tanh(self.outputs[stage - 1](previous)), scale_factor=2, mode="nearest")

@@ -22,7 +22,7 @@ what sampling uses.
 
 Config read: data.audio_rate, n_fft, hop, mel; curriculum.max_len (frames of a note);
 model.latent_dim, start_frames, start_bins, stages, filter_cap, min_pitch, num_pitches,
-ema_decay; train.stage_epochs, gp_weight, drift_penalty, aux_weight, aux_on_fakes; optim.*.
+pitch_conditioning, ema_decay; train.stage_epochs, gp_weight, drift_penalty, aux_weight, aux_on_fakes; optim.*.
 """
 
 from __future__ import annotations
@@ -167,7 +167,10 @@ class GANSynthFamily(ModelFamily):
         start = (m.start_frames, m.start_bins)
 
         def generator():
-            return ProgressiveGenerator(m.latent_dim, m.num_pitches, start, m.stages, m.filter_cap)
+            pitch_biases = m.pitch_conditioning == "blocks"
+            return ProgressiveGenerator(
+                m.latent_dim, m.num_pitches, start, m.stages, m.filter_cap, pitch_biases=pitch_biases
+            )
 
         trained, ema = generator(), generator()
         ema.load_state_dict(trained.state_dict())
