@@ -5,10 +5,12 @@ trained on the auxiliary loss only (cross-entropy of the frozen head on G(z, pit
 the conditioning pitch; no Wasserstein term, no gradient penalty). A working conditioning
 path drives that cross-entropy far below chance within a few hundred steps (the head is a
 fixed differentiable classifier); one that stays near chance has a bug between the one-hot
-and the image.
+and the image, unless `--zero-latent` (z = 0: pitch is G's only input) gets there, in which
+case the path works and z's variation is what hides the pitch.
 
 Run: python -m musicgan.benchmarks.gansynth_conditioning --data SHARDS [--stage 2]
-       [--head-steps 300] [--steps 300] [--set KEY=VALUE ...] (overrides on gansynth-small)
+       [--head-steps 300] [--steps 300] [--zero-latent] [--set KEY=VALUE ...] (overrides on
+       gansynth-small, e.g. model.filter_cap=8, model.pitch_conditioning=blocks)
 Prints the head's validation line, then one line per logged G step: G's CE through the
 frozen head on fresh z and pitches, the head's accuracy on them, and how far G's output
 moves between two pitches at one z vs between two z at one pitch (mean absolute).
@@ -27,6 +29,15 @@ import torch.nn.functional as F
 from musicgan.benchmarks.gansynth_pitch_head import note_set, train_head
 from musicgan.config import apply_overrides
 from musicgan.presets import get_preset
+
+
+def reinit(network: torch.nn.Module, seed: int) -> None:
+    """Fresh weights from `seed` for every layer: the same head whatever G holds (G's
+    pitch biases draw from the generator before the critic is built)."""
+    torch.manual_seed(seed)
+    for layer in network.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            layer.reset_parameters()
 
 
 def pitch_draw(classes: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -49,8 +60,10 @@ def pitch_sensitivity(cfg, generator_net, stage: int, seed: int) -> tuple[float,
     ).abs().mean().item()
 
 
-def train_generator(cfg, generator_net, critic, classes, stage: int, steps: int, log_every: int, seed: int):
-    """G trained on CE(frozen head on G(z, pitch), pitch) alone; yields logged rows."""
+def train_generator(
+    cfg, generator_net, critic, classes, stage: int, steps: int, log_every: int, seed: int, zero_latent: bool = False
+):
+    """G trained on CE(frozen head on G(z, pitch), pitch) alone (z = 0: `zero_latent`); yields logged rows."""
     critic.requires_grad_(False)
     optimizer = torch.optim.Adam(
         generator_net.parameters(), lr=cfg.optim.g_lr, betas=(cfg.optim.beta1, cfg.optim.beta2)
@@ -59,7 +72,7 @@ def train_generator(cfg, generator_net, critic, classes, stage: int, steps: int,
     start = time.process_time()
     for step in range(1, steps + 1):
         picked = pitch_draw(classes, cfg.data.batch_size, draw)
-        z = torch.randn(len(picked), cfg.model.latent_dim, generator=draw)
+        z = torch.randn(len(picked), cfg.model.latent_dim, generator=draw) * (0.0 if zero_latent else 1.0)
         _, logits = critic(generator_net(z, F.one_hot(picked, cfg.model.num_pitches).float(), stage), stage)
         loss = F.cross_entropy(logits, picked)
         optimizer.zero_grad()
@@ -89,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zero-latent", action="store_true", help="z = 0: pitch is G's only input")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -98,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     representation.fit(iter_songs(split_urls(args.data, "train")))
     train, valid = (note_set(family, representation, args.data, split) for split in ("train", "valid"))
     print(json.dumps({"chance_ce": round(math.log(cfg.model.num_pitches), 3), "train": len(train[1])}))
-    torch.manual_seed(args.seed)
     networks = family.build_networks(representation)
+    reinit(networks["discriminator"], args.seed)
     head_rows = train_head(
         cfg, networks["discriminator"], train, valid, args.stage, args.head_steps, args.head_steps, args.seed
     )
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         args.steps,
         args.log_every,
         args.seed,
+        args.zero_latent,
     )
     for row in rows:
         print(json.dumps({"generator": "aux loss only, head frozen", "stage": args.stage, **row}), flush=True)
