@@ -47,13 +47,14 @@ def pitch_draw(classes: torch.Tensor, size: int, generator: torch.Generator) -> 
 
 @torch.no_grad()
 def pitch_sensitivity(cfg, generator_net, stage: int, seed: int) -> tuple[float, float]:
-    """(|G(z, p1) - G(z, p2)|, |G(z, p1) - G(z', p1)|), mean absolute over 16 draws."""
+    """(|G(z, p1) - G(z, p2)|, |G(z, p1) - G(z', p1)|), mean absolute over 16 draws; p1, p2
+    the lowest and the highest pitch."""
     from musicgan.training.families.gansynth import pitch_one_hot
 
     draw = torch.Generator().manual_seed(seed)
     z, other = (torch.randn(16, cfg.model.latent_dim, generator=draw) for _ in range(2))
-    low = pitch_one_hot(torch.full((16,), cfg.model.min_pitch + 5), cfg)[1]
-    high = pitch_one_hot(torch.full((16,), cfg.model.min_pitch + cfg.model.num_pitches - 6), cfg)[1]
+    low = pitch_one_hot(torch.full((16,), cfg.model.min_pitch), cfg)[1]
+    high = pitch_one_hot(torch.full((16,), cfg.model.min_pitch + cfg.model.num_pitches - 1), cfg)[1]
     base = generator_net(z, low, stage)
     return (base - generator_net(z, high, stage)).abs().mean().item(), (
         base - generator_net(other, low, stage)
