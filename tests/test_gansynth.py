@@ -376,6 +376,14 @@ def test_sample_writes_wavs_of_the_asked_pitches(note_shards, tmp_path, one_torc
     cfg, family, _, networks, _ = load_run(run)
     z = torch.randn(1, cfg.model.latent_dim)
     assert not np.array_equal(family.generate_notes(networks, [48], z), family.generate_notes(networks, [53], z))
+    # The conditioning probe's --run mode reads the same checkpoint: both generators, the last step.
+    from musicgan.benchmarks.gansynth_conditioning import probe_run
+
+    rows = list(probe_run(str(run), 32, 0))
+    assert [r["generator"] for r in rows] == ["generator", "generator_ema"]
+    assert all(r["checkpoint"].endswith("step-00000003.pt") and r["chance_ce"] == round(np.log(6), 3) for r in rows)
+    assert all(r["critic_ce_on_fakes"] > 0 and 0 <= r["critic_accuracy_on_fakes"] <= 1 for r in rows)
+    assert all(r["between_pitches"] > 0 and r["between_z"] > 0 for r in rows)
 
 
 # -- metrics: pitch classifier (cached), pitch accuracy / entropy, Frechet, NDB ------------------

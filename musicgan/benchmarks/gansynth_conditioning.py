@@ -14,6 +14,11 @@ Run: python -m musicgan.benchmarks.gansynth_conditioning --data SHARDS [--stage 
 Prints the head's validation line, then one line per logged G step: G's CE through the
 frozen head on fresh z and pitches, the head's accuracy on them, and how far G's output
 moves between two pitches at one z vs between two z at one pitch (mean absolute).
+
+       python -m musicgan.benchmarks.gansynth_conditioning --run RUN [--num 256]
+probes a trained run's last checkpoint instead: the critic's pitch cross-entropy and
+accuracy on the fakes of G and of its EMA at random conditioning pitches, and the same two
+sensitivities (the README's "sure of the wrong pitch" figures).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch.nn.functional as F
 
 from musicgan.benchmarks.gansynth_pitch_head import note_set, train_head
 from musicgan.config import apply_overrides
+from musicgan.errors import UserError
 from musicgan.presets import get_preset
 
 
@@ -59,6 +65,32 @@ def pitch_sensitivity(cfg, generator_net, stage: int, seed: int) -> tuple[float,
     return (base - generator_net(z, high, stage)).abs().mean().item(), (
         base - generator_net(other, low, stage)
     ).abs().mean().item()
+
+
+@torch.no_grad()
+def probe_run(run_dir: str, count: int, seed: int):
+    """One row per generator (trained, EMA) of a run's last checkpoint at its top stage: the
+    critic's pitch CE and accuracy on `count` fakes, and `pitch_sensitivity`."""
+    from musicgan.training.sampling import load_run
+
+    cfg, _, _, networks, path = load_run(run_dir)
+    stage = cfg.model.stages - 1
+    draw = torch.Generator().manual_seed(seed)
+    picked = torch.randint(cfg.model.num_pitches, (count,), generator=draw)
+    z = torch.randn(count, cfg.model.latent_dim, generator=draw)
+    for name in ("generator", "generator_ema"):
+        fakes = networks[name](z, F.one_hot(picked, cfg.model.num_pitches).float(), stage)
+        _, logits = networks["discriminator"](fakes, stage)
+        between_pitches, between_z = pitch_sensitivity(cfg, networks[name], stage, seed)
+        yield {
+            "checkpoint": str(path),
+            "generator": name,
+            "critic_ce_on_fakes": round(F.cross_entropy(logits, picked).item(), 3),
+            "critic_accuracy_on_fakes": round((logits.argmax(1) == picked).float().mean().item(), 3),
+            "chance_ce": round(math.log(cfg.model.num_pitches), 3),
+            "between_pitches": round(between_pitches, 4),
+            "between_z": round(between_z, 4),
+        }
 
 
 def train_generator(
@@ -97,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     from musicgan.training.families import get_family
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data")
+    parser.add_argument("--run", help="probe this trained run's checkpoint instead of training")
+    parser.add_argument("--num", type=int, default=256, help="fakes per generator with --run")
     parser.add_argument("--stage", type=int, default=2)
     parser.add_argument("--head-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=300)
@@ -107,6 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.run:
+        try:
+            for row in probe_run(args.run, args.num, args.seed):
+                print(json.dumps(row), flush=True)
+        except UserError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return
+    if not args.data:
+        parser.error("--data SHARDS is needed unless --run RUN is given")
     cfg = apply_overrides(get_preset("gansynth-small"), [f"data.path={args.data}", *args.overrides])
     family = get_family(cfg)
     representation = family.build_representation()
