@@ -22,7 +22,8 @@ what sampling uses.
 
 Config read: data.audio_rate, n_fft, hop, mel; curriculum.max_len (frames of a note);
 model.latent_dim, start_frames, start_bins, stages, filter_cap, min_pitch, num_pitches,
-pitch_conditioning, ema_decay; train.stage_epochs, gp_weight, drift_penalty, aux_weight, aux_on_fakes; optim.*.
+pitch_conditioning, ema_decay; train.stage_epochs, gp_weight, drift_penalty, aux_weight,
+aux_on_fakes; optim.*.
 """
 
 from __future__ import annotations
