@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from musicgan.benchmarks.gansynth_pitch_head import note_set, train_head
+from musicgan.benchmarks.gansynth_pitch_head import accuracy, note_set, train_head
 from musicgan.config import apply_overrides
 from musicgan.errors import UserError
 from musicgan.presets import get_preset
@@ -44,6 +45,11 @@ def reinit(network: torch.nn.Module, seed: int) -> None:
     for layer in network.modules():
         if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
             layer.reset_parameters()
+
+
+def class_one_hot(classes: torch.Tensor, cfg) -> torch.Tensor:
+    """G's conditioning input for pitch classes (0 = model.min_pitch)."""
+    return F.one_hot(classes, cfg.model.num_pitches).float()
 
 
 def pitch_draw(classes: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -79,14 +85,14 @@ def probe_run(run_dir: str, count: int, seed: int):
     picked = torch.randint(cfg.model.num_pitches, (count,), generator=draw)
     z = torch.randn(count, cfg.model.latent_dim, generator=draw)
     for name in ("generator", "generator_ema"):
-        fakes = networks[name](z, F.one_hot(picked, cfg.model.num_pitches).float(), stage)
+        fakes = networks[name](z, class_one_hot(picked, cfg), stage)
         _, logits = networks["discriminator"](fakes, stage)
         between_pitches, between_z = pitch_sensitivity(cfg, networks[name], stage, seed)
         yield {
             "checkpoint": str(path),
             "generator": name,
             "critic_ce_on_fakes": round(F.cross_entropy(logits, picked).item(), 3),
-            "critic_accuracy_on_fakes": round((logits.argmax(1) == picked).float().mean().item(), 3),
+            "critic_accuracy_on_fakes": accuracy(logits, picked),
             "chance_ce": round(math.log(cfg.model.num_pitches), 3),
             "between_pitches": round(between_pitches, 4),
             "between_z": round(between_z, 4),
@@ -106,7 +112,7 @@ def train_generator(
     for step in range(1, steps + 1):
         picked = pitch_draw(classes, cfg.data.batch_size, draw)
         z = torch.randn(len(picked), cfg.model.latent_dim, generator=draw) * (0.0 if zero_latent else 1.0)
-        _, logits = critic(generator_net(z, F.one_hot(picked, cfg.model.num_pitches).float(), stage), stage)
+        _, logits = critic(generator_net(z, class_one_hot(picked, cfg), stage), stage)
         loss = F.cross_entropy(logits, picked)
         optimizer.zero_grad()
         loss.backward()
@@ -116,7 +122,7 @@ def train_generator(
             yield {
                 "step": step,
                 "g_ce": round(loss.item(), 3),
-                "head_accuracy_on_fakes": round((logits.argmax(1) == picked).float().mean().item(), 3),
+                "head_accuracy_on_fakes": accuracy(logits, picked),
                 "between_pitches": round(between_pitches, 4),
                 "between_z": round(between_z, 4),
                 "cpu_s": round(time.process_time() - start, 1),
@@ -145,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for row in probe_run(args.run, args.num, args.seed):
                 print(json.dumps(row), flush=True)
-        except UserError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        except UserError as exc:  # one line and the CLI's status 2, as `musicgan` gives
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         return
     if not args.data:
         parser.error("--data SHARDS is needed unless --run RUN is given")

@@ -45,6 +45,11 @@ def use_default_init(critic: nn.Module) -> None:
             layer.he_constant = 1.0
 
 
+def accuracy(logits: torch.Tensor, classes: torch.Tensor) -> float:
+    """Share of rows whose top logit is their class, rounded as the probes print it."""
+    return round((logits.argmax(1) == classes).float().mean().item(), 3)
+
+
 def train_head(cfg, critic, train, valid, stage: int, steps: int, log_every: int, seed: int):
     images, classes = train
     valid_images = downscale(valid[0], stage, cfg.model.stages)
@@ -65,7 +70,7 @@ def train_head(cfg, critic, train, valid, stage: int, steps: int, log_every: int
                 "step": step,
                 "train_ce": round(loss.item(), 3),
                 "valid_ce": round(F.cross_entropy(valid_logits, valid[1]).item(), 3),
-                "valid_accuracy": round((valid_logits.argmax(1) == valid[1]).float().mean().item(), 3),
+                "valid_accuracy": accuracy(valid_logits, valid[1]),
                 "cpu_s": round(time.process_time() - start, 1),
             }
 

@@ -18,10 +18,11 @@ min(FILTER_BASE / 2^(s + 1), filter_cap) filters, kernel 3, leaky ReLU 0.2.
 `pitch_biases=True` (model.pitch_conditioning=blocks; not the reference's) also adds a pitch
 bias to every conv of G: a learned per-class vector of the conv's width (a linear map of the
 one-hot whose gain is sqrt(num_pitches), so one class's bias starts at unit scale as the
-conv's output does), added before the leaky ReLU. With the reference's input-only conditioning the one-hot is one
-of latent_dim + 1 unit-scale inputs after the pixel norm, and z's variation drowns it: G
-trained on the pitch loss alone stays at chance for thousands of steps at the paper's rate
-(README, GANSynth, `benchmarks.gansynth_conditioning`). Cost: one (P x width) matmul per conv.
+conv's output does), added before the leaky ReLU. With the reference's input-only
+conditioning the one-hot is one of latent_dim + 1 unit-scale inputs after the pixel norm,
+and z's variation drowns it: G trained on the pitch loss alone stays at chance for thousands
+of steps at the paper's rate (README, GANSynth, `benchmarks.gansynth_conditioning`).
+Cost: one (P x width) matmul per conv.
 
 During the fade-in into stage s (alpha < 1) the new block's output is blended with the
 previous stage's output upsampled (G) / the input pooled through the previous stage's
